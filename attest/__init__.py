@@ -1,0 +1,1 @@
+"""Everything that produces signed evidence: keys, canonical JSON, DSSE envelopes, statements."""

@@ -1,0 +1,1 @@
+"""What people run: the `bledger` command line and the HTTP SDK."""

@@ -1,0 +1,1 @@
+"""Independent verifiers: witnesses and audit nodes that check what a log publishes."""
