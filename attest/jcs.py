@@ -1,0 +1,167 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS), and the strict JSON reader for signed payloads.
+
+`canonicalize` is plain RFC 8785 (through the `rfc8785` package): it accepts floats and writes
+them in the ECMAScript form the RFC prescribes, so it passes every published JCS vector.
+
+`canonical_loads` is the reader for bytes that are, or will be, signed. It accepts only I-JSON
+(RFC 7493) and is stricter than RFC 8785 on one point, by project rule:
+
+* **No floats.** Any number with a fraction or an exponent (``1.5``, ``1.0``, ``1e3``) is rejected,
+  even when JCS would write it exactly. Quantities that are fractions are carried as integers in
+  milli-units (``transferMilli: 750`` for 0.75) or, where more precision is needed, as
+  fixed-precision strings. Floats are rejected rather than "checked for round-tripping" because
+  different producers (numpy, JavaScript, Go) print the same double differently, and a payload
+  whose meaning depends on float formatting cannot be re-derived by a verifier byte for byte.
+  `allow_floats=True` exists only for reading general JSON such as the JCS vectors.
+* **Integers within ±(2**53 - 1)**, the range an IEEE 754 double holds exactly (I-JSON §2.2).
+* **No duplicate object keys**, no lone surrogates (``"\\ud800"``), no ``NaN`` / ``Infinity``,
+  UTF-8 only, no byte-order mark.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TypeAlias, Union
+
+import rfc8785
+
+from attest.errors import CanonicalizationError
+
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "JSONValue",
+    "CanonicalizationError",
+    "canonical_loads",
+    "canonicalize",
+]
+
+JSONValue: TypeAlias = Union[
+    None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
+]
+"""What `canonical_loads` returns: the plain Python form of a JSON value."""
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer magnitude I-JSON allows (an IEEE 754 double holds every integer up to it)."""
+
+# 2**53 - 1 has 16 decimal digits; refuse longer digit strings before converting them.
+_MAX_INT_DIGITS = len(str(MAX_SAFE_INTEGER))
+
+
+def canonicalize(value: object) -> bytes:
+    """Return the RFC 8785 canonical UTF-8 bytes of `value`.
+
+    `value` is built from dict (string keys), list, tuple, str, int, float, bool and None.
+    Raises CanonicalizationError for anything JCS cannot represent: NaN or infinite floats,
+    integers beyond ±(2**53 - 1), non-string keys, lone surrogates, other types.
+    """
+    try:
+        return rfc8785.dumps(value)  # type: ignore[arg-type]
+    except rfc8785.CanonicalizationError as exc:
+        raise CanonicalizationError(f"cannot canonicalize: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        # rfc8785 sorts keys by their UTF-16 encoding, which fails on a lone surrogate.
+        raise CanonicalizationError("cannot canonicalize: lone surrogate in a key") from exc
+    except RecursionError as exc:
+        raise CanonicalizationError("cannot canonicalize: nested too deeply") from exc
+
+
+def canonical_loads(
+    data: bytes | str, *, allow_floats: bool = False, require_canonical: bool = False
+) -> JSONValue:
+    """Parse strict I-JSON `data` (see the module docstring for the rules).
+
+    With `require_canonical`, `data` must also already be its own RFC 8785 form, byte for byte
+    (signed payloads are: a verifier recomputes nothing and compares bytes). Raises
+    CanonicalizationError, never json.JSONDecodeError.
+    """
+    text = _decode_utf8(data)
+    try:
+        value: JSONValue = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_int=_parse_int,
+            parse_float=_parse_float if allow_floats else _reject_float,
+            parse_constant=_reject_constant,
+        )
+    except CanonicalizationError:
+        raise
+    except RecursionError as exc:
+        raise CanonicalizationError("JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise CanonicalizationError(f"invalid JSON: {exc}") from exc
+    _reject_lone_surrogates(value)
+    if require_canonical and canonicalize(value) != text.encode("utf-8"):
+        raise CanonicalizationError("JSON is not in RFC 8785 canonical form")
+    return value
+
+
+def _decode_utf8(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        # Python's strict UTF-8 decoder already rejects encoded surrogates (ED A0 80 ...).
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CanonicalizationError(f"JSON is not valid UTF-8: {exc.reason}") from exc
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
+    obj: dict[str, JSONValue] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise CanonicalizationError(f"duplicate object key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _parse_int(token: str) -> int:
+    if len(token.lstrip("-")) > _MAX_INT_DIGITS:
+        raise CanonicalizationError(f"integer {token[:24]}... is beyond ±(2**53 - 1)")
+    number = int(token)
+    if abs(number) > MAX_SAFE_INTEGER:
+        raise CanonicalizationError(f"integer {token} is beyond ±(2**53 - 1)")
+    return number
+
+
+def _reject_float(token: str) -> float:
+    raise CanonicalizationError(
+        f"number {token[:24]} is not an integer: signed payloads carry no floats "
+        "(use integer milli-units or a fixed-precision string)"
+    )
+
+
+def _parse_float(token: str) -> float:
+    number = float(token)
+    if number in (float("inf"), float("-inf")):
+        raise CanonicalizationError(f"number {token[:24]} overflows a double")
+    return number
+
+
+def _reject_constant(token: str) -> float:
+    raise CanonicalizationError(f"{token} is not JSON")
+
+
+def _reject_lone_surrogates(value: JSONValue) -> None:
+    for text in _strings(value):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CanonicalizationError("JSON string holds a lone surrogate") from exc
+
+
+def _strings(value: JSONValue) -> Iterator[str]:
+    """Every string (keys included) in `value`, iteratively: depth is bounded by json.loads."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                yield key
+                stack.append(child)

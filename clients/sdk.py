@@ -1,0 +1,174 @@
+"""HTTP SDK for a behaviour-ledger server. Everything it returns has been verified.
+
+Verification is the pure code of `ledger` (checkpoints, tlog-proof, audit); this module only
+fetches. A log is trusted through its verifier key, given by the caller; `LedgerClient.logs()`
+shows the keys a server claims, for the caller to pin.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from attest.dsse import Envelope
+from ledger.audit import AuditError, audit_tree
+from ledger.checkpoint import Checkpoint, open_checkpoint
+from ledger.note import NoteError, NoteVerifier, parse_vkey
+from ledger.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
+from ledger.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
+
+
+class ClientError(Exception):
+    """A request failed or what came back did not verify. `diagnostic` is printable."""
+
+    def __init__(self, diagnostic: str) -> None:
+        super().__init__(diagnostic)
+        self.diagnostic = diagnostic
+
+
+class VerificationError(ClientError):
+    """The server answered, but its answer does not verify."""
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    """A log as the server describes it (not yet trusted)."""
+
+    name: str
+    origin: str
+    vkey: str
+    partition: str
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A verified write: the entry's index and the offline proof that it is in the log."""
+
+    index: int
+    duplicate: bool
+    checkpoint: Checkpoint
+    tlog_proof: str
+
+
+class LedgerClient:
+    """Talks to one server at `base_url` (e.g. `http://127.0.0.1:8080`)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0, client: httpx.Client | None = None):
+        self._http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str) -> httpx.Response:
+        try:
+            r = self._http.get(path)
+        except httpx.HTTPError as e:
+            raise ClientError(f"GET {path}: {e}") from e
+        if r.status_code != 200:
+            raise ClientError(f"GET {path}: HTTP {r.status_code}: {_detail(r)}")
+        return r
+
+    def logs(self) -> list[LogInfo]:
+        """The logs the server hosts, with the keys it claims for them."""
+        return [LogInfo(**x) for x in self._get("/logs").json()]
+
+    def log_info(self, name: str) -> LogInfo:
+        """One log's description, or ClientError when the server has no such log."""
+        for info in self.logs():
+            if info.name == name:
+                return info
+        raise ClientError(f"the server hosts no log named {name!r}")
+
+    def checkpoint(
+        self, name: str, verifier: NoteVerifier, origin: str
+    ) -> tuple[Checkpoint, bytes]:
+        """The latest checkpoint, verified with the log's key; also its signed note bytes."""
+        note = self._get(f"/logs/{name}/checkpoint").content
+        try:
+            cp, _ = open_checkpoint(note, verifier, origin)
+        except NoteError as e:
+            raise VerificationError(f"checkpoint of {name}: {e.diagnostic}") from e
+        return cp, note
+
+    def tile(self, name: str, tile: TileId, width: int) -> bytes:
+        """A hash tile at `width` (unverified bytes: verify them against a checkpoint)."""
+        return self._get(f"/logs/{name}/{tile_path(tile, width)}").content
+
+    def bundle(self, name: str, index: int, width: int) -> list[bytes]:
+        """An entry bundle at `width` (unverified: check against the level-0 tile)."""
+        data = self._get(f"/logs/{name}/{tile_path(TileId(ENTRIES_LEVEL, index), width)}").content
+        try:
+            return decode_bundle(data)
+        except TileError as e:
+            raise VerificationError(f"entry bundle {index}: {e.diagnostic}") from e
+
+    def submit(
+        self, name: str, envelope: Envelope, verifier: NoteVerifier, origin: str
+    ) -> Submitted:
+        """Post an envelope and verify the returned tlog-proof offline before returning."""
+        try:
+            r = self._http.post(f"/logs/{name}/entries", json=envelope.to_json())
+        except httpx.HTTPError as e:
+            raise ClientError(f"POST /logs/{name}/entries: {e}") from e
+        if r.status_code != 200:
+            raise ClientError(f"the log refused the entry: HTTP {r.status_code}: {_detail(r)}")
+        body: dict[str, Any] = r.json()
+        text = str(body["tlog_proof"])
+        cp = verify_submission(text, envelope, verifier, origin)
+        return Submitted(int(body["index"]), bool(body.get("duplicate")), cp, text)
+
+    def audit(self, name: str, verifier: NoteVerifier, origin: str) -> Checkpoint:
+        """Fetch the latest checkpoint, every tile and entry bundle, and recompute the root."""
+        cp, _ = self.checkpoint(name, verifier, origin)
+        try:
+            audit_tree(
+                cp.size,
+                cp.root_hash,
+                lambda t, w: self.tile(name, t, w),
+                lambda i, w: self.bundle(name, i, w),
+            )
+        except AuditError as e:
+            raise VerificationError(f"log {name} at size {cp.size}: {e.diagnostic}") from e
+        return cp
+
+
+def verify_submission(
+    text: str, envelope: Envelope, verifier: NoteVerifier, origin: str
+) -> Checkpoint:
+    """Verify a tlog-proof for `envelope` (its canonical bytes are the leaf data)."""
+    try:
+        proof: TlogProof = parse_tlog_proof(text)
+        return verify_tlog_proof(proof, envelope.canonical_bytes(), verifier, origin)
+    except NoteError as e:
+        raise VerificationError(f"tlog-proof: {e.diagnostic}") from e
+
+
+def verifier_from_vkey(vkey: str) -> NoteVerifier:
+    """Parse a C2SP verifier key, turning errors into ClientError."""
+    try:
+        return parse_vkey(vkey)
+    except NoteError as e:
+        raise ClientError(f"bad verifier key: {e.diagnostic}") from e
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        return f"{body.get('error')}: {body.get('detail')}"
+    except ValueError:
+        return r.text[:200]
+
+
+def b64decode(text: str) -> bytes:
+    """Standard base64 as the API's JSON uses."""
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,262 @@
+"""HTTP API (FastAPI): C2SP tlog-tiles reads, writes with proofs, JSON proofs by index or hash.
+
+Domain errors map to HTTP statuses in one place (`_ERRORS`); every error body is
+`{"error": <code>, "detail": <message>}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger import merkle
+from ledger.admission import AdmissionError
+from ledger.log import LogRangeError
+from ledger.server import HostedLog, LedgerServer
+from ledger.storage import StorageError
+from ledger.tiles import (
+    ENTRIES_LEVEL,
+    TILE_WIDTH,
+    TileError,
+    TileId,
+    decode_bundle,
+    encode_bundle,
+    parse_index,
+    parse_level,
+)
+from ledger.tlog_proof import TlogProof, format_tlog_proof
+
+MAX_INDEX = (1 << 63) - 1
+Index = Annotated[int, Query(ge=0, le=MAX_INDEX)]
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+MUTABLE = {"Cache-Control": "no-cache"}
+OCTETS = "application/octet-stream"
+
+
+class ApiError(Exception):
+    """An error the API reports as `{error, detail}` with `status`."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+# Domain error -> (status, error code). The single place where statuses are decided.
+_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    LogRangeError: (404, "out_of_range"),
+    TileError: (404, "bad_tile_path"),
+    StorageError: (500, "storage_inconsistent"),
+    merkle.ProofError: (400, "bad_proof_request"),
+}
+
+
+def b64(data: bytes) -> str:
+    """Standard base64, as every JSON field of this API uses."""
+    return base64.b64encode(data).decode()
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, before the handler reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, "body_too_large", f"request body exceeds {self.limit} bytes")
+            return msg
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp = _error(413, "body_too_large", f"request body exceeds {self.limit} bytes")
+        await resp(scope, receive, send)
+
+
+def create_app(server: LedgerServer) -> FastAPI:
+    """The ASGI app serving every log of `server` under `/logs/{name}`."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = FastAPI(title="behaviour-ledger", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=server.max_body_bytes)
+    _install_error_handlers(app)
+    _install_routes(app, server)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return _error(e.status, e.error, e.detail)
+
+    @app.exception_handler(AdmissionError)
+    async def admission_error(_: Request, e: AdmissionError) -> JSONResponse:
+        return _error(e.status, e.error, e.diagnostic)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        return _error(400, "bad_request", "; ".join(_describe(err) for err in e.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return _error(e.status_code, "http_error", str(e.detail))
+
+    for exc_type, (status, code) in _ERRORS.items():
+        app.add_exception_handler(exc_type, _domain_handler(status, code))
+
+
+def _domain_handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(_: Request, e: Exception) -> Response:
+        return _error(status, code, getattr(e, "diagnostic", str(e)))
+
+    return handler
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{loc}: {err.get('msg', 'invalid')}"
+
+
+def _install_routes(app: FastAPI, server: LedgerServer) -> None:
+    def hosted(name: str) -> HostedLog:
+        h = server.logs.get(name)
+        if h is None:
+            raise ApiError(404, "unknown_log", f"no log named {name!r}")
+        return h
+
+    @app.get("/logs")
+    def list_logs() -> list[dict[str, str]]:
+        """Every log of this server: name, origin, verifier key, partition."""
+        return [
+            {"name": h.name, "origin": h.origin, "vkey": h.vkey, "partition": h.partition}
+            for h in server.logs.values()
+        ]
+
+    @app.get("/logs/{name}/checkpoint")
+    def checkpoint(name: str) -> Response:
+        """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+        head = hosted(name).log.head()
+        return Response(head.checkpoint, media_type="text/plain; charset=utf-8", headers=MUTABLE)
+
+    @app.get("/logs/{name}/tile/{level}/{path:path}")
+    def tile(name: str, level: str, path: str) -> Response:
+        """A hash tile or entry bundle (C2SP tlog-tiles), full or partial."""
+        h = hosted(name)
+        lvl = parse_level(level)
+        index, width = parse_index(path)
+        if lvl == ENTRIES_LEVEL:
+            return Response(_bundle(h, index, width), media_type=OCTETS, headers=IMMUTABLE)
+        data = h.log.store.read_tile(h.log.id, TileId(lvl, index))
+        if len(data) < width * 32:
+            raise LogRangeError(f"tile {level}/{path} does not exist (yet)")
+        return Response(data[: width * 32], media_type=OCTETS, headers=IMMUTABLE)
+
+    @app.post("/logs/{name}/entries")
+    async def add_entry(name: str, request: Request) -> dict[str, Any]:
+        """Admit, sequence and prove one DSSE envelope; returns once it is in a checkpoint."""
+        h = hosted(name)
+        leaf = h.rule.admit(await request.body())
+        seq = await h.sequencer.add(leaf)
+        proof = h.log.inclusion_proof(seq.index, seq.head.size, checked=True)
+        note = seq.head.checkpoint.encode()
+        return {
+            "index": seq.index,
+            "leaf_hash": b64(seq.leaf_hash),
+            "duplicate": seq.duplicate,
+            "checkpoint": seq.head.checkpoint,
+            "inclusion_proof": [b64(x) for x in proof.hashes],
+            "tlog_proof": format_tlog_proof(TlogProof(seq.index, proof.hashes, note)),
+        }
+
+    @app.get("/logs/{name}/entries/{index}")
+    def get_entry(name: str, index: int) -> dict[str, Any]:
+        """The entry at `index`: its canonical bytes (base64) and leaf hash."""
+        if not 0 <= index <= MAX_INDEX:
+            raise LogRangeError(f"index {index} out of range")
+        data = hosted(name).log.entry(index)
+        return {"index": index, "leaf_hash": b64(merkle.leaf_hash(data)), "entry": b64(data)}
+
+    @app.get("/logs/{name}/proof/inclusion")
+    def inclusion(name: str, index: Index, size: Index | None = None) -> dict[str, Any]:
+        """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: latest)."""
+        log = hosted(name).log
+        size = log.head().size if size is None else size
+        p = log.inclusion_proof(index, size)
+        return {"index": p.index, "size": p.size, "inclusion_proof": [b64(x) for x in p.hashes]}
+
+    @app.get("/logs/{name}/proof/inclusion-by-hash")
+    def inclusion_by_hash(name: str, leaf_hash: str, size: Index | None = None) -> dict[str, Any]:
+        """Inclusion proof of the entry whose leaf hash is `leaf_hash` (base64)."""
+        log = hosted(name).log
+        want = _decode_hash(leaf_hash)
+        size = log.head().size if size is None else size
+        index = log.index_of(want)
+        if index is None or index >= size:
+            raise LogRangeError(f"no entry with leaf hash {leaf_hash} in the tree of size {size}")
+        p = log.inclusion_proof(index, size)
+        return {"index": p.index, "size": p.size, "inclusion_proof": [b64(x) for x in p.hashes]}
+
+    @app.get("/logs/{name}/proof/consistency")
+    def consistency(name: str, first: Index, second: Index) -> dict[str, Any]:
+        """RFC 9162 consistency proof between two tree sizes."""
+        p = hosted(name).log.consistency_proof(first, second)
+        return {
+            "first": p.first,
+            "second": p.second,
+            "consistency_proof": [b64(x) for x in p.hashes],
+        }
+
+
+def _bundle(h: HostedLog, index: int, width: int) -> bytes:
+    data = h.log.store.read_bundle(h.log.id, index)
+    if width == TILE_WIDTH:
+        if len(decode_bundle(data)) != TILE_WIDTH:
+            raise LogRangeError(f"entry bundle {index} is not full (yet)")
+        return data
+    entries = decode_bundle(data)
+    if len(entries) < width:
+        raise LogRangeError(f"entry bundle {index} has fewer than {width} entries")
+    return encode_bundle(entries[:width])
+
+
+def _decode_hash(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(400, "bad_request", f"leaf_hash is not base64: {e}") from e
+    if len(raw) != merkle.HASH_SIZE:
+        raise ApiError(400, "bad_request", f"leaf_hash is {len(raw)} bytes, want 32")
+    return raw

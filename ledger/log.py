@@ -1,0 +1,156 @@
+"""One log as its frontends see it: head, tiles, entries, proofs. Reads only.
+
+Proofs are computed from the stored tiles, exactly as a client holding the tiles would compute
+them, so whatever this module serves, a client can recompute from `/tile/...`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ledger import merkle
+from ledger.storage import Head, LogRow, StorageError, Store
+from ledger.tiles import (
+    ENTRIES_LEVEL,
+    TILE_WIDTH,
+    TileId,
+    decode_bundle,
+    node_at_from_tiles,
+    tile_width,
+)
+
+
+class LogRangeError(ValueError):
+    """A request names an index or size the log does not have (yet)."""
+
+    def __init__(self, diagnostic: str) -> None:
+        super().__init__(diagnostic)
+        self.diagnostic = diagnostic
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves."""
+
+    index: int
+    size: int
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """RFC 9162 consistency proof between trees of sizes `first` and `second`."""
+
+    first: int
+    second: int
+    hashes: tuple[bytes, ...]
+
+
+class Log:
+    """Read access to one log in a `Store`, with a cache of the right edge of the tree."""
+
+    def __init__(self, store: Store, row: LogRow) -> None:
+        self.store, self.row = store, row
+        # Right-edge tiles as last written by this process. Tiles only ever grow, so any
+        # cached version at least as wide as a request needs is correct for it.
+        self._edge: dict[TileId, bytes] = {}
+        self._edge_lock = threading.Lock()
+
+    @property
+    def id(self) -> int:
+        """The database id of this log."""
+        return self.row.id
+
+    def head(self) -> Head:
+        """The latest signed checkpoint."""
+        return self.store.head(self.id)
+
+    def remember_edge(self, tiles: dict[TileId, bytes]) -> None:
+        """Called by the sequencer after a commit with every tile it wrote."""
+        with self._edge_lock:
+            for t, d in tiles.items():
+                if len(d) > len(self._edge.get(t, b"")):
+                    self._edge[t] = d
+            # Keep only the newest tile per level: older ones are full and cached by the store.
+            newest: dict[int, TileId] = {}
+            for t in self._edge:
+                if t.index >= newest.get(t.level, t).index:
+                    newest[t.level] = t
+            for t in list(self._edge):
+                if newest[t.level] != t:
+                    del self._edge[t]
+        self.store.remember_tiles(self.id, tiles)
+
+    def tile(self, tile: TileId, size: int) -> bytes:
+        """The hashes of `tile` as of a tree of `size` leaves (a prefix of the stored tile).
+
+        Raises LogRangeError when the tree of that size has no such tile.
+        """
+        need = tile_width(tile.level, tile.index, size)
+        if need == 0:
+            raise LogRangeError(f"tree of size {size} has no tile {tile.level}/{tile.index}")
+        with self._edge_lock:
+            data = self._edge.get(tile, b"")
+        if len(data) < need * 32:
+            data = self.store.read_tile(self.id, tile)
+        if len(data) < need * 32:
+            raise StorageError(f"tile {tile} holds {len(data) // 32} hashes, want {need}")
+        return data[: need * 32]
+
+    def bundle(self, index: int, size: int) -> list[bytes]:
+        """The entries of bundle `index` as of a tree of `size` leaves."""
+        need = tile_width(ENTRIES_LEVEL, index, size)
+        if need == 0:
+            raise LogRangeError(f"tree of size {size} has no entry bundle {index}")
+        entries = decode_bundle(self.store.read_bundle(self.id, index))
+        if len(entries) < need:
+            raise StorageError(f"entry bundle {index} holds {len(entries)} entries, want {need}")
+        return entries[:need]
+
+    def entry(self, index: int) -> bytes:
+        """The entry at `index` (raises LogRangeError beyond the current head)."""
+        size = self.head().size
+        if not 0 <= index < size:
+            raise LogRangeError(f"index {index} is not below the tree size {size}")
+        return self.bundle(index // TILE_WIDTH, size)[index % TILE_WIDTH]
+
+    def _node_at(self, size: int) -> merkle.NodeHashFn:
+        return node_at_from_tiles(lambda t: self.tile(t, size))
+
+    def _check_size(self, size: int) -> None:
+        head = self.head().size
+        if not 0 <= size <= head:
+            raise LogRangeError(f"size {size} exceeds the tree size {head}")
+
+    def root(self, size: int) -> bytes:
+        """The root hash of the tree of `size` leaves."""
+        self._check_size(size)
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        return merkle.subtree_hash(0, size, self._node_at(size))
+
+    def inclusion_proof(self, index: int, size: int, *, checked: bool = False) -> InclusionProof:
+        """Inclusion proof of `index` in the tree of `size` leaves.
+
+        Requires 0 <= index < size <= head size (else LogRangeError). `checked` skips the head
+        lookup when the caller already knows `size` was published.
+        """
+        if not checked:
+            self._check_size(size)
+        if not 0 <= index < size:
+            raise LogRangeError(f"index {index} is not below the tree size {size}")
+        hashes = merkle.inclusion_proof(index, size, self._node_at(size))
+        return InclusionProof(index, size, tuple(hashes))
+
+    def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
+        """Consistency proof between sizes `first` and `second`. Requires 0 < first <= second."""
+        self._check_size(second)
+        if not 0 < first <= second:
+            raise LogRangeError(f"no consistency proof from size {first} to size {second}")
+        hashes = merkle.consistency_proof(first, second, self._node_at(second))
+        return ConsistencyProof(first, second, tuple(hashes))
+
+    def index_of(self, leaf_hash: bytes) -> int | None:
+        """The index of the entry with `leaf_hash`, if any."""
+        return self.store.leaf_index(self.id, leaf_hash)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the log's database (run by `ledger.storage.migrate`)."""

@@ -1,0 +1,83 @@
+"""SQLAlchemy tables of the log. Rows only: no wire models, no signing.
+
+The Merkle tree is stored the way it is served: as C2SP tiles (up to 256 hashes per row) and
+entry bundles (up to 256 entries per row), so a read of `/tile/...` is one primary-key lookup.
+Alembic migrations in `ledger/migrations/versions/` create and evolve these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("origin", String(255), nullable=False, unique=True),
+    Column("partition", String(32), nullable=False),
+    Column("vkey", Text, nullable=False),
+)
+
+# The head of each log. Locking this row is the sequencer lock: one writer per log at a time,
+# across every process that shares the database.
+heads = Table(
+    "heads",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("checkpoint", Text, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("size", BigInteger, primary_key=True),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    # Unix seconds at which the sequencer signed it; kept for operators, never signed.
+    Column("created_at", BigInteger, nullable=False),
+)
+
+tiles = Table(
+    "tiles",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    # The widest version written so far; narrower partial tiles are its prefixes.
+    Column("data", LargeBinary, nullable=False),
+)
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("count", SmallInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Leaf-hash index: deduplication and inclusion proofs by hash.
+leaves = Table(
+    "leaves",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("leaf_hash", LargeBinary(32), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+)

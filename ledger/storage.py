@@ -1,0 +1,334 @@
+"""Storage of logs in SQLite (embedded default, WAL) or PostgreSQL (psycopg 3), via SQLAlchemy.
+
+Readers use plain transactions. The one writer path is `Store.writer`: a transaction that first
+locks the log's head row (PostgreSQL `SELECT ... FOR UPDATE`; SQLite `BEGIN IMMEDIATE`), so one
+process at a time sequences a log however many frontends share the database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from ledger import schema
+from ledger.tiles import TILE_WIDTH, TileId
+
+# SQLite limits bound parameters per statement; stay well below the smallest default.
+_IN_CHUNK = 500
+
+
+class StorageError(Exception):
+    """The database is missing something the log's invariants say must be there."""
+
+    def __init__(self, diagnostic: str) -> None:
+        super().__init__(diagnostic)
+        self.diagnostic = diagnostic
+
+
+class ConflictError(StorageError):
+    """The compare-and-swap on the log head failed: another writer moved it."""
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """A log hosted by this database."""
+
+    id: int
+    name: str
+    origin: str
+    partition: str
+    vkey: str
+
+
+@dataclass(frozen=True)
+class Head:
+    """The latest signed checkpoint of a log."""
+
+    size: int
+    root: bytes
+    checkpoint: str
+
+
+@dataclass
+class Batch:
+    """Everything one sequencing step writes, committed in one transaction."""
+
+    old_size: int
+    new_head: Head
+    tiles: Mapping[TileId, bytes]
+    bundles: Mapping[int, tuple[int, bytes]]  # index -> (entry count, bundle bytes)
+    leaves: Sequence[tuple[bytes, int]]  # (leaf hash, index) of new entries
+    created_at: int
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's begin hooks, not the driver, decide when transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return on_connect
+
+
+def _make_engine(url: str, *, writer: bool, synchronous: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    engine = create_engine(u, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+    # Writers take the database write lock up front, so the head they read is the head they
+    # replace; readers use deferred transactions and never block the writer under WAL.
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+    return engine
+
+
+class Store:
+    """All logs of one database. Thread-safe: each call takes its own connection."""
+
+    def __init__(self, url: str, *, synchronous: str = "FULL", tile_cache: int = 4096) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"bad SQLite synchronous mode {synchronous!r}")
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self._read = _make_engine(url, writer=False, synchronous=synchronous.upper())
+        self._write = (
+            _make_engine(url, writer=True, synchronous=synchronous.upper())
+            if self.dialect == "sqlite"
+            else self._read
+        )
+        self._full_tiles: OrderedDict[tuple[int, TileId], bytes] = OrderedDict()
+        self._cache_size = tile_cache
+        self._cache_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._read.dispose()
+        self._write.dispose()
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (idempotent)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
+        with self._write.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # -- logs ---------------------------------------------------------------------------------
+
+    def create_log(self, name: str, origin: str, partition: str, vkey: str, head: Head) -> LogRow:
+        """Register a log with its empty-tree checkpoint, or return it if it already exists."""
+        with self._write.begin() as conn:
+            row = self._log_row(conn, name)
+            if row is not None:
+                return row
+            ins = schema.logs.insert().values(
+                name=name, origin=origin, partition=partition, vkey=vkey
+            )
+            log_id = conn.execute(ins.returning(schema.logs.c.id)).scalar_one()
+            conn.execute(
+                schema.heads.insert().values(
+                    log_id=log_id, size=head.size, root=head.root, checkpoint=head.checkpoint
+                )
+            )
+            conn.execute(
+                schema.checkpoints.insert().values(
+                    log_id=log_id,
+                    size=head.size,
+                    root=head.root,
+                    checkpoint=head.checkpoint,
+                    created_at=0,
+                )
+            )
+            return LogRow(int(log_id), name, origin, partition, vkey)
+
+    def get_log(self, name: str) -> LogRow | None:
+        """The log called `name`, or None."""
+        with self._read.connect() as conn:
+            return self._log_row(conn, name)
+
+    @staticmethod
+    def _log_row(conn: Connection, name: str) -> LogRow | None:
+        r = conn.execute(select(schema.logs).where(schema.logs.c.name == name)).first()
+        return None if r is None else LogRow(r.id, r.name, r.origin, r.partition, r.vkey)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def head(self, log_id: int) -> Head:
+        """The log's latest checkpoint."""
+        with self._read.connect() as conn:
+            return _read_head(conn, log_id, lock=False)
+
+    def checkpoint(self, log_id: int, size: int) -> str | None:
+        """The checkpoint the log signed at `size`, if it ever published one."""
+        q = select(schema.checkpoints.c.checkpoint).where(
+            schema.checkpoints.c.log_id == log_id, schema.checkpoints.c.size == size
+        )
+        with self._read.connect() as conn:
+            return conn.execute(q).scalar_one_or_none()
+
+    def read_tile(self, log_id: int, tile: TileId) -> bytes:
+        """The widest stored version of a hash tile, or b"" when it does not exist."""
+        key = (log_id, tile)
+        with self._cache_lock:
+            data = self._full_tiles.get(key)
+            if data is not None:
+                self._full_tiles.move_to_end(key)
+                return data
+        t = schema.tiles.c
+        q = select(t.data).where(t.log_id == log_id, t.level == tile.level, t.idx == tile.index)
+        with self._read.connect() as conn:
+            data = conn.execute(q).scalar_one_or_none() or b""
+        self.remember_tiles(log_id, {tile: data})
+        return data
+
+    def remember_tiles(self, log_id: int, tiles: Mapping[TileId, bytes]) -> None:
+        """Cache full tiles: they never change once complete."""
+        with self._cache_lock:
+            for tile, data in tiles.items():
+                if len(data) == TILE_WIDTH * 32:
+                    self._full_tiles[(log_id, tile)] = data
+            while len(self._full_tiles) > self._cache_size:
+                self._full_tiles.popitem(last=False)
+
+    def read_bundle(self, log_id: int, index: int) -> bytes:
+        """The widest stored version of an entry bundle, or b""."""
+        b = schema.bundles.c
+        q = select(b.data).where(b.log_id == log_id, b.idx == index)
+        with self._read.connect() as conn:
+            return conn.execute(q).scalar_one_or_none() or b""
+
+    def leaf_index(self, log_id: int, leaf_hash: bytes) -> int | None:
+        """The index of the entry with this leaf hash, if the log has it."""
+        lv = schema.leaves.c
+        q = select(lv.idx).where(lv.log_id == log_id, lv.leaf_hash == leaf_hash)
+        with self._read.connect() as conn:
+            v = conn.execute(q).scalar_one_or_none()
+        return None if v is None else int(v)
+
+    # -- the one writer path ------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, log_id: int) -> Iterator[WriteTxn]:
+        """A write transaction holding the log's sequencer lock; commits on clean exit."""
+        with self._write.begin() as conn:
+            yield WriteTxn(self, conn, log_id, _read_head(conn, log_id, lock=True))
+
+
+class WriteTxn:
+    """Reads and writes inside the sequencer's transaction."""
+
+    def __init__(self, store: Store, conn: Connection, log_id: int, head: Head) -> None:
+        self.store, self.conn, self.log_id, self.head = store, conn, log_id, head
+
+    def read_tile(self, tile: TileId) -> bytes:
+        """A tile as of this transaction (right-edge tiles may have moved since last batch)."""
+        t = schema.tiles.c
+        q = select(t.data).where(
+            t.log_id == self.log_id, t.level == tile.level, t.idx == tile.index
+        )
+        return self.conn.execute(q).scalar_one_or_none() or b""
+
+    def read_bundle(self, index: int) -> bytes:
+        """An entry bundle as of this transaction."""
+        b = schema.bundles.c
+        q = select(b.data).where(b.log_id == self.log_id, b.idx == index)
+        return self.conn.execute(q).scalar_one_or_none() or b""
+
+    def lookup_leaves(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
+        """Indices of the leaf hashes this log already holds (deduplication)."""
+        lv = schema.leaves.c
+        wanted, found = list(hashes), {}
+        for i in range(0, len(wanted), _IN_CHUNK):
+            q = select(lv.leaf_hash, lv.idx).where(
+                lv.log_id == self.log_id, lv.leaf_hash.in_(wanted[i : i + _IN_CHUNK])
+            )
+            found.update({bytes(h): int(ix) for h, ix in self.conn.execute(q)})
+        return found
+
+    def commit_batch(self, batch: Batch) -> None:
+        """Write a batch: leaves, bundles, tiles, checkpoint, and the head (compare-and-swap).
+
+        Nothing is visible to readers until the surrounding transaction commits; a crash at any
+        point before that leaves the previous head, tiles and bundles untouched.
+        """
+        c, log_id = self.conn, self.log_id
+        if batch.leaves:
+            c.execute(
+                schema.leaves.insert(),
+                [{"log_id": log_id, "leaf_hash": h, "idx": i} for h, i in batch.leaves],
+            )
+        if batch.bundles:
+            self._upsert(
+                schema.bundles,
+                [
+                    {"log_id": log_id, "idx": i, "count": n, "data": d}
+                    for i, (n, d) in batch.bundles.items()
+                ],
+                ["log_id", "idx"],
+                ["count", "data"],
+            )
+        if batch.tiles:
+            self._upsert(
+                schema.tiles,
+                [
+                    {"log_id": log_id, "level": t.level, "idx": t.index, "data": d}
+                    for t, d in batch.tiles.items()
+                ],
+                ["log_id", "level", "idx"],
+                ["data"],
+            )
+        h = batch.new_head
+        c.execute(
+            schema.checkpoints.insert().values(
+                log_id=log_id,
+                size=h.size,
+                root=h.root,
+                checkpoint=h.checkpoint,
+                created_at=batch.created_at,
+            )
+        )
+        res = c.execute(
+            update(schema.heads)
+            .where(schema.heads.c.log_id == log_id, schema.heads.c.size == batch.old_size)
+            .values(size=h.size, root=h.root, checkpoint=h.checkpoint)
+        )
+        if res.rowcount != 1:
+            raise ConflictError(f"log head moved away from size {batch.old_size}")
+
+    def _upsert(
+        self, table: Any, rows: list[dict[str, Any]], keys: list[str], cols: list[str]
+    ) -> None:
+        dialect = postgresql if self.store.dialect == "postgresql" else sqlite
+        stmt = dialect.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: stmt.excluded[c] for c in cols}
+        )
+        self.conn.execute(stmt, rows)
+
+
+def _read_head(conn: Connection, log_id: int, *, lock: bool) -> Head:
+    q = select(schema.heads).where(schema.heads.c.log_id == log_id)
+    if lock:
+        q = q.with_for_update()
+    r = conn.execute(q).first()
+    if r is None:
+        raise StorageError(f"log {log_id} has no head")
+    return Head(int(r.size), bytes(r.root), r.checkpoint)
