@@ -89,9 +89,7 @@ def _check_verifier_key(vkey: str) -> str:
     return vkey
 
 
-VerifierKey = Annotated[
-    str, StringConstraints(max_length=512), AfterValidator(_check_verifier_key)
-]
+VerifierKey = Annotated[str, StringConstraints(max_length=512), AfterValidator(_check_verifier_key)]
 """A C2SP verifier key string, checked: ``<name>+<hex key id>+base64(type || 32-byte key)``."""
 
 

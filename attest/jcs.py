@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 import rfc8785
 
@@ -32,15 +32,13 @@ from attest.errors import CanonicalizationError
 
 __all__ = [
     "MAX_SAFE_INTEGER",
-    "JSONValue",
     "CanonicalizationError",
+    "JSONValue",
     "canonical_loads",
     "canonicalize",
 ]
 
-JSONValue: TypeAlias = Union[
-    None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
-]
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 """What `canonical_loads` returns: the plain Python form of a JSON value."""
 
 MAX_SAFE_INTEGER = 2**53 - 1

@@ -177,6 +177,8 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         h = hosted(name)
         lvl = parse_level(level)
         index, width = parse_index(path)
+        if index > MAX_INDEX:  # no such tile, and the database's signed 64-bit index overflows
+            raise LogRangeError(f"tile {level}/{path} does not exist")
         if lvl == ENTRIES_LEVEL:
             return Response(_bundle(h, index, width), media_type=OCTETS, headers=IMMUTABLE)
         data = h.log.store.read_tile(h.log.id, TileId(lvl, index))

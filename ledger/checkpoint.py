@@ -86,6 +86,7 @@ class Checkpoint:
         if len(lines) < 3:
             raise CheckpointError(f"checkpoint body has {len(lines)} lines, want at least 3")
         origin, size, root, *extensions = lines
+        _check_line(origin, "origin")  # first, so the diagnostic names the first bad line
         return cls(origin, parse_decimal(size, "tree size"), _parse_hash(root), tuple(extensions))
 
 

@@ -90,13 +90,18 @@ def _sqlite_pragmas(synchronous: str) -> Any:
 def _make_engine(url: str, *, writer: bool, synchronous: str) -> Engine:
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
-        return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=16)
+        # Reads are single statements: autocommit spares the BEGIN/ROLLBACK round trips.
+        level = "READ COMMITTED" if writer else "AUTOCOMMIT"
+        return create_engine(
+            u, pool_pre_ping=True, pool_size=8, max_overflow=16, isolation_level=level
+        )
     engine = create_engine(u, connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas(synchronous))
-    # Writers take the database write lock up front, so the head they read is the head they
-    # replace; readers use deferred transactions and never block the writer under WAL.
-    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+    if writer:
+        # Writers take the database write lock up front, so the head they read is the head
+        # they replace. Readers run each statement on its own snapshot and, under WAL, never
+        # block the writer.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     return engine
 
 
@@ -109,11 +114,7 @@ class Store:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self._read = _make_engine(url, writer=False, synchronous=synchronous.upper())
-        self._write = (
-            _make_engine(url, writer=True, synchronous=synchronous.upper())
-            if self.dialect == "sqlite"
-            else self._read
-        )
+        self._write = _make_engine(url, writer=True, synchronous=synchronous.upper())
         self._full_tiles: OrderedDict[tuple[int, TileId], bytes] = OrderedDict()
         self._cache_size = tile_cache
         self._cache_lock = threading.Lock()
@@ -270,6 +271,18 @@ class WriteTxn:
         point before that leaves the previous head, tiles and bundles untouched.
         """
         c, log_id = self.conn, self.log_id
+        # Compare-and-swap first: a stale batch fails before it writes anything else.
+        res = c.execute(
+            update(schema.heads)
+            .where(schema.heads.c.log_id == log_id, schema.heads.c.size == batch.old_size)
+            .values(
+                size=batch.new_head.size,
+                root=batch.new_head.root,
+                checkpoint=batch.new_head.checkpoint,
+            )
+        )
+        if res.rowcount != 1:
+            raise ConflictError(f"log head moved away from size {batch.old_size}")
         if batch.leaves:
             c.execute(
                 schema.leaves.insert(),
@@ -305,13 +318,6 @@ class WriteTxn:
                 created_at=batch.created_at,
             )
         )
-        res = c.execute(
-            update(schema.heads)
-            .where(schema.heads.c.log_id == log_id, schema.heads.c.size == batch.old_size)
-            .values(size=h.size, root=h.root, checkpoint=h.checkpoint)
-        )
-        if res.rowcount != 1:
-            raise ConflictError(f"log head moved away from size {batch.old_size}")
 
     def _upsert(
         self, table: Any, rows: list[dict[str, Any]], keys: list[str], cols: list[str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,60 @@ def vectors_dir() -> Path:
     if not VECTORS.is_dir():
         pytest.fail(f"published vectors not found at {VECTORS}")
     return VECTORS
+
+
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _pg_admin_dsn() -> str:
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(os.environ.get("BLEDGER_TEST_PG", PG_DEFAULT))
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> str:
+    """The admin DSN of the test PostgreSQL server; skips (fails under CI) when unreachable."""
+    import os
+
+    import psycopg
+
+    dsn = _pg_admin_dsn()
+    try:
+        with psycopg.connect(dsn, connect_timeout=3):
+            pass
+    except psycopg.Error as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {dsn} unreachable under CI: {e}")
+        pytest.skip(f"PostgreSQL at {dsn} unreachable: {e}")
+    return dsn
+
+
+@pytest.fixture
+def pg_url(pg_available: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    import secrets
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"bl_{secrets.token_hex(6)}"
+    with psycopg.connect(pg_available, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        url = make_url(pg_available).set(drivername="postgresql+psycopg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(pg_available, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each backend: SQLite in a temp dir, and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("pg_url"))

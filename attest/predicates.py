@@ -1,0 +1,391 @@
+"""The project's in-toto predicate types: one strict wire model per log entry type.
+
+Every predicate-type URI is named here once (`PREDICATE_TYPES`). Every predicate carries the
+author's latest seen checkpoint (`seen_checkpoint`, required): an entry cannot claim to predate a
+log state its author had already seen (anti-backdating).
+
+Each predicate also says which subjects its Statement must have (`subjects()`): the statement's
+subject list is derived from the predicate, never chosen freely, so a query by subject digest
+(model weights, key, report text) finds exactly the entries about it.
+
+Units: every number is an integer. Rates, scores and projections are milli-units (1000 = 1.0,
+fields suffixed ``Milli``); times are Unix seconds; hashes are lowercase hex SHA-256.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Final, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from attest._wire import (
+    Count,
+    Label,
+    Milli,
+    Permille,
+    Sha256Hex,
+    Token,
+    UnixSeconds,
+    VerifierKey,
+    WireModel,
+    parse_verifier_key,
+    sha256_hex,
+)
+from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519
+
+__all__ = [
+    "ANONYMOUS_TIER",
+    "CONTINUITY",
+    "CREDENTIAL_EVENT",
+    "EMOTION_CALIBRATION",
+    "FIELD_REPORT",
+    "KEY_EVENT",
+    "PREDICATE_NAMESPACE",
+    "PREDICATE_TYPES",
+    "PROBE_RECORD",
+    "AnyPredicate",
+    "BehaviourDiff",
+    "BlobRef",
+    "CheckpointRef",
+    "ContinuityStatement",
+    "CredentialEvent",
+    "EmotionCalibration",
+    "EmotionProjection",
+    "FieldReport",
+    "Framing",
+    "KeyEvent",
+    "LogEntryRef",
+    "ModelId",
+    "ModelRef",
+    "Predicate",
+    "ProbeItem",
+    "ProbeRecord",
+    "ResourceDescriptor",
+    "SuiteRef",
+]
+
+PREDICATE_NAMESPACE: Final = "https://behaviour-ledger.dev/attestation/"
+"""Prefix of every predicate-type URI of this project; the last segment is the major version."""
+
+PROBE_RECORD: Final = PREDICATE_NAMESPACE + "probe-record/v1"
+EMOTION_CALIBRATION: Final = PREDICATE_NAMESPACE + "emotion-calibration/v1"
+CONTINUITY: Final = PREDICATE_NAMESPACE + "continuity/v1"
+KEY_EVENT: Final = PREDICATE_NAMESPACE + "key-event/v1"
+CREDENTIAL_EVENT: Final = PREDICATE_NAMESPACE + "credential-event/v1"
+FIELD_REPORT: Final = PREDICATE_NAMESPACE + "field-report/v1"
+
+ANONYMOUS_TIER: Final = "anonymous"
+"""The access tier of a cooperative user with no credential; every other tier is professional."""
+
+Framing = Literal["direct", "fictional", "professional-claim", "decomposition", "language-shift"]
+"""How a probe prompt is framed: as is, or under one of the adversarial framings."""
+
+Digest = Annotated[str, StringConstraints(min_length=2, max_length=256, pattern=r"^[0-9a-f]+$")]
+Answer = Annotated[str, StringConstraints(max_length=32768)]
+ReportText = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class ResourceDescriptor(WireModel):
+    """An in-toto v1 ResourceDescriptor restricted to `name` and `digest` (both required).
+
+    `digest` maps an algorithm name (in-toto DigestSet: ``sha256``, ...) to lowercase hex.
+    """
+
+    name: Label
+    digest: Annotated[dict[Token, Digest], Field(min_length=1, max_length=8)]
+
+
+class CheckpointRef(WireModel):
+    """A checkpoint the author had seen: log `origin`, tree `size`, and `root` hash (hex)."""
+
+    origin: Label
+    size: Count
+    root: Sha256Hex
+
+
+class LogEntryRef(WireModel):
+    """A log entry: the log's `origin`, the entry's `index`, and its RFC 9162 `leaf_hash` (hex)."""
+
+    origin: Label
+    index: Count
+    leaf_hash: Sha256Hex
+
+
+class ModelId(WireModel):
+    """A model as users see it (`name`, `version`), when its weights are not known."""
+
+    name: Label
+    version: Label
+
+
+class ModelRef(WireModel):
+    """A model artifact: `name`, `version`, and the SHA-256 of its weights (`weights_sha256`)."""
+
+    name: Label
+    version: Label
+    weights_sha256: Sha256Hex
+
+    def descriptor(self) -> ResourceDescriptor:
+        """The statement subject for this model: its name and weights digest."""
+        return ResourceDescriptor(name=self.name, digest={"sha256": self.weights_sha256})
+
+
+class SuiteRef(WireModel):
+    """A versioned probe suite: `name`, `version`, and the SHA-256 of its canonical file."""
+
+    name: Label
+    version: Label
+    sha256: Sha256Hex
+
+
+class BlobRef(WireModel):
+    """A content-addressed blob stored beside the log (``/logs/{name}/blobs/{sha256}``)."""
+
+    sha256: Sha256Hex
+    size: Count
+
+
+class Predicate(WireModel):
+    """Base of every predicate: the type URI and the author's latest seen checkpoint."""
+
+    PREDICATE_TYPE: ClassVar[str]
+
+    seen_checkpoint: CheckpointRef
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The subject list a Statement carrying this predicate must have."""
+        raise NotImplementedError
+
+
+class EmotionProjection(WireModel):
+    """One emotion's projection over an answer's tokens: mean and spread, in milli-units."""
+
+    mean_milli: Milli
+    spread_milli: Annotated[int, Field(ge=0, le=2**53 - 1)]
+
+
+class ProbeItem(WireModel):
+    """One probe prompt and the model's behaviour on it.
+
+    `refused` is 1 if the judge found a refusal, else 0; `transfer_milli` the judged capability
+    transfer (0-1000); `emotions` maps emotion name to the answer's projection.
+    """
+
+    prompt_id: Label
+    framing: Framing
+    answer: Answer
+    refused: Annotated[int, Field(ge=0, le=1)]
+    transfer_milli: Permille
+    emotions: Annotated[dict[Token, EmotionProjection], Field(max_length=256)]
+
+
+class ProbeRecord(Predicate):
+    """A probing run of one model over one suite, for one category and access tier.
+
+    `calibration` points at the logged EmotionCalibration the emotion projections used.
+    Subject: the model weights.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = PROBE_RECORD
+
+    model: ModelRef
+    suite: SuiteRef
+    category: Token
+    tier: Token
+    run_id: Label
+    calibration: LogEntryRef
+    items: Annotated[tuple[ProbeItem, ...], Field(min_length=1, max_length=4096)]
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The probed model."""
+        return (self.model.descriptor(),)
+
+
+class EmotionCalibration(Predicate):
+    """Emotion concept vectors for one model: where they are read and how well they validate.
+
+    `layer` is the residual-stream layer, `token_rule` which tokens are averaged (e.g.
+    ``answer-mean``), `vectors` the blob holding the vectors, `held_out_scores_milli` the
+    per-emotion validation score on held-out data. Subjects: the model weights, the vectors blob.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = EMOTION_CALIBRATION
+
+    model: ModelRef
+    layer: Count
+    token_rule: Token
+    vectors: BlobRef
+    held_out_scores_milli: Annotated[dict[Token, Milli], Field(min_length=1, max_length=256)]
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The model and the vectors blob."""
+        vectors = ResourceDescriptor(name="emotion-vectors", digest={"sha256": self.vectors.sha256})
+        return (self.model.descriptor(), vectors)
+
+
+class BehaviourDiff(WireModel):
+    """How behaviour changed from predecessor ("before") to successor ("after") in one cell.
+
+    `pairs` prompts were run on both models; `refused_only_before` / `refused_only_after` are the
+    discordant pairs of McNemar's test on refusals.
+    """
+
+    category: Token
+    tier: Token
+    pairs: Count
+    refusal_rate_before_milli: Permille
+    refusal_rate_after_milli: Permille
+    transfer_before_milli: Permille
+    transfer_after_milli: Permille
+    refused_only_before: Count
+    refused_only_after: Count
+
+    @model_validator(mode="after")
+    def _discordant_within_pairs(self) -> BehaviourDiff:
+        if self.refused_only_before + self.refused_only_after > self.pairs:
+            raise ValueError("more discordant pairs than pairs")
+        return self
+
+
+class ContinuityStatement(Predicate):
+    """A lab's signed claim that `successor` succeeds `predecessor`, backed by logged records.
+
+    Subjects: both models' weights, predecessor first.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = CONTINUITY
+
+    predecessor: ModelRef
+    successor: ModelRef
+    predecessor_records: Annotated[tuple[LogEntryRef, ...], Field(min_length=1, max_length=1024)]
+    successor_records: Annotated[tuple[LogEntryRef, ...], Field(min_length=1, max_length=1024)]
+    diff: Annotated[tuple[BehaviourDiff, ...], Field(max_length=1024)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ContinuityStatement:
+        if self.predecessor.weights_sha256 == self.successor.weights_sha256:
+            raise ValueError("predecessor and successor have the same weights")
+        cells = [(d.category, d.tier) for d in self.diff]
+        if len(cells) != len(set(cells)):
+            raise ValueError("diff lists a (category, tier) twice")
+        return self
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The predecessor and successor models."""
+        return (self.predecessor.descriptor(), self.successor.descriptor())
+
+
+def _key_descriptor(vkey: str) -> ResourceDescriptor:
+    name, _, raw = parse_verifier_key(vkey)
+    return ResourceDescriptor(name=name, digest={"sha256": sha256_hex(raw)})
+
+
+def _key_type(vkey: str) -> int:
+    return parse_verifier_key(vkey)[1]
+
+
+class KeyEvent(Predicate):
+    """Registration, rotation or revocation of a lab, worker, issuer or witness key.
+
+    `key` is the key registered, rotated to, or revoked; `previous_key` is set exactly for
+    ``rotate`` (the key rotated from). Witness keys are cosignature (0x04) verifier keys, all
+    others Ed25519 (0x01). Subjects: each key as (name, SHA-256 of the raw public key), `key`
+    first. That a rotation is signed by both keys is an admission rule of the log.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = KEY_EVENT
+
+    action: Literal["register", "rotate", "revoke"]
+    role: Literal["lab", "worker", "issuer", "witness"]
+    key: VerifierKey
+    previous_key: VerifierKey | None = None
+
+    @model_validator(mode="after")
+    def _rotation_has_previous_key(self) -> KeyEvent:
+        if (self.action == "rotate") != (self.previous_key is not None):
+            raise ValueError("previousKey is required for rotate and forbidden otherwise")
+        if self.previous_key == self.key:
+            raise ValueError("a rotation must change the key")
+        want = SIG_TYPE_COSIGNATURE_V1 if self.role == "witness" else SIG_TYPE_ED25519
+        for vkey in (self.key, self.previous_key):
+            if vkey is not None and _key_type(vkey) != want:
+                raise ValueError(f"a {self.role} key must be a verifier key of type 0x{want:02x}")
+        return self
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The key, then the previous key for a rotation."""
+        keys = (self.key,) if self.previous_key is None else (self.key, self.previous_key)
+        return tuple(_key_descriptor(k) for k in keys)
+
+
+class CredentialEvent(Predicate):
+    """Issuance or revocation of a professional-tier credential by one issuer.
+
+    `credential_id` names the credential (unique per issuer; a revocation repeats it),
+    `holder_key` is the holder's Ed25519 verifier key, `expires_at` Unix seconds. The tier is
+    never ``anonymous``. Subject: the holder key.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = CREDENTIAL_EVENT
+
+    action: Literal["issue", "revoke"]
+    credential_id: Label
+    tier: Token
+    holder_key: VerifierKey
+    expires_at: UnixSeconds
+
+    @model_validator(mode="after")
+    def _professional_ed25519(self) -> CredentialEvent:
+        if self.tier == ANONYMOUS_TIER:
+            raise ValueError("credentials are for professional tiers, not 'anonymous'")
+        if _key_type(self.holder_key) != SIG_TYPE_ED25519:
+            raise ValueError("a holder key must be an Ed25519 (0x01) verifier key")
+        return self
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The holder key."""
+        return (_key_descriptor(self.holder_key),)
+
+
+class FieldReport(Predicate):
+    """A person's report of how a deployed model behaved; no identity fields exist.
+
+    `tier` is the partition it was filed in. Subject: the report text (model name, SHA-256 of
+    the UTF-8 text).
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = FIELD_REPORT
+
+    model: ModelId
+    category: Token
+    tier: Literal["anonymous", "attested"]
+    text: ReportText
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The report text, named after the model."""
+        digest = sha256_hex(self.text.encode("utf-8"))
+        return (ResourceDescriptor(name=self.model.name, digest={"sha256": digest}),)
+
+
+AnyPredicate = (
+    ProbeRecord
+    | EmotionCalibration
+    | ContinuityStatement
+    | KeyEvent
+    | CredentialEvent
+    | FieldReport
+)
+"""Any predicate model of this project."""
+
+PREDICATE_TYPES: Final[dict[str, type[Predicate]]] = {
+    cls.PREDICATE_TYPE: cls
+    for cls in (
+        ProbeRecord,
+        EmotionCalibration,
+        ContinuityStatement,
+        KeyEvent,
+        CredentialEvent,
+        FieldReport,
+    )
+}
+"""Predicate-type URI to model class: the registry `parse_statement` dispatches on."""

@@ -1,0 +1,1197 @@
+"""Throughput and latency of behaviour-ledger, against pymerkle, measured in one run.
+
+    python bench/ledger_bench.py                # full run (about 10 minutes on 2 cores)
+    python bench/ledger_bench.py --quick        # smoke run (well under a minute)
+    python bench/ledger_bench.py --only integrate,proofs --json
+
+Sections (pick with ``--only``):
+
+* ``integrate``: `Sequencer.integrate` called synchronously with batches of 1 KiB entries, on
+  SQLite (temp file, ``synchronous`` FULL and NORMAL) and PostgreSQL (a fresh database
+  ``bl_bench_<random>`` on the server named by ``--pg``, dropped afterwards). Target 50,000
+  entries/s. ``--profile`` adds a cProfile breakdown of where one run's time goes.
+* ``http``: the real server (``bledger serve`` in a subprocess, one uvicorn process, default
+  config) on loopback, 64 concurrent clients posting distinct pre-signed DSSE envelopes.
+  Targets 2,000 entries/s and p99 <= 1 s. Server and load generator share the machine's cores;
+  both CPU figures are reported.
+* ``proofs``: `Log.inclusion_proof` at 1,000,000 entries in-process: with no tile cache, with a
+  cold cache (first pass of a new `Store`), warm (second pass), and through the sequencer's own
+  `Log`. Target p50 <= 1 ms.
+* ``peer``: pymerkle (``InmemoryTree``, ``SqliteTree``) on the same entries: appends, and
+  inclusion proofs at the same tree size; its root and proofs are checked against ours.
+
+Numbers are medians over ``--reps`` repetitions where a section repeats, with the range shown.
+The ratio column is ours / pymerkle's for the same metric: above 1 is better for a rate, below 1
+is better for a latency. Nothing here asserts on time: it measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import http.client
+import json
+import os
+import platform
+import pstats
+import random
+import secrets
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pymerkle  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
+
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
+from attest.jcs import canonicalize
+from attest.keys import generate_private_key, write_key_pair
+from ledger import merkle
+from ledger.log import Log
+from ledger.note import Ed25519NoteSigner
+from ledger.sequencer import Sequencer, signed_head
+from ledger.storage import Store
+
+SECTIONS = ("integrate", "http", "proofs", "peer")
+ENTRY_SIZE = 1024
+ORIGIN = "bench.invalid/logs/bench"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BASE_ENTRY = random.Random(20261125).randbytes(ENTRY_SIZE)
+TARGET_INTEGRATE = 50_000.0
+TARGET_HTTP_RATE = 2_000.0
+TARGET_HTTP_P99_MS = 1_000.0
+TARGET_PROOF_P50_MS = 1.0
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One measured number. `peer` names the `key` of the row it is compared with."""
+
+    section: str
+    backend: str
+    config: str
+    metric: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    spread: str = ""
+    key: str = ""
+    peer: str = ""
+    ratio: float | None = None
+
+
+@dataclass
+class Report:
+    """Everything one run measured, plus the checks and notes printed under the table."""
+
+    rows: list[Row] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    profile: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        """Record a row."""
+        self.rows.append(row)
+
+    def fill_ratios(self) -> None:
+        """Set each row's ratio to its value over its peer row's value, where both exist."""
+        by_key = {r.key: r for r in self.rows if r.key}
+        for r in self.rows:
+            peer = by_key.get(r.peer)
+            if peer is not None and peer.value:
+                r.ratio = r.value / peer.value
+
+
+def entries(start: int, count: int) -> list[bytes]:
+    """Entries `start`..`start+count-1`: distinct 1 KiB byte strings, the same in every run."""
+    tail = BASE_ENTRY[8:]
+    return [i.to_bytes(8, "big") + tail for i in range(start, start + count)]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q`-th percentile (0 < q <= 100) of already sorted values."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    """`min..max (n=N)` of repeated measurements."""
+    if len(values) < 2:
+        return f"n={len(values)}"
+    return f"{fmt.format(min(values))}..{fmt.format(max(values))} (n={len(values)})"
+
+
+def open_log(store: Store, signer: Ed25519NoteSigner, batch: int) -> tuple[Log, Sequencer]:
+    """Create the benchmark log in a migrated store, wired as `ledger.server._host` wires it."""
+    empty = signed_head(ORIGIN, 0, merkle.EMPTY_ROOT, signer)
+    row = store.create_log("bench", ORIGIN, "evidence", signer.vkey, empty)
+    log = Log(store, row)
+    return log, Sequencer(log, signer, batch_size=batch)
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+def pg_admin_dsn(url: str) -> str:
+    """The libpq form of a SQLAlchemy PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def pg_reachable(url: str) -> str | None:
+    """None if the server answers, else why not."""
+    try:
+        with psycopg.connect(pg_admin_dsn(url), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as e:  # any failure means: skip PostgreSQL
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None
+
+
+@contextlib.contextmanager
+def pg_database(url: str) -> Iterator[str]:
+    """A fresh database `bl_bench_<random>` on the server of `url`, dropped on exit."""
+    name = f"bl_bench_{secrets.token_hex(4)}"
+    dsn = pg_admin_dsn(url)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def database(backend: str, pg_url: str, tmp: Path) -> Iterator[str]:
+    """A fresh, empty database URL for `backend` ("sqlite" or "postgresql")."""
+    if backend == "postgresql":
+        with pg_database(pg_url) as url:
+            yield url
+        return
+    d = Path(tempfile.mkdtemp(prefix="integrate-", dir=tmp))
+    yield f"sqlite:///{d / 'ledger.db'}"
+
+
+# -- 1. integration throughput ----------------------------------------------------------------
+
+
+def integrate_run(
+    url: str,
+    sync: str,
+    batch: int,
+    total: int,
+    budget: float,
+    signer: Ed25519NoteSigner,
+    prof: cProfile.Profile | None = None,
+) -> tuple[int, float]:
+    """Integrate up to `total` entries in batches of `batch`, stopping once `budget` seconds
+    have gone into `integrate`; returns (entries integrated, seconds spent in `integrate`)."""
+    store = Store(url, synchronous=sync)
+    try:
+        store.migrate()
+        log, seq = open_log(store, signer, batch)
+        elapsed, done = 0.0, 0
+        while done < total and elapsed < budget:
+            chunk = entries(done, min(batch, total - done))
+            t0 = time.perf_counter()
+            if prof is not None:
+                prof.enable()
+            seq.integrate(chunk)
+            if prof is not None:
+                prof.disable()
+            elapsed += time.perf_counter() - t0
+            done += len(chunk)
+        if log.head().size != done:
+            raise RuntimeError(f"log holds {log.head().size} entries, want {done}")
+        return done, elapsed
+    finally:
+        store.close()
+
+
+def integrate_configs(pg_ok: bool) -> list[tuple[str, str]]:
+    """(backend, synchronous) pairs to measure."""
+    configs = [("sqlite", "FULL"), ("sqlite", "NORMAL")]
+    return [*configs, ("postgresql", "FULL")] if pg_ok else configs
+
+
+def backend_config(backend: str, sync: str, batch: int) -> str:
+    """The config column of an integration row."""
+    if backend == "sqlite":
+        return f"WAL, synchronous={sync}, batch={batch}"
+    return f"batch={batch}"
+
+
+def bench_integrate(args: argparse.Namespace, report: Report, tmp: Path, pg_ok: bool) -> None:
+    """Section 1: `Sequencer.integrate` throughput per backend and batch size."""
+    signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
+    for backend, sync in integrate_configs(pg_ok):
+        for batch in (256, 4096):
+            rates, counts = [], []
+            for _ in range(args.reps):
+                with database(backend, args.pg, tmp) as url:
+                    done, secs = integrate_run(
+                        url, sync, batch, args.entries, args.max_seconds, signer
+                    )
+                rates.append(done / secs)
+                counts.append(done)
+            rate = statistics.median(rates)
+            if min(counts) < args.entries:
+                report.notes.append(
+                    f"integrate {backend} batch={batch}: stopped at the {args.max_seconds:g} s "
+                    f"budget after {', '.join(f'{c:,}' for c in counts)} of {args.entries:,} "
+                    "entries"
+                )
+            cfg = backend_config(backend, sync, batch)
+            key = f"integrate/{backend}/{sync}/{batch}"
+            report.add(
+                Row(
+                    "integrate",
+                    backend,
+                    cfg,
+                    "entries/s",
+                    rate,
+                    "entries/s",
+                    f">= {TARGET_INTEGRATE:,.0f}",
+                    rate >= TARGET_INTEGRATE,
+                    spread(rates),
+                    key=key,
+                    peer=f"peer/SqliteTree/append/{batch}",
+                )
+            )
+            report.add(
+                Row(
+                    "integrate",
+                    backend,
+                    cfg,
+                    "MB/s",
+                    rate * ENTRY_SIZE / 1e6,
+                    "MB/s",
+                    spread=spread([r * ENTRY_SIZE / 1e6 for r in rates], "{:,.1f}"),
+                )
+            )
+            report.add(
+                Row(
+                    "integrate",
+                    backend,
+                    cfg,
+                    "batches/s",
+                    rate / batch,
+                    "batches/s",
+                    spread=spread([r / batch for r in rates], "{:,.1f}"),
+                )
+            )
+            log_progress(f"integrate {backend} {cfg}: {rate:,.0f} entries/s")
+    if args.profile:
+        for backend, sync in integrate_configs(pg_ok):
+            if sync == "NORMAL":
+                continue
+            with database(backend, args.pg, tmp) as url:
+                prof = cProfile.Profile()
+                done, _ = integrate_run(
+                    url, sync, 4096, args.entries, args.max_seconds, signer, prof
+                )
+            name = f"{backend} {backend_config(backend, sync, 4096)}, {done:,} entries"
+            report.profile[name] = integrate_breakdown(pstats.Stats(prof))
+
+
+# Where `Sequencer.integrate` spends its time, by function (cumulative time under cProfile).
+_PHASES = [
+    ("leaf hashing (merkle.leaf_hash)", "ledger/merkle.py", "leaf_hash"),
+    ("dedup lookup (WriteTxn.lookup_leaves)", "ledger/storage.py", "lookup_leaves"),
+    ("index assignment (sequencer._assign)", "ledger/sequencer.py", "_assign"),
+    ("tile integration (tiles.integrate)", "ledger/tiles.py", "integrate"),
+    ("bundle encoding (sequencer._append_bundles)", "ledger/sequencer.py", "_append_bundles"),
+    ("root from tiles (merkle.subtree_hash)", "ledger/merkle.py", "subtree_hash"),
+    ("checkpoint signing (sequencer.signed_head)", "ledger/sequencer.py", "signed_head"),
+    ("DB writes (WriteTxn.commit_batch)", "ledger/storage.py", "commit_batch"),
+    ("  of which bundle+tile upserts (WriteTxn._upsert)", "ledger/storage.py", "_upsert"),
+    ("begin, head lock, commit (Store.writer)", "ledger/storage.py", "writer"),
+    (
+        "  of which COMMIT incl. fsync (dialect.do_commit)",
+        "sqlalchemy/engine/default.py",
+        "do_commit",
+    ),
+    ("time inside the DB driver (do_execute[many], do_commit)", "", ""),
+]
+
+
+def integrate_breakdown(stats: pstats.Stats) -> list[dict[str, Any]]:
+    """Cumulative seconds per phase of `Sequencer.integrate`, from a cProfile run."""
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+
+    def cum(path: str, name: str) -> float:
+        return float(sum(v[3] for (f, _, n), v in raw.items() if f.endswith(path) and n == name))
+
+    total = cum("ledger/sequencer.py", "integrate")
+    driver = sum(
+        cum("sqlalchemy/engine/default.py", n)
+        for n in ("do_execute", "do_executemany", "do_commit")
+    )
+    out = []
+    top_level = 0.0
+    for label, path, name in _PHASES:
+        secs = cum(path, name) if path else driver
+        if not label.startswith("  ") and path:
+            top_level += secs
+        out.append({"phase": label, "seconds": secs, "share": secs / total if total else 0.0})
+    other = total - top_level
+    out.append(
+        {
+            "phase": "other (integrate's own code, SQLAlchemy outside the above)",
+            "seconds": other,
+            "share": other / total if total else 0.0,
+        }
+    )
+    out.append({"phase": "total Sequencer.integrate", "seconds": total, "share": 1.0})
+    return out
+
+
+# -- 2. HTTP writes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by process `pid`."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores have spent not idle since boot."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = parts[3] + parts[4]  # idle + iowait
+    return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def statement(i: int) -> bytes:
+    """An in-toto Statement of exactly 1 KiB (RFC 8785 form), distinct per `i`."""
+    body: dict[str, Any] = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": f"model-{i}", "digest": {"sha256": f"{i:064x}"}}],
+        "predicateType": "https://bench.invalid/behaviour/v1",
+        "predicate": {"run": i, "pad": ""},
+    }
+    pad = ENTRY_SIZE - len(canonicalize(body))
+    body["predicate"]["pad"] = "x" * pad
+    return canonicalize(body)
+
+
+def signed_bodies(count: int, key_name: str, key: Any) -> list[bytes]:
+    """`count` distinct DSSE envelopes as JSON request bodies, signed before any timing."""
+    return [
+        json.dumps(
+            sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement(i), [(key_name, key)]).to_json()
+        ).encode()
+        for i in range(count)
+    ]
+
+
+@dataclass
+class LoadResult:
+    """What a load generator saw: every request, and CPU use over the measurement window."""
+
+    samples: list[tuple[float, float, int]]  # (start, end, HTTP status or -1)
+    window: tuple[float, float]
+    server_cpu: float
+    client_cpu: float
+    machine_cpu: float
+    exhausted: bool
+
+
+class Window:
+    """Marks the measurement window: wall clock, server CPU, our CPU, the machine's CPU."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+        self.marks: list[tuple[float, float, float, float]] = []
+
+    def mark(self) -> None:
+        """Record a boundary of the window (call twice)."""
+        self.marks.append(
+            (time.perf_counter(), process_cpu(self.pid), time.process_time(), machine_busy())
+        )
+
+    def result(self, samples: list[tuple[float, float, int]], exhausted: bool) -> LoadResult:
+        """The load result over the two marked boundaries."""
+        (t0, s0, c0, m0), (t1, s1, c1, m1) = self.marks
+        return LoadResult(samples, (t0, t1), s1 - s0, c1 - c0, m1 - m0, exhausted)
+
+
+def load_threads(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+) -> LoadResult:
+    """`clients` threads, each with one keep-alive `http.client` connection, posting `bodies`."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    it, lock = iter(bodies), threading.Lock()
+    samples: list[tuple[float, float, int]] = []
+    headers = {"content-type": "application/json"}
+    stop_at = time.perf_counter() + warmup + duration
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        try:
+            while True:
+                with lock:
+                    body = next(it, None)
+                t0 = time.perf_counter()
+                if body is None or t0 >= stop_at:
+                    return
+                try:
+                    conn.request("POST", path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = resp.status
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    status = -1
+                samples.append((t0, time.perf_counter(), status))
+        finally:
+            conn.close()
+
+    window = Window(server_pid)
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup)
+    window.mark()
+    time.sleep(max(0.0, stop_at - time.perf_counter()))
+    window.mark()
+    for t in threads:
+        t.join()
+    return window.result(samples, len(samples) >= len(bodies))
+
+
+def load_httpx(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+) -> LoadResult:
+    """`clients` asyncio tasks sharing one `httpx.AsyncClient` with a pool of `clients`."""
+    return asyncio.run(_load_httpx(base, path, bodies, clients, warmup, duration, server_pid))
+
+
+async def _load_httpx(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+) -> LoadResult:
+    it = iter(bodies)
+    samples: list[tuple[float, float, int]] = []
+    headers = {"content-type": "application/json"}
+    stop_at = time.perf_counter() + warmup + duration
+    window = Window(server_pid)
+
+    async def sampler() -> None:
+        await asyncio.sleep(warmup)
+        window.mark()
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        window.mark()
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120.0) as client:
+
+        async def worker() -> None:
+            for body in it:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                try:
+                    status = (await client.post(path, content=body, headers=headers)).status_code
+                except httpx.HTTPError:
+                    status = -1
+                samples.append((t0, time.perf_counter(), status))
+
+        await asyncio.gather(sampler(), *(worker() for _ in range(clients)))
+    return window.result(samples, len(samples) >= len(bodies))
+
+
+LOAD_GENERATORS = {
+    "threads": ("stdlib http.client, one thread per client", load_threads),
+    "httpx": ("httpx.AsyncClient, one pool of max_connections=clients", load_httpx),
+}
+
+
+@contextlib.contextmanager
+def ledger_server(tmp: Path, allow_key: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`bledger serve` on a free loopback port, with default config; stopped on exit."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "clients.cli",
+        "serve",
+        "--data",
+        str(tmp / "data"),
+        "--port",
+        str(port),
+        "--allow-key",
+        str(allow_key),
+    ]
+    log_file = (tmp / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/logs", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not come up within 60 s")
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
+    """Section 2: writes over HTTP against the real server, once per load generator."""
+    key = generate_private_key()
+    count = int(args.http_rate_cap * (args.warmup + args.http_seconds))
+    t0 = time.perf_counter()
+    bodies = signed_bodies(count, "bench-client", key)
+    log_progress(
+        f"http: pre-signed {count:,} envelopes in {time.perf_counter() - t0:.1f} s, "
+        f"{len(bodies[0]):,}-byte bodies"
+    )
+    for name in args.client:
+        what, generate = LOAD_GENERATORS[name]
+        d = Path(tempfile.mkdtemp(prefix=f"http-{name}-", dir=tmp))
+        pub = write_key_pair(d / "bench-client", key)
+        with ledger_server(d, pub) as (base, proc):
+            res = generate(
+                base,
+                "/logs/evidence/entries",
+                bodies,
+                args.clients,
+                args.warmup,
+                args.http_seconds,
+                proc.pid,
+            )
+            checkpoint = httpx.get(f"{base}/logs/evidence/checkpoint").text
+        batches = (
+            sqlite3.connect(d / "data" / "ledger.db")
+            .execute("SELECT count(*) - 1 FROM checkpoints")
+            .fetchone()[0]
+        )
+        http_rows(report, f"load: {what}", name, res, args.clients)
+        statuses: dict[int, int] = {}
+        for _, _, st in res.samples:
+            statuses[st] = statuses.get(st, 0) + 1
+        size, accepted = int(checkpoint.split("\n")[1]), statuses.get(200, 0)
+        report.checks.append(
+            f"http ({name}): statuses {dict(sorted(statuses.items()))}; final checkpoint size "
+            f"{size:,} {'==' if size == accepted else '!='} {accepted:,} accepted posts; "
+            f"{batches:,} batches, {size / max(1, batches):.1f} entries per batch on average"
+        )
+        if res.exhausted:
+            report.notes.append(
+                f"http ({name}): the pre-signed envelopes ran out before the "
+                "window ended; raise --http-rate-cap"
+            )
+
+
+def http_rows(report: Report, cfg: str, name: str, res: LoadResult, clients: int) -> None:
+    """Rate, latency percentiles and CPU split of one HTTP load run."""
+    w0, w1 = res.window
+    wall = w1 - w0
+    ok = [s for s in res.samples if w0 <= s[1] <= w1 and s[2] == 200]
+    lat = sorted((e - s) * 1000 for s, e, st in res.samples if w0 <= s < w1 and st == 200)
+    rate = len(ok) / wall
+    thirds = [
+        sum(1 for s in ok if w0 + k * wall / 3 <= s[1] < w0 + (k + 1) * wall / 3) / (wall / 3)
+        for k in range(3)
+    ]
+    backend = f"sqlite, {clients} clients"
+    report.add(
+        Row(
+            "http",
+            backend,
+            cfg,
+            "entries/s",
+            rate,
+            "entries/s",
+            f">= {TARGET_HTTP_RATE:,.0f}",
+            rate >= TARGET_HTTP_RATE,
+            spread(thirds) + " by thirds",
+            key=f"http/{name}/rate",
+        )
+    )
+    for q in (50, 95, 99):
+        v = percentile(lat, q) if lat else float("nan")
+        target, met = ("", None)
+        if q == 99:
+            target, met = f"<= {TARGET_HTTP_P99_MS:,.0f} ms", v <= TARGET_HTTP_P99_MS
+        report.add(
+            Row("http", backend, cfg, f"p{q} latency", v, "ms", target, met, f"n={len(lat):,}")
+        )
+    cpus = os.cpu_count()
+    others = max(0.0, (res.machine_cpu - res.server_cpu - res.client_cpu) / wall)
+    for metric, v in (
+        ("server CPU", res.server_cpu / wall),
+        ("load generator CPU", res.client_cpu / wall),
+        ("other processes CPU", others),
+    ):
+        report.add(Row("http", backend, cfg, metric, v, "cores", spread=f"of {cpus}"))
+    log_progress(
+        f"http ({name}): {rate:,.0f} entries/s, p99 "
+        f"{percentile(lat, 99) if lat else float('nan'):,.0f} ms"
+    )
+
+
+# -- 3. inclusion proofs ----------------------------------------------------------------------
+
+
+def time_proofs(
+    log: Log, indices: Sequence[int], size: int, *, checked: bool = False
+) -> list[float]:
+    """Milliseconds per `Log.inclusion_proof(index, size)`, sorted."""
+    out = []
+    for i in indices:
+        t0 = time.perf_counter()
+        log.inclusion_proof(i, size, checked=checked)
+        out.append((time.perf_counter() - t0) * 1000)
+    return sorted(out)
+
+
+@dataclass
+class ProofTree:
+    """The tree the proofs section built, for the peer section to compare against."""
+
+    size: int
+    root: bytes
+    indices: list[int]
+    proofs: dict[int, tuple[bytes, ...]]
+
+
+def bench_proofs(args: argparse.Namespace, report: Report, tmp: Path) -> ProofTree:
+    """Section 3: inclusion proofs at `--proof-size` entries, cold and warm tile cache."""
+    size, batch = args.proof_size, 4096
+    url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='proofs-', dir=tmp)) / 'ledger.db'}"
+    signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
+    writer = Store(url, synchronous="OFF")
+    writer.migrate()
+    log, seq = open_log(writer, signer, batch)
+    build = 0.0
+    for start in range(0, size, batch):
+        chunk = entries(start, min(batch, size - start))
+        t0 = time.perf_counter()
+        seq.integrate(chunk)
+        build += time.perf_counter() - t0
+    report.add(
+        Row(
+            "proofs",
+            "sqlite",
+            f"build {size:,}, synchronous=OFF, batch={batch}",
+            "entries/s",
+            size / build,
+            "entries/s",
+            key="proofs/build",
+            peer="peer/SqliteTree/fill",
+        )
+    )
+    log_progress(f"proofs: built {size:,} entries in {build:.0f} s")
+    rng = random.Random(7)
+    indices = [rng.randrange(size) for _ in range(args.samples)]
+    head = log.head()
+    cfg_base = f"size {size:,}, {len(indices):,} random indices"
+
+    def record(cfg: str, ms: list[float], key: str, peer: str, note: str) -> None:
+        for q in (50, 99):
+            target, met = ("", None)
+            if q == 50:
+                target, met = f"<= {TARGET_PROOF_P50_MS:g} ms", ms[len(ms) // 2] <= 1.0
+            v = percentile(ms, q)
+            report.add(
+                Row(
+                    "proofs",
+                    "sqlite",
+                    f"{cfg}; {cfg_base}",
+                    f"p{q}",
+                    v,
+                    "ms",
+                    target,
+                    met,
+                    note,
+                    key=f"{key}/p{q}" if key else "",
+                    peer=f"{peer}/p{q}" if peer else "",
+                )
+            )
+
+    uncached = Store(url, tile_cache=0)
+    try:
+        record(
+            "no tile cache (tile_cache=0)",
+            time_proofs(Log(uncached, log.row), indices, size),
+            "proofs/uncached",
+            "",
+            "every tile read from SQLite",
+        )
+    finally:
+        uncached.close()
+    fresh = Store(url)
+    try:
+        reader = Log(fresh, log.row)
+        record(
+            "cold: new Store, first pass",
+            time_proofs(reader, indices, size),
+            "proofs/cold",
+            "peer/SqliteTree/proof/cold",
+            "fills the cache as it goes",
+        )
+        record(
+            "warm: same Store, second pass",
+            time_proofs(reader, indices, size),
+            "proofs/warm",
+            "peer/SqliteTree/proof/warm",
+            "edge tiles still read from DB",
+        )
+    finally:
+        fresh.close()
+    record(
+        "warm: the sequencer's Log, checked=True",
+        time_proofs(log, indices, size, checked=True),
+        "proofs/writer",
+        "peer/InmemoryTree/proof/warm",
+        "as POST /entries calls it",
+    )
+    root = log.root(size)
+    if root != head.root:
+        raise RuntimeError("root recomputed from tiles differs from the signed head")
+    proofs = {}
+    for i in indices[:200]:
+        p = log.inclusion_proof(i, size)
+        merkle.verify_inclusion(merkle.leaf_hash(entries(i, 1)[0]), i, size, p.hashes, root)
+        proofs[i] = p.hashes
+    report.checks.append(
+        f"proofs: 200 of our proofs verified against the signed root "
+        f"{root.hex()[:16]}… at size {size:,}"
+    )
+    writer.close()
+    return ProofTree(size, root, indices, proofs)
+
+
+# -- 4. the peer: pymerkle --------------------------------------------------------------------
+
+
+def append_timed(tree: Any, batch: int, seconds: float, limit: int) -> tuple[int, float]:
+    """Append batches of entries to a pymerkle tree for about `seconds`; (count, seconds)."""
+    n, elapsed = tree.get_size(), 0.0
+    start = n
+    while elapsed < seconds and n < limit:
+        chunk = entries(n, min(batch, limit - n))
+        t0 = time.perf_counter()
+        tree.append_entries(chunk)
+        elapsed += time.perf_counter() - t0
+        n += len(chunk)
+    return n - start, elapsed
+
+
+def fill(tree: Any, limit: int, budget: float, batch: int) -> int:
+    """Append (untimed) until `limit` entries or `budget` seconds; returns the size reached."""
+    n = tree.get_size()
+    deadline = time.perf_counter() + budget
+    while n < limit and time.perf_counter() < deadline:
+        chunk = entries(n, min(batch, limit - n))
+        tree.append_entries(chunk)
+        n += len(chunk)
+    return int(n)
+
+
+def pymerkle_proofs(tree: Any, indices: Sequence[int], size: int) -> list[float]:
+    """Milliseconds per `prove_inclusion` (1-based index) at `size`, sorted."""
+    out = []
+    for i in indices:
+        t0 = time.perf_counter()
+        tree.prove_inclusion(i + 1, size)
+        out.append((time.perf_counter() - t0) * 1000)
+    return sorted(out)
+
+
+def check_peer(report: Report, name: str, tree: Any, size: int, ours: ProofTree | None) -> None:
+    """Compare pymerkle's root and proof paths at `size` with ours (RFC 9162 compatibility)."""
+    theirs = tree.get_root(size)
+    if ours is not None and ours.size == size:
+        root, what = ours.root, "our signed root"
+    else:
+        hashes = [
+            merkle.leaf_hash(e)
+            for s in range(0, size, 65536)
+            for e in entries(s, min(65536, size - s))
+        ]
+        root, what = merkle.root_hash(hashes), "ledger.merkle.root_hash"
+    verdict = "MATCHES" if theirs == root else "DIFFERS FROM"
+    line = f"peer: pymerkle {name} root at size {size:,} {verdict} {what}"
+    if ours is not None and ours.size == size:
+        same = sum(
+            tuple(tree.prove_inclusion(i + 1, size).path[1:]) == h for i, h in ours.proofs.items()
+        )
+        line += f"; {same}/{len(ours.proofs)} inclusion paths identical to ours"
+    report.checks.append(line)
+
+
+def bench_peer(args: argparse.Namespace, report: Report, tmp: Path, ours: ProofTree | None) -> None:
+    """Section 4: pymerkle appends and inclusion proofs on the same data."""
+    size = ours.size if ours is not None else args.proof_size
+    rng = random.Random(7)
+    indices = (
+        ours.indices if ours is not None else [rng.randrange(size) for _ in range(args.samples)]
+    )
+    ver = pymerkle.__version__
+
+    # In memory: the default tree (SHA-256, 0x00/0x01 prefixes, subroot cache on).
+    mem = pymerkle.InmemoryTree()
+    n, secs = append_timed(mem, 1024, args.peer_seconds, size)
+    report.add(
+        Row(
+            "peer",
+            f"pymerkle {ver} InmemoryTree",
+            "append_entries, 1,024 per call",
+            "entries/s",
+            n / secs,
+            "entries/s",
+            spread=f"{n:,} entries in {secs:.1f} s",
+            key="peer/InmemoryTree/append",
+        )
+    )
+    log_progress(f"peer: InmemoryTree {n / secs:,.0f} entries/s")
+    reached = fill(mem, size, args.peer_fill_seconds, 65536)
+    peer_proof_rows(report, "InmemoryTree", mem, indices, reached, size)
+    check_peer(report, "InmemoryTree", mem, reached, ours)
+    del mem
+
+    # SQLite: one transaction per append_entries call, the module's default journal settings.
+    d = Path(tempfile.mkdtemp(prefix="pymerkle-", dir=tmp))
+    for batch in (256, 4096):
+        with pymerkle.SqliteTree(str(d / f"tree-{batch}.db")) as tree:
+            n, secs = append_timed(tree, batch, args.peer_seconds / 2, size)
+            report.add(
+                Row(
+                    "peer",
+                    f"pymerkle {ver} SqliteTree",
+                    f"journal=DELETE, synchronous=FULL, batch={batch}",
+                    "entries/s",
+                    n / secs,
+                    "entries/s",
+                    spread=f"{n:,} entries in {secs:.1f} s",
+                    key=f"peer/SqliteTree/append/{batch}",
+                )
+            )
+            log_progress(f"peer: SqliteTree batch {batch}: {n / secs:,.0f} entries/s")
+    with pymerkle.SqliteTree(str(d / "tree-4096.db")) as tree:
+        have = tree.get_size()
+        t0 = time.perf_counter()
+        reached = fill(tree, size, args.peer_fill_seconds, 65536)
+        fill_secs = time.perf_counter() - t0
+        if reached > have:
+            report.add(
+                Row(
+                    "peer",
+                    f"pymerkle {ver} SqliteTree",
+                    f"fill to {reached:,}, append_entries 65,536 per call",
+                    "entries/s",
+                    (reached - have) / fill_secs,
+                    "entries/s",
+                    key="peer/SqliteTree/fill",
+                )
+            )
+        peer_proof_rows(report, "SqliteTree", tree, indices, reached, size)
+        check_peer(report, "SqliteTree", tree, reached, ours)
+
+
+def peer_proof_rows(
+    report: Report, name: str, tree: Any, indices: Sequence[int], reached: int, size: int
+) -> None:
+    """Cold (cache cleared) and warm proof latency of a pymerkle tree at the size it reached."""
+    ver = pymerkle.__version__
+    idx = [i for i in indices if i < reached]
+    short = "" if reached == size else f" (reached only {reached:,} of {size:,})"
+    tree.cache_clear()
+    t0 = time.perf_counter()
+    tree.prove_inclusion(idx[0] + 1, reached)
+    first = (time.perf_counter() - t0) * 1000
+    tree.cache_clear()
+    for phase, ms in (
+        ("cold", pymerkle_proofs(tree, idx, reached)),
+        ("warm", pymerkle_proofs(tree, idx, reached)),
+    ):
+        cfg = (
+            f"{phase}: {'cache cleared, first pass' if phase == 'cold' else 'second pass'}; "
+            f"size {reached:,}{short}, {len(idx):,} indices"
+        )
+        for q in (50, 99):
+            report.add(
+                Row(
+                    "peer",
+                    f"pymerkle {ver} {name}",
+                    cfg,
+                    f"p{q}",
+                    percentile(ms, q),
+                    "ms",
+                    spread=f"first proof {first:.1f} ms" if phase == "cold" else "",
+                    key=f"peer/{name}/proof/{phase}/p{q}",
+                )
+            )
+    log_progress(f"peer: {name} proofs at {reached:,}")
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def log_progress(msg: str) -> None:
+    """Progress on stderr, so stdout holds only the table or the JSON."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt_value(v: float, unit: str) -> str:
+    """A number with a sensible precision for its unit."""
+    if v != v:  # NaN
+        return "n/a"
+    if unit == "ms":
+        return f"{v:,.3f} ms" if v < 10 else f"{v:,.1f} ms"
+    if unit == "cores":
+        return f"{v:.2f} cores"
+    if unit in ("MB/s", "batches/s"):
+        return f"{v:,.1f} {unit}"
+    return f"{v:,.0f} {unit}"
+
+
+def print_table(report: Report) -> None:
+    """The markdown table, then checks, notes and the profile breakdown."""
+    head = [
+        "section",
+        "backend",
+        "config",
+        "metric",
+        "value",
+        "target",
+        "met",
+        "ours/peer",
+        "spread / n",
+    ]
+    lines = [head, ["---"] * len(head)]
+    for r in report.rows:
+        met = "" if r.met is None else ("yes" if r.met else "NO")
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}x"
+        lines.append(
+            [
+                r.section,
+                r.backend,
+                r.config,
+                r.metric,
+                fmt_value(r.value, r.unit),
+                r.target,
+                met,
+                ratio,
+                r.spread,
+            ]
+        )
+    for cells in lines:
+        print("| " + " | ".join(cells) + " |")
+    m = report.meta
+    print()
+    print(
+        f"ours/peer: our value over pymerkle's row named in the notes below "
+        f"(rates: >1 is faster; latencies: <1 is faster). Load average before "
+        f"{m['load_before']}, after {m['load_after']}; {m['cpus']} CPUs ({m['cpu_model']})."
+    )
+    for line in (*report.checks, *report.notes):
+        print(f"- {line}")
+    for name, phases in report.profile.items():
+        print(f"\nWhere Sequencer.integrate spends its time (cProfile, cumulative) — {name}:\n")
+        print("| phase | seconds | share |\n| --- | --- | --- |")
+        for p in phases:
+            print(f"| {p['phase']} | {p['seconds']:.2f} | {p['share']:.0%} |")
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; `--quick` changes the defaults of the sizing options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object, not the table")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL (a database is created)")
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections of: {', '.join(SECTIONS)}",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run integrate once under cProfile and print where time goes",
+    )
+    p.add_argument("--entries", type=int, help="entries per integrate run (200,000)")
+    p.add_argument("--reps", type=int, help="repetitions of each integrate row (3)")
+    p.add_argument("--max-seconds", type=float, help="budget per integrate run; stops early (25)")
+    p.add_argument("--http-seconds", type=float, help="HTTP measurement window (15)")
+    p.add_argument("--warmup", type=float, help="HTTP warm-up before the window (3)")
+    p.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients (64)")
+    p.add_argument(
+        "--client",
+        default="threads,httpx",
+        help="load generators to run, of: threads, httpx (both)",
+    )
+    p.add_argument(
+        "--http-rate-cap",
+        type=float,
+        default=3000.0,
+        help="envelopes pre-signed per second of load (3,000)",
+    )
+    p.add_argument("--proof-size", type=int, help="tree size for proofs (1,000,000)")
+    p.add_argument("--samples", type=int, help="random indices per proof pass (5,000)")
+    p.add_argument("--peer-seconds", type=float, help="time budget per peer append (20)")
+    p.add_argument(
+        "--peer-fill-seconds",
+        type=float,
+        help="untimed budget to grow a peer tree to --proof-size (180)",
+    )
+    args = p.parse_args(argv)
+    full = {
+        "max_seconds": 25.0,
+        "entries": 200_000,
+        "reps": 3,
+        "http_seconds": 15.0,
+        "warmup": 3.0,
+        "proof_size": 1_000_000,
+        "samples": 5_000,
+        "peer_seconds": 20.0,
+        "peer_fill_seconds": 180.0,
+    }
+    quick = {
+        "max_seconds": 5.0,
+        "entries": 8_192,
+        "reps": 1,
+        "http_seconds": 3.0,
+        "warmup": 1.0,
+        "proof_size": 20_000,
+        "samples": 500,
+        "peer_seconds": 2.0,
+        "peer_fill_seconds": 30.0,
+    }
+    for k, v in (quick if args.quick else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    args.client = [c.strip() for c in args.client.split(",") if c.strip()]
+    if set(args.client) - set(LOAD_GENERATORS):
+        p.error(f"unknown load generators; pick from {', '.join(LOAD_GENERATORS)}")
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; pick from {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected sections and print the table (or JSON)."""
+    args = parse_args(argv)
+    report = Report()
+    report.meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "pymerkle": pymerkle.__version__,
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+    pg_ok = False
+    if "integrate" in args.only:
+        why = pg_reachable(args.pg)
+        pg_ok = why is None
+        if why is not None:
+            line = f"PostgreSQL at {args.pg} unreachable ({why}): PostgreSQL rows skipped"
+            report.notes.append(line)
+            log_progress(line)
+    ours: ProofTree | None = None
+    with tempfile.TemporaryDirectory(prefix="bl-bench-") as t:
+        tmp = Path(t)
+        if "integrate" in args.only:
+            bench_integrate(args, report, tmp, pg_ok)
+        if "http" in args.only:
+            bench_http(args, report, tmp)
+        if "proofs" in args.only:
+            ours = bench_proofs(args, report, tmp)
+        if "peer" in args.only:
+            bench_peer(args, report, tmp, ours)
+    report.meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report.fill_ratios()
+    peers = sorted({f"{r.key} -> {r.peer}" for r in report.rows if r.ratio is not None})
+    report.notes.extend(f"ratio: {p}" for p in peers)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "meta": report.meta,
+                    "rows": [asdict(r) for r in report.rows],
+                    "checks": report.checks,
+                    "notes": report.notes,
+                    "profile": report.profile,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

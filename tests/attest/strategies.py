@@ -1,0 +1,186 @@
+"""Hypothesis strategies for every attest wire model (valid values only)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import strategies as st
+
+from attest.predicates import (
+    BehaviourDiff,
+    BlobRef,
+    CheckpointRef,
+    ContinuityStatement,
+    CredentialEvent,
+    EmotionCalibration,
+    EmotionProjection,
+    FieldReport,
+    KeyEvent,
+    LogEntryRef,
+    ModelId,
+    ModelRef,
+    Predicate,
+    ProbeItem,
+    ProbeRecord,
+    SuiteRef,
+)
+from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, format_vkey
+
+MAX_SAFE = 2**53 - 1
+M = TypeVar("M")
+
+
+def builds(cls: type[M], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[M]:
+    """`cls(**fields)` by Python field name (st.builds would also fill in the JSON aliases)."""
+    return st.fixed_dictionaries(fields).map(lambda kwargs: cls(**kwargs))
+
+
+# Any Unicode text JSON can carry: no lone surrogates.
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
+# Labels: no control characters.
+labels = st.text(alphabet=st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=20)
+tokens = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,12}", fullmatch=True)
+sha256s = st.binary(min_size=32, max_size=32).map(bytes.hex)
+counts = st.integers(min_value=0, max_value=MAX_SAFE)
+millis = st.integers(min_value=-MAX_SAFE, max_value=MAX_SAFE)
+permille = st.integers(min_value=0, max_value=1000)
+key_names = st.from_regex(r"[a-z0-9.-]{1,12}(/[a-z0-9]{1,8})?", fullmatch=True)
+
+
+def vkeys(sig_type: int) -> st.SearchStrategy[str]:
+    """Verifier key strings of `sig_type` for random Ed25519 keys."""
+
+    def make(name: str, seed: bytes) -> str:
+        raw = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+        return format_vkey(name, sig_type, raw)
+
+    return st.builds(make, key_names, st.binary(min_size=32, max_size=32))
+
+
+checkpoints = builds(CheckpointRef, origin=labels, size=counts, root=sha256s)
+entry_refs = builds(LogEntryRef, origin=labels, index=counts, leaf_hash=sha256s)
+model_refs = builds(ModelRef, name=labels, version=labels, weights_sha256=sha256s)
+model_ids = builds(ModelId, name=labels, version=labels)
+suites = builds(SuiteRef, name=labels, version=labels, sha256=sha256s)
+blobs = builds(BlobRef, sha256=sha256s, size=counts)
+projections = builds(EmotionProjection, mean_milli=millis, spread_milli=counts)
+framings = st.sampled_from(
+    ["direct", "fictional", "professional-claim", "decomposition", "language-shift"]
+)
+
+probe_items = builds(
+    ProbeItem,
+    prompt_id=labels,
+    framing=framings,
+    answer=text,
+    refused=st.integers(0, 1),
+    transfer_milli=permille,
+    emotions=st.dictionaries(tokens, projections, max_size=3),
+)
+
+probe_records = builds(
+    ProbeRecord,
+    seen_checkpoint=checkpoints,
+    model=model_refs,
+    suite=suites,
+    category=tokens,
+    tier=tokens,
+    run_id=labels,
+    calibration=entry_refs,
+    items=st.lists(probe_items, min_size=1, max_size=3).map(tuple),
+)
+
+calibrations = builds(
+    EmotionCalibration,
+    seen_checkpoint=checkpoints,
+    model=model_refs,
+    layer=st.integers(0, 200),
+    token_rule=tokens,
+    vectors=blobs,
+    held_out_scores_milli=st.dictionaries(tokens, millis, min_size=1, max_size=4),
+)
+
+
+@st.composite
+def diffs(draw: st.DrawFn) -> BehaviourDiff:
+    """A BehaviourDiff whose discordant pairs fit in its pairs."""
+    pairs = draw(st.integers(0, 10_000))
+    before = draw(st.integers(0, pairs))
+    after = draw(st.integers(0, pairs - before))
+    return BehaviourDiff(
+        category=draw(tokens),
+        tier=draw(tokens),
+        pairs=pairs,
+        refusal_rate_before_milli=draw(permille),
+        refusal_rate_after_milli=draw(permille),
+        transfer_before_milli=draw(permille),
+        transfer_after_milli=draw(permille),
+        refused_only_before=before,
+        refused_only_after=after,
+    )
+
+
+@st.composite
+def continuities(draw: st.DrawFn) -> ContinuityStatement:
+    """A continuity statement between two models with different weights."""
+    predecessor, successor = draw(
+        st.lists(model_refs, min_size=2, max_size=2, unique_by=lambda m: m.weights_sha256)
+    )
+    return ContinuityStatement(
+        seen_checkpoint=draw(checkpoints),
+        predecessor=predecessor,
+        successor=successor,
+        predecessor_records=tuple(draw(st.lists(entry_refs, min_size=1, max_size=3))),
+        successor_records=tuple(draw(st.lists(entry_refs, min_size=1, max_size=3))),
+        diff=tuple(draw(st.lists(diffs(), max_size=3, unique_by=lambda d: (d.category, d.tier)))),
+    )
+
+
+@st.composite
+def key_events(draw: st.DrawFn) -> KeyEvent:
+    """A register, rotate or revoke event of any role, with keys of the matching type."""
+    role = draw(st.sampled_from(["lab", "worker", "issuer", "witness"]))
+    sig_type = SIG_TYPE_COSIGNATURE_V1 if role == "witness" else SIG_TYPE_ED25519
+    action = draw(st.sampled_from(["register", "rotate", "revoke"]))
+    key = draw(vkeys(sig_type))
+    previous = draw(vkeys(sig_type).filter(lambda k: k != key)) if action == "rotate" else None
+    return KeyEvent.model_validate(
+        {
+            "seen_checkpoint": draw(checkpoints),
+            "action": action,
+            "role": role,
+            "key": key,
+            "previous_key": previous,
+        }
+    )
+
+
+credential_events = builds(
+    CredentialEvent,
+    seen_checkpoint=checkpoints,
+    action=st.sampled_from(["issue", "revoke"]),
+    credential_id=labels,
+    tier=tokens.filter(lambda t: t != "anonymous"),
+    holder_key=vkeys(SIG_TYPE_ED25519),
+    expires_at=counts,
+)
+
+field_reports = builds(
+    FieldReport,
+    seen_checkpoint=checkpoints,
+    model=model_ids,
+    category=tokens,
+    tier=st.sampled_from(["anonymous", "attested"]),
+    text=st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=60),
+)
+
+PREDICATES: dict[type[Predicate], st.SearchStrategy[Predicate]] = {
+    ProbeRecord: probe_records,
+    EmotionCalibration: calibrations,
+    ContinuityStatement: continuities(),
+    KeyEvent: key_events(),
+    CredentialEvent: credential_events,
+    FieldReport: field_reports,
+}
+"""One strategy per predicate model; the tests check it covers every registered type."""

@@ -1,0 +1,601 @@
+"""Reliability: nothing acknowledged is ever lost, on SQLite and PostgreSQL.
+
+Two tests, each on both backends:
+
+* `test_kill_9_under_concurrent_writes`: 16 writer threads post distinct envelopes to a real
+  server while it is `kill -9`ed at random moments and restarted on the same data; afterwards
+  every acknowledged entry is at its index with a valid inclusion proof under the final
+  checkpoint, every checkpoint anyone saw is consistent with the final one, and the whole log
+  re-audits (`check_log`).
+* `test_crash_point`: a child process drives `Sequencer.integrate` directly and `os._exit`s at
+  one crash point of the writer path (table-driven, one case per point). The reopened store
+  holds exactly the old or exactly the new checkpoint, every row agrees with it, and what was
+  integrated before the crash is intact. "Failed" (the batch is gone) is told apart from
+  "failed but actually persisted" (committed, never answered: resubmitting is a duplicate).
+
+Randomness is seeded; the seed is in every failure message (set BLEDGER_TEST_SEED to replay).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from attest.dsse import Envelope
+from clients.sdk import verify_submission
+from ledger import merkle, schema
+from ledger.audit import audit_tree
+from ledger.checkpoint import Checkpoint, open_checkpoint
+from ledger.config import load_config
+from ledger.log import Log
+from ledger.note import NoteVerifier, parse_vkey
+from ledger.server import LedgerServer
+from ledger.storage import Head
+from ledger.tiles import ENTRIES_LEVEL, TILE_WIDTH, decode_bundle, tile_width, tiles_for_size
+from tests.support import (
+    LOG,
+    PROJECT_ROOT,
+    LedgerProcess,
+    Signer,
+    check_log,
+    envelope_body,
+    log_identity,
+)
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+SEED = int(os.environ.get("BLEDGER_TEST_SEED", random.SystemRandom().randrange(2**32)))
+PROGRESS_DEADLINE = 60.0  # a hung server fails the test instead of hanging it; not a timing check
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_db(request: pytest.FixtureRequest) -> str | None:
+    """None for SQLite (the server's default, inside DATA) or a fresh PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
+# -- kill -9 under concurrent writes ----------------------------------------------------------
+
+WRITERS = 16
+KILLS = 3
+MIN_ACKS_PER_LIFE = 10  # each server life acknowledges at least this many before it is killed
+RECENT_PER_KILL = 32  # acks just before each kill, all re-posted as duplicates afterwards
+SAMPLE_DUPLICATES = 64  # plus this many other acks, chosen at random
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A write the server acknowledged, as the writer received it."""
+
+    envelope: Envelope
+    body: bytes
+    index: int
+    leaf_hash: bytes
+    checkpoint: str
+    tlog_proof: str
+    life: int  # which server process answered (0 = first)
+
+
+@dataclass
+class Record:
+    """Everything the writers and the checkpoint watcher saw, shared under one lock."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acks: list[Ack] = field(default_factory=list)
+    in_doubt: list[tuple[Envelope, bytes, str]] = field(default_factory=list)  # sent, no answer
+    refused: int = 0  # connection refused: never sent
+    unexpected: list[str] = field(default_factory=list)  # HTTP answers other than 200
+    checkpoints: set[str] = field(default_factory=set)
+
+    def acks_in(self, life: int) -> int:
+        with self.lock:
+            return sum(1 for a in self.acks if a.life == life)
+
+
+@dataclass
+class Fleet:
+    """The writer threads and the checkpoint watcher, pointed at one server."""
+
+    srv: LedgerProcess
+    signer: Signer
+    rec: Record = field(default_factory=Record)
+    stop: threading.Event = field(default_factory=threading.Event)
+    life: int = 0
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for w in range(WRITERS):
+            self.threads.append(threading.Thread(target=self._write, args=(w,), daemon=True))
+        self.threads.append(threading.Thread(target=self._watch, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=PROGRESS_DEADLINE)
+            assert not t.is_alive(), "a writer thread hung"
+
+    def _write(self, w: int) -> None:
+        n = 0
+        with httpx.Client(timeout=30.0) as http:
+            while not self.stop.is_set():
+                env = self.signer.envelope(f"seed{SEED}-writer{w}-{n}")
+                n += 1
+                self._post(http, env, envelope_body(env))
+
+    def _post(self, http: httpx.Client, env: Envelope, body: bytes) -> None:
+        life = self.life
+        try:
+            r = http.post(f"{self.srv.base_url}/logs/{LOG}/entries", content=body)
+        except httpx.ConnectError:
+            with self.rec.lock:
+                self.rec.refused += 1
+            time.sleep(0.05)  # the server is down: do not spin
+            return
+        except httpx.HTTPError as e:
+            with self.rec.lock:
+                self.rec.in_doubt.append((env, body, repr(e)))
+            return
+        if r.status_code != 200:
+            with self.rec.lock:
+                self.rec.unexpected.append(f"HTTP {r.status_code}: {r.text[:300]}")
+                self.rec.in_doubt.append((env, body, f"HTTP {r.status_code}"))
+            return
+        j = r.json()
+        ack = Ack(
+            env,
+            body,
+            int(j["index"]),
+            base64.b64decode(j["leaf_hash"]),
+            str(j["checkpoint"]),
+            str(j["tlog_proof"]),
+            life,
+        )
+        with self.rec.lock:
+            self.rec.acks.append(ack)
+            self.rec.checkpoints.add(ack.checkpoint)
+
+    def _watch(self) -> None:
+        with httpx.Client(timeout=30.0) as http:
+            while not self.stop.is_set():
+                try:
+                    r = http.get(f"{self.srv.base_url}/logs/{LOG}/checkpoint")
+                except httpx.HTTPError:
+                    time.sleep(0.02)
+                    continue
+                if r.status_code == 200:
+                    with self.rec.lock:
+                        self.rec.checkpoints.add(r.text)
+                time.sleep(0.01)
+
+    def run_life(self, rng: random.Random) -> None:
+        """Let the writers run for a random while, and until this life acknowledged enough."""
+        time.sleep(rng.uniform(0.3, 1.5))
+        deadline = time.monotonic() + PROGRESS_DEADLINE
+        while self.rec.acks_in(self.life) < MIN_ACKS_PER_LIFE:
+            assert time.monotonic() < deadline, f"no progress in server life {self.life}"
+            time.sleep(0.01)
+
+
+def test_kill_9_under_concurrent_writes(backend_db: str | None, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    signer = Signer.create(tmp_path / "keys")
+    srv = LedgerProcess(tmp_path / "data", backend_db, (signer.pub,))
+    fleet = Fleet(srv, signer)
+    try:
+        srv.start()
+        vkey, origin = log_identity(srv.base_url)
+        fleet.start()
+        before_kills: list[Ack] = []
+        for _ in range(KILLS):
+            fleet.run_life(rng)
+            srv.kill9()
+            before_kills += _last_acks(fleet.rec, fleet.life)
+            fleet.life += 1
+            srv.start()
+            assert log_identity(srv.base_url) == (vkey, origin), "the log changed its key"
+        fleet.run_life(rng)
+        fleet.join()
+        _check_after_crashes(srv, fleet.rec, before_kills, vkey, origin, rng)
+        assert "Traceback" not in srv.stderr_all(), srv.stderr_all()[-4000:]
+    except BaseException as e:
+        e.add_note(f"seed {SEED}; server stderr tail:\n{srv.stderr_tail()}")
+        raise
+    finally:
+        fleet.stop.set()
+        try:
+            srv.stop()
+        finally:
+            srv.kill9()
+
+
+def _last_acks(rec: Record, life: int) -> list[Ack]:
+    with rec.lock:
+        return [a for a in rec.acks if a.life == life][-RECENT_PER_KILL:]
+
+
+def _repost_duplicates(base_url: str, acks: Sequence[Ack]) -> None:
+    """Re-post acknowledged envelopes: each is a duplicate at the index first acknowledged."""
+    with httpx.Client(base_url=base_url, timeout=30.0) as http:
+
+        def one(a: Ack) -> None:
+            r = http.post(f"/logs/{LOG}/entries", content=a.body)
+            assert r.status_code == 200, r.text
+            j = r.json()
+            assert (j["index"], j["duplicate"]) == (a.index, True), (a.index, j)
+            assert base64.b64decode(j["leaf_hash"]) == a.leaf_hash
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, acks))
+
+
+def _check_after_crashes(
+    srv: LedgerProcess,
+    rec: Record,
+    before_kills: Sequence[Ack],
+    vkey: str,
+    origin: str,
+    rng: random.Random,
+) -> None:
+    verifier = parse_vkey(vkey)
+    assert not rec.unexpected, rec.unexpected[:5]
+    assert rec.acks, "nothing was acknowledged"
+    # (1): a write that got no answer either failed or was persisted; re-posting tells which.
+    persisted = _resolve_in_doubt(srv.base_url, rec, verifier, origin)
+    # (2): distinct entries got distinct indices, each acknowledged once.
+    by_index: dict[int, Ack] = {}
+    for a in rec.acks:
+        other = by_index.setdefault(a.index, a)
+        assert other is a, f"index {a.index} acknowledged for two different entries"
+    # (3): each acknowledgement carried a proof that verifies offline.
+    for a in rec.acks:
+        cp = verify_submission(a.tlog_proof, a.envelope, verifier, origin)
+        assert a.index < cp.size and a.leaf_hash == merkle.leaf_hash(a.envelope.canonical_bytes())
+    # (4): re-posted after the restarts, the writes acknowledged just before each kill and a
+    # random sample of the others are duplicates at the index they were acknowledged with.
+    sample = rng.sample(rec.acks, min(SAMPLE_DUPLICATES, len(rec.acks)))
+    _repost_duplicates(srv.base_url, [*before_kills, *sample])
+    # (5): the whole log re-audits; the final checkpoint is the one everything is checked against.
+    final = check_log(srv.base_url, vkey, origin)
+    # (6): the log holds exactly the acknowledged entries: none lost, none unaccounted for.
+    assert sorted(by_index) == list(range(final.size)), (final.size, len(by_index), persisted)
+    with httpx.Client(base_url=srv.base_url, timeout=30.0) as http:
+        _check_acks_at_final(http, rec.acks, final)
+        _check_checkpoints_consistent(http, rec.checkpoints, final, verifier, origin)
+    print(
+        f"seed {SEED}: {len(rec.acks)} acks, {len(rec.checkpoints)} checkpoints, "
+        f"{rec.refused} refused, in doubt: {persisted.count(True)} persisted, "
+        f"{persisted.count(False)} lost; final size {final.size}"
+    )
+
+
+def _resolve_in_doubt(
+    base_url: str, rec: Record, verifier: NoteVerifier, origin: str
+) -> list[bool]:
+    """For each write that got no answer: was it persisted? Re-post it to find out and finish it.
+
+    Persisted ones come back as duplicates at the index the lookup found; the others are new.
+    Returns, per in-doubt write, whether it had been persisted.
+    """
+    seen: dict[bytes, bool] = {}
+    with httpx.Client(base_url=base_url, timeout=30.0) as http:
+        for env, body, _why in rec.in_doubt:
+            leaf = merkle.leaf_hash(env.canonical_bytes())
+            if leaf in seen:
+                continue
+            q = http.get(
+                f"/logs/{LOG}/proof/inclusion-by-hash",
+                params={"leaf_hash": base64.b64encode(leaf).decode()},
+            )
+            assert q.status_code in (200, 404), q.text
+            was_there = q.status_code == 200
+            seen[leaf] = was_there
+            r = http.post(f"/logs/{LOG}/entries", content=body)
+            assert r.status_code == 200, r.text
+            j = r.json()
+            assert j["duplicate"] is was_there, (was_there, j)
+            if was_there:
+                assert j["index"] == q.json()["index"]
+            ack = Ack(env, body, j["index"], leaf, j["checkpoint"], j["tlog_proof"], life=-1)
+            verify_submission(ack.tlog_proof, env, verifier, origin)
+            rec.acks.append(ack)
+            rec.checkpoints.add(ack.checkpoint)
+    return list(seen.values())
+
+
+def _check_acks_at_final(http: httpx.Client, acks: Sequence[Ack], final: Checkpoint) -> None:
+    """Every acknowledged entry is at its index and has an inclusion proof under `final`."""
+
+    def one(a: Ack) -> None:
+        r = http.get(f"/logs/{LOG}/entries/{a.index}")
+        assert r.status_code == 200, r.text
+        entry = base64.b64decode(r.json()["entry"])
+        assert merkle.leaf_hash(entry) == a.leaf_hash, f"entry {a.index} is not what was acked"
+        assert entry == a.envelope.canonical_bytes()
+        p = http.get(f"/logs/{LOG}/proof/inclusion", params={"index": a.index, "size": final.size})
+        assert p.status_code == 200, p.text
+        proof = [base64.b64decode(h) for h in p.json()["inclusion_proof"]]
+        merkle.verify_inclusion(a.leaf_hash, a.index, final.size, proof, final.root_hash)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, acks))
+
+
+def _check_checkpoints_consistent(
+    http: httpx.Client,
+    notes: set[str],
+    final: Checkpoint,
+    verifier: NoteVerifier,
+    origin: str,
+) -> None:
+    """Every checkpoint anyone saw verifies and is a prefix of `final` (no fork, no rollback)."""
+    roots: dict[int, bytes] = {}
+    for note in notes:
+        cp, _ = open_checkpoint(note.encode(), verifier, origin)
+        assert roots.setdefault(cp.size, cp.root_hash) == cp.root_hash, f"fork at {cp.size}"
+        assert cp.size <= final.size, f"checkpoint {cp.size} beyond the final {final.size}"
+
+    def one(size: int) -> None:
+        if size == 0:
+            assert roots[0] == merkle.EMPTY_ROOT
+            return
+        r = http.get(f"/logs/{LOG}/proof/consistency", params={"first": size, "second": final.size})
+        assert r.status_code == 200, r.text
+        proof = [base64.b64decode(h) for h in r.json()["consistency_proof"]]
+        merkle.verify_consistency(size, final.size, proof, roots[size], final.root_hash)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, sorted(roots)))
+
+
+# -- crash points of the writer path ----------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    '''
+    """Integrate batch A, then integrate batch B and die (os._exit) at crash point POINT."""
+    import base64, json, os, sys
+    from pathlib import Path
+
+    from sqlalchemy import event
+
+    from ledger import schema
+    from ledger.config import init_data_dir
+    from ledger.log import Log
+    from ledger.server import LedgerServer
+    from ledger.storage import WriteTxn
+
+    data, db, point, batches = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4]
+    a, b = ([base64.b64decode(x) for x in xs] for xs in json.loads(Path(batches).read_text()))
+
+
+    def say(**kw):
+        print(json.dumps(kw), flush=True)
+
+
+    def crash():
+        say(crashed=point)
+        os._exit(137)
+
+
+    cfg = init_data_dir(Path(data), origin_prefix="crash.test/logs", db=db)
+    hosted = LedgerServer.from_config(cfg).logs["evidence"]
+    say(a=[r.index for r in hosted.sequencer.integrate(a)], head=hosted.log.head().checkpoint)
+
+    commit_batch, upsert = WriteTxn.commit_batch, WriteTxn._upsert
+
+
+    def crashing_commit_batch(self, batch):
+        say(pending=batch.new_head.checkpoint)
+        if point == "before_commit_batch":
+            crash()
+        commit_batch(self, batch)
+        if point == "after_commit_batch":
+            crash()
+
+
+    def crashing_upsert(self, table, *args):
+        if point == f"before_{table.name}_upsert":
+            crash()
+        upsert(self, table, *args)
+        if point == f"after_{table.name}_upsert":
+            crash()
+
+
+    WriteTxn.commit_batch, WriteTxn._upsert = crashing_commit_batch, crashing_upsert
+    engine = hosted.log.store._write
+    statements = {
+        "after_leaves_insert": "INSERT INTO leaves",
+        "after_checkpoints_insert": "INSERT INTO checkpoints",
+        "after_heads_update": "UPDATE heads",
+    }
+
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def after_statement(conn, cursor, statement, params, context, executemany):
+        if point in statements and statement.lstrip().startswith(statements[point]):
+            crash()
+
+
+    @event.listens_for(engine, "commit")
+    def before_commit(conn):
+        if point == "before_db_commit":
+            crash()
+
+
+    if point == "after_db_commit":
+        Log.remember_edge = lambda self, tiles: crash()
+    results = hosted.sequencer.integrate(b)
+    if point == "after_integrate":
+        crash()
+    say(b=[r.index for r in results])
+    '''
+)
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    """Where the child dies, and whether batch B is in the log afterwards."""
+
+    name: str
+    persisted: bool
+
+
+# In writer-path order (ledger.sequencer.Sequencer.integrate -> ledger.storage.WriteTxn).
+CRASH_POINTS = [
+    CrashPoint("before_commit_batch", persisted=False),  # batch signed, nothing written
+    CrashPoint("after_leaves_insert", persisted=False),
+    CrashPoint("before_bundles_upsert", persisted=False),
+    CrashPoint("after_bundles_upsert", persisted=False),
+    CrashPoint("after_tiles_upsert", persisted=False),
+    CrashPoint("after_checkpoints_insert", persisted=False),
+    CrashPoint("after_heads_update", persisted=False),
+    CrashPoint("after_commit_batch", persisted=False),  # every row written, not committed
+    CrashPoint("before_db_commit", persisted=False),
+    CrashPoint("after_db_commit", persisted=True),  # committed, the caller never answered
+    CrashPoint("after_integrate", persisted=True),  # integrate returned, nobody acknowledged
+]
+
+BATCH_A = 250  # the crashing batch B crosses the first tile and bundle boundary (256)
+BATCH_B = 20
+
+
+def _child_crash(
+    tmp_path: Path, db: str | None, point: str, a: list[bytes], b: list[bytes]
+) -> subprocess.CompletedProcess[str]:
+    batches = tmp_path / "batches.json"
+    batches.write_text(json.dumps([[base64.b64encode(e).decode() for e in xs] for xs in (a, b)]))
+    script = tmp_path / "crash_child.py"
+    script.write_text(CHILD)
+    args = [sys.executable, str(script), str(tmp_path / "data"), db or "", point, str(batches)]
+    return subprocess.run(
+        args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=PROGRESS_DEADLINE
+    )
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS, ids=lambda p: p.name)
+def test_crash_point(point: CrashPoint, backend_db: str | None, tmp_path: Path) -> None:
+    signer = Signer.create(tmp_path / "keys")
+    a = [signer.envelope(f"a-{i}").canonical_bytes() for i in range(BATCH_A)]
+    b = [signer.envelope(f"b-{i}").canonical_bytes() for i in range(BATCH_B)]
+    child = _child_crash(tmp_path, backend_db, point.name, a, b)
+    said = [json.loads(line) for line in child.stdout.splitlines()]
+    assert child.returncode == 137, f"child exited with {child.returncode}:\n{child.stderr}"
+    assert said[-1] == {"crashed": point.name}, said  # it died where the case says, not before
+    old, new = said[0]["head"], said[1]["pending"]
+    assert said[0]["a"] == list(range(BATCH_A))
+
+    server = LedgerServer.from_config(load_config(tmp_path / "data"))
+    try:
+        hosted = server.logs[LOG]
+        verifier = hosted.signer.verifier()
+        # (1): the head is exactly the old or exactly the new checkpoint, as the case says.
+        head = hosted.log.head()
+        assert head.checkpoint == (new if point.persisted else old), point
+        open_checkpoint(head.checkpoint.encode(), verifier, hosted.origin)
+        # (2): every row agrees with the head, and the tiles and entries re-audit to its root.
+        check_store(hosted.log, head)
+        # (3): what was integrated before the crash is intact.
+        for i, e in enumerate(a):
+            assert hosted.log.entry(i) == e
+        # (4): "failed" vs "failed but persisted": re-submitting B (the caller never got an
+        # answer) appends it where it would have gone, or finds it there already.
+        again = hosted.sequencer.integrate(b)
+        assert [r.index for r in again] == list(range(BATCH_A, BATCH_A + BATCH_B))
+        assert all(r.duplicate is point.persisted for r in again)
+        after = hosted.log.head()
+        assert after.checkpoint == new  # deterministic: the same tree, the same signature
+        check_store(hosted.log, after)
+        for i, e in enumerate(b):
+            assert hosted.log.entry(BATCH_A + i) == e
+    finally:
+        server.store.close()
+
+
+def test_no_crash_control(backend_db: str | None, tmp_path: Path) -> None:
+    """The child without a crash point: both batches land, the same way the cases expect."""
+    signer = Signer.create(tmp_path / "keys")
+    a = [signer.envelope(f"a-{i}").canonical_bytes() for i in range(BATCH_A)]
+    b = [signer.envelope(f"b-{i}").canonical_bytes() for i in range(BATCH_B)]
+    child = _child_crash(tmp_path, backend_db, "none", a, b)
+    assert child.returncode == 0, child.stderr
+    said = [json.loads(line) for line in child.stdout.splitlines()]
+    assert said[-1] == {"b": list(range(BATCH_A, BATCH_A + BATCH_B))}
+    server = LedgerServer.from_config(load_config(tmp_path / "data"))
+    try:
+        head = server.logs[LOG].log.head()
+        assert head.checkpoint == said[1]["pending"]
+        check_store(server.logs[LOG].log, head)
+    finally:
+        server.store.close()
+
+
+def check_store(log: Log, head: Head) -> None:
+    """The database holds the tree of `head` and nothing else, and it re-audits to its root.
+
+    (1) the checkpoints table ends at the head, with the head's checkpoint; (2) one leaf row
+    per index below the head, with the hash of the entry at that index; (3) one bundle row per
+    bundle of the tree, at its width; (4) one tile row per tile of the tree, at its width;
+    (5) `audit_tree` recomputes the root from those tiles and bundles.
+    """
+    size, lid = head.size, log.id
+    engine = create_engine(log.store.url)
+    try:
+        with engine.connect() as conn:
+            cps = conn.execute(
+                select(schema.checkpoints.c.size, schema.checkpoints.c.checkpoint).where(
+                    schema.checkpoints.c.log_id == lid
+                )
+            ).all()
+            leaves = conn.execute(
+                select(schema.leaves.c.idx, schema.leaves.c.leaf_hash).where(
+                    schema.leaves.c.log_id == lid
+                )
+            ).all()
+            bundles = conn.execute(
+                select(schema.bundles.c.idx, schema.bundles.c.count, schema.bundles.c.data).where(
+                    schema.bundles.c.log_id == lid
+                )
+            ).all()
+            tiles = conn.execute(
+                select(schema.tiles.c.level, schema.tiles.c.idx, schema.tiles.c.data).where(
+                    schema.tiles.c.log_id == lid
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert max(s for s, _ in cps) == size and dict(cps)[size] == head.checkpoint  # (1)
+    entries: dict[int, bytes] = {}
+    assert sorted(i for i, _, _ in bundles) == list(range((size + TILE_WIDTH - 1) // TILE_WIDTH))
+    for i, count, data in bundles:  # (3)
+        assert count == tile_width(ENTRIES_LEVEL, i, size) == len(decode_bundle(data)), i
+        entries.update(enumerate(decode_bundle(data), start=i * TILE_WIDTH))
+    assert sorted(i for i, _ in leaves) == list(range(size))  # (2)
+    for i, h in leaves:
+        assert bytes(h) == merkle.leaf_hash(entries[i]), f"leaf row {i} is not entry {i}"
+    want = {(t.level, t.index): w for t, w in tiles_for_size(size)}  # (4)
+    assert {(lv, i): len(d) // 32 for lv, i, d in tiles} == want
+    audit_tree(  # (5)
+        size,
+        head.root,
+        lambda t, w: log.tile(t, size),
+        lambda i, w: log.bundle(i, size),
+    )

@@ -1,0 +1,225 @@
+"""Helpers for tests that run real servers: a `bledger serve` subprocess, signers, PostgreSQL.
+
+* `LedgerProcess` starts `python -m clients.cli serve` on a free loopback port, waits until
+  `GET /logs` answers, and can stop it (SIGTERM), kill it (`kill -9`) and start it again on the
+  same data directory, database and port. Each start's stdout/stderr go to files next to DATA.
+* `Signer` makes signed DSSE envelopes quickly (one key, distinct payloads).
+* `check_log` re-audits the whole published log through HTTP (sunlight's `CheckLog` habit).
+
+PostgreSQL databases come from the `pg_url` fixture in `tests/conftest.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
+from attest.keys import generate_private_key, write_key_pair
+from clients.sdk import ClientError, LedgerClient
+from ledger.checkpoint import Checkpoint
+from ledger.note import parse_vkey
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOG = "evidence"
+ORIGIN_PREFIX = "bledger.test/logs"
+START_TIMEOUT = 60.0  # generous: a deadline for a hung start, never a performance assertion
+
+
+# -- the server subprocess --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerStartError(RuntimeError):
+    """The server process exited, or never answered `GET /logs`."""
+
+
+@dataclass
+class LedgerProcess:
+    """One `bledger serve` process, restartable on the same DATA, database and port."""
+
+    data: Path
+    db: str | None = None
+    allow_keys: tuple[Path, ...] = ()
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _log_path(self, n: int, stream: str) -> Path:
+        return self.data.parent / f"{self.data.name}.server-{n}.{stream}"
+
+    def command(self) -> list[str]:
+        """The command line of the server process."""
+        cmd = [sys.executable, "-m", "clients.cli", "serve", "--data", str(self.data)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--origin-prefix", ORIGIN_PREFIX]
+        if self.db is not None:
+            cmd += ["--db", self.db]
+        for k in self.allow_keys:
+            cmd += ["--allow-key", str(k)]
+        return cmd
+
+    def start(self) -> None:
+        """Start the process and return once `GET /logs` answers 200 (ServerStartError if not)."""
+        if self.proc is not None:
+            raise RuntimeError("server already running")
+        self.starts += 1
+        out = self._log_path(self.starts, "stdout").open("wb")
+        err = self._log_path(self.starts, "stderr").open("wb")
+        with out, err:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=PROJECT_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self.proc = None
+                raise ServerStartError(f"server exited with {rc}:\n{self.stderr_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/logs", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill9()
+        raise ServerStartError(f"server did not answer GET /logs:\n{self.stderr_tail()}")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM); kill -9 if it does not exit within a while."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        """`kill -9` the server: no cleanup, no flush, connections reset."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stderr_tail(self, chars: int = 4000) -> str:
+        """The end of the latest start's stderr (for failure messages)."""
+        path = self._log_path(self.starts, "stderr")
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def stderr_all(self) -> str:
+        """The stderr of every start, concatenated."""
+        return "".join(
+            self._log_path(n, "stderr").read_text(errors="replace")
+            for n in range(1, self.starts + 1)
+            if self._log_path(n, "stderr").exists()
+        )
+
+
+@contextmanager
+def running_server(
+    data: Path, *, db: str | None = None, allow_keys: tuple[Path, ...] = ()
+) -> Iterator[LedgerProcess]:
+    """A started server that is stopped (or killed) when the block exits, however it exits."""
+    srv = LedgerProcess(data, db, allow_keys)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        try:
+            srv.stop()
+        finally:
+            srv.kill9()
+
+
+# -- signed envelopes -------------------------------------------------------------------------
+
+
+def statement_payload(tag: str) -> bytes:
+    """A small in-toto Statement naming `tag` (distinct tags give distinct payloads)."""
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": tag, "digest": {"sha256": hashlib.sha256(tag.encode()).hexdigest()}}],
+        "predicateType": "https://bledger.test/predicate/v1",
+        "predicate": {"tag": tag},
+    }
+    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An Ed25519 key written to disk (for `--allow-key`), signing envelopes in memory."""
+
+    name: str
+    key: Ed25519PrivateKey
+    pub: Path
+
+    @classmethod
+    def create(cls, directory: Path, name: str = "writer") -> Signer:
+        """A new key pair at DIRECTORY/NAME.pem(.pub); the key name is NAME."""
+        directory.mkdir(parents=True, exist_ok=True)
+        key = generate_private_key()
+        pub = write_key_pair(directory / f"{name}.pem", key)
+        return cls(name, key, pub)
+
+    def envelope(self, payload: bytes | str, payload_type: str = IN_TOTO_PAYLOAD_TYPE) -> Envelope:
+        """Sign `payload` (a str is taken as a tag for `statement_payload`)."""
+        raw = statement_payload(payload) if isinstance(payload, str) else payload
+        return sign_envelope(payload_type, raw, [(self.name, self.key)])
+
+
+def envelope_body(env: Envelope) -> bytes:
+    """The JSON body to POST for `env`."""
+    return json.dumps(env.to_json()).encode()
+
+
+# -- re-auditing the published log ------------------------------------------------------------
+
+
+def log_identity(base_url: str, name: str = LOG) -> tuple[str, str]:
+    """(vkey, origin) the server claims for log `name`: pin them once, then verify with them."""
+    with LedgerClient(base_url) as c:
+        info = c.log_info(name)
+    return info.vkey, info.origin
+
+
+def check_log(base_url: str, vkey: str, origin: str, name: str = LOG) -> Checkpoint:
+    """Re-audit the whole published log: the checkpoint verifies with the pinned `vkey`, and every
+    tile and entry bundle, fetched over HTTP, recomputes its root. Returns that checkpoint.
+
+    Raises `clients.sdk.ClientError` (or its `VerificationError`) when anything does not add up.
+    """
+    with LedgerClient(base_url, timeout=60.0) as c:
+        info = c.log_info(name)
+        if (info.vkey, info.origin) != (vkey, origin):
+            raise ClientError(f"log {name} now claims {info.vkey} / {info.origin}")
+        return c.audit(name, parse_vkey(vkey), origin)
