@@ -161,7 +161,7 @@ class EmotionProjection(WireModel):
     """One emotion's projection over an answer's tokens: mean and spread, in milli-units."""
 
     mean_milli: Milli
-    spread_milli: Annotated[int, Field(ge=0, le=2**53 - 1)]
+    spread_milli: Count
 
 
 class ProbeItem(WireModel):
