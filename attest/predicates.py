@@ -1,8 +1,11 @@
 """The project's in-toto predicate types: one strict wire model per log entry type.
 
 Every predicate-type URI is named here once (`PREDICATE_TYPES`). Every predicate carries the
-author's latest seen checkpoint (`seen_checkpoint`, required): an entry cannot claim to predate a
-log state its author had already seen (anti-backdating).
+author's latest seen checkpoint (`seen_checkpoint`, required) and the time the author claims to
+have made the statement (`issued_at`, required, Unix seconds). Anti-backdating: a log rejects a
+statement whose `issued_at` lies in the future beyond a small clock skew, or whose
+`seen_checkpoint` it never published; an admitted entry was therefore made after the checkpoint it
+embeds and before the checkpoint that includes it.
 
 Each predicate also says which subjects its Statement must have (`subjects()`): the statement's
 subject list is derived from the predicate, never chosen freely, so a query by subject digest
@@ -146,11 +149,17 @@ class BlobRef(WireModel):
 
 
 class Predicate(WireModel):
-    """Base of every predicate: the type URI and the author's latest seen checkpoint."""
+    """Base of every predicate: the type URI, the author's latest seen checkpoint, and the time.
+
+    `seen_checkpoint` is the latest checkpoint the author had seen; `issued_at` (wire name
+    ``issuedAt``, integer Unix seconds) is when the author claims to have made the statement.
+    Both are required; the log checks them on admission (see the module docstring).
+    """
 
     PREDICATE_TYPE: ClassVar[str]
 
     seen_checkpoint: CheckpointRef
+    issued_at: UnixSeconds
 
     def subjects(self) -> tuple[ResourceDescriptor, ...]:
         """The subject list a Statement carrying this predicate must have."""

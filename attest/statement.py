@@ -17,13 +17,20 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Final, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Final, Literal, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, ValidationError, model_validator
 
 from attest._wire import WireModel
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
+from attest.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    TrustedKey,
+    sign_envelope,
+    verify_envelope,
+)
 from attest.errors import CanonicalizationError, StatementError
 from attest.jcs import canonical_loads, canonicalize
 from attest.predicates import PREDICATE_TYPES, AnyPredicate, ResourceDescriptor
@@ -130,3 +137,22 @@ def verify_statement(
     """
     keys = verify_envelope(env, trusted, threshold, payload_type=IN_TOTO_PAYLOAD_TYPE)
     return parse_statement(env.payload), keys
+
+
+def sign_statement(
+    predicate: AnyPredicate, signers: Sequence[tuple[str, Ed25519PrivateKey]]
+) -> Envelope:
+    """The DSSE envelope of the statement about `predicate`, signed by each (name, key)."""
+    return sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement_bytes(Statement.of(predicate)), signers)
+
+
+def predicate_model(predicate_type: str, predicate: Mapping[str, object]) -> AnyPredicate:
+    """Validate a predicate given as JSON-like data (wire field names) as `predicate_type`."""
+    model = PREDICATE_TYPES.get(predicate_type)
+    if model is None:
+        raise StatementError(f"unknown predicateType {predicate_type[:200]!r}")
+    try:
+        parsed = model.model_validate_json(canonicalize(dict(predicate)))
+    except ValidationError as exc:
+        raise StatementError(_diagnostic(exc, prefix=("predicate",))) from exc
+    return cast(AnyPredicate, parsed)

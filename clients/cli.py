@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
-from attest.jcs import canonical_loads, canonicalize
-from attest.keys import generate_private_key, load_private_key, verifier_key, write_key_pair
+from attest.jcs import canonical_loads
+from attest.keys import (
+    dsse_keyid,
+    generate_private_key,
+    load_private_key,
+    load_public_key,
+    public_key_bytes,
+    verifier_key,
+    write_key_pair,
+)
+from attest.predicates import KEY_EVENT
+from attest.statement import predicate_model, sign_statement
 from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
+from ledger.keychain import ROLES
+from ledger.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +55,62 @@ def main() -> None:
     """behaviour-ledger: a verifiable, append-only record of how AI models behave."""
 
 
+# -- shared options ---------------------------------------------------------------------------
+
+Signing = tuple[str, Ed25519PrivateKey]
+
+
+@dataclass(frozen=True)
+class LedgerArgs:
+    """The options every command that posts to a ledger takes."""
+
+    ledger: str
+    log_name: str
+    key: Path
+    key_name: str | None
+    passphrase_env: str | None
+    vkey: str | None
+
+    def signer(self) -> Signing:
+        """The (key name, private key) given by --key / --key-name."""
+        return (
+            self.key_name or _stem(self.key),
+            load_private_key(self.key, _passphrase(self.passphrase_env)),
+        )
+
+
+def _ledger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --ledger/--log/--key/--key-name/--passphrase-env/--vkey, passed as one LedgerArgs."""
+
+    @click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
+    @click.option("--log", "log_name", default="evidence", show_default=True)
+    @click.option(
+        "--key",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="The signing key (PKCS#8 PEM).",
+    )
+    @click.option("--key-name", help="Key name used in the keyid (default: the file stem).")
+    @click.option("--passphrase-env", help="Environment variable holding the key's passphrase.")
+    @click.option(
+        "--vkey", help="Pin the log's verifier key (default: trust what the server says)."
+    )
+    @wraps(fn)
+    def wrapper(
+        ledger: str,
+        log_name: str,
+        key: Path,
+        key_name: str | None,
+        passphrase_env: str | None,
+        vkey: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        ctx = LedgerArgs(ledger, log_name, key, key_name, passphrase_env, vkey)
+        return fn(ctx, **kwargs)
+
+    return wrapper
+
+
 # -- serve ------------------------------------------------------------------------------------
 
 
@@ -52,6 +122,12 @@ def main() -> None:
 @click.option(
     "--origin-prefix",
     help="First run only: origins become PREFIX/<log> (default HOST:PORT/logs).",
+)
+@click.option(
+    "--allow-lab",
+    "allow_labs",
+    multiple=True,
+    help="Register a lab key (verifier key or .pub PEM), signed by the operator (repeatable).",
 )
 @click.option(
     "--allow-key",
@@ -67,6 +143,7 @@ def serve(
     host: str,
     port: int,
     origin_prefix: str | None,
+    allow_labs: tuple[str, ...],
     allow_keys: tuple[Path, ...],
 ) -> None:
     """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run."""
@@ -77,9 +154,10 @@ def serve(
     from ledger.server import LedgerServer
 
     cfg = init_data_dir(data, origin_prefix=origin_prefix or f"{host}:{port}/logs", db=db)
-    server = LedgerServer.from_config(cfg, extra_allow_keys=allow_keys)
+    server = LedgerServer.from_config(cfg, extra_allow_keys=allow_keys, extra_allow_labs=allow_labs)
     for h in server.logs.values():
         click.echo(f"log {h.name} ({h.partition}) origin {h.origin}\n  vkey {h.vkey}")
+        click.echo(f"  operator {h.operator_vkey}")
     click.echo(f"serving on http://{host}:{port}  (API docs at /docs)", err=True)
     uvicorn.run(create_app(server), host=host, port=port, log_level="warning", access_log=False)
 
@@ -89,7 +167,7 @@ def serve(
 
 @main.group()
 def keys() -> None:
-    """Manage Ed25519 signing keys."""
+    """Manage Ed25519 signing keys and their key events in a ledger."""
 
 
 @keys.command("new")
@@ -105,7 +183,88 @@ def keys_new(out: Path, name: str | None, passphrase_env: str | None) -> None:
     key = generate_private_key()
     pub = write_key_pair(out, key, passphrase)
     click.echo(f"wrote {out} and {pub}")
-    click.echo(f"vkey {verifier_key(name or out.stem, key.public_key())}")
+    click.echo(f"vkey {verifier_key(name or _stem(out), key.public_key())}")
+
+
+@keys.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="Key name (default: the file stem).")
+@click.option("--role", type=click.Choice(ROLES), default="lab", show_default=True)
+@_diagnosed
+def keys_show(path: Path, name: str | None, role: str) -> None:
+    """Print a key's name, DSSE keyid and C2SP verifier key (from the .pem or .pub file)."""
+    pub = (
+        load_public_key(path) if path.name.endswith(".pub") else load_private_key(path).public_key()
+    )
+    key_name = name or _stem(path)
+    click.echo(f"name  {key_name}")
+    click.echo(f"keyid {dsse_keyid(key_name, pub)}")
+    click.echo(f"vkey  {_role_vkey(key_name, pub, role)}")
+
+
+@keys.command("certify")
+@_ledger_options
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option(
+    "--subject",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The private key being registered: it co-signs (proof of possession).",
+)
+@click.option("--subject-name", help="Its key name (default: the file stem).")
+@_diagnosed
+def keys_certify(ctx: LedgerArgs, role: str, subject: Path, subject_name: str | None) -> None:
+    """Register SUBJECT as a ROLE key, certified by --key (a lab key, or the operator's)."""
+    sub_key = load_private_key(subject)
+    sub_name = subject_name or _stem(subject)
+    vkey = _role_vkey(sub_name, sub_key.public_key(), role)
+    signers = [ctx.signer()]
+    if role != "lab":
+        signers.append((sub_name, sub_key))
+    _post_key_event(ctx, {"action": "register", "role": role, "key": vkey}, signers)
+
+
+@keys.command("rotate")
+@_ledger_options
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option(
+    "--new-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--new-name", help="The new key's name (default: its file stem).")
+@_diagnosed
+def keys_rotate(ctx: LedgerArgs, role: str, new_key: Path, new_name: str | None) -> None:
+    """Rotate --key to NEW_KEY; both sign (a rotation signed by one key is refused)."""
+    old_name, old = ctx.signer()
+    new = load_private_key(new_key)
+    name = new_name or _stem(new_key)
+    event = {
+        "action": "rotate",
+        "role": role,
+        "key": _role_vkey(name, new.public_key(), role),
+        "previousKey": _role_vkey(old_name, old.public_key(), role),
+    }
+    _post_key_event(ctx, event, [(old_name, old), (name, new)])
+
+
+@keys.command("revoke")
+@_ledger_options
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--revoke", "target", required=True, help="Verifier key of the key to revoke.")
+@_diagnosed
+def keys_revoke(ctx: LedgerArgs, role: str, target: str) -> None:
+    """Revoke a key from the next log index on (signed by --key: the key, its lab, or a root)."""
+    _post_key_event(ctx, {"action": "revoke", "role": role, "key": target}, [ctx.signer()])
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".pub").removesuffix(".pem")
+
+
+def _role_vkey(name: str, pub: Any, role: str) -> str:
+    """Witness keys are cosignature (0x04) verifier keys; all others Ed25519 (0x01)."""
+    if role == "witness":
+        return format_vkey(name, SIG_TYPE_COSIGNATURE_V1, public_key_bytes(pub))
+    return verifier_key(name, pub)
 
 
 def _passphrase(env: str | None) -> bytes | None:
@@ -131,37 +290,51 @@ def _trusted_log(client: LedgerClient, name: str, vkey: str | None) -> LogInfo:
     return info
 
 
-@main.command()
-@click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
-@click.option("--log", "log_name", default="evidence", show_default=True)
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--key-name", help="Key name used in the keyid (default: the file stem).")
-@click.option("--passphrase-env", help="Environment variable holding the key's passphrase.")
-@click.option("--vkey", help="Pin the log's verifier key (default: trust what the server says).")
-@click.argument("statement", type=click.File("rb"))
-@_diagnosed
-def submit(
-    ledger: str,
-    log_name: str,
-    key: Path,
-    key_name: str | None,
-    passphrase_env: str | None,
-    vkey: str | None,
-    statement: Any,
+def _post(
+    ctx: LedgerArgs, predicate_type: str, predicate: dict[str, Any], signers: list[Signing]
 ) -> None:
-    """Sign STATEMENT.json in a DSSE envelope, post it, verify the proof, print the proof."""
-    payload = canonicalize(canonical_loads(statement.read()))
-    private = load_private_key(key, _passphrase(passphrase_env))
-    env = sign_envelope(IN_TOTO_PAYLOAD_TYPE, payload, [(key_name or key.stem, private)])
-    with LedgerClient(ledger) as client:
-        info = _trusted_log(client, log_name, vkey)
-        res = client.submit(log_name, env, verifier_from_vkey(info.vkey), info.origin)
+    """Fill in the anti-backdating fields, show the statement, sign it, post it, verify it."""
+    with LedgerClient(ctx.ledger) as client:
+        info = _trusted_log(client, ctx.log_name, ctx.vkey)
+        verifier = verifier_from_vkey(info.vkey)
+        cp, _ = client.checkpoint(ctx.log_name, verifier, info.origin)
+        predicate.setdefault(
+            "seenCheckpoint", {"origin": cp.origin, "size": cp.size, "root": cp.root_hash.hex()}
+        )
+        predicate.setdefault("issuedAt", int(time.time()))
+        model = predicate_model(predicate_type, predicate)
+        env = sign_statement(model, signers)
+        click.echo(f"signing as {', '.join(n for n, _ in signers)}:", err=True)
+        click.echo(env.payload.decode(), err=True)
+        res = client.submit(ctx.log_name, env, verifier, info.origin)
     state = "already present at" if res.duplicate else "included at"
     click.echo(
         f"{state} index {res.index}; proof verified against tree size {res.checkpoint.size}",
         err=True,
     )
     sys.stdout.write(res.tlog_proof)
+
+
+def _post_key_event(ctx: LedgerArgs, event: dict[str, Any], signers: list[Signing]) -> None:
+    _post(ctx, KEY_EVENT, event, signers)
+
+
+@main.command()
+@_ledger_options
+@click.argument("statement", type=click.File("rb"))
+@_diagnosed
+def submit(ctx: LedgerArgs, statement: Any) -> None:
+    """Sign STATEMENT.json in a DSSE envelope, post it, verify the proof, print the proof.
+
+    STATEMENT.json holds `predicateType` and `predicate` (an in-toto Statement, or just those
+    two fields): the subject is derived from the predicate, and `seenCheckpoint` and `issuedAt`
+    are filled in from the log's latest verified checkpoint and the clock when absent.
+    """
+    obj = canonical_loads(statement.read())
+    predicate = obj.get("predicate") if isinstance(obj, dict) else None
+    if not isinstance(obj, dict) or not isinstance(predicate, dict):
+        raise click.ClickException("STATEMENT must be a JSON object with a 'predicate' object")
+    _post(ctx, str(obj.get("predicateType")), dict(predicate), [ctx.signer()])
 
 
 # -- log --------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class LogInfo:
     origin: str
     vkey: str
     partition: str
+    operator_vkey: str = ""
 
 
 @dataclass(frozen=True)

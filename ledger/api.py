@@ -161,7 +161,13 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
     def list_logs() -> list[dict[str, str]]:
         """Every log of this server: name, origin, verifier key, partition."""
         return [
-            {"name": h.name, "origin": h.origin, "vkey": h.vkey, "partition": h.partition}
+            {
+                "name": h.name,
+                "origin": h.origin,
+                "vkey": h.vkey,
+                "partition": h.partition,
+                "operator_vkey": h.operator_vkey,
+            }
             for h in server.logs.values()
         ]
 
@@ -190,8 +196,8 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
     async def add_entry(name: str, request: Request) -> dict[str, Any]:
         """Admit, sequence and prove one DSSE envelope; returns once it is in a checkpoint."""
         h = hosted(name)
-        leaf = h.rule.admit(await request.body())
-        seq = await h.sequencer.add(leaf)
+        admitted = h.rule.admit(await request.body())
+        seq = await h.sequencer.add(admitted)
         proof = h.log.inclusion_proof(seq.index, seq.head.size, checked=True)
         note = seq.head.checkpoint.encode()
         return {

@@ -37,6 +37,8 @@ class LogConfig:
     partition: str
     key: Path
     allow_keys: tuple[Path, ...] = ()
+    operator_key: Path | None = None
+    allow_labs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ def init_data_dir(data: Path, *, origin_prefix: str, db: str | None = None) -> S
     (data / "keys").mkdir(exist_ok=True)
     key = data / "keys" / "evidence.pem"
     write_key_pair(key, generate_private_key())
+    # The operator's root key: it registers lab keys in the evidence log.
+    write_key_pair(data / "keys" / "operator.pem", generate_private_key())
     raw = {
         "server": {
             "db": db or f"sqlite:///{(data / 'ledger.db').resolve()}",
@@ -82,7 +86,9 @@ def init_data_dir(data: Path, *, origin_prefix: str, db: str | None = None) -> S
                 "partition": "evidence",
                 "origin": f"{origin_prefix}/evidence",
                 "key": "keys/evidence.pem",
+                "operator_key": "keys/operator.pem",
                 "allow_keys": [],
+                "allow_labs": [],
             }
         ],
     }
@@ -122,4 +128,6 @@ def _log_config(data: Path, lc: dict[str, Any]) -> LogConfig:
         partition=partition,
         key=data / str(lc["key"]),
         allow_keys=tuple(data / str(p) for p in lc.get("allow_keys", [])),
+        operator_key=data / str(lc["operator_key"]) if "operator_key" in lc else None,
+        allow_labs=tuple(str(v) for v in lc.get("allow_labs", [])),
     )

@@ -81,3 +81,15 @@ leaves = Table(
     Column("leaf_hash", LargeBinary(32), primary_key=True),
     Column("idx", BigInteger, nullable=False),
 )
+
+# Key events of the evidence log, in index order: the key chain is rebuilt from these rows
+# (replayed with `ledger.keychain`) when a process starts or another process has sequenced.
+key_events = Table(
+    "key_events",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("statement", LargeBinary, nullable=False),
+    # The raw public keys whose signatures verified, concatenated (32 bytes each).
+    Column("signers", LargeBinary, nullable=False),
+)

@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ledger import merkle
+from ledger.admission import AdmissionError, AdmissionRule, Admitted, BatchCheck
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.log import Log
 from ledger.note import NoteSigner
@@ -60,32 +61,36 @@ class Sequencer:
         batch_size: int = 256,
         batch_delay: float = 0.0,
         clock: Callable[[], float] = time.time,
+        rule: AdmissionRule | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.log, self.signer, self.clock = log, signer, clock
+        self.log, self.signer, self.clock, self.rule = log, signer, clock, rule
         self.batch_size, self.batch_delay = batch_size, batch_delay
-        self._pending: list[tuple[bytes, asyncio.Future[Sequenced]]] = []
+        self._pending: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # -- the synchronous writer path ---------------------------------------------------------
 
-    def integrate(self, entries: Sequence[bytes]) -> list[Sequenced]:
+    def integrate(self, entries: Sequence[bytes | Admitted]) -> list[Sequenced | AdmissionError]:
         """Integrate a batch of entries in one transaction; returns one result per entry.
 
         Entries already in the log (or repeated within the batch) keep their first index.
+        With an admission rule, each new entry is authorised at the index it would get; a
+        refused entry gets its AdmissionError as result and takes no index.
         """
-        hashes = [merkle.leaf_hash(e) for e in entries]
+        items = [e if isinstance(e, Admitted) else Admitted(e) for e in entries]
+        hashes = [merkle.leaf_hash(a.leaf) for a in items]
         with self.log.store.writer(self.log.id) as txn:
             head = txn.head
-            known = txn.lookup_leaves(set(hashes))
-            fresh, fresh_hashes, where, dup = _assign(entries, hashes, known, head.size)
-            if not fresh:
-                return [Sequenced(i, h, head, True) for i, h in zip(where, hashes, strict=True)]
-            new_size = head.size + len(fresh)
-            tiles = integrate(head.size, txn.read_tile, fresh_hashes).tiles
-            bundles = _append_bundles(txn, head.size, fresh)
+            check = None if self.rule is None else self.rule.begin(txn)
+            plan = _assign(items, hashes, txn.lookup_leaves(set(hashes)), head.size, check)
+            if not plan.fresh:
+                return plan.results(hashes, head)
+            new_size = head.size + len(plan.fresh)
+            tiles = integrate(head.size, txn.read_tile, plan.fresh_hashes).tiles
+            bundles = _append_bundles(txn, head.size, plan.fresh)
             root = merkle.subtree_hash(0, new_size, node_at_from_tiles(_overlay(tiles, txn)))
             new_head = signed_head(self.log.row.origin, new_size, root, self.signer)
             # Crash point: nothing written yet; the batch is simply lost, unacknowledged.
@@ -95,20 +100,26 @@ class Sequencer:
                     new_head=new_head,
                     tiles=tiles,
                     bundles=bundles,
-                    leaves=list(zip(fresh_hashes, range(head.size, new_size), strict=True)),
+                    leaves=list(zip(plan.fresh_hashes, range(head.size, new_size), strict=True)),
                     created_at=int(self.clock()),
+                    key_events=() if check is None else check.key_events(),
                 )
             )
             # Crash point: rows written but not committed; the database rolls them back.
         # Crash point: committed but not yet acknowledged; a client that retries gets the
-        # same index back through deduplication.
+        # same index back through deduplication, and a restart rebuilds the key chain.
         self.log.remember_edge(tiles)
-        return [Sequenced(i, h, new_head, d) for i, h, d in zip(where, hashes, dup, strict=True)]
+        if check is not None:
+            check.commit(new_size)
+        return plan.results(hashes, new_head)
 
     # -- the asynchronous front ---------------------------------------------------------------
 
-    async def add(self, entry: bytes) -> Sequenced:
-        """Queue an entry and wait until a signed checkpoint includes it."""
+    async def add(self, entry: bytes | Admitted) -> Sequenced:
+        """Queue an entry and wait until a signed checkpoint includes it.
+
+        Raises AdmissionError when the log's rule refuses it at its index.
+        """
         if self._task is None:
             raise RuntimeError("sequencer not started")
         fut: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
@@ -145,7 +156,9 @@ class Sequencer:
             if batch:
                 await self._integrate_batch(batch)
 
-    async def _integrate_batch(self, batch: list[tuple[bytes, asyncio.Future[Sequenced]]]) -> None:
+    async def _integrate_batch(
+        self, batch: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]]
+    ) -> None:
         try:
             results = await asyncio.to_thread(self.integrate, [e for e, _ in batch])
         except Exception as exc:  # the whole batch failed: nobody was acknowledged
@@ -154,31 +167,56 @@ class Sequencer:
                     fut.set_exception(exc)
             return
         for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
+            if fut.done():
+                continue
+            if isinstance(res, AdmissionError):
+                fut.set_exception(res)
+            else:
                 fut.set_result(res)
 
 
-def _assign(
-    entries: Sequence[bytes], hashes: Sequence[bytes], known: dict[bytes, int], size: int
-) -> tuple[list[bytes], list[bytes], list[int], list[bool]]:
-    """Give each entry its index: existing ones keep theirs, new ones are appended in order.
+@dataclass
+class _Plan:
+    """Where each entry of a batch goes: new entries, and per entry an index or a refusal."""
 
-    Returns the new entries, their leaf hashes, every entry's index and whether it was a
-    duplicate (of an entry in the log or earlier in the batch).
-    """
+    fresh: list[bytes] = field(default_factory=list)
+    fresh_hashes: list[bytes] = field(default_factory=list)
+    outcome: list[tuple[int, bool] | AdmissionError] = field(default_factory=list)
+
+    def results(self, hashes: Sequence[bytes], head: Head) -> list[Sequenced | AdmissionError]:
+        out: list[Sequenced | AdmissionError] = []
+        for h, o in zip(hashes, self.outcome, strict=True):
+            out.append(o if isinstance(o, AdmissionError) else Sequenced(o[0], h, head, o[1]))
+        return out
+
+
+def _assign(
+    items: Sequence[Admitted],
+    hashes: Sequence[bytes],
+    known: dict[bytes, int],
+    size: int,
+    check: BatchCheck | None,
+) -> _Plan:
+    """Give each entry its index: existing ones keep theirs, new ones are appended in order
+    once the admission check (if any) authorises them at that index."""
     seen = dict(known)
-    fresh: list[bytes] = []
-    fresh_hashes: list[bytes] = []
-    where: list[int] = []
-    dup: list[bool] = []
-    for e, h in zip(entries, hashes, strict=True):
-        dup.append(h in seen)
-        if h not in seen:
-            seen[h] = size + len(fresh)
-            fresh.append(e)
-            fresh_hashes.append(h)
-        where.append(seen[h])
-    return fresh, fresh_hashes, where, dup
+    plan = _Plan()
+    for a, h in zip(items, hashes, strict=True):
+        if h in seen:
+            plan.outcome.append((seen[h], True))
+            continue
+        index = size + len(plan.fresh)
+        if check is not None:
+            try:
+                check.apply(index, a)
+            except AdmissionError as e:
+                plan.outcome.append(e)
+                continue
+        seen[h] = index
+        plan.fresh.append(a.leaf)
+        plan.fresh_hashes.append(h)
+        plan.outcome.append((index, False))
+    return plan
 
 
 def _append_bundles(txn: WriteTxn, size: int, entries: list[bytes]) -> dict[int, tuple[int, bytes]]:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attest.keys import load_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attest.dsse import TrustedKey
+from attest.keys import load_private_key, load_public_key, verifier_key
+from attest.predicates import CheckpointRef, KeyEvent
+from attest.statement import sign_statement
 from ledger import merkle
-from ledger.admission import AdmissionRule, AllowedKeysRule
-from ledger.config import LogConfig, ServerConfig
+from ledger.admission import AdmissionError, EvidenceRule
+from ledger.config import ConfigError, LogConfig, ServerConfig
+from ledger.keychain import vkey_raw
 from ledger.log import Log
 from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
+
+OPERATOR_KEY_NAME = "operator"
 
 
 @dataclass
@@ -25,7 +34,8 @@ class HostedLog:
     log: Log
     signer: Ed25519NoteSigner
     sequencer: Sequencer
-    rule: AdmissionRule
+    rule: EvidenceRule
+    operator_vkey: str
 
     @property
     def origin(self) -> str:
@@ -48,12 +58,21 @@ class LedgerServer:
 
     @classmethod
     def from_config(
-        cls, cfg: ServerConfig, *, extra_allow_keys: Sequence[Path] = ()
+        cls,
+        cfg: ServerConfig,
+        *,
+        extra_allow_keys: Sequence[Path] = (),
+        extra_allow_labs: Sequence[str] = (),
     ) -> LedgerServer:
-        """Open (and migrate) the database and set up every configured log."""
+        """Open (and migrate) the database, set up every log, register bootstrap lab keys."""
         store = Store(cfg.db, synchronous=cfg.sqlite_synchronous)
         store.migrate()
-        hosted = [_host(store, cfg, lc, extra_allow_keys) for lc in cfg.logs]
+        hosted = []
+        for lc in cfg.logs:
+            h, operator = _host(store, cfg, lc, extra_allow_keys)
+            for lab in (*lc.allow_labs, *extra_allow_labs):
+                register_lab(h, lab_vkey(lab), operator)
+            hosted.append(h)
         return cls(store, hosted, cfg.max_body_bytes)
 
     def start(self) -> None:
@@ -68,15 +87,65 @@ class LedgerServer:
         self.store.close()
 
 
-def _host(store: Store, cfg: ServerConfig, lc: LogConfig, extra: Sequence[Path]) -> HostedLog:
+def _host(
+    store: Store, cfg: ServerConfig, lc: LogConfig, extra: Sequence[Path]
+) -> tuple[HostedLog, Ed25519PrivateKey]:
+    if lc.partition != "evidence":
+        raise ConfigError(f"log {lc.name!r}: partition {lc.partition!r} has no admission rule yet")
+    if lc.operator_key is None:
+        raise ConfigError(f"log {lc.name!r}: no operator_key in the config")
     signer = Ed25519NoteSigner(lc.origin, load_private_key(lc.key))
     empty = signed_head(lc.origin, 0, merkle.EMPTY_ROOT, signer)
     row = store.create_log(lc.name, lc.origin, lc.partition, signer.vkey, empty)
     if row.origin != lc.origin or row.vkey != signer.vkey:
-        raise ValueError(f"log {lc.name!r}: database and config disagree on origin or key")
+        raise ConfigError(f"log {lc.name!r}: database and config disagree on origin or key")
     log = Log(store, row)
-    seq = Sequencer(log, signer, batch_size=cfg.batch_size, batch_delay=cfg.batch_delay_ms / 1000)
-    if lc.partition != "evidence":
-        raise ValueError(f"log {lc.name!r}: partition {lc.partition!r} has no admission rule yet")
-    rule = AllowedKeysRule.from_files([*lc.allow_keys, *extra])
-    return HostedLog(lc.name, lc.partition, log, signer, seq, rule)
+    operator = load_private_key(lc.operator_key)
+    rule = EvidenceRule(
+        store,
+        row.id,
+        lc.origin,
+        roots=[TrustedKey.named(OPERATOR_KEY_NAME, operator.public_key())],
+        allowed=[TrustedKey.named(p.stem, load_public_key(p)) for p in (*lc.allow_keys, *extra)],
+    )
+    seq = Sequencer(
+        log, signer, batch_size=cfg.batch_size, batch_delay=cfg.batch_delay_ms / 1000, rule=rule
+    )
+    op_vkey = verifier_key(OPERATOR_KEY_NAME, operator.public_key())
+    return HostedLog(lc.name, lc.partition, log, signer, seq, rule, op_vkey), operator
+
+
+def lab_vkey(spec: str) -> str:
+    """A lab key given as a C2SP verifier key, or as a `.pub` PEM file named after the lab."""
+    path = Path(spec)
+    if path.is_file():
+        return verifier_key(
+            path.name.removesuffix(".pub").removesuffix(".pem"), load_public_key(path)
+        )
+    try:
+        vkey_raw(spec)
+    except ValueError as e:
+        raise ConfigError(f"--allow-lab {spec!r}: neither a .pub file nor a verifier key") from e
+    return spec
+
+
+def register_lab(h: HostedLog, vkey: str, operator: Ed25519PrivateKey) -> None:
+    """Register a lab key in the evidence log, signed by the operator (once; idempotent)."""
+    _, raw = vkey_raw(vkey)
+    chain = h.rule.chain
+    if h.rule.chain.active(raw) is not None:
+        return
+    if raw in chain.used:
+        raise ConfigError(f"lab key {vkey} was revoked or rotated away; it cannot return")
+    head = h.log.head()
+    event = KeyEvent(
+        seen_checkpoint=CheckpointRef(origin=h.origin, size=head.size, root=head.root.hex()),
+        issued_at=int(time.time()),
+        action="register",
+        role="lab",
+        key=vkey,
+    )
+    env = sign_statement(event, [(OPERATOR_KEY_NAME, operator)])
+    (res,) = h.sequencer.integrate([h.rule.admit(env.canonical_bytes())])
+    if isinstance(res, AdmissionError):
+        raise ConfigError(f"registering lab key {vkey}: {res.diagnostic}")

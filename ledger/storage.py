@@ -71,6 +71,16 @@ class Batch:
     bundles: Mapping[int, tuple[int, bytes]]  # index -> (entry count, bundle bytes)
     leaves: Sequence[tuple[bytes, int]]  # (leaf hash, index) of new entries
     created_at: int
+    key_events: Sequence[KeyEventRow] = ()
+
+
+@dataclass(frozen=True)
+class KeyEventRow:
+    """A key event as stored for replay: its index, statement bytes and verified signers."""
+
+    index: int
+    statement: bytes
+    signers: frozenset[bytes]
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:
@@ -185,6 +195,19 @@ class Store:
         with self._read.connect() as conn:
             return conn.execute(q).scalar_one_or_none()
 
+    def published_root(self, log_id: int, size: int) -> bytes | None:
+        """The root of the checkpoint the log signed at `size`, if it ever published one."""
+        c = schema.checkpoints.c
+        q = select(c.root).where(c.log_id == log_id, c.size == size)
+        with self._read.connect() as conn:
+            root = conn.execute(q).scalar_one_or_none()
+        return None if root is None else bytes(root)
+
+    def key_events(self, log_id: int, since: int) -> list[KeyEventRow]:
+        """Key events of a log at indices >= `since`, in index order."""
+        with self._read.connect() as conn:
+            return _key_events(conn, log_id, since)
+
     def read_tile(self, log_id: int, tile: TileId) -> bytes:
         """The widest stored version of a hash tile, or b"" when it does not exist."""
         key = (log_id, tile)
@@ -264,6 +287,10 @@ class WriteTxn:
             found.update({bytes(h): int(ix) for h, ix in self.conn.execute(q)})
         return found
 
+    def key_events(self, since: int) -> list[KeyEventRow]:
+        """Key events at indices >= `since`, in index order, as of this transaction."""
+        return _key_events(self.conn, self.log_id, since)
+
     def commit_batch(self, batch: Batch) -> None:
         """Write a batch: leaves, bundles, tiles, checkpoint, and the head (compare-and-swap).
 
@@ -308,6 +335,19 @@ class WriteTxn:
                 ["log_id", "level", "idx"],
                 ["data"],
             )
+        if batch.key_events:
+            c.execute(
+                schema.key_events.insert(),
+                [
+                    {
+                        "log_id": log_id,
+                        "idx": k.index,
+                        "statement": k.statement,
+                        "signers": b"".join(sorted(k.signers)),
+                    }
+                    for k in batch.key_events
+                ],
+            )
         h = batch.new_head
         c.execute(
             schema.checkpoints.insert().values(
@@ -328,6 +368,21 @@ class WriteTxn:
             index_elements=keys, set_={c: stmt.excluded[c] for c in cols}
         )
         self.conn.execute(stmt, rows)
+
+
+def _key_events(conn: Connection, log_id: int, since: int) -> list[KeyEventRow]:
+    k = schema.key_events.c
+    q = (
+        select(k.idx, k.statement, k.signers)
+        .where(k.log_id == log_id, k.idx >= since)
+        .order_by(k.idx)
+    )
+    return [
+        KeyEventRow(
+            int(i), bytes(st), frozenset(bytes(sg[j : j + 32]) for j in range(0, len(sg), 32))
+        )
+        for i, st, sg in conn.execute(q)
+    ]
 
 
 def _read_head(conn: Connection, log_id: int, *, lock: bool) -> Head:

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
 from attest.keys import generate_private_key, write_key_pair
+from attest.predicates import CheckpointRef, FieldReport, ModelId
+from attest.statement import Statement, statement_bytes
 from clients.sdk import ClientError, LedgerClient
 from ledger.checkpoint import Checkpoint
 from ledger.note import parse_vkey
@@ -62,6 +64,7 @@ class LedgerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra_args: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -79,7 +82,7 @@ class LedgerProcess:
             cmd += ["--db", self.db]
         for k in self.allow_keys:
             cmd += ["--allow-key", str(k)]
-        return cmd
+        return [*cmd, *self.extra_args]
 
     def start(self) -> None:
         """Start the process and return once `GET /logs` answers 200 (ServerStartError if not)."""
@@ -164,15 +167,20 @@ def running_server(
 # -- signed envelopes -------------------------------------------------------------------------
 
 
-def statement_payload(tag: str) -> bytes:
-    """A small in-toto Statement naming `tag` (distinct tags give distinct payloads)."""
-    statement = {
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": tag, "digest": {"sha256": hashlib.sha256(tag.encode()).hexdigest()}}],
-        "predicateType": "https://bledger.test/predicate/v1",
-        "predicate": {"tag": tag},
-    }
-    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+def statement_payload(tag: str, origin: str = f"{ORIGIN_PREFIX}/{LOG}") -> bytes:
+    """A field-report Statement whose text is `tag` (distinct tags give distinct payloads).
+
+    It embeds the empty-tree checkpoint of `origin`, which every log publishes at creation.
+    """
+    report = FieldReport(
+        seen_checkpoint=CheckpointRef(origin=origin, size=0, root=hashlib.sha256().hexdigest()),
+        issued_at=1_700_000_000,
+        model=ModelId(name="test-model", version="1"),
+        category="test",
+        tier="anonymous",
+        text=tag,
+    )
+    return statement_bytes(Statement.of(report))
 
 
 @dataclass(frozen=True)

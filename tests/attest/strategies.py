@@ -45,6 +45,7 @@ sha256s = st.binary(min_size=32, max_size=32).map(bytes.hex)
 counts = st.integers(min_value=0, max_value=MAX_SAFE)
 millis = st.integers(min_value=-MAX_SAFE, max_value=MAX_SAFE)
 permille = st.integers(min_value=0, max_value=1000)
+unix_seconds = st.integers(min_value=0, max_value=MAX_SAFE)
 key_names = st.from_regex(r"[a-z0-9.-]{1,12}(/[a-z0-9]{1,8})?", fullmatch=True)
 
 
@@ -82,6 +83,7 @@ probe_items = builds(
 probe_records = builds(
     ProbeRecord,
     seen_checkpoint=checkpoints,
+    issued_at=unix_seconds,
     model=model_refs,
     suite=suites,
     category=tokens,
@@ -94,6 +96,7 @@ probe_records = builds(
 calibrations = builds(
     EmotionCalibration,
     seen_checkpoint=checkpoints,
+    issued_at=unix_seconds,
     model=model_refs,
     layer=st.integers(0, 200),
     token_rule=tokens,
@@ -129,6 +132,7 @@ def continuities(draw: st.DrawFn) -> ContinuityStatement:
     )
     return ContinuityStatement(
         seen_checkpoint=draw(checkpoints),
+        issued_at=draw(unix_seconds),
         predecessor=predecessor,
         successor=successor,
         predecessor_records=tuple(draw(st.lists(entry_refs, min_size=1, max_size=3))),
@@ -148,6 +152,7 @@ def key_events(draw: st.DrawFn) -> KeyEvent:
     return KeyEvent.model_validate(
         {
             "seen_checkpoint": draw(checkpoints),
+            "issued_at": draw(unix_seconds),
             "action": action,
             "role": role,
             "key": key,
@@ -159,6 +164,7 @@ def key_events(draw: st.DrawFn) -> KeyEvent:
 credential_events = builds(
     CredentialEvent,
     seen_checkpoint=checkpoints,
+    issued_at=unix_seconds,
     action=st.sampled_from(["issue", "revoke"]),
     credential_id=labels,
     tier=tokens.filter(lambda t: t != "anonymous"),
@@ -169,6 +175,7 @@ credential_events = builds(
 field_reports = builds(
     FieldReport,
     seen_checkpoint=checkpoints,
+    issued_at=unix_seconds,
     model=model_ids,
     category=tokens,
     tier=st.sampled_from(["anonymous", "attested"]),

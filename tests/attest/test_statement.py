@@ -41,6 +41,7 @@ from ledger.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 from .strategies import PREDICATES, field_reports, probe_records
 
 CHECKPOINT = CheckpointRef(origin="log.example/evidence", size=42, root="ab" * 32)
+ISSUED_AT = 1_767_225_600  # 2026-01-01T00:00:00Z
 KEY = generate_private_key()
 VKEY = verifier_key("lab.example/key1", KEY.public_key())
 
@@ -48,6 +49,7 @@ VKEY = verifier_key("lab.example/key1", KEY.public_key())
 def report() -> FieldReport:
     return FieldReport(
         seen_checkpoint=CHECKPOINT,
+        issued_at=ISSUED_AT,
         model=ModelId(name="chat-model", version="2026-01"),
         category="medical",
         tier="anonymous",
@@ -209,6 +211,28 @@ def test_missing_seen_checkpoint_rejected() -> None:
         parse_statement(encode(obj))
 
 
+def test_predicate_without_or_with_float_issued_at_rejected() -> None:
+    obj = report_json()
+    assert obj["predicate"]["issuedAt"] == ISSUED_AT
+    del obj["predicate"]["issuedAt"]
+    with pytest.raises(StatementError, match=r"predicate\.issuedAt: Field required"):
+        parse_statement(encode(obj))
+    # A float issuedAt is rejected in the signed payload, even when integral ...
+    payload = encode(report_json())
+    for spelling in (b"1767225600.0", b"1767225600.5", b"1.7672256e9"):
+        with pytest.raises(CanonicalizationError, match="not an integer"):
+            parse_statement(payload.replace(b'"issuedAt":1767225600', b'"issuedAt":' + spelling))
+    # ... by the predicate model on its own (strict: no float-to-int coercion) ...
+    predicate = json.dumps({**report_json()["predicate"], "issuedAt": 1767225600.0})
+    with pytest.raises(ValidationError) as exc:
+        FieldReport.model_validate_json(predicate)
+    assert [(e["loc"], e["type"]) for e in exc.value.errors()] == [(("issuedAt",), "int_type")]
+    # ... and from Python.
+    with pytest.raises(ValidationError) as exc:
+        FieldReport.model_validate({**dict(report()), "issued_at": float(ISSUED_AT)})
+    assert [(e["loc"], e["type"]) for e in exc.value.errors()] == [(("issued_at",), "int_type")]
+
+
 def test_subject_not_derived_from_predicate_rejected() -> None:
     obj = report_json()
     obj["subject"][0]["digest"]["sha256"] = "00" * 32
@@ -229,6 +253,7 @@ def test_boolean_for_integer_rejected() -> None:
             json.dumps(
                 {
                     "seenCheckpoint": {"origin": "o", "size": 1, "root": "00" * 32},
+                    "issuedAt": ISSUED_AT,
                     "predecessor": {"name": "m", "version": "1", "weightsSha256": "11" * 32},
                     "successor": {"name": "m", "version": "2", "weightsSha256": "22" * 32},
                     "predecessorRecords": [{"origin": "o", "index": 0, "leafHash": "33" * 32}],
@@ -269,31 +294,55 @@ def test_statement_constructor_checks_subject() -> None:
 
 def test_rotation_requires_previous_key() -> None:
     with pytest.raises(ValidationError, match="previousKey"):
-        KeyEvent(seen_checkpoint=CHECKPOINT, action="rotate", role="lab", key=VKEY)
+        KeyEvent(
+            seen_checkpoint=CHECKPOINT, issued_at=ISSUED_AT, action="rotate", role="lab", key=VKEY
+        )
 
 
 def test_previous_key_only_for_rotation() -> None:
     other = verifier_key("lab.example/key0", generate_private_key().public_key())
     with pytest.raises(ValidationError, match="previousKey"):
         KeyEvent(
-            seen_checkpoint=CHECKPOINT, action="register", role="lab", key=VKEY, previous_key=other
+            seen_checkpoint=CHECKPOINT,
+            issued_at=ISSUED_AT,
+            action="register",
+            role="lab",
+            key=VKEY,
+            previous_key=other,
         )
 
 
 def test_rotation_subjects_are_new_then_old_key() -> None:
     other = verifier_key("lab.example/key0", generate_private_key().public_key())
     event = KeyEvent(
-        seen_checkpoint=CHECKPOINT, action="rotate", role="lab", key=VKEY, previous_key=other
+        seen_checkpoint=CHECKPOINT,
+        issued_at=ISSUED_AT,
+        action="rotate",
+        role="lab",
+        key=VKEY,
+        previous_key=other,
     )
     assert [s.name for s in event.subjects()] == ["lab.example/key1", "lab.example/key0"]
 
 
 def test_witness_key_must_be_a_cosignature_key() -> None:
     with pytest.raises(ValidationError, match="0x04"):
-        KeyEvent(seen_checkpoint=CHECKPOINT, action="register", role="witness", key=VKEY)
+        KeyEvent(
+            seen_checkpoint=CHECKPOINT,
+            issued_at=ISSUED_AT,
+            action="register",
+            role="witness",
+            key=VKEY,
+        )
     raw = KEY.public_key().public_bytes_raw()
     witness = format_vkey("witness.example", SIG_TYPE_COSIGNATURE_V1, raw)
-    KeyEvent(seen_checkpoint=CHECKPOINT, action="register", role="witness", key=witness)
+    KeyEvent(
+        seen_checkpoint=CHECKPOINT,
+        issued_at=ISSUED_AT,
+        action="register",
+        role="witness",
+        key=witness,
+    )
 
 
 @pytest.mark.parametrize(
@@ -309,13 +358,16 @@ def test_witness_key_must_be_a_cosignature_key() -> None:
 )
 def test_malformed_verifier_key_rejected(vkey: str) -> None:
     with pytest.raises(ValidationError):
-        KeyEvent(seen_checkpoint=CHECKPOINT, action="register", role="lab", key=vkey)
+        KeyEvent(
+            seen_checkpoint=CHECKPOINT, issued_at=ISSUED_AT, action="register", role="lab", key=vkey
+        )
 
 
 def test_credential_for_anonymous_tier_rejected() -> None:
     with pytest.raises(ValidationError, match="professional"):
         CredentialEvent(
             seen_checkpoint=CHECKPOINT,
+            issued_at=ISSUED_AT,
             action="issue",
             credential_id="c1",
             tier="anonymous",
@@ -331,6 +383,7 @@ def test_continuity_between_identical_weights_rejected() -> None:
         ContinuityStatement.model_validate(
             {
                 "seen_checkpoint": CHECKPOINT,
+                "issued_at": ISSUED_AT,
                 "predecessor": model,
                 "successor": model,
                 "predecessor_records": (ref,),
@@ -344,6 +397,7 @@ def test_field_report_tier_is_a_partition() -> None:
     with pytest.raises(ValidationError):
         FieldReport(
             seen_checkpoint=CHECKPOINT,
+            issued_at=ISSUED_AT,
             model=ModelId(name="m", version="1"),
             category="c",
             tier="medical",  # type: ignore[arg-type]

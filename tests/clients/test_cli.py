@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from attest.predicates import FIELD_REPORT
 from clients.cli import main
 from ledger.tiles import decode_bundle, encode_bundle
 from ledger.tlog_proof import parse_tlog_proof
-from tests.support import log_identity, running_server
+from tests.support import ORIGIN_PREFIX, log_identity, running_server
+
+
+def report(text: str, **extra: object) -> str:
+    """A field-report statement file's content: the CLI fills in the anti-backdating fields."""
+    predicate = {
+        "model": {"name": "m", "version": "1"},
+        "category": "grief",
+        "tier": "anonymous",
+        "text": text,
+        **extra,
+    }
+    return json.dumps({"predicateType": FIELD_REPORT, "predicate": predicate})
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -28,7 +42,9 @@ def test_keys_submit_and_verify(tmp_path: Path) -> None:
     assert "already exists" in err
 
     statement = tmp_path / "statement.json"
-    statement.write_text(json.dumps({"_type": "https://in-toto.io/Statement/v1", "n": 1}))
+    # Pinned anti-backdating fields make the statement, and so its envelope, reproducible.
+    seen = {"origin": f"{ORIGIN_PREFIX}/evidence", "size": 0, "root": hashlib.sha256().hexdigest()}
+    statement.write_text(report("one", seenCheckpoint=seen, issuedAt=1_700_000_000))
     with running_server(tmp_path / "data", allow_keys=(tmp_path / "alice.pem.pub",)) as srv:
         vkey, _ = log_identity(srv.base_url)
         code, out, err = run(
@@ -64,9 +80,9 @@ def test_submit_refuses_floats_and_unknown_keys(tmp_path: Path) -> None:
     run("keys", "new", "--out", str(tmp_path / "alice.pem"))
     run("keys", "new", "--out", str(tmp_path / "mallory.pem"))
     floaty = tmp_path / "floaty.json"
-    floaty.write_text('{"score": 0.1}')
+    floaty.write_text(report("x", issuedAt=0.1))
     plain = tmp_path / "plain.json"
-    plain.write_text('{"score": 1}')
+    plain.write_text(report("plain"))
     with running_server(tmp_path / "data", allow_keys=(tmp_path / "alice.pem.pub",)) as srv:
         code, _, err = run(
             "submit", "--ledger", srv.base_url, "--key", str(tmp_path / "alice.pem"), str(floaty)
@@ -86,7 +102,7 @@ def test_log_verify_catches_a_rewritten_entry(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running_server(data, allow_keys=(tmp_path / "alice.pem.pub",)) as srv:
         for i in range(3):
-            statement.write_text(json.dumps({"n": i}))
+            statement.write_text(report(f"n{i}"))
             code, _, err = run(
                 "submit",
                 "--ledger",
@@ -108,6 +124,74 @@ def test_log_verify_catches_a_rewritten_entry(tmp_path: Path) -> None:
     db.close()
 
     with running_server(data, allow_keys=(tmp_path / "alice.pem.pub",)) as srv:
-        code, out, err = run("log", "verify", "--ledger", srv.base_url, "--vkey", vkey)
+        code, _, err = run("log", "verify", "--ledger", srv.base_url, "--vkey", vkey)
         assert code != 0
         assert "entry 1 does not hash to its leaf hash" in err
+
+
+def test_key_chain_commands(tmp_path: Path) -> None:
+    for name in ("lab", "worker", "worker2"):
+        assert run("keys", "new", "--out", str(tmp_path / f"{name}.pem"))[0] == 0
+    code, out, _ = run("keys", "show", str(tmp_path / "worker.pem.pub"))
+    assert code == 0 and "keyid worker+" in out
+    statement = tmp_path / "s.json"
+    with running_server(tmp_path / "data") as srv:
+        srv.stop()
+        srv.extra_args = ("--allow-lab", str(tmp_path / "lab.pem.pub"))
+        srv.start()
+        url = srv.base_url
+
+        def post(key: str, text: str) -> tuple[int, str, str]:
+            statement.write_text(report(text))
+            return run("submit", "--ledger", url, "--key", str(tmp_path / key), str(statement))
+
+        assert post("worker.pem", "before")[0] != 0, "an unregistered worker is refused"
+        code, _, err = run(
+            "keys",
+            "certify",
+            "--ledger",
+            url,
+            "--key",
+            str(tmp_path / "lab.pem"),
+            "--role",
+            "worker",
+            "--subject",
+            str(tmp_path / "worker.pem"),
+        )
+        assert code == 0, err
+        assert '"action":"register"' in err, "the command shows what it signs"
+        assert post("worker.pem", "registered")[0] == 0
+
+        code, _, err = run(
+            "keys",
+            "rotate",
+            "--ledger",
+            url,
+            "--key",
+            str(tmp_path / "worker.pem"),
+            "--role",
+            "worker",
+            "--new-key",
+            str(tmp_path / "worker2.pem"),
+        )
+        assert code == 0, err
+        assert post("worker.pem", "old key")[0] != 0
+        assert post("worker2.pem", "new key")[0] == 0
+
+        _, out, _ = run("keys", "show", str(tmp_path / "worker2.pem"), "--role", "worker")
+        target = out.split("vkey  ")[1].strip()
+        code, _, err = run(
+            "keys",
+            "revoke",
+            "--ledger",
+            url,
+            "--key",
+            str(tmp_path / "lab.pem"),
+            "--role",
+            "worker",
+            "--revoke",
+            target,
+        )
+        assert code == 0, err
+        code, _, err = post("worker2.pem", "after revocation")
+        assert code != 0 and "403" in err
