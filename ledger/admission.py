@@ -173,8 +173,7 @@ class EvidenceRule:
         return Admitted(leaf, stmt, env.payload, frozenset(k.raw() for k in keys))
 
     def _verify(self, env: Envelope, stmt: Statement) -> list[TrustedKey]:
-        trusted = self.chain.candidates((s.keyid for s in env.signatures), stmt)
-        return verify_envelope(env, [*trusted, *self.fixed], threshold=1)
+        return verify_signers(env, stmt, self.chain, self.fixed)
 
     def _check_time(self, stmt: Statement) -> None:
         """Anti-backdating: a checkpoint this log published, and no claim from the future."""
@@ -233,6 +232,19 @@ class _EvidenceBatch:
     def commit(self, size: int) -> None:
         self.chain.size = size
         self.rule._adopt(self.chain)
+
+
+def verify_signers(
+    env: Envelope, stmt: Statement, chain: KeyChain, fixed: Sequence[TrustedKey] = ()
+) -> list[TrustedKey]:
+    """The keys whose signatures on `env` verify: keys the chain knows by the envelope's keyids,
+    a key event's own keys (proof of possession), and `fixed` keys (roots, allowed keys).
+
+    Pure: auditors replaying the log call it with their own chain. Raises AttestError when no
+    signature verifies.
+    """
+    trusted = chain.candidates((s.keyid for s in env.signatures), stmt)
+    return verify_envelope(env, [*trusted, *fixed], threshold=1)
 
 
 def _replayed(chain: KeyChain, rows: list[KeyEventRow], size: int) -> KeyChain:

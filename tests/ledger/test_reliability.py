@@ -398,6 +398,7 @@ CHILD = textwrap.dedent(
 
     cfg = init_data_dir(Path(data), origin_prefix="crash.test/logs", db=db)
     hosted = LedgerServer.from_config(cfg).logs["evidence"]
+    hosted.sequencer.rule = None  # the writer path alone; admission has its own tests
     say(a=[r.index for r in hosted.sequencer.integrate(a)], head=hosted.log.head().checkpoint)
 
     commit_batch, upsert = WriteTxn.commit_batch, WriteTxn._upsert
@@ -518,6 +519,7 @@ def test_crash_point(point: CrashPoint, backend_db: str | None, tmp_path: Path) 
             assert hosted.log.entry(i) == e
         # (4): "failed" vs "failed but persisted": re-submitting B (the caller never got an
         # answer) appends it where it would have gone, or finds it there already.
+        hosted.sequencer.rule = None  # as in the child: the writer path alone
         again = hosted.sequencer.integrate(b)
         assert [r.index for r in again] == list(range(BATCH_A, BATCH_A + BATCH_B))
         assert all(r.duplicate is point.persisted for r in again)
