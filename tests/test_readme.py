@@ -28,7 +28,7 @@ def test_try_it_by_hand(tmp_path: Path) -> None:
     port = free_port()
     bindir = str(Path(sys.executable).parent)
     script = script.replace(".venv/bin/", f"{bindir}/").replace("8080", str(port))
-    script = re.sub(r"^(.*bledger serve .*)&", r"\1--port %d &" % port, script, flags=re.M)
+    script = re.sub(r"^(.*bledger serve .*)&", rf"\1--port {port} &", script, flags=re.M)
     wrapped = f"set -e\ntrap 'kill %1 2>/dev/null || true' EXIT\n{script}"
     res = subprocess.run(
         ["bash", "-c", wrapped], cwd=tmp_path, capture_output=True, text=True, timeout=180
