@@ -17,6 +17,7 @@ fields suffixed ``Milli``); times are Unix seconds; hashes are lowercase hex SHA
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import Field, StringConstraints, model_validator
@@ -43,6 +44,7 @@ __all__ = [
     "EMOTION_CALIBRATION",
     "FIELD_REPORT",
     "KEY_EVENT",
+    "TOKEN_KEY",
     "PREDICATE_NAMESPACE",
     "PREDICATE_TYPES",
     "PROBE_RECORD",
@@ -65,6 +67,7 @@ __all__ = [
     "ProbeRecord",
     "ResourceDescriptor",
     "SuiteRef",
+    "TokenKey",
 ]
 
 PREDICATE_NAMESPACE: Final = "https://behaviour-ledger.dev/attestation/"
@@ -76,6 +79,7 @@ CONTINUITY: Final = PREDICATE_NAMESPACE + "continuity/v1"
 KEY_EVENT: Final = PREDICATE_NAMESPACE + "key-event/v1"
 CREDENTIAL_EVENT: Final = PREDICATE_NAMESPACE + "credential-event/v1"
 FIELD_REPORT: Final = PREDICATE_NAMESPACE + "field-report/v1"
+TOKEN_KEY: Final = PREDICATE_NAMESPACE + "token-key/v1"
 
 ANONYMOUS_TIER: Final = "anonymous"
 """The access tier of a cooperative user with no credential; every other tier is professional."""
@@ -369,11 +373,51 @@ class FieldReport(Predicate):
     category: Token
     tier: Literal["anonymous", "attested"]
     text: ReportText
+    credential_tier: Token | None = None
+
+    @model_validator(mode="after")
+    def _attested_names_its_tier(self) -> FieldReport:
+        # An attested report says which professional tier its credential opens; an anonymous
+        # one carries nothing that could tie it to a credential.
+        if (self.tier == "attested") != (self.credential_tier is not None):
+            raise ValueError("credentialTier is required for attested reports, forbidden otherwise")
+        if self.credential_tier == ANONYMOUS_TIER:
+            raise ValueError("credentialTier names a professional tier, not 'anonymous'")
+        return self
 
     def subjects(self) -> tuple[ResourceDescriptor, ...]:
         """The report text, named after the model."""
         digest = sha256_hex(self.text.encode("utf-8"))
         return (ResourceDescriptor(name=self.model.name, digest={"sha256": digest}),)
+
+
+SpkiBase64 = Annotated[
+    str, StringConstraints(min_length=4, max_length=2048, pattern=r"^[A-Za-z0-9+/]+={0,2}$")
+]
+
+
+class TokenKey(Predicate):
+    """An issuer's token key for the anonymous tier (Privacy Pass token type 0x0002).
+
+    `token_key` is the RSASSA-PSS SubjectPublicKeyInfo (DER, standard base64) whose SHA-256 is
+    the token key id; tokens under it are accepted until `not_after` (Unix seconds), or until a
+    `retire` of the same key. Signed by a registered issuer key, so every client can check it
+    sees the same token keys as everyone else. Subject: the key, by its token key id.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = TOKEN_KEY
+
+    action: Literal["publish", "retire"]
+    token_key: SpkiBase64
+    not_after: UnixSeconds
+
+    def token_key_id(self) -> str:
+        """SHA-256 of the SPKI, lowercase hex (RFC 9578 token_key_id)."""
+        return sha256_hex(base64.b64decode(self.token_key, validate=True))
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The token key, named `token-key`, by its key id."""
+        return (ResourceDescriptor(name="token-key", digest={"sha256": self.token_key_id()}),)
 
 
 AnyPredicate = (
@@ -383,6 +427,7 @@ AnyPredicate = (
     | KeyEvent
     | CredentialEvent
     | FieldReport
+    | TokenKey
 )
 """Any predicate model of this project."""
 
@@ -395,6 +440,7 @@ PREDICATE_TYPES: Final[dict[str, type[Predicate]]] = {
         KeyEvent,
         CredentialEvent,
         FieldReport,
+        TokenKey,
     )
 }
 """Predicate-type URI to model class: the registry `parse_statement` dispatches on."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,6 +25,7 @@ from attest.predicates import (
     ProbeItem,
     ProbeRecord,
     SuiteRef,
+    TokenKey,
 )
 from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, format_vkey
 
@@ -172,14 +174,32 @@ credential_events = builds(
     expires_at=counts,
 )
 
-field_reports = builds(
-    FieldReport,
+
+@st.composite
+def field_reports(draw: st.DrawFn) -> FieldReport:
+    tier = draw(st.sampled_from(["anonymous", "attested"]))
+    return FieldReport(
+        seen_checkpoint=draw(checkpoints),
+        issued_at=draw(unix_seconds),
+        model=draw(model_ids),
+        category=draw(tokens),
+        tier=tier,
+        text=draw(
+            st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=60)
+        ),
+        credential_tier=(
+            draw(tokens.filter(lambda t: t != "anonymous")) if tier == "attested" else None
+        ),
+    )
+
+
+token_keys = builds(
+    TokenKey,
     seen_checkpoint=checkpoints,
     issued_at=unix_seconds,
-    model=model_ids,
-    category=tokens,
-    tier=st.sampled_from(["anonymous", "attested"]),
-    text=st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=60),
+    action=st.sampled_from(["publish", "retire"]),
+    token_key=st.binary(min_size=1, max_size=400).map(lambda b: base64.b64encode(b).decode()),
+    not_after=unix_seconds,
 )
 
 PREDICATES: dict[type[Predicate], st.SearchStrategy[Predicate]] = {
@@ -188,6 +208,7 @@ PREDICATES: dict[type[Predicate], st.SearchStrategy[Predicate]] = {
     ContinuityStatement: continuities(),
     KeyEvent: key_events(),
     CredentialEvent: credential_events,
-    FieldReport: field_reports,
+    FieldReport: field_reports(),
+    TokenKey: token_keys,
 }
 """One strategy per predicate model; the tests check it covers every registered type."""

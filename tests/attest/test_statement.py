@@ -73,7 +73,8 @@ def test_every_predicate_type_has_a_strategy() -> None:
 
 
 def test_predicate_type_uris_are_distinct_and_namespaced() -> None:
-    assert len(PREDICATE_TYPES) == 6
+    assert len(PREDICATE_TYPES) == 7
+    assert len({cls.PREDICATE_TYPE for cls in PREDICATE_TYPES.values()}) == 7
     for uri, cls in PREDICATE_TYPES.items():
         assert uri.startswith(PREDICATE_NAMESPACE)
         assert uri.endswith("/v1")
@@ -111,7 +112,7 @@ def test_probe_record_numbers_are_all_integers(record: ProbeRecord) -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(field_reports)
+@given(field_reports())
 def test_signed_statement_verifies_and_parses(predicate: FieldReport) -> None:
     stmt = Statement.of(predicate)
     env = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement_bytes(stmt), [("lab.example/key1", KEY)])
