@@ -55,11 +55,12 @@ from typing import Any
 import httpx
 import psycopg
 import pymerkle  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import make_url
 
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
-from attest.jcs import canonicalize
 from attest.keys import generate_private_key, write_key_pair
+from attest.predicates import CheckpointRef, FieldReport, ModelId
+from attest.statement import Statement, sign_statement, statement_bytes
 from ledger import merkle
 from ledger.log import Log
 from ledger.note import Ed25519NoteSigner
@@ -389,24 +390,31 @@ def machine_busy() -> float:
     return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def statement(i: int) -> bytes:
-    """An in-toto Statement of exactly 1 KiB (RFC 8785 form), distinct per `i`."""
-    body: dict[str, Any] = {
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": f"model-{i}", "digest": {"sha256": f"{i:064x}"}}],
-        "predicateType": "https://bench.invalid/behaviour/v1",
-        "predicate": {"run": i, "pad": ""},
-    }
-    pad = ENTRY_SIZE - len(canonicalize(body))
-    body["predicate"]["pad"] = "x" * pad
-    return canonicalize(body)
+HTTP_ORIGIN_PREFIX = "bench.invalid/logs"
+HTTP_ORIGIN = f"{HTTP_ORIGIN_PREFIX}/evidence"
 
 
-def signed_bodies(count: int, key_name: str, key: Any) -> list[bytes]:
-    """`count` distinct DSSE envelopes as JSON request bodies, signed before any timing."""
+def field_report(i: int, text: str, issued_at: int) -> FieldReport:
+    """A field report about the bench model, having seen the evidence log's empty tree."""
+    seen = CheckpointRef(origin=HTTP_ORIGIN, size=0, root=merkle.EMPTY_ROOT.hex())
+    return FieldReport(
+        seen_checkpoint=seen,
+        issued_at=issued_at,
+        model=ModelId(name="bench-model", version=str(i)),
+        category="bench",
+        tier="anonymous",
+        text=text,
+    )
+
+
+def signed_bodies(count: int, key_name: str, key: Ed25519PrivateKey) -> list[bytes]:
+    """`count` distinct DSSE envelopes of 1 KiB statements (RFC 8785 payload of exactly 1,024
+    bytes for most `i`), as JSON request bodies, signed before any timing."""
+    now = int(time.time())
+    pad = ENTRY_SIZE - len(statement_bytes(Statement.of(field_report(0, "x", now)))) + 1
     return [
         json.dumps(
-            sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement(i), [(key_name, key)]).to_json()
+            sign_statement(field_report(i, "x" * max(1, pad), now), [(key_name, key)]).to_json()
         ).encode()
         for i in range(count)
     ]
@@ -564,6 +572,8 @@ def ledger_server(tmp: Path, allow_key: Path) -> Iterator[tuple[str, subprocess.
         str(tmp / "data"),
         "--port",
         str(port),
+        "--origin-prefix",
+        HTTP_ORIGIN_PREFIX,
         "--allow-key",
         str(allow_key),
     ]
