@@ -358,5 +358,14 @@ def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
     click.echo(f"ok: {cp.origin} size {cp.size} root {cp.root_hash.hex()} recomputed from tiles")
 
 
+def _register_subcommands() -> None:
+    """Commands that live in their own modules (imported here so `bledger --help` lists them)."""
+    from clients.witness_cmd import witness
+
+    main.add_command(witness)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()
