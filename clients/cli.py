@@ -130,6 +130,11 @@ def _ledger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="Register a lab key (verifier key or .pub PEM), signed by the operator (repeatable).",
 )
 @click.option(
+    "--anonymous-interval-ms",
+    type=int,
+    help="Time between the anonymous log's batches (default from the config: 60 s).",
+)
+@click.option(
     "--allow-key",
     "allow_keys",
     multiple=True,
@@ -144,6 +149,7 @@ def serve(
     port: int,
     origin_prefix: str | None,
     allow_labs: tuple[str, ...],
+    anonymous_interval_ms: int | None,
     allow_keys: tuple[Path, ...],
 ) -> None:
     """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run."""

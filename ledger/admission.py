@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
-from attest.predicates import KeyEvent
 from attest.statement import Statement, parse_statement
-from ledger.keychain import KeyChain, KeyChainError
+from ledger.keychain import STATEFUL, KeyChain, KeyChainError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
 from ledger.tiles import MAX_ENTRY_SIZE
 
@@ -30,11 +29,14 @@ DEFAULT_SKEW = 300  # seconds a statement's issued_at may lie ahead of the log's
 
 
 class AdmissionError(Exception):
-    """The log refuses an entry. `status` is the HTTP status the API answers with."""
+    """The log refuses an entry. `status` (and `headers`) are what the API answers with."""
 
-    def __init__(self, status: int, error: str, diagnostic: str) -> None:
+    def __init__(
+        self, status: int, error: str, diagnostic: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(diagnostic)
         self.status, self.error, self.diagnostic = status, error, diagnostic
+        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ class AdmissionRule(Protocol):
 
     partition: str
 
-    def admit(self, body: bytes) -> Admitted:
-        """Stateless checks; raise AdmissionError."""
+    def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
+        """Stateless checks (`authorization`: the request's Authorization header); raise
+        AdmissionError."""
         ...
 
     def begin(self, txn: WriteTxn) -> BatchCheck:
@@ -156,12 +159,12 @@ class EvidenceRule:
 
     # (phase 1) ----------------------------------------------------------------------------
 
-    def admit(self, body: bytes) -> Admitted:
+    def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
         """Parse, check anti-backdating and verify signatures against the known keys."""
         env = parse_envelope(body)
         leaf = leaf_data(env)
         stmt = parse_payload(env)
-        self._check_time(stmt)
+        check_seen(self.store, self.log_id, self.origin, stmt, int(self.clock()), self.skew)
         try:
             keys = self._verify(env, stmt)
         except AttestError:
@@ -175,32 +178,6 @@ class EvidenceRule:
     def _verify(self, env: Envelope, stmt: Statement) -> list[TrustedKey]:
         return verify_signers(env, stmt, self.chain, self.fixed)
 
-    def _check_time(self, stmt: Statement) -> None:
-        """Anti-backdating: a checkpoint this log published, and no claim from the future."""
-        p = stmt.predicate
-        seen = p.seen_checkpoint
-        if seen.origin != self.origin:
-            raise AdmissionError(
-                400,
-                "unknown_checkpoint",
-                f"statement saw a checkpoint of {seen.origin!r}, not of this log ({self.origin!r})",
-            )
-        root = self.store.published_root(self.log_id, seen.size)
-        if root is None or root.hex() != seen.root:
-            raise AdmissionError(
-                400,
-                "unknown_checkpoint",
-                f"this log never published a checkpoint of size {seen.size} with root {seen.root}",
-            )
-        now = int(self.clock())
-        if p.issued_at > now + self.skew:
-            raise AdmissionError(
-                400,
-                "future_statement",
-                f"issuedAt {p.issued_at} lies {p.issued_at - now} s in the future "
-                f"(allowed skew {self.skew} s)",
-            )
-
     # (phase 2) ----------------------------------------------------------------------------
 
     def begin(self, txn: WriteTxn) -> BatchCheck:
@@ -209,6 +186,20 @@ class EvidenceRule:
         if chain.size != txn.head.size:
             chain = _replayed(chain, txn.key_events(chain.size), txn.head.size)
         return _EvidenceBatch(self, chain.copy())
+
+
+class NoBatchState:
+    """The batch check of a rule whose decisions do not depend on the entry's index."""
+
+    def apply(self, index: int, entry: Admitted) -> None:
+        """Nothing to decide at this point."""
+
+    def key_events(self) -> list[KeyEventRow]:
+        """No rows to store."""
+        return []
+
+    def commit(self, size: int) -> None:
+        """No state to adopt."""
 
 
 class _EvidenceBatch:
@@ -223,7 +214,7 @@ class _EvidenceBatch:
             self.chain.apply(index, entry.statement, entry.signers)
         except KeyChainError as e:
             raise AdmissionError(403, "not_authorised", e.diagnostic) from e
-        if isinstance(entry.statement.predicate, KeyEvent):
+        if isinstance(entry.statement.predicate, STATEFUL):
             self.rows.append(KeyEventRow(index, entry.payload, entry.signers))
 
     def key_events(self) -> list[KeyEventRow]:
@@ -232,6 +223,34 @@ class _EvidenceBatch:
     def commit(self, size: int) -> None:
         self.chain.size = size
         self.rule._adopt(self.chain)
+
+
+def check_seen(
+    store: Store, log_id: int, origin: str, stmt: Statement, now: int, skew: int
+) -> None:
+    """Anti-backdating: a checkpoint this log published, and no claim from the future."""
+    p = stmt.predicate
+    seen = p.seen_checkpoint
+    if seen.origin != origin:
+        raise AdmissionError(
+            400,
+            "unknown_checkpoint",
+            f"statement saw a checkpoint of {seen.origin!r}, not of this log ({origin!r})",
+        )
+    root = store.published_root(log_id, seen.size)
+    if root is None or root.hex() != seen.root:
+        raise AdmissionError(
+            400,
+            "unknown_checkpoint",
+            f"this log never published a checkpoint of size {seen.size} with root {seen.root}",
+        )
+    if p.issued_at > now + skew:
+        raise AdmissionError(
+            400,
+            "future_statement",
+            f"issuedAt {p.issued_at} lies {p.issued_at - now} s in the future "
+            f"(allowed skew {skew} s)",
+        )
 
 
 def verify_signers(

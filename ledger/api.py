@@ -6,6 +6,7 @@ Domain errors map to HTTP statuses in one place (`_ERRORS`); every error body is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,7 +125,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AdmissionError)
     async def admission_error(_: Request, e: AdmissionError) -> JSONResponse:
-        return _error(e.status, e.error, e.diagnostic)
+        resp = _error(e.status, e.error, e.diagnostic)
+        resp.headers.update(e.headers)
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -192,11 +195,27 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             raise LogRangeError(f"tile {level}/{path} does not exist (yet)")
         return Response(data[: width * 32], media_type=OCTETS, headers=IMMUTABLE)
 
-    @app.post("/logs/{name}/entries")
-    async def add_entry(name: str, request: Request) -> dict[str, Any]:
-        """Admit, sequence and prove one DSSE envelope; returns once it is in a checkpoint."""
+    @app.post("/logs/{name}/entries", response_model=None)
+    async def add_entry(name: str, request: Request) -> dict[str, Any] | JSONResponse:
+        """Admit, sequence and prove one DSSE envelope; returns once it is in a checkpoint.
+
+        The anonymous log instead answers 202 with a signed receipt at once, and integrates
+        the entry in its next shuffled batch.
+        """
         h = hosted(name)
-        admitted = h.rule.admit(await request.body())
+        body, auth = await request.body(), request.headers.get("authorization")
+        # Admission verifies signatures and reads the database: keep it off the event loop.
+        admitted = await asyncio.to_thread(h.rule.admit, body, auth)
+        if h.queue is not None:
+            acc = await asyncio.to_thread(h.queue.accept, admitted)
+            return JSONResponse(
+                {
+                    "leaf_hash": b64(acc.leaf_hash),
+                    "receipt": acc.receipt,
+                    "integrate_by": acc.integrate_by,
+                },
+                status_code=202,
+            )
         seq = await h.sequencer.add(admitted)
         proof = h.log.inclusion_proof(seq.index, seq.head.size, checked=True)
         note = seq.head.checkpoint.encode()

@@ -18,6 +18,7 @@ from attest.keys import generate_private_key, write_key_pair
 CONFIG_NAME = "config.toml"
 DEFAULT_MAX_BODY = 256 * 1024
 PARTITIONS = ("evidence", "attested", "anonymous")
+DEFAULT_TIER_QUORUM = {"medical": 2, "legal": 2, "security-research": 2}
 
 
 class ConfigError(Exception):
@@ -39,6 +40,8 @@ class LogConfig:
     allow_keys: tuple[Path, ...] = ()
     operator_key: Path | None = None
     allow_labs: tuple[str, ...] = ()
+    tier_quorum: tuple[tuple[str, int], ...] = ()  # attested: issuers needed per tier
+    interval_ms: int = 60_000  # anonymous: time between batches
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ def init_data_dir(data: Path, *, origin_prefix: str, db: str | None = None) -> S
         return load_config(data)
     data.mkdir(parents=True, exist_ok=True)
     (data / "keys").mkdir(exist_ok=True)
-    key = data / "keys" / "evidence.pem"
-    write_key_pair(key, generate_private_key())
+    for name in PARTITIONS:
+        write_key_pair(data / "keys" / f"{name}.pem", generate_private_key())
     # The operator's root key: it registers lab keys in the evidence log.
     write_key_pair(data / "keys" / "operator.pem", generate_private_key())
     raw = {
@@ -89,7 +92,22 @@ def init_data_dir(data: Path, *, origin_prefix: str, db: str | None = None) -> S
                 "operator_key": "keys/operator.pem",
                 "allow_keys": [],
                 "allow_labs": [],
-            }
+            },
+            {
+                "name": "attested",
+                "partition": "attested",
+                "origin": f"{origin_prefix}/attested",
+                "key": "keys/attested.pem",
+                # Distinct issuers whose credentials a professional needs, per tier.
+                "tier_quorum": dict(DEFAULT_TIER_QUORUM),
+            },
+            {
+                "name": "anonymous",
+                "partition": "anonymous",
+                "origin": f"{origin_prefix}/anonymous",
+                "key": "keys/anonymous.pem",
+                "interval_ms": 60_000,
+            },
         ],
     }
     path.write_text(tomli_w.dumps(raw))
@@ -130,4 +148,6 @@ def _log_config(data: Path, lc: dict[str, Any]) -> LogConfig:
         allow_keys=tuple(data / str(p) for p in lc.get("allow_keys", [])),
         operator_key=data / str(lc["operator_key"]) if "operator_key" in lc else None,
         allow_labs=tuple(str(v) for v in lc.get("allow_labs", [])),
+        tier_quorum=tuple((str(t), int(k)) for t, k in lc.get("tier_quorum", {}).items()),
+        interval_ms=int(lc.get("interval_ms", 60_000)),
     )

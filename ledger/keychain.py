@@ -14,11 +14,14 @@ Rules (each tagged in the code):
   (R5) a key once used is never registered again;
   (R6) any other statement needs a signer whose key is valid now, whose role may make that
        statement, and whose chain of certifiers is unrevoked up to an operator root;
-       keys the operator allows directly (`--allow-key`) may sign any such statement.
+       keys the operator allows directly (`--allow-key`) may sign any such statement;
+  (R7) an issuer's credential events and token keys are recorded against that issuer; only the
+       issuer that issued a credential (or published a token key) may revoke (or retire) it.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -32,7 +35,10 @@ from attest.predicates import (
     EMOTION_CALIBRATION,
     FIELD_REPORT,
     PROBE_RECORD,
+    TOKEN_KEY,
+    CredentialEvent,
     KeyEvent,
+    TokenKey,
 )
 from attest.statement import Statement
 
@@ -43,8 +49,12 @@ SIGNER_ROLES: dict[str, frozenset[str]] = {
     EMOTION_CALIBRATION: frozenset({"lab", "worker"}),
     CONTINUITY: frozenset({"lab"}),
     CREDENTIAL_EVENT: frozenset({"issuer"}),
+    TOKEN_KEY: frozenset({"issuer"}),
     FIELD_REPORT: frozenset(ROLES),
 }
+
+# Statements that change the chain's state, and so are stored for replay.
+STATEFUL = (KeyEvent, CredentialEvent, TokenKey)
 
 
 class KeyChainError(Exception):
@@ -71,6 +81,28 @@ class Identity:
     revoked_at: int | None = None
 
 
+@dataclass(frozen=True)
+class Credential:
+    """One issuer's credential for a holder key and tier (R7)."""
+
+    credential_id: str
+    issuer: int  # identity id of the issuer
+    expires_at: int
+    index: int
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True)
+class PublishedTokenKey:
+    """A token key an issuer published for the anonymous tier (R7)."""
+
+    spki: bytes
+    issuer: int
+    not_after: int
+    index: int
+    retired_at: int | None = None
+
+
 def vkey_raw(vkey: str) -> tuple[str, bytes]:
     """The name and raw Ed25519 public key inside a C2SP verifier key (0x01 or 0x04)."""
     name, _, raw = parse_verifier_key(vkey)
@@ -87,13 +119,19 @@ class KeyChain:
         self.current: dict[bytes, int] = {}  # raw key -> identity id
         self.used: set[bytes] = set(self.roots)  # (R5)
         self.by_keyid: dict[str, bytes] = {}
+        # (holder raw key, tier) -> {issuer identity id: credential}
+        self.credentials: dict[tuple[bytes, str], dict[int, Credential]] = {}
+        self.holder_keyids: dict[str, bytes] = {}
+        self.token_keys: dict[str, PublishedTokenKey] = {}  # token key id (hex) -> key
         self.size = 0  # log size this state corresponds to (maintained by the caller)
 
     def copy(self) -> KeyChain:
-        """An independent copy (identities are immutable, so a shallow copy of maps is enough)."""
+        """An independent copy (records are immutable, so copying the maps is enough)."""
         c = copy.copy(self)
         c.identities, c.current = dict(self.identities), dict(self.current)
         c.used, c.by_keyid = set(self.used), dict(self.by_keyid)
+        c.credentials = {k: dict(v) for k, v in self.credentials.items()}
+        c.holder_keyids, c.token_keys = dict(self.holder_keyids), dict(self.token_keys)
         return c
 
     # -- lookups ------------------------------------------------------------------------------
@@ -145,7 +183,11 @@ class KeyChain:
         """
         p = stmt.predicate
         if not isinstance(p, KeyEvent):
-            self._authorise(index, stmt.predicate_type, signers)  # (R6)
+            issuer = self._authorise(index, stmt.predicate_type, signers)  # (R6)
+            if isinstance(p, CredentialEvent):
+                self._credential(index, p, issuer)
+            elif isinstance(p, TokenKey):
+                self._token_key(index, p, issuer)
         elif p.action == "register":
             self._register(index, p, signers)
         elif p.action == "rotate":
@@ -153,18 +195,71 @@ class KeyChain:
         else:
             self._revoke(index, p, signers)
 
-    def _authorise(self, index: int, predicate_type: str, signers: frozenset[bytes]) -> None:
-        if signers & self.allowed:
-            return
+    def _authorise(
+        self, index: int, predicate_type: str, signers: frozenset[bytes]
+    ) -> Identity | None:
+        """The identity that may make this statement (None: a directly allowed key)."""
         roles = SIGNER_ROLES.get(predicate_type, frozenset())
-        for raw in signers:
+        for raw in sorted(signers):
             ident = self.active(raw)
             if ident is not None and ident.role in roles:
-                return
+                return ident
+        if signers & self.allowed and not roles <= {"issuer"}:
+            return None
         raise KeyChainError(
             f"no signature by a key valid at index {index} with a role allowed to make "
             f"{predicate_type.rsplit('/', 2)[-2]} statements ({', '.join(sorted(roles))})"
         )
+
+    def _credential(self, index: int, p: CredentialEvent, issuer: Identity | None) -> None:
+        assert issuer is not None  # credential events need a registered issuer (R6)
+        name, holder = vkey_raw(p.holder_key)
+        slot = self.credentials.setdefault((holder, p.tier), {})
+        have = slot.get(issuer.id)
+        if p.action == "issue":
+            if have is not None and have.revoked_at is None:
+                raise KeyChainError(f"issuer already holds a live credential for {p.tier}")
+            slot[issuer.id] = Credential(p.credential_id, issuer.id, p.expires_at, index)
+            self.holder_keyids[dsse_keyid(name, public_key_from_bytes(holder))] = holder
+        else:  # (R7)
+            if have is None or have.credential_id != p.credential_id or have.revoked_at:
+                raise KeyChainError(f"no live credential {p.credential_id!r} of this issuer")
+            slot[issuer.id] = replace(have, revoked_at=index)
+
+    def _token_key(self, index: int, p: TokenKey, issuer: Identity | None) -> None:
+        assert issuer is not None  # token keys need a registered issuer (R6)
+        kid = p.token_key_id()
+        have = self.token_keys.get(kid)
+        if p.action == "publish":
+            if have is not None:
+                raise KeyChainError(f"token key {kid} was published before")
+            spki = base64.b64decode(p.token_key)
+            self.token_keys[kid] = PublishedTokenKey(spki, issuer.id, p.not_after, index)
+        else:  # (R7)
+            if have is None or have.issuer != issuer.id or have.retired_at is not None:
+                raise KeyChainError(f"token key {kid} is not a live key of this issuer")
+            self.token_keys[kid] = replace(have, retired_at=index)
+
+    def credential_issuers(self, holder: bytes, tier: str, now: int) -> set[int]:
+        """Distinct issuer identities with a live credential for `holder` in `tier` at `now`.
+
+        Live: not revoked, not expired, and the issuer's own chain is valid.
+        """
+        out = set()
+        for issuer_id, cred in self.credentials.get((holder, tier), {}).items():
+            issuer = self.identities[issuer_id]
+            if cred.revoked_at is None and cred.expires_at > now and self.active(issuer.raw):
+                out.add(issuer_id)
+        return out
+
+    def live_token_keys(self, now: int) -> dict[str, tuple[PublishedTokenKey, Identity]]:
+        """Token keys usable at `now`: published, not retired, not expired, issuer valid."""
+        out = {}
+        for kid, tk in self.token_keys.items():
+            issuer = self.identities[tk.issuer]
+            if tk.retired_at is None and tk.not_after > now and self.active(issuer.raw):
+                out[kid] = (tk, issuer)
+        return out
 
     def _register(self, index: int, p: KeyEvent, signers: frozenset[bytes]) -> None:
         name, raw = vkey_raw(p.key)

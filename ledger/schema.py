@@ -93,3 +93,23 @@ key_events = Table(
     # The raw public keys whose signatures verified, concatenated (32 bytes each).
     Column("signers", LargeBinary, nullable=False),
 )
+
+# Anonymous log: receipted entries waiting for the next batch. Only the hour is kept.
+pending = Table(
+    "pending",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("leaf_hash", LargeBinary(32), primary_key=True),
+    Column("entry", LargeBinary, nullable=False),
+    Column("received_hour", BigInteger, nullable=False),
+)
+
+# Redeemed Privacy Pass tokens. The primary key is what refuses a double spend, also under
+# concurrency; nothing here refers to an entry.
+spent_tokens = Table(
+    "spent_tokens",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("token_key_id", LargeBinary(32), primary_key=True),
+    Column("nonce", LargeBinary(32), primary_key=True),
+)

@@ -73,12 +73,15 @@ class Sequencer:
 
     # -- the synchronous writer path ---------------------------------------------------------
 
-    def integrate(self, entries: Sequence[bytes | Admitted]) -> list[Sequenced | AdmissionError]:
+    def integrate(
+        self, entries: Sequence[bytes | Admitted], *, pending_done: Sequence[bytes] = ()
+    ) -> list[Sequenced | AdmissionError]:
         """Integrate a batch of entries in one transaction; returns one result per entry.
 
         Entries already in the log (or repeated within the batch) keep their first index.
         With an admission rule, each new entry is authorised at the index it would get; a
-        refused entry gets its AdmissionError as result and takes no index.
+        refused entry gets its AdmissionError as result and takes no index. `pending_done`
+        names queued entries (anonymous log) that leave the queue in the same transaction.
         """
         items = [e if isinstance(e, Admitted) else Admitted(e) for e in entries]
         hashes = [merkle.leaf_hash(a.leaf) for a in items]
@@ -87,6 +90,7 @@ class Sequencer:
             check = None if self.rule is None else self.rule.begin(txn)
             plan = _assign(items, hashes, txn.lookup_leaves(set(hashes)), head.size, check)
             if not plan.fresh:
+                txn.delete_pending(pending_done)
                 return plan.results(hashes, head)
             new_size = head.size + len(plan.fresh)
             tiles = integrate(head.size, txn.read_tile, plan.fresh_hashes).tiles
@@ -103,6 +107,7 @@ class Sequencer:
                     leaves=list(zip(plan.fresh_hashes, range(head.size, new_size), strict=True)),
                     created_at=int(self.clock()),
                     key_events=() if check is None else check.key_events(),
+                    pending_done=pending_done,
                 )
             )
             # Crash point: rows written but not committed; the database rolls them back.

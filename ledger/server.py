@@ -14,11 +14,12 @@ from attest.keys import load_private_key, load_public_key, verifier_key
 from attest.predicates import CheckpointRef, KeyEvent
 from attest.statement import sign_statement
 from ledger import merkle
-from ledger.admission import AdmissionError, EvidenceRule
-from ledger.config import ConfigError, LogConfig, ServerConfig
+from ledger.admission import AdmissionError, AdmissionRule, EvidenceRule
+from ledger.config import DEFAULT_TIER_QUORUM, ConfigError, LogConfig, ServerConfig
 from ledger.keychain import vkey_raw
 from ledger.log import Log
 from ledger.note import Ed25519NoteSigner
+from ledger.partitions import HOUR, AnonymousQueue, AnonymousRule, AttestedRule
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 
@@ -34,8 +35,9 @@ class HostedLog:
     log: Log
     signer: Ed25519NoteSigner
     sequencer: Sequencer
-    rule: EvidenceRule
+    rule: AdmissionRule
     operator_vkey: str
+    queue: AnonymousQueue | None = None  # the anonymous log's interval batches
 
     @property
     def origin(self) -> str:
@@ -63,47 +65,62 @@ class LedgerServer:
         *,
         extra_allow_keys: Sequence[Path] = (),
         extra_allow_labs: Sequence[str] = (),
+        anonymous_interval_ms: int | None = None,
     ) -> LedgerServer:
-        """Open (and migrate) the database, set up every log, register bootstrap lab keys."""
+        """Open (and migrate) the database, set up every log, register bootstrap lab keys.
+
+        The evidence log comes first: the other partitions consult its key chain.
+        """
         store = Store(cfg.db, synchronous=cfg.sqlite_synchronous)
         store.migrate()
-        hosted = []
+        evidence_cfg = [lc for lc in cfg.logs if lc.partition == "evidence"]
+        if len(evidence_cfg) != 1:
+            raise ConfigError("the config must hold exactly one log of partition 'evidence'")
+        ev, operator = _host_evidence(store, cfg, evidence_cfg[0], extra_allow_keys)
+        assert isinstance(ev.rule, EvidenceRule)
+        for lab in (*evidence_cfg[0].allow_labs, *extra_allow_labs):
+            register_lab(ev, ev.rule, lab_vkey(lab), operator)
+        hosted = [ev]
         for lc in cfg.logs:
-            h, operator = _host(store, cfg, lc, extra_allow_keys)
-            for lab in (*lc.allow_labs, *extra_allow_labs):
-                register_lab(h, lab_vkey(lab), operator)
-            hosted.append(h)
+            if lc.partition != "evidence":
+                hosted.append(_host_partition(store, cfg, lc, ev, anonymous_interval_ms))
         return cls(store, hosted, cfg.max_body_bytes)
 
     def start(self) -> None:
-        """Start every sequencer on the running event loop."""
+        """Start every sequencer (and the anonymous batches) on the running event loop."""
         for h in self.logs.values():
             h.sequencer.start()
+            if h.queue is not None:
+                h.queue.start()
 
     async def stop(self) -> None:
         """Stop every sequencer and close the database."""
         for h in self.logs.values():
+            if h.queue is not None:
+                await h.queue.stop()
             await h.sequencer.stop()
         self.store.close()
 
 
-def _host(
-    store: Store, cfg: ServerConfig, lc: LogConfig, extra: Sequence[Path]
-) -> tuple[HostedLog, Ed25519PrivateKey]:
-    if lc.partition != "evidence":
-        raise ConfigError(f"log {lc.name!r}: partition {lc.partition!r} has no admission rule yet")
-    if lc.operator_key is None:
-        raise ConfigError(f"log {lc.name!r}: no operator_key in the config")
+def _open_log(store: Store, lc: LogConfig) -> tuple[Log, Ed25519NoteSigner]:
     signer = Ed25519NoteSigner(lc.origin, load_private_key(lc.key))
     empty = signed_head(lc.origin, 0, merkle.EMPTY_ROOT, signer)
     row = store.create_log(lc.name, lc.origin, lc.partition, signer.vkey, empty)
-    if row.origin != lc.origin or row.vkey != signer.vkey:
+    if row.origin != lc.origin or row.vkey != signer.vkey or row.partition != lc.partition:
         raise ConfigError(f"log {lc.name!r}: database and config disagree on origin or key")
-    log = Log(store, row)
+    return Log(store, row), signer
+
+
+def _host_evidence(
+    store: Store, cfg: ServerConfig, lc: LogConfig, extra: Sequence[Path]
+) -> tuple[HostedLog, Ed25519PrivateKey]:
+    if lc.operator_key is None:
+        raise ConfigError(f"log {lc.name!r}: no operator_key in the config")
+    log, signer = _open_log(store, lc)
     operator = load_private_key(lc.operator_key)
     rule = EvidenceRule(
         store,
-        row.id,
+        log.id,
         lc.origin,
         roots=[TrustedKey.named(OPERATOR_KEY_NAME, operator.public_key())],
         allowed=[TrustedKey.named(p.stem, load_public_key(p)) for p in (*lc.allow_keys, *extra)],
@@ -113,6 +130,32 @@ def _host(
     )
     op_vkey = verifier_key(OPERATOR_KEY_NAME, operator.public_key())
     return HostedLog(lc.name, lc.partition, log, signer, seq, rule, op_vkey), operator
+
+
+def _coarse_clock() -> float:
+    """The anonymous log keeps no time finer than the hour."""
+    return float(int(time.time()) // HOUR * HOUR)
+
+
+def _host_partition(
+    store: Store, cfg: ServerConfig, lc: LogConfig, ev: HostedLog, interval_ms: int | None
+) -> HostedLog:
+    log, signer = _open_log(store, lc)
+    assert isinstance(ev.rule, EvidenceRule)
+    rule: AdmissionRule
+    queue = None
+    if lc.partition == "attested":
+        quorum = dict(lc.tier_quorum) or DEFAULT_TIER_QUORUM
+        rule = AttestedRule(store, log.id, lc.origin, ev.rule, quorum)
+        seq = Sequencer(log, signer, batch_size=cfg.batch_size, rule=rule)
+    elif lc.partition == "anonymous":
+        rule = AnonymousRule(store, log.id, lc.origin, ev.rule)
+        seq = Sequencer(log, signer, batch_size=cfg.batch_size, rule=rule, clock=_coarse_clock)
+        interval = (interval_ms if interval_ms is not None else lc.interval_ms) / 1000
+        queue = AnonymousQueue(seq, signer, interval=interval)
+    else:
+        raise ConfigError(f"log {lc.name!r}: unknown partition {lc.partition!r}")
+    return HostedLog(lc.name, lc.partition, log, signer, seq, rule, ev.operator_vkey, queue)
 
 
 def lab_vkey(spec: str) -> str:
@@ -129,11 +172,11 @@ def lab_vkey(spec: str) -> str:
     return spec
 
 
-def register_lab(h: HostedLog, vkey: str, operator: Ed25519PrivateKey) -> None:
+def register_lab(h: HostedLog, rule: EvidenceRule, vkey: str, operator: Ed25519PrivateKey) -> None:
     """Register a lab key in the evidence log, signed by the operator (once; idempotent)."""
     _, raw = vkey_raw(vkey)
-    chain = h.rule.chain
-    if h.rule.chain.active(raw) is not None:
+    chain = rule.chain
+    if chain.active(raw) is not None:
         return
     if raw in chain.used:
         raise ConfigError(f"lab key {vkey} was revoked or rotated away; it cannot return")
@@ -146,6 +189,6 @@ def register_lab(h: HostedLog, vkey: str, operator: Ed25519PrivateKey) -> None:
         key=vkey,
     )
     env = sign_statement(event, [(OPERATOR_KEY_NAME, operator)])
-    (res,) = h.sequencer.integrate([h.rule.admit(env.canonical_bytes())])
+    (res,) = h.sequencer.integrate([rule.admit(env.canonical_bytes())])
     if isinstance(res, AdmissionError):
         raise ConfigError(f"registering lab key {vkey}: {res.diagnostic}")

@@ -20,6 +20,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ledger import schema
@@ -72,6 +73,7 @@ class Batch:
     leaves: Sequence[tuple[bytes, int]]  # (leaf hash, index) of new entries
     created_at: int
     key_events: Sequence[KeyEventRow] = ()
+    pending_done: Sequence[bytes] = ()  # leaf hashes leaving the anonymous log's queue
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,40 @@ class Store:
             v = conn.execute(q).scalar_one_or_none()
         return None if v is None else int(v)
 
+    # -- the anonymous log ----------------------------------------------------------------------
+
+    def add_pending(self, log_id: int, leaf_hash: bytes, entry: bytes, hour: int) -> None:
+        """Queue an entry for the anonymous log's next batch (idempotent per leaf hash).
+
+        Durable on return: the receipt the caller then signs is a promise the log can keep
+        across a crash.
+        """
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = dialect.insert(schema.pending).values(
+            log_id=log_id, leaf_hash=leaf_hash, entry=entry, received_hour=hour
+        )
+        with self._write.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing())
+
+    def pending(self, log_id: int, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` queued (leaf hash, entry) pairs, in no meaningful order."""
+        p = schema.pending.c
+        q = select(p.leaf_hash, p.entry).where(p.log_id == log_id).limit(limit)
+        with self._read.connect() as conn:
+            return [(bytes(h), bytes(e)) for h, e in conn.execute(q)]
+
+    def spend_token(self, log_id: int, token_key_id: bytes, nonce: bytes) -> bool:
+        """Record a redeemed token; False when it was spent before (the primary key decides)."""
+        ins = schema.spent_tokens.insert().values(
+            log_id=log_id, token_key_id=token_key_id, nonce=nonce
+        )
+        try:
+            with self._write.begin() as conn:
+                conn.execute(ins)
+        except IntegrityError:
+            return False
+        return True
+
     # -- the one writer path ------------------------------------------------------------------
 
     @contextmanager
@@ -348,6 +384,8 @@ class WriteTxn:
                     for k in batch.key_events
                 ],
             )
+        if batch.pending_done:
+            self.delete_pending(batch.pending_done)
         h = batch.new_head
         c.execute(
             schema.checkpoints.insert().values(
@@ -358,6 +396,15 @@ class WriteTxn:
                 created_at=batch.created_at,
             )
         )
+
+    def delete_pending(self, hashes: Sequence[bytes]) -> None:
+        """Remove entries from the anonymous log's queue (they are in the log now)."""
+        p = schema.pending.c
+        for i in range(0, len(hashes), _IN_CHUNK):
+            chunk = list(hashes[i : i + _IN_CHUNK])
+            self.conn.execute(
+                schema.pending.delete().where(p.log_id == self.log_id, p.leaf_hash.in_(chunk))
+            )
 
     def _upsert(
         self, table: Any, rows: list[dict[str, Any]], keys: list[str], cols: list[str]

@@ -1,0 +1,297 @@
+"""Admission of the privacy partitions: the attested log and the anonymous log.
+
+Both consult the evidence log's key chain (issuers, credentials, token keys), never their own.
+
+* attested — a field report signed by a professional's key, admitted only when k-of-n distinct
+  registered issuers hold live credentials for that key in the tier the report claims.
+* anonymous — a field report signed by a one-time key, admitted with one unspent Privacy Pass
+  token; queued with a signed receipt and integrated in shuffled batches at fixed intervals, so
+  neither the response nor the position in the log tells when it was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from attest.anonymous import verify_one_time
+from attest.dsse import Envelope, TrustedKey, verify_envelope
+from attest.errors import AttestError
+from attest.keys import public_key_from_bytes
+from attest.predicates import FieldReport
+from attest.privacypass import (
+    TOKEN_TYPE,
+    PrivacyPassError,
+    Token,
+    TokenChallenge,
+    challenge_digest,
+    parse_authorization,
+    token_key_from_bytes,
+    verify_token,
+    www_authenticate,
+)
+from attest.statement import Statement
+from ledger import merkle
+from ledger.admission import (
+    DEFAULT_SKEW,
+    AdmissionError,
+    Admitted,
+    BatchCheck,
+    EvidenceRule,
+    NoBatchState,
+    check_seen,
+    leaf_data,
+    parse_envelope,
+    parse_payload,
+)
+from ledger.note import NoteSigner
+from ledger.receipt import Receipt, sign_receipt
+from ledger.sequencer import Sequencer
+from ledger.storage import Store, WriteTxn
+
+HOUR = 3600
+_log = logging.getLogger(__name__)
+DEFAULT_QUORUM = 2
+
+
+def _field_report(stmt: Statement, tier: str) -> FieldReport:
+    p = stmt.predicate
+    if not isinstance(p, FieldReport) or p.tier != tier:
+        raise AdmissionError(
+            400, "wrong_partition", f"the {tier} log takes field reports filed as {tier!r}"
+        )
+    return p
+
+
+class AttestedRule:
+    """Professional-tier reports: the signer's key needs a k-of-n credential for its tier."""
+
+    partition = "attested"
+
+    def __init__(
+        self,
+        store: Store,
+        log_id: int,
+        origin: str,
+        evidence: EvidenceRule,
+        quorum: Mapping[str, int],
+        *,
+        clock: Callable[[], float] = time.time,
+        skew: int = DEFAULT_SKEW,
+    ) -> None:
+        self.store, self.log_id, self.origin, self.evidence = store, log_id, origin, evidence
+        self.quorum, self.clock, self.skew = dict(quorum), clock, skew
+
+    def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
+        """Plan: (1) parse; (2) anti-backdating; (3) the tier has a quorum; (4) a holder key
+        signed; (5) enough distinct issuers vouch for that key in that tier, now."""
+        env = parse_envelope(body)  # (1)
+        leaf = leaf_data(env)
+        stmt = parse_payload(env)
+        report = _field_report(stmt, "attested")
+        now = int(self.clock())
+        check_seen(self.store, self.log_id, self.origin, stmt, now, self.skew)  # (2)
+        tier = str(report.credential_tier)
+        k = self.quorum.get(tier)
+        if k is None:  # (3)
+            raise AdmissionError(403, "unknown_tier", f"this log admits no tier {tier!r}")
+        keys = self._holder_keys(env)  # (4)
+        best = 0
+        for key in keys:  # (5)
+            issuers = self.evidence.chain.credential_issuers(key.raw(), tier, now)
+            if len(issuers) >= k:
+                return Admitted(leaf, stmt, env.payload, frozenset({key.raw()}))
+            best = max(best, len(issuers))
+        raise AdmissionError(
+            403,
+            "credential_quorum",
+            f"{best} distinct issuer(s) vouch for the signing key in tier {tier!r}; {k} needed",
+        )
+
+    def _holder_keys(self, env: Envelope) -> list[TrustedKey]:
+        for attempt in range(2):
+            chain = self.evidence.chain
+            trusted = [
+                TrustedKey(s.keyid, public_key_from_bytes(chain.holder_keyids[s.keyid]))
+                for s in env.signatures
+                if s.keyid in chain.holder_keyids
+            ]
+            try:
+                return verify_envelope(env, trusted, threshold=1)
+            except AttestError as e:
+                if attempt:
+                    raise AdmissionError(403, "untrusted_signature", e.diagnostic) from e
+                self.evidence.refresh()  # a credential logged through another process
+        raise AssertionError("unreachable")
+
+    def begin(self, txn: WriteTxn) -> BatchCheck:
+        """Credentials are checked at admission; nothing depends on the index."""
+        return NoBatchState()
+
+
+class AnonymousRule:
+    """Anonymous reports: one-time signature, coarse time, and one unspent token."""
+
+    partition = "anonymous"
+
+    def __init__(
+        self,
+        store: Store,
+        log_id: int,
+        origin: str,
+        evidence: EvidenceRule,
+        *,
+        clock: Callable[[], float] = time.time,
+        skew: int = DEFAULT_SKEW,
+    ) -> None:
+        self.store, self.log_id, self.origin, self.evidence = store, log_id, origin, evidence
+        self.clock, self.skew = clock, skew
+
+    def challenge_for(self, issuer_name: str) -> TokenChallenge:
+        """The challenge this log sets for tokens of `issuer_name` (no redemption context:
+        a per-request context would let the log link a token to the request that asked)."""
+        return TokenChallenge(TOKEN_TYPE, issuer_name, b"", (self.origin,))
+
+    def www_authenticate(self) -> str:
+        """One PrivateToken challenge per usable token key."""
+        live = self.evidence.chain.live_token_keys(int(self.clock()))
+        return ", ".join(
+            www_authenticate(self.challenge_for(issuer.name), token_key_from_bytes(tk.spki))
+            for tk, issuer in live.values()
+        )
+
+    def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
+        """Plan: (1) parse; (2) a field report filed anonymously at a whole hour; (3)
+        anti-backdating; (4) one-time signature; (5) a valid token; (6) spend it, atomically."""
+        env = parse_envelope(body)  # (1)
+        leaf = leaf_data(env)
+        stmt = parse_payload(env)
+        report = _field_report(stmt, "anonymous")  # (2)
+        if report.issued_at % HOUR:
+            raise AdmissionError(
+                400, "exact_time", "anonymous statements carry issuedAt rounded down to the hour"
+            )
+        check_seen(self.store, self.log_id, self.origin, stmt, int(self.clock()), self.skew)  # (3)
+        try:
+            verify_one_time(env)  # (4)
+        except AttestError as e:
+            raise AdmissionError(403, "untrusted_signature", e.diagnostic) from e
+        token = self._token(authorization)  # (5)
+        if not self.store.spend_token(self.log_id, token.token_key_id, token.nonce):  # (6)
+            raise AdmissionError(403, "token_spent", "this token was already redeemed")
+        return Admitted(leaf, stmt, env.payload, frozenset())
+
+    def _token(self, authorization: str | None) -> Token:
+        if authorization is None:
+            raise AdmissionError(
+                401,
+                "token_required",
+                "the anonymous log admits an entry with one Privacy Pass token",
+                {"WWW-Authenticate": self.www_authenticate()},
+            )
+        try:
+            token = parse_authorization(authorization)
+        except PrivacyPassError as e:
+            raise AdmissionError(400, "bad_token", e.diagnostic) from e
+        kid = token.token_key_id.hex()
+        now = int(self.clock())
+        live = self.evidence.chain.live_token_keys(now)
+        if kid not in live:
+            self.evidence.refresh()  # a key published through another process
+            live = self.evidence.chain.live_token_keys(now)
+        if kid not in live:
+            raise AdmissionError(
+                403, "bad_token", f"token key {kid} is unknown, retired or expired"
+            )
+        tk, issuer = live[kid]
+        digest = challenge_digest(self.challenge_for(issuer.name))
+        try:
+            verify_token(token_key_from_bytes(tk.spki), token, digest)
+        except PrivacyPassError as e:
+            raise AdmissionError(403, "bad_token", e.diagnostic) from e
+        return token
+
+    def begin(self, txn: WriteTxn) -> BatchCheck:
+        """Tokens are spent at admission; nothing depends on the index."""
+        return NoBatchState()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What an anonymous write gets at once: the leaf hash and a signed receipt."""
+
+    leaf_hash: bytes
+    receipt: str
+    integrate_by: int
+
+
+class AnonymousQueue:
+    """The anonymous log's writer: durable queue, receipts, interval batches, shuffle."""
+
+    def __init__(
+        self,
+        sequencer: Sequencer,
+        signer: NoteSigner,
+        *,
+        interval: float = 60.0,
+        batch_limit: int = 4096,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sequencer, self.signer = sequencer, signer
+        self.interval, self.batch_limit, self.clock = interval, batch_limit, clock
+        self._task: asyncio.Task[None] | None = None
+        self._shuffle = random.SystemRandom()
+
+    @property
+    def _log(self) -> tuple[Store, int, str]:
+        log = self.sequencer.log
+        return log.store, log.id, log.row.origin
+
+    def accept(self, admitted: Admitted) -> Accepted:
+        """Queue an admitted entry durably and sign a receipt for it."""
+        store, log_id, origin = self._log
+        leaf = merkle.leaf_hash(admitted.leaf)
+        now = int(self.clock())
+        store.add_pending(log_id, leaf, admitted.leaf, now // HOUR * HOUR)
+        # Crash point: queued and committed; the receipt below is a promise the log keeps.
+        # The deadline is rounded to the batch interval: it says which batch, not which second.
+        step = max(1, int(self.interval))
+        deadline = (now // step + 2) * step
+        receipt = Receipt(origin, leaf, deadline)
+        return Accepted(leaf, sign_receipt(receipt, self.signer), deadline)
+
+    def integrate_pending(self) -> int:
+        """Integrate everything queued, in a random order, in one transaction. Returns a count."""
+        store, log_id, _ = self._log
+        rows = store.pending(log_id, self.batch_limit)
+        if not rows:
+            return 0
+        self._shuffle.shuffle(rows)
+        self.sequencer.integrate([e for _, e in rows], pending_done=[h for h, _ in rows])
+        return len(rows)
+
+    def start(self) -> None:
+        """Start integrating at fixed intervals on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop (queued entries stay queued for the next start)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.to_thread(self.integrate_pending)
+            except Exception:  # the batch stays queued and is retried at the next interval
+                _log.exception("anonymous batch failed; entries stay queued")
