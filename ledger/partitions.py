@@ -49,6 +49,7 @@ from ledger.admission import (
     parse_envelope,
     parse_payload,
 )
+from ledger.log import Log
 from ledger.note import NoteSigner
 from ledger.receipt import Receipt, sign_receipt
 from ledger.sequencer import Sequencer
@@ -219,6 +220,18 @@ class AnonymousRule:
     def begin(self, txn: WriteTxn) -> BatchCheck:
         """Tokens are spent at admission; nothing depends on the index."""
         return NoBatchState()
+
+
+def coarse_clock() -> float:
+    """Wall-clock time rounded down to the hour: the anonymous log keeps nothing finer."""
+    return float(int(time.time()) // HOUR * HOUR)
+
+
+def anonymous_sequencer(
+    log: Log, signer: NoteSigner, rule: AnonymousRule, *, batch_size: int = 4096
+) -> Sequencer:
+    """The anonymous log's sequencer: its checkpoints record only the hour they were made."""
+    return Sequencer(log, signer, batch_size=batch_size, rule=rule, clock=coarse_clock)
 
 
 @dataclass(frozen=True)

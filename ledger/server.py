@@ -19,7 +19,7 @@ from ledger.config import DEFAULT_TIER_QUORUM, ConfigError, LogConfig, ServerCon
 from ledger.keychain import vkey_raw
 from ledger.log import Log
 from ledger.note import Ed25519NoteSigner
-from ledger.partitions import HOUR, AnonymousQueue, AnonymousRule, AttestedRule
+from ledger.partitions import AnonymousQueue, AnonymousRule, AttestedRule, anonymous_sequencer
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 
@@ -132,11 +132,6 @@ def _host_evidence(
     return HostedLog(lc.name, lc.partition, log, signer, seq, rule, op_vkey), operator
 
 
-def _coarse_clock() -> float:
-    """The anonymous log keeps no time finer than the hour."""
-    return float(int(time.time()) // HOUR * HOUR)
-
-
 def _host_partition(
     store: Store, cfg: ServerConfig, lc: LogConfig, ev: HostedLog, interval_ms: int | None
 ) -> HostedLog:
@@ -150,7 +145,7 @@ def _host_partition(
         seq = Sequencer(log, signer, batch_size=cfg.batch_size, rule=rule)
     elif lc.partition == "anonymous":
         rule = AnonymousRule(store, log.id, lc.origin, ev.rule)
-        seq = Sequencer(log, signer, batch_size=cfg.batch_size, rule=rule, clock=_coarse_clock)
+        seq = anonymous_sequencer(log, signer, rule, batch_size=cfg.batch_size)
         interval = (interval_ms if interval_ms is not None else lc.interval_ms) / 1000
         queue = AnonymousQueue(seq, signer, interval=interval)
     else:
