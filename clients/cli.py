@@ -366,9 +366,11 @@ def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live in their own modules (imported here so `bledger --help` lists them)."""
+    from clients.verify_cmd import verify, verify_evidence
     from clients.witness_cmd import witness
 
-    main.add_command(witness)
+    for command in (witness, verify, verify_evidence):
+        main.add_command(command)
 
 
 _register_subcommands()

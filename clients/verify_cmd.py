@@ -1,0 +1,215 @@
+"""`bledger verify` (run an audit node) and `bledger verify-evidence` (check evidence offline).
+
+    bledger verify --data DIR                          first run: create DIR (config, node key)
+    bledger verify --data DIR --follow URL --log NAME  follow a log, pinning the keys it reports
+    bledger verify --data DIR --once                   one audit + gossip round (for cron)
+    bledger verify --data DIR [--poll S] [--host H --port P] [--peer URL ...]
+                                                       run: audit every S seconds, serve gossip
+    bledger verify-evidence FILE --log-vkey VKEY       check an evidence record offline
+
+`--once` exits 0 when every log verified, 1 when a log could not be reached, and 2 with an
+`ALARM` line per record when the node holds any evidence of misbehaviour. A running node starts a
+round at once on SIGUSR1.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from verifier.errors import VerifierError
+
+if TYPE_CHECKING:
+    from verifier.auditor import AuditNode
+
+EXIT_UNAVAILABLE = 1
+EXIT_ALARM = 2
+
+
+def _fail(e: VerifierError) -> click.ClickException:
+    return click.ClickException(e.diagnostic)
+
+
+@click.command("verify")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Data directory.")
+@click.option("--once", is_flag=True, help="Run one audit + gossip round and exit (for cron).")
+@click.option("--poll", type=float, help="Seconds between rounds (default: the config's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Gossip server address.")
+@click.option("--port", default=8090, show_default=True, type=int, help="Gossip server port.")
+@click.option("--peer", "peers", multiple=True, help="Another audit node's URL (repeatable).")
+@click.option("--follow", metavar="URL", help="Follow a log of the ledger server at URL.")
+@click.option("--log", "log_name", default="evidence", show_default=True, help="With --follow.")
+@click.option(
+    "--allow-key",
+    "allow_keys",
+    multiple=True,
+    metavar="VKEY",
+    help="With --follow: a key the log admits directly (its --allow-key), as a vkey.",
+)
+@click.option(
+    "--witness", "witnesses", multiple=True, metavar="URL", help="With --follow: push to it."
+)
+@click.option(
+    "--policy",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --follow: the witness policy file (C2SP tlog-policy).",
+)
+def verify(
+    data: Path,
+    once: bool,
+    poll: float | None,
+    host: str,
+    port: int,
+    peers: tuple[str, ...],
+    follow: str | None,
+    log_name: str,
+    allow_keys: tuple[str, ...],
+    witnesses: tuple[str, ...],
+    policy: Path | None,
+) -> None:
+    """Run an audit node over DATA: verify every checkpoint, tile and entry of the logs it
+    follows, cosign what it verified, push it to witnesses, and gossip with peers."""
+    from verifier.auditor import AuditNode, init_node_dir
+
+    fresh = not (data / "config.toml").exists()
+    try:
+        cfg = init_node_dir(data)
+    except VerifierError as e:
+        raise _fail(e) from e
+    if fresh:
+        click.echo(f"created {data}: node {cfg.name}")
+    click.echo(f"node vkey {(data / 'auditor.vkey').read_text().strip()}")
+    if follow is not None:
+        _follow(data, follow, log_name, allow_keys, witnesses, policy)
+        return
+    if not cfg.logs:
+        click.echo("no log followed yet: add one with --follow URL --log NAME", err=True)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        node = AuditNode.open(data)
+    except VerifierError as e:
+        raise _fail(e) from e
+    all_peers = [*cfg.peers, *peers]
+    if once:
+        sys.exit(_run_once(node, all_peers))
+    _serve(node, all_peers, poll if poll is not None else cfg.poll_seconds, host, port)
+
+
+def _follow(
+    data: Path,
+    url: str,
+    name: str,
+    allow_keys: tuple[str, ...],
+    witnesses: tuple[str, ...],
+    policy: Path | None,
+) -> None:
+    from dataclasses import replace
+
+    from verifier.auditor import follow_log, load_node_config, save_logs
+
+    try:
+        fl = follow_log(data, url, name)
+        fl = replace(
+            fl,
+            allowed_keys=tuple(dict.fromkeys((*fl.allowed_keys, *allow_keys))),
+            witnesses=tuple(dict.fromkeys((*fl.witnesses, *(w.rstrip("/") for w in witnesses)))),
+            witness_policy=policy.read_text() if policy is not None else fl.witness_policy,
+        )
+        fl.policy()  # refuse a bad policy before writing it
+        logs = [lg for lg in load_node_config(data).logs if lg.origin != fl.origin]
+        save_logs(data, [*logs, fl])
+    except VerifierError as e:
+        raise _fail(e) from e
+    click.echo(f"following {fl.name} at {fl.url}")
+    click.echo(f"  origin   {fl.origin}")
+    click.echo(f"  vkey     {fl.vkey}")
+    click.echo(f"  operator {fl.operator_vkey}")
+    for k in fl.allowed_keys:
+        click.echo(f"  allowed  {k}")
+    for w in fl.witnesses:
+        click.echo(f"  witness  {w}")
+    click.echo("compare these keys with what the log's operator publishes", err=True)
+
+
+def _run_once(node: AuditNode, peers: list[str]) -> int:
+    """One round; print a line per log and an ALARM line per evidence record; the exit code."""
+    from verifier.auditor import StepResult
+    from verifier.gossip import NodeLoop
+
+    loop = NodeLoop(node, peers, poll=0)
+    try:
+        report = loop.run_round()
+    finally:
+        loop.stop()
+        node.close()
+    unavailable = False
+    for origin, res in report.audits.items():
+        if isinstance(res, StepResult):
+            witnessed = "witnessed" if res.witnessed else "NOT witnessed"
+            click.echo(f"ok {origin} size {res.size} (+{res.new_entries} entries), {witnessed}")
+            for w in res.warnings:
+                click.echo(f"  warning: {w}", err=True)
+        else:
+            unavailable = True
+            click.echo(f"FAILED {origin}: {res.diagnostic}", err=True)
+    for problem in report.gossip:
+        click.echo(f"gossip: {problem}", err=True)
+    evidence = node.evidence()
+    for ev in evidence:
+        click.echo(f"ALARM {ev.origin}: {ev.kind}: {ev.reason}")
+    if evidence:
+        click.echo(f"ALARM: {len(evidence)} evidence record(s); see GET /evidence or the state db")
+        return EXIT_ALARM
+    return EXIT_UNAVAILABLE if unavailable else 0
+
+
+def _serve(node: AuditNode, peers: list[str], poll: float, host: str, port: int) -> None:
+    import uvicorn
+
+    from verifier.gossip import NodeLoop, create_gossip_app
+
+    loop = NodeLoop(node, peers, poll)
+    # SIGUSR1: start a round now (uvicorn handles only SIGINT and SIGTERM).
+    signal.signal(signal.SIGUSR1, lambda *_: loop.wake())
+    click.echo(f"node {node.cosigner.name} serving gossip on http://{host}:{port}", err=True)
+    try:
+        uvicorn.run(
+            create_gossip_app(node, loop),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        node.close()
+
+
+@click.command("verify-evidence")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--log-vkey", required=True, help="The log's verifier key (pinned out of band).")
+def verify_evidence(file: Path, log_vkey: str) -> None:
+    """Check an evidence record offline with the log's key; print what it proves."""
+    from verifier.gossip import verify_evidence as check
+
+    try:
+        click.echo(check(file.read_bytes(), log_vkey))
+    except VerifierError as e:
+        raise _fail(e) from e
+
+
+@click.group()
+def _main() -> None:
+    """Both commands, runnable as `python -m clients.verify_cmd` until wired into `bledger`."""
+
+
+_main.add_command(verify)
+_main.add_command(verify_evidence)
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,1109 @@
+"""The audit node: follow logs, verify every checkpoint, tile and entry, cosign, push to witnesses.
+
+An `AuditNode` lives in a data directory:
+
+    DATA/config.toml    the followed logs (URL, name, origin, pinned keys, witness policy,
+                        witness URLs) and the node's settings (see `NODE_TEMPLATE`)
+    DATA/keys/auditor.pem   the node's own Ed25519 key, created on first run; it cosigns
+                        (C2SP tlog-cosignature) every checkpoint the node verified
+    DATA/auditor.vkey   the node's cosignature verifier key, for others to pin
+    DATA/state.db       what the node verified and caught (`verifier.state`)
+
+Trust assumptions: the node trusts only what it pins in its config (the log's key, the
+operator's root key, the keys the log admits directly) and its own database. It never writes to
+a log's database; everything it knows about a log comes over HTTP and is verified before it is
+stored. A log that does not answer is retried with exponential back-off and never trusted; a log
+that answers something that does not add up produces an evidence record (`verifier.gossip`
+documents the format) and an alarm, and the node's verified head does not move.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+import httpx
+import tomli_w
+
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey
+from attest.errors import AttestError
+from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
+from attest.keys import public_key_from_bytes as _public_key
+from attest.predicates import KeyEvent
+from attest.statement import Statement, parse_statement
+from ledger import merkle
+from ledger.admission import verify_signers
+from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from ledger.cosignature import CosignatureSigner
+from ledger.keychain import KeyChain, KeyChainError, vkey_raw
+from ledger.note import (
+    Note,
+    NoteError,
+    NoteSignature,
+    NoteVerifier,
+    add_signatures,
+    encode_base64,
+    parse_note,
+    parse_vkey,
+)
+from ledger.tiles import (
+    ENTRIES_LEVEL,
+    TILE_WIDTH,
+    TileError,
+    TileId,
+    decode_bundle,
+    node_at_from_tiles,
+    split_hashes,
+    tile_path,
+    tile_width,
+    tiles_for_size,
+)
+from verifier.errors import VerifierError, WitnessConflict, WitnessError
+from verifier.gossip import (
+    Evidence,
+    EvidenceEntry,
+    EvidenceKind,
+    EvidenceNote,
+    EvidenceProof,
+    InvalidEntryContext,
+    SeenProof,
+    implied_old_root,
+)
+from verifier.policy import Policy
+from verifier.state import SeenCheckpoint, State, StateConflict, StoredKeyEvent, VerifiedHead
+from verifier.witness_client import add_checkpoint, verify_cosignatures
+
+log = logging.getLogger("bledger.verifier")
+
+CONFIG_NAME = "config.toml"
+KEY_PATH = "keys/auditor.pem"
+VKEY_NAME = "auditor.vkey"
+STATE_NAME = "state.db"
+
+NODE_TEMPLATE = """\
+# bledger audit node. Add a log with: bledger verify --data DIR --follow URL --log NAME
+[node]
+name = "{name}"              # key name of this node's cosignatures
+key = "{key}"
+poll_seconds = 60
+timeout_seconds = 10
+backoff_base_seconds = 5      # a log that fails is retried after 5, 10, 20, ... seconds
+backoff_max_seconds = 600
+peers = []                    # other audit nodes' gossip URLs, e.g. "http://10.0.0.2:8090"
+
+# [[logs]]
+# name = "evidence"
+# url = "http://127.0.0.1:8080"
+# origin = "..."
+# vkey = "..."                # the log's checkpoint key
+# operator_vkey = "..."       # the operator's root key: it registers lab keys
+# allowed_keys = []           # keys the log admits directly (its --allow-key), as vkeys
+# witness_policy = "quorum none\\n"   # C2SP tlog-policy; the log line is added if absent
+# witnesses = []              # witness submission prefixes to push checkpoints to
+"""
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class ConfigError(VerifierError):
+    """The node's data directory or config is unusable."""
+
+
+class LogUnavailable(VerifierError):
+    """A log did not answer, or answered something unsigned or unusable: retried, not trusted."""
+
+
+class LogMisbehaved(VerifierError):
+    """A log served something that contradicts what it signed; `evidence` was recorded."""
+
+    def __init__(self, evidence: Evidence) -> None:
+        super().__init__(f"ALARM {evidence.origin}: {evidence.kind}: {evidence.reason}")
+        self.evidence = evidence
+
+
+class EntryInvalid(VerifierError):
+    """A log entry does not re-validate; `stage` names the failed step of `validate_entry`."""
+
+    def __init__(self, index: int, stage: str, problem: str) -> None:
+        super().__init__(f"entry {index} fails {stage}: {problem}")
+        self.index, self.stage, self.problem = index, stage, problem
+
+
+class _TreeMismatch(Exception):
+    """Tiles or bundles do not add up to the signed root (internal: decides the evidence)."""
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FollowedLog:
+    """One log the node follows, with the keys it pins for it."""
+
+    name: str
+    url: str
+    origin: str
+    vkey: str
+    operator_vkey: str
+    allowed_keys: tuple[str, ...] = ()
+    witness_policy: str = "quorum none\n"
+    witnesses: tuple[str, ...] = ()
+
+    def verifier(self) -> NoteVerifier:
+        """The log's checkpoint verifier."""
+        return parse_vkey(self.vkey)
+
+    def policy(self) -> Policy:
+        """The witness policy, with a `log` line for this log added when it has none."""
+        text = self.witness_policy
+        if not any(line.split()[:1] == ["log"] for line in text.splitlines()):
+            text = f"log {self.vkey}\n{text}"
+        return Policy.parse(text if text.endswith("\n") else text + "\n")
+
+    def fixed_keys(self) -> tuple[list[bytes], list[bytes], list[TrustedKey]]:
+        """(root keys, allowed keys, their TrustedKeys) as the log's key chain starts with."""
+        roots = [vkey_raw(self.operator_vkey)]
+        allowed = [vkey_raw(v) for v in self.allowed_keys]
+        fixed = [TrustedKey(dsse_keyid(n, _public_key(r)), _public_key(r)) for n, r in roots]
+        fixed += [TrustedKey(dsse_keyid(n, _public_key(r)), _public_key(r)) for n, r in allowed]
+        return [r for _, r in roots], [r for _, r in allowed], fixed
+
+    def to_toml(self) -> dict[str, Any]:
+        """This log as a `[[logs]]` table."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "origin": self.origin,
+            "vkey": self.vkey,
+            "operator_vkey": self.operator_vkey,
+            "allowed_keys": list(self.allowed_keys),
+            "witness_policy": self.witness_policy,
+            "witnesses": list(self.witnesses),
+        }
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything an audit node needs, as read from DATA/config.toml."""
+
+    data: Path
+    name: str
+    key: Path
+    logs: tuple[FollowedLog, ...] = ()
+    peers: tuple[str, ...] = ()
+    poll_seconds: float = 60.0
+    timeout_seconds: float = 10.0
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 600.0
+
+
+def init_node_dir(data: Path) -> NodeConfig:
+    """Create DATA (config template, the node's key and DATA/auditor.vkey) or load it."""
+    path = data / CONFIG_NAME
+    if not path.exists():
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "keys").mkdir(exist_ok=True)
+        key = generate_private_key()
+        pub = key.public_key().public_bytes_raw()
+        name = f"bledger-auditor-{pub[:4].hex()}"
+        if not (data / KEY_PATH).exists():
+            write_key_pair(data / KEY_PATH, key)
+        # The config is written last: its presence means the directory is complete.
+        path.write_text(NODE_TEMPLATE.format(name=name, key=KEY_PATH))
+    cfg = load_node_config(data)
+    vkey = node_cosigner(cfg).vkey
+    if not (data / VKEY_NAME).exists():
+        (data / VKEY_NAME).write_text(vkey + "\n")
+    return cfg
+
+
+def load_node_config(data: Path) -> NodeConfig:
+    """Read DATA/config.toml (key paths are relative to DATA)."""
+    path = data / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text())
+        node = raw["node"]
+        logs = tuple(_followed(lc) for lc in raw.get("logs", []))
+        origins = [lg.origin for lg in logs]
+        if len(set(origins)) != len(origins):
+            raise ConfigError(f"{path}: two logs share an origin")
+        return NodeConfig(
+            data=data,
+            name=str(node["name"]),
+            key=data / str(node["key"]),
+            logs=logs,
+            peers=tuple(str(p) for p in node.get("peers", [])),
+            poll_seconds=float(node.get("poll_seconds", 60)),
+            timeout_seconds=float(node.get("timeout_seconds", 10)),
+            backoff_base_seconds=float(node.get("backoff_base_seconds", 5)),
+            backoff_max_seconds=float(node.get("backoff_max_seconds", 600)),
+        )
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path} does not exist; run `bledger verify --data {data}`") from e
+    except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def _followed(lc: dict[str, Any]) -> FollowedLog:
+    fl = FollowedLog(
+        name=str(lc["name"]),
+        url=str(lc["url"]).rstrip("/"),
+        origin=str(lc["origin"]),
+        vkey=str(lc["vkey"]),
+        operator_vkey=str(lc["operator_vkey"]),
+        allowed_keys=tuple(str(v) for v in lc.get("allowed_keys", [])),
+        witness_policy=str(lc.get("witness_policy", "quorum none\n")),
+        witnesses=tuple(str(w).rstrip("/") for w in lc.get("witnesses", [])),
+    )
+    try:
+        if fl.verifier().name != fl.origin:
+            raise ConfigError(f"log {fl.name}: vkey name is not the origin {fl.origin!r}")
+        fl.fixed_keys()
+        fl.policy()
+    except ConfigError:
+        raise
+    except (NoteError, ValueError, VerifierError) as e:
+        raise ConfigError(f"log {fl.name}: {getattr(e, 'diagnostic', e)}") from e
+    return fl
+
+
+def save_logs(data: Path, logs: Sequence[FollowedLog]) -> None:
+    """Rewrite the `[[logs]]` of DATA/config.toml, keeping the `[node]` table as it is."""
+    path = data / CONFIG_NAME
+    raw = tomllib.loads(path.read_text())
+    raw["logs"] = [lg.to_toml() for lg in logs]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(tomli_w.dumps(raw))
+    tmp.replace(path)  # atomic: a crash leaves the old config or the new one
+
+
+def follow_log(data: Path, url: str, name: str, *, timeout: float = 10.0) -> FollowedLog:
+    """Add (or refresh) log `name` of the server at `url`, pinning the keys it reports now.
+
+    Trust on first use: the keys are printed by the CLI so the operator can compare them with
+    what the log's operator publishes.
+    """
+    cfg = init_node_dir(data)
+    try:
+        r = httpx.get(url.rstrip("/") + "/logs", timeout=timeout)
+        r.raise_for_status()
+        info = next(_LogInfo.of(x) for x in r.json() if x.get("name") == name)
+    except (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ConfigError(f"cannot follow {url} log {name}: {e!r}") from e
+    except StopIteration as e:
+        raise ConfigError(f"{url} hosts no log named {name!r}") from e
+    old = next((lg for lg in cfg.logs if lg.origin == info.origin), None)
+    fl = FollowedLog(
+        name=info.name,
+        url=url.rstrip("/"),
+        origin=info.origin,
+        vkey=info.vkey,
+        operator_vkey=info.operator_vkey,
+        allowed_keys=old.allowed_keys if old else (),
+        witness_policy=old.witness_policy if old else "quorum none\n",
+        witnesses=old.witnesses if old else (),
+    )
+    if old is not None and (old.vkey, old.operator_vkey) != (fl.vkey, fl.operator_vkey):
+        raise ConfigError(f"log {info.origin} now reports different keys than pinned; refusing")
+    _followed(fl.to_toml())  # validate before writing
+    save_logs(data, [*(lg for lg in cfg.logs if lg.origin != fl.origin), fl])
+    return fl
+
+
+@dataclass(frozen=True)
+class _LogInfo:
+    """A log as `GET /logs` describes it (unverified: pinned on first use)."""
+
+    name: str
+    origin: str
+    vkey: str
+    operator_vkey: str
+
+    @classmethod
+    def of(cls, x: dict[str, Any]) -> _LogInfo:
+        """Read the fields the node pins (others are ignored)."""
+        return cls(str(x["name"]), str(x["origin"]), str(x["vkey"]), str(x["operator_vkey"]))
+
+
+def node_cosigner(cfg: NodeConfig) -> CosignatureSigner:
+    """The node's cosigning key."""
+    try:
+        return CosignatureSigner(cfg.name, load_private_key(cfg.key))
+    except AttestError as e:
+        raise ConfigError(e.diagnostic) from e
+
+
+# -- entry validation (pure) ------------------------------------------------------------------
+
+Verdict = Literal["consistent", "undecided", "misbehaviour"]
+"""What comparing a gossiped checkpoint with the node's view concluded."""
+
+RootAt = Callable[[int], bytes]
+"""The root of the log's tree at a size (for anti-backdating checks)."""
+
+
+def validate_entry(
+    index: int,
+    entry: bytes,
+    origin: str,
+    chain: KeyChain,
+    fixed: Sequence[TrustedKey],
+    root_at: RootAt | None,
+) -> tuple[Statement, frozenset[bytes]]:
+    """Re-validate log entry `index` as the log should have admitted it; update `chain`.
+
+    Plan (each step tagged; raises EntryInvalid naming the step):
+    1. the entry parses as a DSSE envelope whose canonical bytes are exactly the entry;
+    2. its payload is one of this project's in-toto statements (payload type, schema, JCS);
+    3. anti-backdating: the statement saw a checkpoint of this log, of size <= `index`, whose
+       root is the log's root at that size (`root_at`; skipped when None);
+    4. a signature verifies against a key the chain knows, a key event's own key, or `fixed`;
+    5. the key chain authorises the statement at `index` (and moves on, if it is a key event).
+
+    Pure. Returns the statement and the raw keys that signed.
+    """
+    try:
+        env = Envelope.from_json(entry)
+    except AttestError as e:
+        raise EntryInvalid(index, "envelope", e.diagnostic) from e
+    if env.canonical_bytes() != entry:  # (1)
+        raise EntryInvalid(index, "envelope", "entry is not the canonical bytes of its envelope")
+    if env.payload_type != IN_TOTO_PAYLOAD_TYPE:  # (2)
+        raise EntryInvalid(index, "statement", f"payloadType {env.payload_type!r}")
+    try:
+        stmt = parse_statement(env.payload)
+    except AttestError as e:
+        raise EntryInvalid(index, "statement", e.diagnostic) from e
+    seen = stmt.predicate.seen_checkpoint  # (3)
+    if seen.origin != origin:
+        raise EntryInvalid(index, "backdating", f"saw a checkpoint of {seen.origin!r}")
+    if seen.size > index:
+        raise EntryInvalid(index, "backdating", f"saw size {seen.size}, beyond its own index")
+    if root_at is not None and root_at(seen.size).hex() != seen.root:
+        raise EntryInvalid(
+            index, "backdating", f"saw root {seen.root} at size {seen.size}, the log's differs"
+        )
+    try:
+        keys = verify_signers(env, stmt, chain, fixed)  # (4)
+    except AttestError as e:
+        raise EntryInvalid(index, "signature", e.diagnostic) from e
+    signers = frozenset(k.raw() for k in keys)
+    try:
+        chain.apply(index, stmt, signers)  # (5)
+    except KeyChainError as e:
+        raise EntryInvalid(index, "key-chain", e.diagnostic) from e
+    return stmt, signers
+
+
+def replay_chain(
+    roots: Sequence[bytes], allowed: Sequence[bytes], events: Sequence[StoredKeyEvent]
+) -> KeyChain:
+    """The key chain after the verified key events `events` (in index order)."""
+    chain = KeyChain(roots, allowed)
+    for ev in events:
+        try:
+            stmt = parse_statement(Envelope.from_json(ev.entry).payload)
+            chain.apply(ev.index, stmt, ev.signers)
+        except (AttestError, KeyChainError) as e:
+            raise ConfigError(f"stored key event {ev.index} does not replay: {e}") from e
+    return chain
+
+
+# -- the tree as tiles ------------------------------------------------------------------------
+
+
+class TreeTiles:
+    """Hash tiles of one tree: freshly fetched ones over the node's stored (verified) ones."""
+
+    def __init__(self, stored: Callable[[TileId], bytes | None]) -> None:
+        self._stored = stored
+        self._cache: dict[TileId, bytes | None] = {}
+        self.fetched: dict[TileId, bytes] = {}
+        self._roots: dict[int, bytes] = {}
+
+    def stored(self, tile: TileId) -> bytes | None:
+        """The node's stored tile (read once per TreeTiles: it changes only between steps)."""
+        if tile not in self._cache:
+            self._cache[tile] = self._stored(tile)
+        return self._cache[tile]
+
+    def read(self, tile: TileId) -> bytes:
+        """The tile: fetched if it was, else stored, else b""."""
+        data = self.fetched.get(tile)
+        if data is None:
+            data = self.stored(tile) or b""
+        return data
+
+    def node_at(self, level: int, index: int) -> bytes:
+        """A `merkle.NodeHashFn` over these tiles."""
+        return node_at_from_tiles(self.read)(level, index)
+
+    def root(self, size: int) -> bytes:
+        """The Merkle root of the first `size` leaves (memoised)."""
+        if size not in self._roots:
+            self._roots[size] = merkle.subtree_hash(0, size, self.node_at)
+        return self._roots[size]
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        """An RFC 9162 consistency proof between two sizes (empty from size 0)."""
+        return [] if first == 0 else merkle.consistency_proof(first, second, self.node_at)
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        """An RFC 9162 inclusion proof of leaf `index` in the tree of `size`."""
+        return merkle.inclusion_proof(index, size, self.node_at)
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at `index`."""
+        return self.node_at(0, index)
+
+
+# -- the node ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    """What one `step` did for one log."""
+
+    origin: str
+    size: int
+    new_entries: int = 0
+    witnessed: bool = False
+    cosigners: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Followed:
+    """A followed log at run time: its config, HTTP client and key chain."""
+
+    cfg: FollowedLog
+    http: httpx.Client
+    verifier: NoteVerifier
+    policy: Policy
+    roots: list[bytes]
+    allowed: list[bytes]
+    fixed: list[TrustedKey]
+    chain: KeyChain
+
+
+class AuditNode:
+    """An audit node following the logs of its config; see the module docstring.
+
+    Thread-safe for one thread calling `step` / `audit_round` and any number calling
+    `check_checkpoint` and the read methods (each state access is its own transaction).
+    """
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        state: State,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.cfg, self.state, self.clock = cfg, state, clock
+        self.cosigner = node_cosigner(cfg)
+        self._transport = transport
+        self.logs: dict[str, _Followed] = {}
+        for lc in cfg.logs:
+            self.logs[lc.origin] = self._open(lc)
+
+    @classmethod
+    def open(
+        cls,
+        data: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> AuditNode:
+        """The node of DATA (creating DATA on first run)."""
+        cfg = init_node_dir(data)
+        return cls(cfg, State(data / STATE_NAME), clock=clock, transport=transport)
+
+    def _open(self, lc: FollowedLog) -> _Followed:
+        http = httpx.Client(
+            base_url=lc.url, timeout=self.cfg.timeout_seconds, transport=self._transport
+        )
+        roots, allowed, fixed = lc.fixed_keys()
+        chain = replay_chain(roots, allowed, self.state.key_events(lc.origin))
+        return _Followed(
+            lc,
+            http,
+            lc.verifier(),
+            lc.policy(),
+            roots,
+            allowed,
+            fixed,
+            chain,
+        )
+
+    def close(self) -> None:
+        """Close every HTTP client."""
+        for f in self.logs.values():
+            f.http.close()
+
+    @property
+    def vkey(self) -> str:
+        """The node's cosignature verifier key."""
+        return self.cosigner.vkey
+
+    def followed(self, origin: str) -> FollowedLog:
+        """The config of the followed log with this origin (KeyError if none)."""
+        return self.logs[origin].cfg
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def audit_round(self, *, force: bool = False) -> dict[str, StepResult | VerifierError]:
+        """`step` every followed log whose back-off allows it (all of them when `force`)."""
+        out: dict[str, StepResult | VerifierError] = {}
+        for origin in self.logs:
+            failure = self.state.failure(origin)
+            if not force and failure is not None and failure.retry_after > self.clock():
+                out[origin] = LogUnavailable(
+                    f"{origin}: backing off after {failure.count} failure(s): {failure.error}"
+                )
+                continue
+            try:
+                out[origin] = self.step(origin)
+            except VerifierError as e:
+                out[origin] = e
+        return out
+
+    def step(self, origin: str) -> StepResult:
+        """Fetch, verify and persist the log's latest checkpoint; then cosign and push it.
+
+        Plan (each step tagged in `_step`):
+        1. fetch the checkpoint (LogUnavailable, with back-off, when the log does not answer);
+        2. verify the log's signature and origin (LogUnavailable: an unsigned answer proves
+           nothing about the log);
+        3. compare with the last verified checkpoint: a smaller size (rollback) or a different
+           root at the same size is misbehaviour;
+        4. fetch and verify the consistency proof from the last verified size;
+        5. fetch the new tiles (those the node does not hold at their width) and recompute the
+           root from the tiles; on a mismatch refetch every tile before concluding;
+        6. recompute the old root from the new tiles (consistency, independently of step 4);
+        7. fetch the new entry bundles and hash every entry against its level-0 tile;
+        8. re-validate every new entry in index order (`validate_entry`);
+        9. persist head, tiles and key events atomically (compare-and-swap), cosigned by the node;
+        10. push the checkpoint to the configured witnesses and check the witness policy.
+
+        Steps 3-8 raise LogMisbehaved after recording evidence; the head does not move.
+        """
+        f = self.logs[origin]
+        try:
+            result = self._step(f)
+        except LogUnavailable as e:
+            self._fail(origin, e.diagnostic)
+            raise
+        self.state.clear_failure(origin)
+        return result
+
+    def _fail(self, origin: str, error: str) -> None:
+        prev = self.state.failure(origin)
+        count = 1 if prev is None else prev.count + 1
+        delay = min(self.cfg.backoff_base_seconds * 2 ** (count - 1), self.cfg.backoff_max_seconds)
+        self.state.record_failure(origin, count, self.clock() + delay, error)
+        log.warning(
+            "%s unavailable (%d in a row, retry in %.0f s): %s", origin, count, delay, error
+        )
+
+    def _step(self, f: _Followed) -> StepResult:
+        origin = f.cfg.origin
+        head = self.state.head(origin)
+        note = self._get(f, f"/logs/{f.cfg.name}/checkpoint").content  # (1)
+        try:
+            cp, _ = open_checkpoint(note, f.verifier, origin)  # (2)
+        except CheckpointError as e:
+            raise LogUnavailable(f"{origin}: checkpoint does not verify: {e.diagnostic}") from e
+        seen = EvidenceNote.of(note.decode(), f"{f.cfg.url} GET checkpoint", self._now())
+        old_size = 0 if head is None else head.size
+        old_root = merkle.EMPTY_ROOT if head is None else head.root
+        stored = TreeTiles(lambda t: self.state.tile(origin, t))
+        if head is not None and cp.size < head.size:  # (3)
+            self._refuse_rollback(f, head, cp, seen, stored)
+        if head is not None and cp.size == head.size:
+            if cp.root_hash != head.root:
+                self._misbehaved(self._split_view(f, head, seen))
+            return self._finish(f, head, 0)
+        proof_problem = self._check_proof(f, old_size, old_root, cp)  # (4)
+        tree = self._fetch_tree(f, cp, seen)  # (5)
+        if tree.root(old_size) != old_root:  # (6)
+            ours = self._head_note(f, head)
+            self._misbehaved(self._inconsistent(f, ours, seen, tree, old_size, cp.size))
+        if proof_problem is not None:
+            self._misbehaved(self._observation(f, "bad-proof", seen, proof_problem))
+        chain = f.chain.copy()
+        events = self._check_entries(f, cp, seen, tree, old_size, chain)  # (7), (8)
+        now = self._now()
+        signed = add_signatures(note, [self.cosigner.at(now)])
+        new = VerifiedHead(cp.size, cp.root_hash, signed, now)
+        expect = None if head is None else (head.size, head.root)
+        try:
+            self.state.advance(origin, expect, new, tree.fetched, events)  # (9)
+        except StateConflict:
+            f.chain = replay_chain(f.roots, f.allowed, self.state.key_events(origin))
+            raise
+        # Crash here: the head is stored and cosigned; witnesses get it on the next step.
+        chain.size = cp.size
+        f.chain = chain
+        log.info("%s verified at size %d (+%d entries)", origin, cp.size, cp.size - old_size)
+        self.recheck_seen(origin)
+        return self._finish(f, new, cp.size - old_size)  # (10)
+
+    def _get(self, f: _Followed, path: str) -> httpx.Response:
+        try:
+            r = f.http.get(path)
+        except httpx.HTTPError as e:
+            raise LogUnavailable(f"{f.cfg.origin}: GET {path}: {e!r}") from e
+        if r.status_code != 200:
+            raise LogUnavailable(f"{f.cfg.origin}: GET {path}: HTTP {r.status_code}")
+        return r
+
+    # -- (3)-(6): the tree ----------------------------------------------------------------------
+
+    def _refuse_rollback(
+        self,
+        f: _Followed,
+        head: VerifiedHead,
+        cp: Checkpoint,
+        seen: EvidenceNote,
+        stored: TreeTiles,
+    ) -> NoReturn:
+        """The log went back to a smaller tree: inconsistent if its root is not our prefix."""
+        ours = self._head_note(f, head)
+        if stored.root(cp.size) != cp.root_hash:
+            self._misbehaved(self._inconsistent(f, seen, ours, stored, cp.size, head.size))
+        reason = f"the log served size {cp.size} after the node verified size {head.size}"
+        self._misbehaved(self._evidence(f, "rollback", (ours, seen), reason))
+
+    def _check_proof(
+        self, f: _Followed, old_size: int, old_root: bytes, cp: Checkpoint
+    ) -> str | None:
+        """Fetch and verify the consistency proof; return what is wrong with it, or None."""
+        if old_size == 0:
+            return None
+        path = f"/logs/{f.cfg.name}/proof/consistency?first={old_size}&second={cp.size}"
+        try:
+            body = self._get(f, path).json()
+            hashes = [base64.b64decode(h, validate=True) for h in body["consistency_proof"]]
+            merkle.verify_consistency(old_size, cp.size, hashes, old_root, cp.root_hash)
+        except (ValueError, KeyError, TypeError) as e:
+            return f"consistency proof {old_size} -> {cp.size} is malformed: {e}"
+        except merkle.ProofError as e:
+            return f"consistency proof {old_size} -> {cp.size} fails: {e.diagnostic}"
+        return None
+
+    def _fetch_tree(self, f: _Followed, cp: Checkpoint, seen: EvidenceNote) -> TreeTiles:
+        """(5): the tiles of the new tree, verified against its root; misbehaviour if they fail."""
+        origin = f.cfg.origin
+        tree = TreeTiles(lambda t: self.state.tile(origin, t))
+        try:
+            self._load_tiles(f, tree, cp, refetch=False)
+            return tree
+        except _TreeMismatch as first:
+            log.warning("%s: %s; refetching every tile", origin, first)
+        # The node's stored tiles may be what disagrees (a forked history): start afresh.
+        fresh = TreeTiles(lambda t: None)
+        try:
+            self._load_tiles(f, fresh, cp, refetch=True)
+        except _TreeMismatch as e:
+            self._misbehaved(self._observation(f, "bad-data", seen, str(e)))
+        return fresh
+
+    def _load_tiles(self, f: _Followed, tree: TreeTiles, cp: Checkpoint, *, refetch: bool) -> None:
+        """Fetch the tiles `tree` lacks at their width, check full ones and the root."""
+        for tid, width in tiles_for_size(cp.size):
+            have = None if refetch else tree.stored(tid)
+            if have is not None and len(have) == width * merkle.HASH_SIZE:
+                continue
+            data = self._get(f, f"/logs/{f.cfg.name}/{tile_path(tid, width)}").content
+            if len(data) != width * merkle.HASH_SIZE:
+                raise _TreeMismatch(f"tile {tid.level}/{tid.index} has {len(data)} bytes")
+            tree.fetched[tid] = data
+        for tid, data in tree.fetched.items():
+            if len(data) == TILE_WIDTH * merkle.HASH_SIZE:
+                parent = tree.read(TileId(tid.level + 1, tid.index // TILE_WIDTH))
+                off = (tid.index % TILE_WIDTH) * merkle.HASH_SIZE
+                if merkle.root_hash(split_hashes(data)) != parent[off : off + merkle.HASH_SIZE]:
+                    raise _TreeMismatch(f"tile {tid.level}/{tid.index} does not hash to its parent")
+        try:
+            root = tree.root(cp.size)
+        except TileError as e:
+            raise _TreeMismatch(e.diagnostic) from e
+        if root != cp.root_hash:
+            raise _TreeMismatch(
+                f"tiles give root {root.hex()}, the checkpoint says {cp.root_hash.hex()}"
+            )
+
+    # -- (7)-(8): the entries -----------------------------------------------------------------
+
+    def _check_entries(
+        self,
+        f: _Followed,
+        cp: Checkpoint,
+        seen: EvidenceNote,
+        tree: TreeTiles,
+        old_size: int,
+        chain: KeyChain,
+    ) -> list[StoredKeyEvent]:
+        """Hash and re-validate entries [old_size, cp.size) in order; return the key events."""
+        events: list[StoredKeyEvent] = []
+        for n in range(old_size // TILE_WIDTH, -(-cp.size // TILE_WIDTH)):
+            width = tile_width(0, n, cp.size)
+            entries = self._bundle(f, n, width, seen)
+            leaves = split_hashes(tree.read(TileId(0, n)))[:width]
+            for i, entry in enumerate(entries):
+                index = n * TILE_WIDTH + i
+                if merkle.leaf_hash(entry) != leaves[i]:  # (7)
+                    self._misbehaved(self._entry_mismatch(f, seen, tree, cp.size, index, entry))
+                if index < old_size:
+                    continue
+                try:  # (8)
+                    stmt, signers = validate_entry(
+                        index, entry, f.cfg.origin, chain, f.fixed, tree.root
+                    )
+                except EntryInvalid as e:
+                    self._misbehaved(self._invalid_entry(f, seen, tree, cp.size, e, entry, events))
+                if isinstance(stmt.predicate, KeyEvent):
+                    events.append(StoredKeyEvent(index, entry, signers))
+        return events
+
+    def _bundle(self, f: _Followed, n: int, width: int, seen: EvidenceNote) -> list[bytes]:
+        path = f"/logs/{f.cfg.name}/{tile_path(TileId(ENTRIES_LEVEL, n), width)}"
+        try:
+            entries = decode_bundle(self._get(f, path).content)
+        except TileError as e:  # the bundle does not even decode
+            self._misbehaved(self._observation(f, "bad-data", seen, f"bundle {n}: {e.diagnostic}"))
+        if len(entries) != width:
+            problem = f"entry bundle {n} has {len(entries)} entries, want {width}"
+            self._misbehaved(self._observation(f, "bad-data", seen, problem))
+        return entries
+
+    # -- (10): cosign and push ----------------------------------------------------------------
+
+    def _finish(self, f: _Followed, head: VerifiedHead, new_entries: int) -> StepResult:
+        """Make sure the head carries the node's cosignature, push it to witnesses, check policy."""
+        result = StepResult(f.cfg.origin, head.size, new_entries)
+        note = head.note
+        if not self._has_own_cosignature(note):
+            note = add_signatures(note, [self.cosigner.at(self._now())])
+        for url in f.cfg.witnesses:
+            try:
+                note = self._push(f, url, head, note)
+            except WitnessError as e:
+                result.warnings.append(f"witness {url}: {e.diagnostic}")
+                log.warning("%s: witness %s: %s", f.cfg.origin, url, e.diagnostic)
+        if note != head.note:
+            # StateConflict: another process moved the head on; its note is newer than ours.
+            with contextlib.suppress(StateConflict):
+                self.state.set_note(f.cfg.origin, head.size, head.root, note)
+        try:
+            f.policy.check(note)
+            result.witnessed = True
+        except VerifierError as e:
+            result.warnings.append(f"witness policy: {e.diagnostic}")
+        result.cosigners = [s.name for s in parse_note(note).signatures]
+        return result
+
+    def _has_own_cosignature(self, note: bytes) -> bool:
+        return any(
+            (s.name, s.key_id) == (self.cosigner.name, self.cosigner.key_id)
+            for s in parse_note(note).signatures
+        )
+
+    def _push(self, f: _Followed, url: str, head: VerifiedHead, note: bytes) -> bytes:
+        """Push `note` to one witness; return it with the witness's cosignatures added.
+
+        The old size is the one the witness last cosigned for us (0 at first); on 409 the push
+        is retried once from the size the witness reports, with a fresh consistency proof from
+        the node's tiles. A witness already at this size is not asked again.
+        """
+        origin = f.cfg.origin
+        old = self.state.witness_size(origin, url)
+        if old == head.size:
+            # Crash window: a crash after set_witness_size below and before the note is stored
+            # loses this witness's cosignature for this size only; the next size brings it back.
+            return note
+        try:
+            sigs = self._add_checkpoint(f, url, old, head, note)
+        except WitnessConflict as e:
+            if e.size > head.size:
+                raise WitnessError(f"the witness is ahead of us, at size {e.size}") from e
+            try:
+                sigs = self._add_checkpoint(f, url, e.size, head, note)
+            except WitnessConflict as again:
+                if again.size == head.size:
+                    log.warning("%s: witness %s holds another root at size %d", origin, url, e.size)
+                    raise WitnessError(
+                        f"the witness holds a different root at size {head.size}: a split view?"
+                    ) from again
+                raise
+        self.state.set_witness_size(origin, url, head.size)
+        return _with_signatures(note, self._verified_cosignatures(f, url, note, sigs))
+
+    def _verified_cosignatures(
+        self, f: _Followed, url: str, note: bytes, sigs: Sequence[NoteSignature]
+    ) -> list[NoteSignature]:
+        """The cosignatures in a witness's answer by witnesses of the policy that verify; the
+        protocol has clients ignore unknown keys (a witness outside the policy adds nothing)."""
+        names = {(s.name, s.key_id) for s in sigs}
+        kept: list[NoteSignature] = []
+        for w in f.policy.witnesses.values():
+            if (w.verifier.name, w.verifier.key_id) in names:
+                kept += verify_cosignatures(note, sigs, w.verifier)
+        if not kept:
+            raise WitnessError(f"{url} answered with no cosignature by a witness of the policy")
+        return kept
+
+    def _add_checkpoint(
+        self, f: _Followed, url: str, old: int, head: VerifiedHead, note: bytes
+    ) -> list[NoteSignature]:
+        tree = TreeTiles(lambda t: self.state.tile(f.cfg.origin, t))
+        return add_checkpoint(f.http, url, old, tree.consistency(old, head.size), note)
+
+    # -- gossip -------------------------------------------------------------------------------
+
+    def latest(self, origin: str) -> VerifiedHead | None:
+        """The latest verified head of `origin`."""
+        return self.state.head(origin)
+
+    def check_checkpoint(
+        self, origin: str, note: bytes, source: str
+    ) -> tuple[Verdict, Evidence | None]:
+        """Check a checkpoint someone showed us against the node's verified view.
+
+        Plan:
+        1. verify the log's signature (VerifierError: an unsigned note proves nothing);
+        2. remember it as the latest seen from `source`;
+        3. same size as ours: a different root is a split view;
+        4. smaller than ours: its root must be our tree's root at that size (from our tiles);
+        5. larger than ours: the log's consistency proof from our size must reproduce both roots;
+           a proof that reproduces its root from another root at our size proves a fork. If the
+           log cannot serve a proof (it does not have that tree), the verdict is "undecided"
+           until the node verifies that far (`recheck_seen`).
+
+        Returns the verdict and the evidence recorded (for "misbehaviour"). It does not raise
+        LogMisbehaved: gossip is not the log's answer to us.
+        """
+        f = self.logs[origin]
+        try:
+            cp, _ = open_checkpoint(note, f.verifier, origin)  # (1)
+        except CheckpointError as e:
+            raise VerifierError(f"gossiped checkpoint does not verify: {e.diagnostic}") from e
+        now = self._now()
+        self.state.record_seen(origin, SeenCheckpoint(source, cp.size, cp.root_hash, note, now))
+        theirs = EvidenceNote.of(note.decode(), source, now)  # (2)
+        verdict, ev = self._compare(f, theirs, cp)
+        if ev is not None:
+            self._record(ev)
+        return verdict, ev
+
+    def _compare(
+        self, f: _Followed, theirs: EvidenceNote, cp: Checkpoint
+    ) -> tuple[Verdict, Evidence | None]:
+        head = self.state.head(f.cfg.origin)
+        if head is None:
+            return "undecided", None
+        ours = self._head_note(f, head)
+        if cp.size == head.size:  # (3)
+            if cp.root_hash == head.root:
+                return "consistent", None
+            return "misbehaviour", self._split_view(f, head, theirs)
+        if cp.size < head.size:  # (4)
+            tree = TreeTiles(lambda t: self.state.tile(f.cfg.origin, t))
+            if tree.root(cp.size) == cp.root_hash:
+                return "consistent", None
+            return "misbehaviour", self._inconsistent(f, theirs, ours, tree, cp.size, head.size)
+        if head.size == 0:  # (5)
+            return "consistent", None
+        path = f"/logs/{f.cfg.name}/proof/consistency?first={head.size}&second={cp.size}"
+        try:
+            body = self._get(f, path).json()
+            hashes = [base64.b64decode(h, validate=True) for h in body["consistency_proof"]]
+            merkle.verify_consistency(head.size, cp.size, hashes, head.root, cp.root_hash)
+            return "consistent", None
+        except (LogUnavailable, ValueError, KeyError, TypeError):
+            return "undecided", None
+        except merkle.ProofError:
+            pass
+        try:
+            implied = implied_old_root(head.size, cp.size, hashes, cp.root_hash)
+        except merkle.ProofError:
+            implied = None  # the proof does not even reproduce their root: proves nothing
+        if implied is None or implied == head.root:
+            return "undecided", None
+        proof = EvidenceProof.of(head.size, cp.size, implied, hashes)
+        return "misbehaviour", self._make_inconsistent(f, ours, theirs, proof)
+
+    def recheck_seen(self, origin: str) -> list[Evidence]:
+        """Re-check the checkpoints peers showed against the current verified view (local)."""
+        f = self.logs[origin]
+        head = self.state.head(origin)
+        found = []
+        for s in self.state.seen(origin):
+            if head is None or s.size > head.size:
+                continue
+            cp = Checkpoint(origin, s.size, s.root)
+            _, ev = self._compare(f, EvidenceNote.of(s.note.decode(), s.source, s.seen_at), cp)
+            if ev is not None:
+                self._record(ev)
+                found.append(ev)
+        return found
+
+    def import_evidence(self, body: str, source: str) -> Evidence | None:
+        """Store a peer's evidence if it proves misbehaviour offline of a log we follow."""
+        from verifier.gossip import PROVABLE_KINDS, verify_evidence
+
+        ev = Evidence.from_json(body)
+        if ev.origin not in self.logs or ev.kind not in PROVABLE_KINDS:
+            return None
+        verify_evidence(body, self.logs[ev.origin].cfg.vkey)
+        imported = ev.relayed(source)
+        self._record(imported)
+        return imported
+
+    def evidence(self) -> list[Evidence]:
+        """Every evidence record this node holds."""
+        return [Evidence.from_json(r.body) for r in self.state.evidence()]
+
+    # -- evidence -----------------------------------------------------------------------------
+
+    def _head_note(self, f: _Followed, head: VerifiedHead | None) -> EvidenceNote:
+        if head is None:
+            raise VerifierError(f"{f.cfg.origin}: no verified head")
+        return EvidenceNote.of(head.note.decode(), f"{f.cfg.url} (verified)", head.verified_at)
+
+    def _evidence(
+        self,
+        f: _Followed,
+        kind: EvidenceKind,
+        notes: Sequence[EvidenceNote],
+        reason: str,
+        **extra: Any,
+    ) -> Evidence:
+        return Evidence(
+            kind=kind,
+            origin=f.cfg.origin,
+            log_vkey=f.cfg.vkey,
+            checkpoints=tuple(notes),
+            reason=reason,
+            observer=self.vkey,
+            created_at=self._now(),
+            **extra,
+        )
+
+    def _split_view(self, f: _Followed, head: VerifiedHead, theirs: EvidenceNote) -> Evidence:
+        reason = f"two different roots for size {head.size}"
+        return self._evidence(f, "split-view", (self._head_note(f, head), theirs), reason)
+
+    def _inconsistent(
+        self,
+        f: _Followed,
+        smaller: EvidenceNote,
+        larger: EvidenceNote,
+        tree: TreeTiles,
+        first: int,
+        second: int,
+    ) -> Evidence:
+        """Evidence that the tree of `second` leaves (whose tiles are `tree`) does not extend the
+        checkpoint of `first` leaves, with a proof from `tree` that reproduces the larger root."""
+        proof = EvidenceProof.of(first, second, tree.root(first), tree.consistency(first, second))
+        return self._make_inconsistent(f, smaller, larger, proof)
+
+    def _make_inconsistent(
+        self, f: _Followed, smaller: EvidenceNote, larger: EvidenceNote, proof: EvidenceProof
+    ) -> Evidence:
+        reason = (
+            f"the tree of size {proof.second} does not extend the checkpoint of size {proof.first}"
+        )
+        return self._evidence(f, "inconsistent", (smaller, larger), reason, consistency_proof=proof)
+
+    def _observation(
+        self, f: _Followed, kind: EvidenceKind, seen: EvidenceNote, reason: str
+    ) -> Evidence:
+        return self._evidence(f, kind, (seen,), reason)
+
+    def _entry_mismatch(
+        self,
+        f: _Followed,
+        seen: EvidenceNote,
+        tree: TreeTiles,
+        size: int,
+        index: int,
+        entry: bytes,
+    ) -> Evidence:
+        committed = EvidenceEntry.of(index, entry, tree.leaf(index), tree.inclusion(index, size))
+        reason = f"entry {index} as served does not hash to the leaf the checkpoint commits to"
+        return self._evidence(f, "entry-mismatch", (seen,), reason, entry=committed)
+
+    def _invalid_entry(
+        self,
+        f: _Followed,
+        seen: EvidenceNote,
+        tree: TreeTiles,
+        size: int,
+        err: EntryInvalid,
+        entry: bytes,
+        batch_events: Sequence[StoredKeyEvent],
+    ) -> Evidence:
+        def included(index: int, data: bytes) -> EvidenceEntry:
+            return EvidenceEntry.of(index, data, tree.leaf(index), tree.inclusion(index, size))
+
+        events = [*self.state.key_events(f.cfg.origin), *batch_events]
+        seen_proof: SeenProof | None = None
+        try:
+            env = Envelope.from_json(entry)
+            ref = parse_statement(env.payload).predicate.seen_checkpoint
+        except AttestError:
+            ref = None  # it failed before the seen checkpoint mattered
+        if ref is not None and 0 < ref.size < size:
+            seen_proof = SeenProof(
+                size=ref.size,
+                old_root=encode_base64(tree.root(ref.size)),
+                hashes=tuple(encode_base64(h) for h in tree.consistency(ref.size, size)),
+            )
+        context = InvalidEntryContext(
+            stage=err.stage,
+            operator_vkey=f.cfg.operator_vkey,
+            allowed_keys=f.cfg.allowed_keys,
+            key_events=tuple(included(e.index, e.entry) for e in events if e.index < err.index),
+            seen_proof=seen_proof,
+        )
+        return self._evidence(
+            f,
+            "invalid-entry",
+            (seen,),
+            err.diagnostic,
+            entry=included(err.index, entry),
+            context=context,
+        )
+
+    def _record(self, ev: Evidence) -> bool:
+        new = self.state.add_evidence(ev.origin, ev.kind, ev.digest(), ev.to_json(), self._now())
+        if new:
+            log.error("ALARM %s: %s: %s", ev.origin, ev.kind, ev.reason)
+        return new
+
+    def _misbehaved(self, ev: Evidence) -> NoReturn:
+        """Record `ev` and raise LogMisbehaved."""
+        self._record(ev)
+        raise LogMisbehaved(ev)
+
+
+def _with_signatures(note: bytes, sigs: Sequence[NoteSignature]) -> bytes:
+    """`note` with the signature lines `sigs` appended (replacing lines of the same key)."""
+    parsed = parse_note(note)
+    new = {(s.name, s.key_id) for s in sigs}
+    kept = tuple(s for s in parsed.signatures if (s.name, s.key_id) not in new)
+    return Note(parsed.text, kept + tuple(sigs)).to_bytes()
