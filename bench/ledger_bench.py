@@ -17,8 +17,10 @@ Sections (pick with ``--only``):
 * ``proofs``: `Log.inclusion_proof` at 1,000,000 entries in-process: with no tile cache, with a
   cold cache (first pass of a new `Store`), warm (second pass), and through the sequencer's own
   `Log`. Target p50 <= 1 ms.
-* ``peer``: pymerkle (``InmemoryTree``, ``SqliteTree``) on the same entries: appends, and
-  inclusion proofs at the same tree size; its root and proofs are checked against ours.
+* ``peer``: pymerkle (``InmemoryTree``, ``SqliteTree``) on the same entries, measured inside
+  ``integrate`` (SqliteTree appends right after our SQLite FULL run of the same batch size) and
+  ``proofs`` (proof passes alternating with ours), so that both see the same machine load; its
+  roots and inclusion paths are checked against ours. Leave ``peer`` out to skip pymerkle.
 
 Numbers are medians over ``--reps`` repetitions where a section repeats, with the range shown.
 The ratio column is ours / pymerkle's for the same metric: above 1 is better for a rate, below 1
@@ -241,66 +243,61 @@ def backend_config(backend: str, sync: str, batch: int) -> str:
     return f"batch={batch}"
 
 
-def bench_integrate(args: argparse.Namespace, report: Report, tmp: Path, pg_ok: bool) -> None:
-    """Section 1: `Sequencer.integrate` throughput per backend and batch size."""
+BATCHES = (256, 4096)
+PEER_SQLITE = "journal=DELETE, synchronous=FULL"  # pymerkle.SqliteTree's defaults
+
+
+def peer_sqlite_append(tmp: Path, batch: int, total: int, budget: float) -> tuple[int, float]:
+    """pymerkle's SqliteTree (its defaults: one transaction per `append_entries` call) fed the
+    same entries in the same batches, under the same budget as `integrate_run`."""
+    d = Path(tempfile.mkdtemp(prefix="pymerkle-append-", dir=tmp))
+    with pymerkle.SqliteTree(str(d / "tree.db")) as tree:
+        return append_timed(tree, batch, budget, total)
+
+
+def bench_integrate(
+    args: argparse.Namespace, report: Report, tmp: Path, pg_ok: bool, with_peer: bool
+) -> None:
+    """Section 1: `Sequencer.integrate` throughput per backend and batch size.
+
+    Each repetition runs every configuration once, with pymerkle's SqliteTree right after our
+    SQLite FULL run of the same batch size, so that both see the same machine load.
+    """
     signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
-    for backend, sync in integrate_configs(pg_ok):
-        for batch in (256, 4096):
-            rates, counts = [], []
-            for _ in range(args.reps):
+    ours: dict[tuple[str, str, int], list[tuple[int, float]]] = {}
+    peer: dict[int, list[tuple[int, float]]] = {}
+    for rep in range(args.reps):
+        for batch in BATCHES:
+            for backend, sync in integrate_configs(pg_ok):
                 with database(backend, args.pg, tmp) as url:
-                    done, secs = integrate_run(
-                        url, sync, batch, args.entries, args.max_seconds, signer
-                    )
-                rates.append(done / secs)
-                counts.append(done)
-            rate = statistics.median(rates)
-            if min(counts) < args.entries:
-                report.notes.append(
-                    f"integrate {backend} batch={batch}: stopped at the {args.max_seconds:g} s "
-                    f"budget after {', '.join(f'{c:,}' for c in counts)} of {args.entries:,} "
-                    "entries"
-                )
-            cfg = backend_config(backend, sync, batch)
-            key = f"integrate/{backend}/{sync}/{batch}"
-            report.add(
-                Row(
-                    "integrate",
-                    backend,
-                    cfg,
-                    "entries/s",
-                    rate,
-                    "entries/s",
-                    f">= {TARGET_INTEGRATE:,.0f}",
-                    rate >= TARGET_INTEGRATE,
-                    spread(rates),
-                    key=key,
-                    peer=f"peer/SqliteTree/append/{batch}",
-                )
-            )
-            report.add(
-                Row(
-                    "integrate",
-                    backend,
-                    cfg,
-                    "MB/s",
-                    rate * ENTRY_SIZE / 1e6,
-                    "MB/s",
-                    spread=spread([r * ENTRY_SIZE / 1e6 for r in rates], "{:,.1f}"),
-                )
-            )
-            report.add(
-                Row(
-                    "integrate",
-                    backend,
-                    cfg,
-                    "batches/s",
-                    rate / batch,
-                    "batches/s",
-                    spread=spread([r / batch for r in rates], "{:,.1f}"),
-                )
-            )
-            log_progress(f"integrate {backend} {cfg}: {rate:,.0f} entries/s")
+                    run = integrate_run(url, sync, batch, args.entries, args.max_seconds, signer)
+                ours.setdefault((backend, sync, batch), []).append(run)
+                if with_peer and (backend, sync) == ("sqlite", "FULL"):
+                    run = peer_sqlite_append(tmp, batch, args.entries, args.max_seconds)
+                    peer.setdefault(batch, []).append(run)
+        log_progress(f"integrate: repetition {rep + 1} of {args.reps} done")
+    for (backend, sync, batch), runs in ours.items():
+        integrate_rows(
+            report,
+            args,
+            backend,
+            backend_config(backend, sync, batch),
+            batch,
+            runs,
+            key=f"integrate/{backend}/{sync}/{batch}",
+            peer=f"peer/SqliteTree/append/{batch}",
+        )
+    for batch, runs in peer.items():
+        integrate_rows(
+            report,
+            args,
+            f"pymerkle {pymerkle.__version__} SqliteTree (peer)",
+            f"{PEER_SQLITE}, batch={batch}",
+            batch,
+            runs,
+            key=f"peer/SqliteTree/append/{batch}",
+            peer="",
+        )
     if args.profile:
         for backend, sync in integrate_configs(pg_ok):
             if sync == "NORMAL":
@@ -312,6 +309,70 @@ def bench_integrate(args: argparse.Namespace, report: Report, tmp: Path, pg_ok: 
                 )
             name = f"{backend} {backend_config(backend, sync, 4096)}, {done:,} entries"
             report.profile[name] = integrate_breakdown(pstats.Stats(prof))
+
+
+def integrate_rows(
+    report: Report,
+    args: argparse.Namespace,
+    backend: str,
+    cfg: str,
+    batch: int,
+    runs: list[tuple[int, float]],
+    *,
+    key: str,
+    peer: str,
+) -> None:
+    """entries/s (median of the runs), MB/s and batches/s rows of one configuration."""
+    rates = [done / secs for done, secs in runs]
+    rate = statistics.median(rates)
+    is_ours = bool(peer)  # our rows name a peer row; peer rows do not
+    target = f">= {TARGET_INTEGRATE:,.0f}" if peer else ""
+    report.add(
+        Row(
+            "integrate",
+            backend,
+            cfg,
+            "entries/s",
+            rate,
+            "entries/s",
+            target,
+            (rate >= TARGET_INTEGRATE) if peer else None,
+            spread(rates),
+            key=key,
+            peer=peer,
+        )
+    )
+    mbs = [r * ENTRY_SIZE / 1e6 for r in rates]
+    report.add(
+        Row(
+            "integrate",
+            backend,
+            cfg,
+            "MB/s",
+            statistics.median(mbs),
+            "MB/s",
+            spread=spread(mbs, "{:,.1f}"),
+        )
+    )
+    bps = [r / batch for r in rates]
+    report.add(
+        Row(
+            "integrate",
+            backend,
+            cfg,
+            "batches/s",
+            statistics.median(bps),
+            "batches/s",
+            spread=spread(bps, "{:,.1f}"),
+        )
+    )
+    counts = [done for done, _ in runs]
+    if is_ours and min(counts) < args.entries:
+        report.notes.append(
+            f"integrate {backend} {cfg}: stopped at the {args.max_seconds:g} s budget after "
+            f"{', '.join(f'{c:,}' for c in counts)} of {args.entries:,} entries"
+        )
+    log_progress(f"integrate {backend} {cfg}: {rate:,.0f} entries/s")
 
 
 # Where `Sequencer.integrate` spends its time, by function (cumulative time under cProfile).
@@ -699,7 +760,7 @@ def http_rows(report: Report, cfg: str, name: str, res: LoadResult, clients: int
     )
 
 
-# -- 3. inclusion proofs ----------------------------------------------------------------------
+# -- 3. inclusion proofs, with the peer's on the same data ------------------------------------
 
 
 def time_proofs(
@@ -712,126 +773,6 @@ def time_proofs(
         log.inclusion_proof(i, size, checked=checked)
         out.append((time.perf_counter() - t0) * 1000)
     return sorted(out)
-
-
-@dataclass
-class ProofTree:
-    """The tree the proofs section built, for the peer section to compare against."""
-
-    size: int
-    root: bytes
-    indices: list[int]
-    proofs: dict[int, tuple[bytes, ...]]
-
-
-def bench_proofs(args: argparse.Namespace, report: Report, tmp: Path) -> ProofTree:
-    """Section 3: inclusion proofs at `--proof-size` entries, cold and warm tile cache."""
-    size, batch = args.proof_size, 4096
-    url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='proofs-', dir=tmp)) / 'ledger.db'}"
-    signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
-    writer = Store(url, synchronous="OFF")
-    writer.migrate()
-    log, seq = open_log(writer, signer, batch)
-    build = 0.0
-    for start in range(0, size, batch):
-        chunk = entries(start, min(batch, size - start))
-        t0 = time.perf_counter()
-        seq.integrate(chunk)
-        build += time.perf_counter() - t0
-    report.add(
-        Row(
-            "proofs",
-            "sqlite",
-            f"build {size:,}, synchronous=OFF, batch={batch}",
-            "entries/s",
-            size / build,
-            "entries/s",
-            key="proofs/build",
-            peer="peer/SqliteTree/fill",
-        )
-    )
-    log_progress(f"proofs: built {size:,} entries in {build:.0f} s")
-    rng = random.Random(7)
-    indices = [rng.randrange(size) for _ in range(args.samples)]
-    head = log.head()
-    cfg_base = f"size {size:,}, {len(indices):,} random indices"
-
-    def record(cfg: str, ms: list[float], key: str, peer: str, note: str) -> None:
-        for q in (50, 99):
-            target, met = ("", None)
-            if q == 50:
-                target, met = f"<= {TARGET_PROOF_P50_MS:g} ms", ms[len(ms) // 2] <= 1.0
-            v = percentile(ms, q)
-            report.add(
-                Row(
-                    "proofs",
-                    "sqlite",
-                    f"{cfg}; {cfg_base}",
-                    f"p{q}",
-                    v,
-                    "ms",
-                    target,
-                    met,
-                    note,
-                    key=f"{key}/p{q}" if key else "",
-                    peer=f"{peer}/p{q}" if peer else "",
-                )
-            )
-
-    uncached = Store(url, tile_cache=0)
-    try:
-        record(
-            "no tile cache (tile_cache=0)",
-            time_proofs(Log(uncached, log.row), indices, size),
-            "proofs/uncached",
-            "",
-            "every tile read from SQLite",
-        )
-    finally:
-        uncached.close()
-    fresh = Store(url)
-    try:
-        reader = Log(fresh, log.row)
-        record(
-            "cold: new Store, first pass",
-            time_proofs(reader, indices, size),
-            "proofs/cold",
-            "peer/SqliteTree/proof/cold",
-            "fills the cache as it goes",
-        )
-        record(
-            "warm: same Store, second pass",
-            time_proofs(reader, indices, size),
-            "proofs/warm",
-            "peer/SqliteTree/proof/warm",
-            "edge tiles still read from DB",
-        )
-    finally:
-        fresh.close()
-    record(
-        "warm: the sequencer's Log, checked=True",
-        time_proofs(log, indices, size, checked=True),
-        "proofs/writer",
-        "peer/InmemoryTree/proof/warm",
-        "as POST /entries calls it",
-    )
-    root = log.root(size)
-    if root != head.root:
-        raise RuntimeError("root recomputed from tiles differs from the signed head")
-    proofs = {}
-    for i in indices[:200]:
-        p = log.inclusion_proof(i, size)
-        merkle.verify_inclusion(merkle.leaf_hash(entries(i, 1)[0]), i, size, p.hashes, root)
-        proofs[i] = p.hashes
-    report.checks.append(
-        f"proofs: 200 of our proofs verified against the signed root "
-        f"{root.hex()[:16]}… at size {size:,}"
-    )
-    writer.close()
-    return ProofTree(size, root, indices, proofs)
-
-
-# -- 4. the peer: pymerkle --------------------------------------------------------------------
 
 
 def append_timed(tree: Any, batch: int, seconds: float, limit: int) -> tuple[int, float]:
@@ -868,44 +809,24 @@ def pymerkle_proofs(tree: Any, indices: Sequence[int], size: int) -> list[float]
     return sorted(out)
 
 
-def check_peer(report: Report, name: str, tree: Any, size: int, ours: ProofTree | None) -> None:
-    """Compare pymerkle's root and proof paths at `size` with ours (RFC 9162 compatibility)."""
-    theirs = tree.get_root(size)
-    if ours is not None and ours.size == size:
-        root, what = ours.root, "our signed root"
-    else:
-        hashes = [
-            merkle.leaf_hash(e)
-            for s in range(0, size, 65536)
-            for e in entries(s, min(65536, size - s))
-        ]
-        root, what = merkle.root_hash(hashes), "ledger.merkle.root_hash"
-    verdict = "MATCHES" if theirs == root else "DIFFERS FROM"
-    line = f"peer: pymerkle {name} root at size {size:,} {verdict} {what}"
-    if ours is not None and ours.size == size:
-        same = sum(
-            tuple(tree.prove_inclusion(i + 1, size).path[1:]) == h for i, h in ours.proofs.items()
-        )
-        line += f"; {same}/{len(ours.proofs)} inclusion paths identical to ours"
-    report.checks.append(line)
+@dataclass
+class PeerTree:
+    """A pymerkle tree grown to `size` (the proof size, or less if it ran out of time)."""
+
+    name: str
+    tree: Any
+    size: int
 
 
-def bench_peer(args: argparse.Namespace, report: Report, tmp: Path, ours: ProofTree | None) -> None:
-    """Section 4: pymerkle appends and inclusion proofs on the same data."""
-    size = ours.size if ours is not None else args.proof_size
-    rng = random.Random(7)
-    indices = (
-        ours.indices if ours is not None else [rng.randrange(size) for _ in range(args.samples)]
-    )
+def build_peers(args: argparse.Namespace, report: Report, tmp: Path, size: int) -> list[PeerTree]:
+    """pymerkle's InmemoryTree (timed append, then grown to `size`) and SqliteTree (grown)."""
     ver = pymerkle.__version__
-
-    # In memory: the default tree (SHA-256, 0x00/0x01 prefixes, subroot cache on).
-    mem = pymerkle.InmemoryTree()
+    mem = pymerkle.InmemoryTree()  # SHA-256, 0x00/0x01 prefixes, subroot cache: the defaults
     n, secs = append_timed(mem, 1024, args.peer_seconds, size)
     report.add(
         Row(
-            "peer",
-            f"pymerkle {ver} InmemoryTree",
+            "proofs",
+            f"pymerkle {ver} InmemoryTree (peer)",
             "append_entries, 1,024 per call",
             "entries/s",
             n / secs,
@@ -914,85 +835,187 @@ def bench_peer(args: argparse.Namespace, report: Report, tmp: Path, ours: ProofT
             key="peer/InmemoryTree/append",
         )
     )
-    log_progress(f"peer: InmemoryTree {n / secs:,.0f} entries/s")
-    reached = fill(mem, size, args.peer_fill_seconds, 65536)
-    peer_proof_rows(report, "InmemoryTree", mem, indices, reached, size)
-    check_peer(report, "InmemoryTree", mem, reached, ours)
-    del mem
-
-    # SQLite: one transaction per append_entries call, the module's default journal settings.
-    d = Path(tempfile.mkdtemp(prefix="pymerkle-", dir=tmp))
-    for batch in (256, 4096):
-        with pymerkle.SqliteTree(str(d / f"tree-{batch}.db")) as tree:
-            n, secs = append_timed(tree, batch, args.peer_seconds / 2, size)
-            report.add(
-                Row(
-                    "peer",
-                    f"pymerkle {ver} SqliteTree",
-                    f"journal=DELETE, synchronous=FULL, batch={batch}",
-                    "entries/s",
-                    n / secs,
-                    "entries/s",
-                    spread=f"{n:,} entries in {secs:.1f} s",
-                    key=f"peer/SqliteTree/append/{batch}",
-                )
-            )
-            log_progress(f"peer: SqliteTree batch {batch}: {n / secs:,.0f} entries/s")
-    with pymerkle.SqliteTree(str(d / "tree-4096.db")) as tree:
-        have = tree.get_size()
-        t0 = time.perf_counter()
-        reached = fill(tree, size, args.peer_fill_seconds, 65536)
-        fill_secs = time.perf_counter() - t0
-        if reached > have:
-            report.add(
-                Row(
-                    "peer",
-                    f"pymerkle {ver} SqliteTree",
-                    f"fill to {reached:,}, append_entries 65,536 per call",
-                    "entries/s",
-                    (reached - have) / fill_secs,
-                    "entries/s",
-                    key="peer/SqliteTree/fill",
-                )
-            )
-        peer_proof_rows(report, "SqliteTree", tree, indices, reached, size)
-        check_peer(report, "SqliteTree", tree, reached, ours)
-
-
-def peer_proof_rows(
-    report: Report, name: str, tree: Any, indices: Sequence[int], reached: int, size: int
-) -> None:
-    """Cold (cache cleared) and warm proof latency of a pymerkle tree at the size it reached."""
-    ver = pymerkle.__version__
-    idx = [i for i in indices if i < reached]
-    short = "" if reached == size else f" (reached only {reached:,} of {size:,})"
-    tree.cache_clear()
+    log_progress(f"peer: InmemoryTree appends {n / secs:,.0f} entries/s")
+    peers = [PeerTree("InmemoryTree", mem, fill(mem, size, args.peer_fill_seconds, 65536))]
+    d = Path(tempfile.mkdtemp(prefix="pymerkle-proofs-", dir=tmp))
+    sq = pymerkle.SqliteTree(str(d / "tree.db"))
     t0 = time.perf_counter()
-    tree.prove_inclusion(idx[0] + 1, reached)
-    first = (time.perf_counter() - t0) * 1000
-    tree.cache_clear()
-    for phase, ms in (
-        ("cold", pymerkle_proofs(tree, idx, reached)),
-        ("warm", pymerkle_proofs(tree, idx, reached)),
-    ):
-        cfg = (
-            f"{phase}: {'cache cleared, first pass' if phase == 'cold' else 'second pass'}; "
-            f"size {reached:,}{short}, {len(idx):,} indices"
+    reached = fill(sq, size, args.peer_fill_seconds, 65536)
+    report.add(
+        Row(
+            "proofs",
+            f"pymerkle {ver} SqliteTree (peer)",
+            f"build {reached:,}, {PEER_SQLITE}, batch=65,536",
+            "entries/s",
+            reached / (time.perf_counter() - t0),
+            "entries/s",
+            key="peer/SqliteTree/fill",
         )
+    )
+    peers.append(PeerTree("SqliteTree", sq, reached))
+    log_progress(f"peer: trees grown to {', '.join(f'{p.size:,}' for p in peers)}")
+    return peers
+
+
+def bench_proofs(args: argparse.Namespace, report: Report, tmp: Path, with_peer: bool) -> None:
+    """Section 3: inclusion proofs at `--proof-size` entries, cold and warm tile cache.
+
+    With the peer, each of our passes is followed at once by the same pass over pymerkle's trees
+    (cold: subroot cache cleared; warm: second pass), so both see the same machine load.
+    """
+    size, batch = args.proof_size, 4096
+    url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='proofs-', dir=tmp)) / 'ledger.db'}"
+    signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
+    writer = Store(url, synchronous="OFF")
+    writer.migrate()
+    log, seq = open_log(writer, signer, batch)
+    build = 0.0
+    for start in range(0, size, batch):
+        chunk = entries(start, min(batch, size - start))
+        t0 = time.perf_counter()
+        seq.integrate(chunk)
+        build += time.perf_counter() - t0
+    report.add(
+        Row(
+            "proofs",
+            "sqlite",
+            f"build {size:,}, synchronous=OFF, batch={batch}",
+            "entries/s",
+            size / build,
+            "entries/s",
+            key="proofs/build",
+            peer="peer/SqliteTree/fill" if with_peer else "",
+        )
+    )
+    log_progress(f"proofs: built {size:,} entries in {build:.0f} s")
+    peers = build_peers(args, report, tmp, size) if with_peer else []
+    rng = random.Random(7)
+    indices = [rng.randrange(size) for _ in range(args.samples)]
+
+    def ours(cfg: str, ms: list[float], key: str, peer: str, note: str) -> None:
         for q in (50, 99):
+            v = percentile(ms, q)
+            target, met = (
+                (f"<= {TARGET_PROOF_P50_MS:g} ms", v <= TARGET_PROOF_P50_MS)
+                if q == 50
+                else ("", None)
+            )
             report.add(
                 Row(
-                    "peer",
-                    f"pymerkle {ver} {name}",
-                    cfg,
+                    "proofs",
+                    "sqlite",
+                    f"{cfg}; size {size:,}, {len(ms):,} random indices",
                     f"p{q}",
-                    percentile(ms, q),
+                    v,
                     "ms",
-                    spread=f"first proof {first:.1f} ms" if phase == "cold" else "",
-                    key=f"peer/{name}/proof/{phase}/p{q}",
+                    target,
+                    met,
+                    note,
+                    key=f"{key}/p{q}",
+                    peer=f"{peer}/p{q}" if peer and with_peer else "",
                 )
             )
-    log_progress(f"peer: {name} proofs at {reached:,}")
+
+    def theirs(phase: str) -> None:
+        for p in peers:
+            idx = [i for i in indices if i < p.size]
+            note = ""
+            if phase == "cold":
+                p.tree.cache_clear()
+                t0 = time.perf_counter()
+                p.tree.prove_inclusion(idx[0] + 1, p.size)
+                note = f"first proof {(time.perf_counter() - t0) * 1000:,.1f} ms"
+                p.tree.cache_clear()
+            ms = pymerkle_proofs(p.tree, idx, p.size)
+            short = "" if p.size == size else f" (reached only {p.size:,})"
+            what = "subroot cache cleared, first pass" if phase == "cold" else "second pass"
+            for q in (50, 99):
+                report.add(
+                    Row(
+                        "proofs",
+                        f"pymerkle {pymerkle.__version__} {p.name} (peer)",
+                        f"{phase}: {what}; size {p.size:,}{short}, {len(ms):,} random indices",
+                        f"p{q}",
+                        percentile(ms, q),
+                        "ms",
+                        spread=note,
+                        key=f"peer/{p.name}/proof/{phase}/p{q}",
+                    )
+                )
+
+    uncached = Store(url, tile_cache=0)
+    try:
+        ours(
+            "no tile cache (tile_cache=0)",
+            time_proofs(Log(uncached, log.row), indices, size),
+            "proofs/uncached",
+            "",
+            "every tile read from SQLite",
+        )
+    finally:
+        uncached.close()
+    fresh = Store(url)
+    try:
+        reader = Log(fresh, log.row)
+        ours(
+            "cold: new Store, first pass",
+            time_proofs(reader, indices, size),
+            "proofs/cold",
+            "peer/SqliteTree/proof/cold",
+            "fills the tile cache as it goes",
+        )
+        theirs("cold")
+        ours(
+            "warm: same Store, second pass",
+            time_proofs(reader, indices, size),
+            "proofs/warm",
+            "peer/SqliteTree/proof/warm",
+            "right-edge tiles still read from SQLite",
+        )
+        theirs("warm")
+    finally:
+        fresh.close()
+    ours(
+        "warm: the sequencer's own Log, checked=True",
+        time_proofs(log, indices, size, checked=True),
+        "proofs/writer",
+        "peer/InmemoryTree/proof/warm",
+        "as POST /entries calls it",
+    )
+    log_progress("proofs: timed")
+    check_proofs(report, log, size, indices[:200], peers)
+    for p in peers:
+        if p.name == "SqliteTree":
+            p.tree.close()
+    writer.close()
+
+
+def check_proofs(
+    report: Report, log: Log, size: int, sample: Sequence[int], peers: Sequence[PeerTree]
+) -> None:
+    """Verify a sample of our proofs; compare pymerkle's roots and paths with ours."""
+    root = log.root(size)
+    if root != log.head().root:
+        raise RuntimeError("root recomputed from tiles differs from the signed head")
+    proofs = {}
+    for i in sample:
+        proof = log.inclusion_proof(i, size)
+        merkle.verify_inclusion(merkle.leaf_hash(entries(i, 1)[0]), i, size, proof.hashes, root)
+        proofs[i] = proof.hashes
+    report.checks.append(
+        f"proofs: {len(proofs)} of our proofs verified against the signed root "
+        f"{root.hex()[:16]}… at size {size:,}"
+    )
+    for p in peers:
+        ref = root if p.size == size else log.root(p.size)
+        verdict = "MATCHES" if p.tree.get_root(p.size) == ref else "DIFFERS FROM"
+        line = f"peer: pymerkle {p.name} root at size {p.size:,} {verdict} ours"
+        if p.size == size:
+            same = sum(
+                tuple(p.tree.prove_inclusion(i + 1, size).path[1:]) == h for i, h in proofs.items()
+            )
+            line += f"; {same}/{len(proofs)} inclusion paths identical to ours"
+        report.checks.append(line)
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -1107,7 +1130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--proof-size", type=int, help="tree size for proofs (1,000,000)")
     p.add_argument("--samples", type=int, help="random indices per proof pass (5,000)")
-    p.add_argument("--peer-seconds", type=float, help="time budget per peer append (20)")
+    p.add_argument("--peer-seconds", type=float, help="InmemoryTree append budget (20)")
     p.add_argument(
         "--peer-fill-seconds",
         type=float,
@@ -1146,6 +1169,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections {sorted(unknown)}; pick from {', '.join(SECTIONS)}")
+    if args.only == ["peer"]:
+        p.error("peer runs inside integrate and proofs: add one of them, e.g. integrate,peer")
     return args
 
 
@@ -1170,17 +1195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             line = f"PostgreSQL at {args.pg} unreachable ({why}): PostgreSQL rows skipped"
             report.notes.append(line)
             log_progress(line)
-    ours: ProofTree | None = None
+    with_peer = "peer" in args.only
     with tempfile.TemporaryDirectory(prefix="bl-bench-") as t:
         tmp = Path(t)
         if "integrate" in args.only:
-            bench_integrate(args, report, tmp, pg_ok)
+            bench_integrate(args, report, tmp, pg_ok, with_peer)
         if "http" in args.only:
             bench_http(args, report, tmp)
         if "proofs" in args.only:
-            ours = bench_proofs(args, report, tmp)
-        if "peer" in args.only:
-            bench_peer(args, report, tmp, ours)
+            bench_proofs(args, report, tmp, with_peer)
     report.meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report.fill_ratios()
     peers = sorted({f"{r.key} -> {r.peer}" for r in report.rows if r.ratio is not None})

@@ -36,13 +36,12 @@ from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey
 from attest.errors import AttestError
 from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
 from attest.keys import public_key_from_bytes as _public_key
-from attest.predicates import KeyEvent
 from attest.statement import Statement, parse_statement
 from ledger import merkle
 from ledger.admission import verify_signers
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ledger.cosignature import CosignatureSigner
-from ledger.keychain import KeyChain, KeyChainError, vkey_raw
+from ledger.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
 from ledger.note import (
     Note,
     NoteError,
@@ -775,7 +774,9 @@ class AuditNode:
                     )
                 except EntryInvalid as e:
                     self._misbehaved(self._invalid_entry(f, seen, tree, cp.size, e, entry, events))
-                if isinstance(stmt.predicate, KeyEvent):
+                # Every statement that changes the chain (key, credential and token-key
+                # events) is kept for replay after a restart.
+                if isinstance(stmt.predicate, STATEFUL):
                     events.append(StoredKeyEvent(index, entry, signers))
         return events
 
