@@ -160,7 +160,12 @@ def serve(
     from ledger.server import LedgerServer
 
     cfg = init_data_dir(data, origin_prefix=origin_prefix or f"{host}:{port}/logs", db=db)
-    server = LedgerServer.from_config(cfg, extra_allow_keys=allow_keys, extra_allow_labs=allow_labs)
+    server = LedgerServer.from_config(
+        cfg,
+        extra_allow_keys=allow_keys,
+        extra_allow_labs=allow_labs,
+        anonymous_interval_ms=anonymous_interval_ms,
+    )
     for h in server.logs.values():
         click.echo(f"log {h.name} ({h.partition}) origin {h.origin}\n  vkey {h.vkey}")
         click.echo(f"  operator {h.operator_vkey}")
@@ -366,10 +371,12 @@ def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live in their own modules (imported here so `bledger --help` lists them)."""
+    from clients.issuer_cmd import issuer
+    from clients.report_cmd import report
     from clients.verify_cmd import verify, verify_evidence
     from clients.witness_cmd import witness
 
-    for command in (witness, verify, verify_evidence):
+    for command in (witness, verify, verify_evidence, issuer, report):
         main.add_command(command)
 
 

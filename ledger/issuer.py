@@ -55,7 +55,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -446,7 +446,7 @@ class KeyStore:
 
     def save(self) -> None:
         """Write state.toml atomically."""
-        raw: dict[str, Any] = {"token_keys": [r.__dict__ for r in self.records]}
+        raw: dict[str, Any] = {"token_keys": [asdict(r) for r in self.records]}
         if self.evidence_vkey is not None and self.evidence_origin is not None:
             raw["ledger"] = {
                 "evidence_vkey": self.evidence_vkey,
