@@ -127,6 +127,7 @@ def _follow(
     except VerifierError as e:
         raise _fail(e) from e
     click.echo(f"following {fl.name} at {fl.url}")
+    click.echo(f"  partition {fl.partition}")
     click.echo(f"  origin   {fl.origin}")
     click.echo(f"  vkey     {fl.vkey}")
     click.echo(f"  operator {fl.operator_vkey}")
@@ -135,6 +136,14 @@ def _follow(
     for w in fl.witnesses:
         click.echo(f"  witness  {w}")
     click.echo("compare these keys with what the log's operator publishes", err=True)
+    if fl.partition == "attested" and not any(
+        lg.partition == "evidence" and lg.url == fl.url for lg in logs
+    ):
+        click.echo(
+            f"warning: follow the evidence log of {fl.url} too, or the node cannot check the "
+            "attested entries' signatures and credentials",
+            err=True,
+        )
 
 
 def _run_once(node: AuditNode, peers: list[str]) -> int:

@@ -9,6 +9,11 @@ An `AuditNode` lives in a data directory:
     DATA/auditor.vkey   the node's cosignature verifier key, for others to pin
     DATA/state.db       what the node verified and caught (`verifier.state`)
 
+Each followed log belongs to a partition (`FollowedLog.partition`, pinned from `GET /logs`):
+its entries are re-validated by that partition's rules (`validate_partition_entry`). An attested
+log's credentials are checked against the key chain of the evidence log of the same server, when
+the node follows that log too; see `validate_attested_entry` for exactly what that establishes.
+
 Trust assumptions: the node trusts only what it pins in its config (the log's key, the
 operator's root key, the keys the log admits directly) and its own database. It never writes to
 a log's database; everything it knows about a log comes over HTTP and is verified before it is
@@ -32,10 +37,12 @@ from typing import Any, Literal, NoReturn
 import httpx
 import tomli_w
 
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey
+from attest.anonymous import verify_one_time
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
 from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
 from attest.keys import public_key_from_bytes as _public_key
+from attest.predicates import FieldReport
 from attest.statement import Statement, parse_statement
 from ledger import merkle
 from ledger.admission import verify_signers
@@ -100,13 +107,25 @@ peers = []                    # other audit nodes' gossip URLs, e.g. "http://10.
 # [[logs]]
 # name = "evidence"
 # url = "http://127.0.0.1:8080"
+# partition = "evidence"      # evidence, attested or anonymous: the rules entries must meet
 # origin = "..."
 # vkey = "..."                # the log's checkpoint key
 # operator_vkey = "..."       # the operator's root key: it registers lab keys
 # allowed_keys = []           # keys the log admits directly (its --allow-key), as vkeys
 # witness_policy = "quorum none\\n"   # C2SP tlog-policy; the log line is added if absent
 # witnesses = []              # witness submission prefixes to push checkpoints to
+# attested_quorum = 2         # attested logs: distinct issuers a holder key needs per tier
 """
+
+PARTITIONS = ("evidence", "attested", "anonymous")
+"""The partitions a server hosts; `docs/verifier.md` ("Partitions") says what each gets."""
+
+DEFAULT_ATTESTED_QUORUM = 2
+"""Distinct credential issuers an attested report's key needs, unless the config says otherwise
+(the server's default quorum for every professional tier)."""
+
+HOUR = 3600
+"""Anonymous statements carry `issuedAt` rounded down to a multiple of this (coarse time)."""
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -155,6 +174,8 @@ class FollowedLog:
     allowed_keys: tuple[str, ...] = ()
     witness_policy: str = "quorum none\n"
     witnesses: tuple[str, ...] = ()
+    partition: str = "evidence"
+    attested_quorum: int = DEFAULT_ATTESTED_QUORUM
 
     def verifier(self) -> NoteVerifier:
         """The log's checkpoint verifier."""
@@ -176,10 +197,11 @@ class FollowedLog:
         return [r for _, r in roots], [r for _, r in allowed], fixed
 
     def to_toml(self) -> dict[str, Any]:
-        """This log as a `[[logs]]` table."""
-        return {
+        """This log as a `[[logs]]` table (`attested_quorum` only for an attested log)."""
+        table: dict[str, Any] = {
             "name": self.name,
             "url": self.url,
+            "partition": self.partition,
             "origin": self.origin,
             "vkey": self.vkey,
             "operator_vkey": self.operator_vkey,
@@ -187,6 +209,9 @@ class FollowedLog:
             "witness_policy": self.witness_policy,
             "witnesses": list(self.witnesses),
         }
+        if self.partition == "attested":
+            table["attested_quorum"] = self.attested_quorum
+        return table
 
 
 @dataclass(frozen=True)
@@ -261,7 +286,14 @@ def _followed(lc: dict[str, Any]) -> FollowedLog:
         allowed_keys=tuple(str(v) for v in lc.get("allowed_keys", [])),
         witness_policy=str(lc.get("witness_policy", "quorum none\n")),
         witnesses=tuple(str(w).rstrip("/") for w in lc.get("witnesses", [])),
+        # Configs written before partitions existed followed evidence logs only.
+        partition=str(lc.get("partition", "evidence")),
+        attested_quorum=int(lc.get("attested_quorum", DEFAULT_ATTESTED_QUORUM)),
     )
+    if fl.partition not in PARTITIONS:
+        raise ConfigError(f"log {fl.name}: unknown partition {fl.partition!r}")
+    if fl.attested_quorum < 1:
+        raise ConfigError(f"log {fl.name}: attested_quorum must be at least 1")
     try:
         if fl.verifier().name != fl.origin:
             raise ConfigError(f"log {fl.name}: vkey name is not the origin {fl.origin!r}")
@@ -309,9 +341,16 @@ def follow_log(data: Path, url: str, name: str, *, timeout: float = 10.0) -> Fol
         allowed_keys=old.allowed_keys if old else (),
         witness_policy=old.witness_policy if old else "quorum none\n",
         witnesses=old.witnesses if old else (),
+        partition=info.partition,
+        attested_quorum=old.attested_quorum if old else DEFAULT_ATTESTED_QUORUM,
     )
     if old is not None and (old.vkey, old.operator_vkey) != (fl.vkey, fl.operator_vkey):
         raise ConfigError(f"log {info.origin} now reports different keys than pinned; refusing")
+    if old is not None and old.partition != fl.partition:
+        raise ConfigError(
+            f"log {info.origin} now reports partition {fl.partition!r}, pinned "
+            f"{old.partition!r}; refusing"
+        )
     _followed(fl.to_toml())  # validate before writing
     save_logs(data, [*(lg for lg in cfg.logs if lg.origin != fl.origin), fl])
     return fl
@@ -325,11 +364,19 @@ class _LogInfo:
     origin: str
     vkey: str
     operator_vkey: str
+    partition: str
 
     @classmethod
     def of(cls, x: dict[str, Any]) -> _LogInfo:
-        """Read the fields the node pins (others are ignored)."""
-        return cls(str(x["name"]), str(x["origin"]), str(x["vkey"]), str(x["operator_vkey"]))
+        """Read the fields the node pins (others are ignored; a server that names no partition
+        predates them and hosts evidence logs only)."""
+        return cls(
+            str(x["name"]),
+            str(x["origin"]),
+            str(x["vkey"]),
+            str(x["operator_vkey"]),
+            str(x.get("partition", "evidence")),
+        )
 
 
 def node_cosigner(cfg: NodeConfig) -> CosignatureSigner:
@@ -349,25 +396,18 @@ RootAt = Callable[[int], bytes]
 """The root of the log's tree at a size (for anti-backdating checks)."""
 
 
-def validate_entry(
-    index: int,
-    entry: bytes,
-    origin: str,
-    chain: KeyChain,
-    fixed: Sequence[TrustedKey],
-    root_at: RootAt | None,
-) -> tuple[Statement, frozenset[bytes]]:
-    """Re-validate log entry `index` as the log should have admitted it; update `chain`.
+def validate_statement(
+    index: int, entry: bytes, origin: str, root_at: RootAt | None
+) -> tuple[Envelope, Statement]:
+    """Steps 1-3 of every partition's validation: the envelope, the statement, anti-backdating.
 
     Plan (each step tagged; raises EntryInvalid naming the step):
     1. the entry parses as a DSSE envelope whose canonical bytes are exactly the entry;
     2. its payload is one of this project's in-toto statements (payload type, schema, JCS);
     3. anti-backdating: the statement saw a checkpoint of this log, of size <= `index`, whose
-       root is the log's root at that size (`root_at`; skipped when None);
-    4. a signature verifies against a key the chain knows, a key event's own key, or `fixed`;
-    5. the key chain authorises the statement at `index` (and moves on, if it is a key event).
+       root is the log's root at that size (`root_at`; skipped when None).
 
-    Pure. Returns the statement and the raw keys that signed.
+    Pure. Returns the envelope and its statement.
     """
     try:
         env = Envelope.from_json(entry)
@@ -390,6 +430,28 @@ def validate_entry(
         raise EntryInvalid(
             index, "backdating", f"saw root {seen.root} at size {seen.size}, the log's differs"
         )
+    return env, stmt
+
+
+def validate_entry(
+    index: int,
+    entry: bytes,
+    origin: str,
+    chain: KeyChain,
+    fixed: Sequence[TrustedKey],
+    root_at: RootAt | None,
+) -> tuple[Statement, frozenset[bytes]]:
+    """Re-validate entry `index` of an *evidence* log as the log should have admitted it; update
+    `chain`.
+
+    Plan (each step tagged; raises EntryInvalid naming the step):
+    1-3. `validate_statement`: envelope, statement, anti-backdating;
+    4. a signature verifies against a key the chain knows, a key event's own key, or `fixed`;
+    5. the key chain authorises the statement at `index` (and moves on, if it is a key event).
+
+    Pure. Returns the statement and the raw keys that signed.
+    """
+    env, stmt = validate_statement(index, entry, origin, root_at)  # (1)-(3)
     try:
         keys = verify_signers(env, stmt, chain, fixed)  # (4)
     except AttestError as e:
@@ -400,6 +462,126 @@ def validate_entry(
     except KeyChainError as e:
         raise EntryInvalid(index, "key-chain", e.diagnostic) from e
     return stmt, signers
+
+
+def _field_report(index: int, stmt: Statement, tier: str) -> FieldReport:
+    """The statement's field report, filed in `tier` (EntryInvalid at stage "partition")."""
+    p = stmt.predicate
+    if not isinstance(p, FieldReport):
+        kind = stmt.predicate_type.rsplit("/", 2)[-2]
+        raise EntryInvalid(index, "partition", f"a {kind} statement in the {tier} log")
+    if p.tier != tier:
+        raise EntryInvalid(index, "partition", f"a field report filed as {p.tier!r}")
+    return p
+
+
+def validate_anonymous_entry(
+    index: int, entry: bytes, origin: str, root_at: RootAt | None
+) -> Statement:
+    """Re-validate entry `index` of an *anonymous* log, as far as its content allows.
+
+    Plan (each step tagged; raises EntryInvalid naming the step):
+    1-3. `validate_statement`: envelope, statement, anti-backdating (a checkpoint of this log);
+    4. the statement is a field report filed in tier "anonymous" (stage "partition"; the schema
+       already refused identity fields in step 2);
+    5. its `issuedAt` is a whole hour (stage "coarse-time");
+    6. exactly one signature, by the one-time key its keyid *is* (`anonymous+<id>+<key>`), and
+       it verifies (stage "signature").
+
+    Nothing else: no key chain, no signer identity. Not checked, because the log never stores
+    it: the Privacy Pass token that authorised the write (its issuer, key and single use). Pure.
+    """
+    env, stmt = validate_statement(index, entry, origin, root_at)  # (1)-(3)
+    report = _field_report(index, stmt, "anonymous")  # (4)
+    if report.issued_at % HOUR:  # (5)
+        raise EntryInvalid(index, "coarse-time", f"issuedAt {report.issued_at} is not a whole hour")
+    try:
+        verify_one_time(env)  # (6)
+    except AttestError as e:
+        raise EntryInvalid(index, "signature", e.diagnostic) from e
+    return stmt
+
+
+def validate_attested_entry(
+    index: int,
+    entry: bytes,
+    origin: str,
+    root_at: RootAt | None,
+    evidence: KeyChain | None,
+    quorum: int = DEFAULT_ATTESTED_QUORUM,
+) -> tuple[Statement, frozenset[bytes]]:
+    """Re-validate entry `index` of an *attested* log against the evidence log's key chain.
+
+    Plan (each step tagged; raises EntryInvalid naming the step):
+    1-3. `validate_statement`: envelope, statement, anti-backdating (a checkpoint of this log);
+    4. the statement is a field report filed in tier "attested", naming its `credentialTier` T
+       (stage "partition");
+    -- only with `evidence`, the chain of the server's evidence log as the node verified it
+       (None: the node does not follow that log, and the checks stop here) --
+    5. a signature verifies under a key the chain knows as a credential holder: one a logged
+       credential event named, found by the envelope's keyid (stage "signature");
+    6. at least `quorum` distinct issuer identities issued a credential for that key in tier T,
+       at some evidence index the node verified (stage "credentials").
+
+    Not checked, because the logs are not ordered against each other (an attested index says
+    nothing about the evidence log's size when the entry was admitted): that those credentials
+    were unrevoked, unexpired and their issuers valid *when* the entry was admitted, nor that
+    they were logged before it (a log could backfill them); that the server's quorum for T is
+    `quorum`. A credential revoked or expired since still counts. Pure; returns the statement
+    and the holder keys whose signature verified.
+    """
+    env, stmt = validate_statement(index, entry, origin, root_at)  # (1)-(3)
+    report = _field_report(index, stmt, "attested")  # (4)
+    tier = str(report.credential_tier)  # the schema requires it for attested reports
+    if evidence is None:
+        return stmt, frozenset()
+    trusted = [
+        TrustedKey(s.keyid, _public_key(evidence.holder_keyids[s.keyid]))
+        for s in env.signatures
+        if s.keyid in evidence.holder_keyids
+    ]
+    if not trusted:  # (5)
+        raise EntryInvalid(index, "signature", "no signature by a key any credential names")
+    try:
+        keys = verify_envelope(env, trusted, threshold=1)
+    except AttestError as e:
+        raise EntryInvalid(index, "signature", e.diagnostic) from e
+    best = 0
+    for key in keys:  # (6)
+        issuers = len(evidence.credentials.get((key.raw(), tier), {}))
+        if issuers >= quorum:
+            return stmt, frozenset({key.raw()})
+        best = max(best, issuers)
+    raise EntryInvalid(
+        index,
+        "credentials",
+        f"{best} distinct issuer(s) ever credentialed the signing key in tier {tier!r}; "
+        f"{quorum} needed",
+    )
+
+
+def validate_partition_entry(
+    partition: str,
+    index: int,
+    entry: bytes,
+    origin: str,
+    root_at: RootAt | None,
+    *,
+    chain: KeyChain,
+    fixed: Sequence[TrustedKey] = (),
+    evidence: KeyChain | None = None,
+    quorum: int = DEFAULT_ATTESTED_QUORUM,
+) -> tuple[Statement, frozenset[bytes]]:
+    """Re-validate entry `index` by the rules of `partition`: `validate_entry` (evidence: the
+    log's own `chain` and `fixed` keys), `validate_anonymous_entry`, or
+    `validate_attested_entry` (the evidence log's chain `evidence`, k = `quorum`). Pure."""
+    if partition == "evidence":
+        return validate_entry(index, entry, origin, chain, fixed, root_at)
+    if partition == "anonymous":
+        return validate_anonymous_entry(index, entry, origin, root_at), frozenset()
+    if partition == "attested":
+        return validate_attested_entry(index, entry, origin, root_at, evidence, quorum)
+    raise ConfigError(f"unknown partition {partition!r}")
 
 
 def replay_chain(
@@ -481,7 +663,8 @@ class StepResult:
 
 @dataclass
 class _Followed:
-    """A followed log at run time: its config, HTTP client and key chain."""
+    """A followed log at run time: its config, HTTP client and key chain (evidence logs), and
+    for an attested log the origin of the followed evidence log of the same server (or None)."""
 
     cfg: FollowedLog
     http: httpx.Client
@@ -491,6 +674,24 @@ class _Followed:
     allowed: list[bytes]
     fixed: list[TrustedKey]
     chain: KeyChain
+    evidence: str | None = None
+
+
+@dataclass
+class _EntryCheck:
+    """What re-validating one step's entries of an attested log needs across entries."""
+
+    caught_up: bool = False  # the evidence log was stepped once already during this step
+
+
+_CREDENTIAL_STAGES = ("signature", "credentials")
+"""Stages of `validate_attested_entry` that depend on how far the evidence log was verified."""
+
+_NO_EVIDENCE_LOG = (
+    "the node does not follow the evidence log of this server (same URL): attested entries "
+    "are checked for envelope, statement, anti-backdating and partition only, not for their "
+    "signature or credentials"
+)
 
 
 class AuditNode:
@@ -514,6 +715,11 @@ class AuditNode:
         self.logs: dict[str, _Followed] = {}
         for lc in cfg.logs:
             self.logs[lc.origin] = self._open(lc)
+        for f in self.logs.values():
+            if f.cfg.partition == "attested":
+                f.evidence = self._evidence_log_of(f.cfg)
+                if f.evidence is None:
+                    log.warning("%s: %s", f.cfg.origin, _NO_EVIDENCE_LOG)
 
     @classmethod
     def open(
@@ -544,6 +750,13 @@ class AuditNode:
             chain,
         )
 
+    def _evidence_log_of(self, lc: FollowedLog) -> str | None:
+        """The origin of the followed evidence log served at the same URL as `lc`, if any."""
+        for f in self.logs.values():
+            if f.cfg.partition == "evidence" and f.cfg.url == lc.url:
+                return f.cfg.origin
+        return None
+
     def close(self) -> None:
         """Close every HTTP client."""
         for f in self.logs.values():
@@ -566,7 +779,9 @@ class AuditNode:
     def audit_round(self, *, force: bool = False) -> dict[str, StepResult | VerifierError]:
         """`step` every followed log whose back-off allows it (all of them when `force`)."""
         out: dict[str, StepResult | VerifierError] = {}
-        for origin in self.logs:
+        # Evidence logs first: the attested logs' credentials are checked against their chains.
+        order = sorted(self.logs, key=lambda o: self.logs[o].cfg.partition != "evidence")
+        for origin in order:
             failure = self.state.failure(origin)
             if not force and failure is not None and failure.retry_after > self.clock():
                 out[origin] = LogUnavailable(
@@ -593,7 +808,9 @@ class AuditNode:
            root from the tiles; on a mismatch refetch every tile before concluding;
         6. recompute the old root from the new tiles (consistency, independently of step 4);
         7. fetch the new entry bundles and hash every entry against its level-0 tile;
-        8. re-validate every new entry in index order (`validate_entry`);
+        8. re-validate every new entry in index order by its partition's rules
+           (`validate_partition_entry`); for an attested log whose entry fails its credential
+           checks, first bring the followed evidence log up to date (once per step) and retry;
         9. persist head, tiles and key events atomically (compare-and-swap), cosigned by the node;
         10. push the checkpoint to the configured witnesses and check the witness policy.
 
@@ -643,7 +860,7 @@ class AuditNode:
         if proof_problem is not None:
             self._misbehaved(self._observation(f, "bad-proof", seen, proof_problem))
         chain = f.chain.copy()
-        events = self._check_entries(f, cp, seen, tree, old_size, chain)  # (7), (8)
+        events = self._check_entries(f, cp, seen, tree, old_size, chain, _EntryCheck())  # (7), (8)
         now = self._now()
         signed = add_signatures(note, [self.cosigner.at(now)])
         new = VerifiedHead(cp.size, cp.root_hash, signed, now)
@@ -755,6 +972,7 @@ class AuditNode:
         tree: TreeTiles,
         old_size: int,
         chain: KeyChain,
+        check: _EntryCheck,
     ) -> list[StoredKeyEvent]:
         """Hash and re-validate entries [old_size, cp.size) in order; return the key events."""
         events: list[StoredKeyEvent] = []
@@ -769,16 +987,65 @@ class AuditNode:
                 if index < old_size:
                     continue
                 try:  # (8)
-                    stmt, signers = validate_entry(
-                        index, entry, f.cfg.origin, chain, f.fixed, tree.root
-                    )
+                    stmt, signers = self._validate(f, index, entry, chain, tree.root, check)
                 except EntryInvalid as e:
                     self._misbehaved(self._invalid_entry(f, seen, tree, cp.size, e, entry, events))
                 # Every statement that changes the chain (key, credential and token-key
-                # events) is kept for replay after a restart.
-                if isinstance(stmt.predicate, STATEFUL):
+                # events) is kept for replay after a restart; only evidence logs have them.
+                if f.cfg.partition == "evidence" and isinstance(stmt.predicate, STATEFUL):
                     events.append(StoredKeyEvent(index, entry, signers))
         return events
+
+    def _validate(
+        self,
+        f: _Followed,
+        index: int,
+        entry: bytes,
+        chain: KeyChain,
+        root_at: RootAt,
+        check: _EntryCheck,
+    ) -> tuple[Statement, frozenset[bytes]]:
+        """(8) for one entry, by the partition's rules (see `validate_partition_entry`)."""
+        try:
+            return validate_partition_entry(
+                f.cfg.partition,
+                index,
+                entry,
+                f.cfg.origin,
+                root_at,
+                chain=chain,
+                fixed=f.fixed,
+                evidence=self._evidence_chain(f),
+                quorum=f.cfg.attested_quorum,
+            )
+        except EntryInvalid as e:
+            if f.evidence is None or check.caught_up or e.stage not in _CREDENTIAL_STAGES:
+                raise
+        # The credentials may be in evidence entries the node has not verified yet: the
+        # evidence log's checkpoint fetched now holds everything the server could have consulted
+        # when it admitted this entry (it was in a checkpoint fetched earlier), so catch up once.
+        check.caught_up = True
+        try:
+            self.step(f.evidence)
+        except VerifierError as e:
+            raise LogUnavailable(
+                f"{f.cfg.origin}: entry {index}: credentials not checkable, the evidence log "
+                f"{f.evidence} did not verify: {e.diagnostic}"
+            ) from e
+        return validate_partition_entry(
+            "attested",
+            index,
+            entry,
+            f.cfg.origin,
+            root_at,
+            chain=chain,
+            evidence=self._evidence_chain(f),
+            quorum=f.cfg.attested_quorum,
+        )
+
+    def _evidence_chain(self, f: _Followed) -> KeyChain | None:
+        """The verified key chain of the evidence log an attested log's credentials live in."""
+        return None if f.evidence is None else self.logs[f.evidence].chain
 
     def _bundle(self, f: _Followed, n: int, width: int, seen: EvidenceNote) -> list[bytes]:
         path = f"/logs/{f.cfg.name}/{tile_path(TileId(ENTRIES_LEVEL, n), width)}"
@@ -796,6 +1063,8 @@ class AuditNode:
     def _finish(self, f: _Followed, head: VerifiedHead, new_entries: int) -> StepResult:
         """Make sure the head carries the node's cosignature, push it to witnesses, check policy."""
         result = StepResult(f.cfg.origin, head.size, new_entries)
+        if f.cfg.partition == "attested" and f.evidence is None:
+            result.warnings.append(_NO_EVIDENCE_LOG)
         note = head.note
         if not self._has_own_cosignature(note):
             note = add_signatures(note, [self.cosigner.at(self._now())])
