@@ -32,7 +32,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 import httpx
 import tomli_w
@@ -79,6 +79,7 @@ from verifier.gossip import (
     EvidenceNote,
     EvidenceProof,
     InvalidEntryContext,
+    Partition,
     SeenProof,
     implied_old_root,
 )
@@ -1349,6 +1350,7 @@ class AuditNode:
             allowed_keys=f.cfg.allowed_keys,
             key_events=tuple(included(e.index, e.entry) for e in events if e.index < err.index),
             seen_proof=seen_proof,
+            partition=cast(Partition, f.cfg.partition),
         )
         return self._evidence(
             f,

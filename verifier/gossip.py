@@ -149,6 +149,9 @@ class SeenProof(_Wire):
     hashes: Annotated[tuple[_B64, ...], Field(max_length=64)]
 
 
+Partition = Literal["evidence", "anonymous", "attested"]
+
+
 class InvalidEntryContext(_Wire):
     """What re-validating an entry offline needs: the keys the observer pinned and the key
     events before the entry (each with its inclusion proof), and the root it claims to have
@@ -159,6 +162,8 @@ class InvalidEntryContext(_Wire):
     allowed_keys: Annotated[tuple[_Text, ...], Field(max_length=256)]
     key_events: Annotated[tuple[EvidenceEntry, ...], Field(max_length=100_000)]
     seen_proof: SeenProof | None = None
+    # The log's partition decides which rules re-validate the entry.
+    partition: Partition = "evidence"
 
 
 class Evidence(_Wire):
@@ -372,7 +377,12 @@ def _entry_mismatch(ev: Evidence, cps: list[Checkpoint]) -> str:
 
 def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
     # Imported here: the auditor builds evidence with this module, and the entry rules are its.
-    from verifier.auditor import EntryInvalid, FollowedLog, validate_entry
+    from verifier.auditor import (
+        EntryInvalid,
+        FollowedLog,
+        validate_entry,
+        validate_partition_entry,
+    )
 
     ctx, entry = ev.context, ev.entry
     if ctx is None or entry is None or len(cps) != 1:
@@ -415,9 +425,13 @@ def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
         return old
 
     try:
-        validate_entry(entry.index, data, ev.origin, chain, fixed, root_at)
+        # Attested entries are checked without the evidence log's chain (the context does not
+        # carry it): what remains is the statement, anti-backdating and the partition's shape.
+        validate_partition_entry(
+            ctx.partition, entry.index, data, ev.origin, root_at, chain=chain, fixed=fixed
+        )
     except EntryInvalid as e:
-        relative = e.stage in ("signature", "key-chain")
+        relative = e.stage in ("signature", "key-chain", "credentials")
         basis = (
             f" (relative to the operator key and {len(ctx.allowed_keys)} allowed key(s) the "
             f"observer pinned, and the {len(ctx.key_events)} key event(s) listed)"
