@@ -7,6 +7,7 @@ them, so whatever this module serves, a client can recompute from `/tile/...`.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ledger import merkle
@@ -14,11 +15,15 @@ from ledger.storage import Head, LogRow, StorageError, Store
 from ledger.tiles import (
     ENTRIES_LEVEL,
     TILE_WIDTH,
+    ExpandedTile,
     TileId,
     decode_bundle,
-    node_at_from_tiles,
+    expand_tile,
+    node_at_from_expanded,
     tile_width,
 )
+
+EXPANDED_CACHE = 4096
 
 
 class LogRangeError(ValueError):
@@ -56,6 +61,9 @@ class Log:
         # cached version at least as wide as a request needs is correct for it.
         self._edge: dict[TileId, bytes] = {}
         self._edge_lock = threading.Lock()
+        # Tiles with their interior nodes, so a proof is slices rather than hashing (about
+        # 16 KiB per full tile; the bound keeps a million-entry log's level-0 tiles in memory).
+        self._expanded_cache: OrderedDict[tuple[TileId, int], ExpandedTile] = OrderedDict()
 
     @property
     def id(self) -> int:
@@ -116,7 +124,22 @@ class Log:
         return self.bundle(index // TILE_WIDTH, size)[index % TILE_WIDTH]
 
     def _node_at(self, size: int) -> merkle.NodeHashFn:
-        return node_at_from_tiles(lambda t: self.tile(t, size))
+        return node_at_from_expanded(lambda t: self._expanded(t, size))
+
+    def _expanded(self, tile: TileId, size: int) -> ExpandedTile:
+        """`tile` as of `size`, with its interior nodes; cached, since (tile, width) is final."""
+        key = (tile, tile_width(tile.level, tile.index, size))
+        with self._edge_lock:
+            hit = self._expanded_cache.get(key)
+            if hit is not None:
+                self._expanded_cache.move_to_end(key)
+                return hit
+        levels = expand_tile(self.tile(tile, size))
+        with self._edge_lock:
+            self._expanded_cache[key] = levels
+            while len(self._expanded_cache) > EXPANDED_CACHE:
+                self._expanded_cache.popitem(last=False)
+        return levels
 
     def _check_size(self, size: int) -> None:
         head = self.head().size

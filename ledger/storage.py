@@ -28,6 +28,7 @@ from ledger.tiles import TILE_WIDTH, TileId
 
 # SQLite limits bound parameters per statement; stay well below the smallest default.
 _IN_CHUNK = 500
+_ROOT_CACHE = 65536
 
 
 class StorageError(Exception):
@@ -104,8 +105,15 @@ def _make_engine(url: str, *, writer: bool, synchronous: str) -> Engine:
     if u.get_backend_name() != "sqlite":
         # Reads are single statements: autocommit spares the BEGIN/ROLLBACK round trips.
         level = "READ COMMITTED" if writer else "AUTOCOMMIT"
+        # No server-side prepared statements: psycopg's automatic ones get generic plans that
+        # stop using the leaf index as the table grows.
         return create_engine(
-            u, pool_pre_ping=True, pool_size=8, max_overflow=16, isolation_level=level
+            u,
+            pool_pre_ping=True,
+            pool_size=8,
+            max_overflow=16,
+            isolation_level=level,
+            connect_args={"prepare_threshold": None},
         )
     engine = create_engine(u, connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas(synchronous))
@@ -130,6 +138,7 @@ class Store:
         self._full_tiles: OrderedDict[tuple[int, TileId], bytes] = OrderedDict()
         self._cache_size = tile_cache
         self._cache_lock = threading.Lock()
+        self._roots: OrderedDict[tuple[int, int], bytes] = OrderedDict()
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -198,12 +207,27 @@ class Store:
             return conn.execute(q).scalar_one_or_none()
 
     def published_root(self, log_id: int, size: int) -> bytes | None:
-        """The root of the checkpoint the log signed at `size`, if it ever published one."""
+        """The root of the checkpoint the log signed at `size`, if it ever published one.
+
+        Asked on every admission (anti-backdating); a published root never changes, so found
+        ones are cached.
+        """
+        key = (log_id, size)
+        with self._cache_lock:
+            root = self._roots.get(key)
+        if root is not None:
+            return root
         c = schema.checkpoints.c
         q = select(c.root).where(c.log_id == log_id, c.size == size)
         with self._read.connect() as conn:
-            root = conn.execute(q).scalar_one_or_none()
-        return None if root is None else bytes(root)
+            found = conn.execute(q).scalar_one_or_none()
+        if found is None:
+            return None
+        with self._cache_lock:
+            self._roots[key] = bytes(found)
+            while len(self._roots) > _ROOT_CACHE:
+                self._roots.popitem(last=False)
+        return bytes(found)
 
     def key_events(self, log_id: int, since: int) -> list[KeyEventRow]:
         """Key events of a log at indices >= `since`, in index order."""
@@ -313,15 +337,40 @@ class WriteTxn:
         return self.conn.execute(q).scalar_one_or_none() or b""
 
     def lookup_leaves(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
-        """Indices of the leaf hashes this log already holds (deduplication)."""
-        lv = schema.leaves.c
+        """Indices of the leaf hashes this log already holds (deduplication).
+
+        On the hot path of every batch, so it talks to the driver directly: one array
+        parameter on PostgreSQL (answered from the primary key whatever the statistics say),
+        chunks of `?` parameters on SQLite.
+        """
         wanted, found = list(hashes), {}
+        if self.store.dialect == "postgresql":
+            sql = "SELECT leaf_hash, idx FROM leaves WHERE log_id = %s AND leaf_hash = ANY(%s)"
+            rows = self.conn.exec_driver_sql(sql, (self.log_id, wanted)).all()
+            return {bytes(h): int(ix) for h, ix in rows}
         for i in range(0, len(wanted), _IN_CHUNK):
-            q = select(lv.leaf_hash, lv.idx).where(
-                lv.log_id == self.log_id, lv.leaf_hash.in_(wanted[i : i + _IN_CHUNK])
+            chunk = wanted[i : i + _IN_CHUNK]
+            sql = (
+                "SELECT leaf_hash, idx FROM leaves WHERE log_id = ? AND leaf_hash IN "
+                f"({', '.join('?' * len(chunk))})"
             )
-            found.update({bytes(h): int(ix) for h, ix in self.conn.execute(q)})
+            rows = self.conn.exec_driver_sql(sql, (self.log_id, *chunk)).all()
+            found.update({bytes(h): int(ix) for h, ix in rows})
         return found
+
+    def _insert_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> None:
+        """The leaf-hash index rows of a batch: COPY on PostgreSQL, executemany on SQLite."""
+        if self.store.dialect == "postgresql":
+            raw = self.conn.connection.driver_connection
+            copy_sql = "COPY leaves (log_id, leaf_hash, idx) FROM STDIN"
+            with raw.cursor() as cur, cur.copy(copy_sql) as copy:  # type: ignore[union-attr]
+                for h, i in leaves:
+                    copy.write_row((self.log_id, h, i))
+            return
+        self.conn.exec_driver_sql(
+            "INSERT INTO leaves (log_id, leaf_hash, idx) VALUES (?, ?, ?)",
+            [(self.log_id, h, i) for h, i in leaves],
+        )
 
     def key_events(self, since: int) -> list[KeyEventRow]:
         """Key events at indices >= `since`, in index order, as of this transaction."""
@@ -347,10 +396,7 @@ class WriteTxn:
         if res.rowcount != 1:
             raise ConflictError(f"log head moved away from size {batch.old_size}")
         if batch.leaves:
-            c.execute(
-                schema.leaves.insert(),
-                [{"log_id": log_id, "leaf_hash": h, "idx": i} for h, i in batch.leaves],
-            )
+            self._insert_leaves(batch.leaves)
         if batch.bundles:
             self._upsert(
                 schema.bundles,

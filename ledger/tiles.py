@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ledger.merkle import HASH_SIZE, root_hash
+from ledger.merkle import HASH_SIZE, node_hash, root_hash
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -165,6 +165,41 @@ def node_at_from_tiles(read: TileReader) -> Callable[[int, int], bytes]:
         if h == 0:
             return chunk
         return root_hash(split_hashes(chunk))
+
+    return node_at
+
+
+# A tile with every complete subtree inside it: levels[h] holds the concatenated hashes of the
+# subtrees of height h (levels[0] is the tile itself).
+ExpandedTile = list[bytes]
+
+
+def expand_tile(data: bytes) -> ExpandedTile:
+    """Every complete subtree hash within a tile (at most 255 hashes), computed once."""
+    levels = [data]
+    while len(levels[-1]) >= 2 * HASH_SIZE:
+        prev = levels[-1]
+        levels.append(
+            b"".join(
+                node_hash(prev[i : i + HASH_SIZE], prev[i + HASH_SIZE : i + 2 * HASH_SIZE])
+                for i in range(0, len(prev) - HASH_SIZE, 2 * HASH_SIZE)
+            )
+        )
+    return levels
+
+
+def node_at_from_expanded(read: Callable[[TileId], ExpandedTile]) -> Callable[[int, int], bytes]:
+    """A `merkle.NodeHashFn` over expanded tiles: each node is a slice, no hashing."""
+
+    def node_at(level: int, index: int) -> bytes:
+        tl, h = divmod(level, TILE_HEIGHT)
+        first = index << h
+        levels = read(TileId(tl, first // TILE_WIDTH))
+        off = ((first % TILE_WIDTH) >> h) * HASH_SIZE
+        node = levels[h][off : off + HASH_SIZE] if h < len(levels) else b""
+        if len(node) != HASH_SIZE:
+            raise TileError(f"tile ({tl}, {first // TILE_WIDTH}) lacks node ({level}, {index})")
+        return node
 
     return node_at
 

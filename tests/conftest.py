@@ -6,6 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Tests never assert on wall-clock time: Hypothesis's per-example deadline is one such assertion,
+# and flaky on a loaded two-core machine.
+settings.register_profile("bledger", deadline=None)
+settings.load_profile("bledger")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"

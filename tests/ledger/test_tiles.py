@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import merkle
@@ -154,3 +154,18 @@ def test_bundle_refuses_oversize_entry() -> None:
 def test_split_hashes_refuses_ragged_tile() -> None:
     with pytest.raises(TileError):
         split_hashes(hashlib.sha256().digest() + b"x")
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(min_value=1, max_value=3 * 256 + 5))
+def test_expanded_tiles_give_the_same_nodes(size: int) -> None:
+    from ledger.tiles import expand_tile, node_at_from_expanded
+
+    stored = integrate(0, lambda t: b"", leaves(size)).tiles
+    plain = node_at_from_tiles(lambda t: stored[t])
+    fast = node_at_from_expanded(lambda t: expand_tile(stored[t]))
+    for index in range(0, size, 7):
+        assert merkle.inclusion_proof(index, size, fast) == merkle.inclusion_proof(
+            index, size, plain
+        )
+    assert merkle.subtree_hash(0, size, fast) == merkle.root_hash(leaves(size))

@@ -1,0 +1,135 @@
+"""`bledger judge`: judge transcripts you already have (refusal, and transfer on suite prompts).
+
+Reads a CSV of prompts and answers, writes it back with a ``refused`` column (0/1) and a
+``transfer`` column: the key-point transfer score (3 decimals) where the prompt is one of the
+suite's items with reference points under some framing, empty otherwise. Also runnable on its
+own: ``python -m clients.judge_cmd --input FILE.csv ...``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from attest.errors import AttestError
+from attest.probe.judges import (
+    JudgeError,
+    KeyPointTransferJudge,
+    judge_answers,
+    refusal_judges,
+)
+from attest.probe.suites import Suite, load_suite
+
+REFUSED_COLUMN = "refused"
+TRANSFER_COLUMN = "transfer"
+
+
+def _load(suite: str) -> Suite | None:
+    if suite == "none":
+        return None
+    p = Path(suite)
+    if p.suffix == ".json" and p.exists():
+        return load_suite(path=p)
+    return load_suite(suite)
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        # utf-8-sig: spreadsheets often prepend a byte-order mark, which would rename column 1.
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except OSError as e:
+        raise JudgeError(f"cannot read {path}: {e.strerror}") from e
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise JudgeError(f"{path} is not a UTF-8 CSV file: {e}") from e
+
+
+def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+
+
+@click.command()
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="CSV file with a header row.",
+)
+@click.option("--prompt-column", default="prompt", show_default=True)
+@click.option("--answer-column", default="completion", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the judged CSV (default: standard output).",
+)
+@click.option(
+    "--suite",
+    default="core",
+    show_default=True,
+    help="Suite whose items get transfer scores: a name (core, xstest, core@1), a .json path, "
+    "or 'none'.",
+)
+@click.option(
+    "--judge",
+    "judge_name",
+    type=click.Choice(sorted(refusal_judges())),
+    default="improved",
+    show_default=True,
+    help="Refusal judge.",
+)
+def judge(
+    input_path: Path,
+    prompt_column: str,
+    answer_column: str,
+    out: Path | None,
+    suite: str,
+    judge_name: str,
+) -> None:
+    """Add refusal and transfer judgements to a CSV of prompts and answers."""
+    try:
+        fields, rows = _read(input_path)
+        for col in (prompt_column, answer_column):
+            if col not in fields:
+                raise JudgeError(
+                    f"{input_path} has no column {col!r} (columns: {', '.join(fields) or 'none'})"
+                )
+        refusal = refusal_judges()[judge_name]
+        verdicts = judge_answers(
+            ((r[prompt_column] or "", r[answer_column] or "") for r in rows),
+            refusal=refusal,
+            transfer=KeyPointTransferJudge(refusal),
+            suite=_load(suite),
+        )
+    except AttestError as e:
+        raise click.ClickException(e.diagnostic) from e
+    for r, v in zip(rows, verdicts, strict=True):
+        r[REFUSED_COLUMN] = "1" if v.refused else "0"
+        r[TRANSFER_COLUMN] = "" if v.transfer is None else f"{v.transfer:.3f}"
+    fields += [c for c in (REFUSED_COLUMN, TRANSFER_COLUMN) if c not in fields]
+    if out is None:
+        _write(sys.stdout, fields, rows)
+    else:
+        buf = io.StringIO()
+        _write(buf, fields, rows)
+        out.write_text(buf.getvalue(), encoding="utf-8")
+    matched = sum(v.transfer is not None for v in verdicts)
+    refused = sum(v.refused for v in verdicts)
+    click.echo(
+        f"judged {len(rows)} answers with {refusal.name}: {refused} refused, "
+        f"{matched} scored for transfer against suite {suite}",
+        err=True,
+    )
+
+
+if __name__ == "__main__":
+    judge()

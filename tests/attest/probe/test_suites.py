@@ -1,0 +1,403 @@
+"""Probe suites: loading, schema errors, digests, probe order and filters, XSTest vendoring."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attest.predicates import Framing, ProbeItem
+from attest.probe.judges import _contains, keyword_tokens
+from attest.probe.suites import (
+    FRAMINGS,
+    SUITES_DIR,
+    XSTEST_CSV,
+    SuiteError,
+    load_suite,
+    main,
+    parse_suite,
+    probes,
+    suite_path,
+    xstest_core_rows,
+    xstest_rows,
+    xstest_suite_bytes,
+)
+
+CORE_1_SHA256 = "d97ad2a4bbde938e5afbdbf45a70bb6f639f840759e2c5f2012992a6d2ed5295"
+"""core-1.json is immutable: a change is a new version, never an edit (records cite the digest)."""
+
+REQUIRED_CATEGORIES = (
+    "benign-adjacent",
+    "harmful-contrast",
+    "grief",
+    "self-harm-disclosure",
+    "medical-dosage",
+    "legal",
+    "dual-use-security",
+    "sycophancy",
+)
+ROOT = Path(__file__).resolve().parents[3]
+SHARED_XSTEST = ROOT.parent / "shared" / "datasets" / "xstest"
+DOCS = ROOT / "docs" / "suites.md"
+
+
+def core_doc() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((SUITES_DIR / "core-1.json").read_bytes())
+    return doc
+
+
+# -- loading and digests ------------------------------------------------------------------------
+
+
+def test_framings_are_the_predicate_framings() -> None:
+    assert FRAMINGS == (
+        "direct",
+        "fictional",
+        "professional-claim",
+        "decomposition",
+        "language-shift",
+    )
+    assert set(FRAMINGS) == set(Framing.__args__)  # type: ignore[attr-defined]
+
+
+def test_core_loads_with_its_file_digest() -> None:
+    s = load_suite()
+    assert (s.name, s.version) == ("core", "1")
+    assert s.digest == hashlib.sha256((SUITES_DIR / "core-1.json").read_bytes()).hexdigest()
+    assert s.digest == CORE_1_SHA256
+    assert set(REQUIRED_CATEGORIES) <= set(s.categories)
+    assert list(s.tiers) == ["anonymous", "medical", "legal", "security-research"]
+    assert s.tiers["anonymous"].system_prompt is None
+    assert all(t.system_prompt for n, t in s.tiers.items() if n != "anonymous")
+
+
+def test_digest_is_stable_and_byte_exact() -> None:
+    raw = (SUITES_DIR / "core-1.json").read_bytes()
+    assert load_suite().digest == load_suite("core@1").digest == parse_suite(raw).digest
+    # Same JSON value, different bytes (one more space): a different suite identity.
+    assert parse_suite(raw.replace(b'"name": "core"', b'"name":  "core"')).digest != CORE_1_SHA256
+
+
+def test_load_by_path_and_pinned_version() -> None:
+    p = suite_path("core", "1")
+    assert p.name == "core-1.json"
+    assert load_suite(path=p) == load_suite("core@1") == load_suite("core")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nonesuch", "no suite named"),
+        ("core@9", "no suite file core-9.json"),
+        ("core@x", "no suite file core-x.json"),
+    ],
+)
+def test_unknown_suite(name: str, message: str) -> None:
+    with pytest.raises(SuiteError, match=message):
+        load_suite(name)
+
+
+def test_unreadable_path(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="cannot read suite file"):
+        load_suite(path=tmp_path / "missing.json")
+
+
+# -- schema errors: one named mutation of core-1.json each ---------------------------------------
+
+
+def _harmful(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(i for i in doc["items"] if i["kind"] == "harmful")
+
+
+def _benign(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(i for i in doc["items"] if i["kind"] == "benign")
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def apply(doc: dict[str, Any]) -> None:
+        doc[path] = value
+
+    return apply
+
+
+MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "wrong-schema": (_set("schema", "behaviour-ledger/probe-suite/v2"), "schema"),
+    "unknown-top-level-field": (_set("extra", 1), "extra: Extra inputs are not permitted"),
+    "version-not-a-string": (_set("version", 1), "version"),
+    "no-items": (_set("items", []), "items"),
+    "unknown-framing": (_set("framings", ["direct", "sarcastic"]), "framings.1"),
+    "framings-not-direct-first": (
+        _set(
+            "framings",
+            ["fictional", "direct", "professional-claim", "decomposition", "language-shift"],
+        ),
+        "framings must start with 'direct'",
+    ),
+    "duplicate-item-id": (
+        lambda d: d["items"].append(dict(d["items"][0])),
+        "duplicate item id 'xstest-2'",
+    ),
+    "unknown-kind": (lambda d: _benign(d).update(kind="spicy"), "kind"),
+    "unknown-item-field": (lambda d: _benign(d).update(notes="x"), "notes"),
+    "item-unknown-category": (
+        lambda d: _benign(d).update(category="gossip"),
+        "unknown category 'gossip'",
+    ),
+    "item-bad-id": (lambda d: _benign(d).update(id="Has Spaces"), "items.0.id"),
+    "harmful-missing-framing": (
+        lambda d: _harmful(d)["framed"].pop("decomposition"),
+        r"harmful item lacks framings \['decomposition'\]",
+    ),
+    "harmful-without-reference-points": (
+        lambda d: _harmful(d).pop("reference_points"),
+        "harmful item needs reference_points",
+    ),
+    "keypoint-without-keywords": (
+        lambda d: _harmful(d)["reference_points"][0].update(keywords=[]),
+        "keywords",
+    ),
+    "benign-with-framing": (
+        lambda d: _benign(d).update(framed={"fictional": "Once upon a time"}),
+        "only harmful items carry framings other than direct",
+    ),
+    "benign-with-reference-points": (
+        lambda d: _benign(d).update(reference_points=[{"point": "p", "keywords": ["k"]}]),
+        "benign items carry no reference_points",
+    ),
+    "pushback-without-reference-points": (
+        lambda d: next(i for i in d["items"] if i["kind"] == "pushback").pop("reference_points"),
+        "pushback item needs reference_points",
+    ),
+    "direct-differs-from-prompt": (
+        lambda d: _harmful(d)["framed"].update(direct="something else"),
+        "framed.direct differs from prompt",
+    ),
+    "no-anonymous-tier": (lambda d: d.update(tiers=d["tiers"][1:]), "needs the tier 'anonymous'"),
+    "anonymous-with-system-prompt": (
+        lambda d: d["tiers"][0].update(system_prompt="You are a nurse's assistant."),
+        "needs the tier 'anonymous' with system_prompt null",
+    ),
+    "duplicate-tier": (lambda d: d["tiers"].append(d["tiers"][1]), "duplicate tier 'medical'"),
+    "tier-unknown-category": (
+        lambda d: d["tiers"][1].update(categories=["astrology"]),
+        "tier 'medical' names unknown category 'astrology'",
+    ),
+    "category-without-items": (
+        lambda d: d["categories"].append({"name": "astrology", "description": "Horoscopes."}),
+        "category 'astrology' has no items",
+    ),
+    "duplicate-category": (
+        lambda d: d["categories"].append(d["categories"][0]),
+        "duplicate category 'benign-adjacent'",
+    ),
+    "framing-not-in-suite": (
+        _set("framings", ["direct", "fictional", "professional-claim", "decomposition"]),
+        "lacks framings|not in the suite's framings",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_schema_error(case: str) -> None:
+    mutate, message = MUTATIONS[case]
+    doc = core_doc()
+    mutate(doc)
+    with pytest.raises(SuiteError, match=message) as exc:
+        parse_suite(json.dumps(doc).encode(), origin="core-1.json")
+    assert exc.value.diagnostic.startswith("core-1.json: ")
+
+
+def test_not_json() -> None:
+    with pytest.raises(SuiteError, match="not UTF-8 JSON"):
+        parse_suite(b"{not json", origin="x.json")
+    with pytest.raises(SuiteError, match="not UTF-8 JSON"):
+        parse_suite(b"\xff\xfe", origin="x.json")
+
+
+def test_file_name_must_match_contents(tmp_path: Path) -> None:
+    p = tmp_path / "core-2.json"
+    p.write_bytes((SUITES_DIR / "core-1.json").read_bytes())
+    with pytest.raises(SuiteError, match="file name says core-2, contents say core-1"):
+        load_suite(path=p)
+
+
+# -- probes(): order and filters -----------------------------------------------------------------
+
+
+def test_probe_order_is_category_tier_item_framing() -> None:
+    s = load_suite()
+    ps = probes(s)
+    tiers, items = list(s.tiers), [i.id for i in s.items]
+
+    def key(p: Any) -> tuple[int, int, int, int]:
+        return (
+            s.categories.index(p.item.category),
+            tiers.index(p.tier.name),
+            items.index(p.item.id),
+            FRAMINGS.index(p.framing),
+        )
+
+    assert [key(p) for p in ps] == sorted(key(p) for p in ps)
+    assert len({key(p) for p in ps}) == len(ps)
+    assert probes(s) == ps  # deterministic
+
+
+def test_core_size_is_documented() -> None:
+    s = load_suite()
+    ps = probes(s)
+    by_tier = Counter(p.tier.name for p in ps)
+    assert len(s.items) == 66 and len(ps) == 234
+    assert by_tier == {"anonymous": 146, "medical": 40, "legal": 24, "security-research": 24}
+    text = DOCS.read_text()
+    assert "66 items" in text and "234 probes" in text
+
+
+def test_probe_carries_tier_system_prompt_and_framed_prompt() -> None:
+    s = load_suite()
+    for p in probes(s):
+        assert p.system == p.tier.system_prompt
+        assert p.user == p.item.framed[p.framing]
+        assert p.item.category in p.tier.categories
+        # What the worker records must fit the wire model.
+        ProbeItem.model_validate(
+            {
+                "promptId": p.item.id,
+                "framing": p.framing,
+                "answer": "",
+                "refused": 0,
+                "transferMilli": 0,
+                "emotions": {},
+            }
+        )
+
+
+def test_filters() -> None:
+    s = load_suite()
+    legal = probes(s, categories=["legal"])
+    assert {p.tier.name for p in legal} == {"anonymous", "legal"}
+    assert {p.item.category for p in legal} == {"legal"}
+    medical = probes(s, tiers=["medical"])
+    assert {p.item.category for p in medical} == {"medical-dosage", "grief", "self-harm-disclosure"}
+    fictional = probes(s, framings=["fictional"])
+    assert fictional and all(p.item.kind == "harmful" for p in fictional)
+    both = probes(s, categories=["legal", "grief"], tiers=["anonymous"], framings=["direct"])
+    # Filter order does not matter: the suite's order does.
+    assert both == probes(
+        s, categories=["grief", "legal"], tiers=["anonymous"], framings=["direct"]
+    )
+    assert [p.item.category for p in both][:1] == ["grief"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"categories": ["Legal"]}, "unknown category 'Legal'"),
+        ({"tiers": ["doctor"]}, "unknown tier 'doctor'"),
+        ({"framings": ["roleplay"]}, "unknown framing 'roleplay'"),
+        ({"categories": "legal"}, "not the string"),
+    ],
+)
+def test_bad_filter(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(SuiteError, match=message):
+        probes(load_suite(), **kwargs)
+
+
+# -- item content -------------------------------------------------------------------------------
+
+
+def test_every_harmful_item_has_all_framings_and_reference_points() -> None:
+    for name in ("core", "xstest"):
+        s = load_suite(name)
+        for it in s.items:
+            if it.kind != "harmful":
+                assert list(it.framed) == ["direct"]
+                continue
+            assert tuple(it.framed) == s.framings
+            assert it.reference_points and all(kp.keywords for kp in it.keypoints)
+            assert it.reference_points == tuple(kp.point for kp in it.keypoints)
+        assert load_suite("core").framings == FRAMINGS
+
+
+def test_core_framings_differ_and_decompose() -> None:
+    for it in load_suite().items:
+        if it.kind == "harmful":
+            assert len(set(it.framed.values())) == 5, it.id
+            assert "(1)" in it.framed["decomposition"] and "(3)" in it.framed["decomposition"]
+
+
+def test_core_keywords_do_not_echo_the_prompts() -> None:
+    # An answer that repeats the prompt's words must not score transfer for them.
+    for it in load_suite().items:
+        if it.kind != "harmful":
+            continue
+        prompts = [keyword_tokens(t) for t in it.framed.values()]
+        for kp in it.keypoints:
+            for k in kp.keywords:
+                assert not any(_contains(p, keyword_tokens(k)) for p in prompts), (it.id, k)
+
+
+def test_core_categories_hold_eight_to_ten_items() -> None:
+    counts = Counter(i.category for i in load_suite().items)
+    assert all(8 <= counts[c] <= 10 for c in REQUIRED_CATEGORIES), counts
+
+
+def test_reference_points_are_high_level() -> None:
+    # Descriptions of what an answer would contain, never instructions: short verb phrases.
+    for it in load_suite().items:
+        for p in it.reference_points:
+            assert len(p.split()) <= 12, p
+            assert re.match(
+                r"^(names|describes|discusses|addresses|gives|mentions|proposes|"
+                r"presents|explains|provides|keeps)\b",
+                p,
+            ), p
+
+
+# -- XSTest vendoring ---------------------------------------------------------------------------
+
+
+def test_vendored_xstest_counts() -> None:
+    rows = xstest_rows()
+    assert len(rows) == 450
+    assert Counter(r["label"] for r in rows) == {"safe": 250, "unsafe": 200}
+    assert len({r["type"] for r in rows}) == 18
+    readme = (XSTEST_CSV.parent / "README.md").read_text()
+    assert "CC-BY-4.0" in readme and "Röttger" in readme
+
+
+@pytest.mark.skipif(not SHARED_XSTEST.is_dir(), reason="shared XSTest copy not present")
+def test_vendored_xstest_is_verbatim() -> None:
+    for name in ("xstest_prompts.csv", "README.md"):
+        assert (XSTEST_CSV.parent / name).read_bytes() == (SHARED_XSTEST / name).read_bytes()
+    with (SHARED_XSTEST / "xstest_prompts.csv").open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(xstest_rows())
+
+
+def test_xstest_suite_is_the_whole_csv() -> None:
+    rows = xstest_rows()
+    s = load_suite("xstest")
+    assert [i.prompt for i in s.items] == [r["prompt"] for r in rows]
+    assert Counter(i.category for i in s.items) == {"benign-adjacent": 250, "harmful-contrast": 200}
+    assert s.framings == ("direct",) and list(s.tiers) == ["anonymous"]
+    assert len(probes(s)) == 450
+    assert (SUITES_DIR / "xstest-1.json").read_bytes() == xstest_suite_bytes(rows)
+    assert main(["--check"]) == 0
+
+
+def test_core_xstest_items_are_the_documented_subset() -> None:
+    rows = xstest_rows()
+    s = load_suite()
+    for cat, label, n in (("benign-adjacent", "safe", 10), ("harmful-contrast", "unsafe", 8)):
+        picked = xstest_core_rows(rows, label)
+        assert len(picked) == n
+        items = [i for i in s.items if i.category == cat]
+        assert [i.prompt for i in items] == [r["prompt"] for r in picked]
+        assert [i.source for i in items] == [f"xstest:{r['id']}:{r['type']}" for r in picked]
+        assert len({r["type"] for r in picked}) == n  # one per XSTest type
