@@ -1,6 +1,6 @@
 """Throughput and latency of behaviour-ledger, against pymerkle, measured in one run.
 
-    python bench/ledger_bench.py                # full run (about 10 minutes on 2 cores)
+    python bench/ledger_bench.py                # full run (10 to 13 minutes on 2 busy cores)
     python bench/ledger_bench.py --quick        # smoke run (well under a minute)
     python bench/ledger_bench.py --only integrate,proofs --json
 
