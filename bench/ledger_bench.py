@@ -438,10 +438,19 @@ def free_port() -> int:
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) used so far by process `pid`."""
-    text = Path(f"/proc/{pid}/stat").read_text()
+    """CPU seconds (user + system, all threads) used so far by process `pid` and its live
+    descendants (the worker processes of `bledger serve --workers`)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children.update(int(c) for c in (task / "children").read_text().split())
+    return own + sum(process_cpu(c) for c in children)
 
 
 def machine_busy() -> float:
@@ -621,7 +630,9 @@ LOAD_GENERATORS = {
 
 
 @contextlib.contextmanager
-def ledger_server(tmp: Path, allow_key: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def ledger_server(
+    tmp: Path, allow_key: Path, workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`bledger serve` on a free loopback port, with default config; stopped on exit."""
     port = free_port()
     cmd = [
@@ -637,6 +648,8 @@ def ledger_server(tmp: Path, allow_key: Path) -> Iterator[tuple[str, subprocess.
         HTTP_ORIGIN_PREFIX,
         "--allow-key",
         str(allow_key),
+        "--workers",
+        str(workers),
     ]
     log_file = (tmp / "server.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
@@ -679,7 +692,7 @@ def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         what, generate = LOAD_GENERATORS[name]
         d = Path(tempfile.mkdtemp(prefix=f"http-{name}-", dir=tmp))
         pub = write_key_pair(d / "bench-client", key)
-        with ledger_server(d, pub) as (base, proc):
+        with ledger_server(d, pub, args.server_workers) as (base, proc):
             res = generate(
                 base,
                 "/logs/evidence/entries",
@@ -695,7 +708,8 @@ def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
             .execute("SELECT count(*) - 1 FROM checkpoints")
             .fetchone()[0]
         )
-        http_rows(report, f"load: {what}", name, res, args.clients)
+        config = f"load: {what}; server workers={args.server_workers}"
+        http_rows(report, config, name, res, args.clients)
         statuses: dict[int, int] = {}
         for _, _, st in res.samples:
             statuses[st] = statuses.get(st, 0) + 1
@@ -1117,6 +1131,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--http-seconds", type=float, help="HTTP measurement window (15)")
     p.add_argument("--warmup", type=float, help="HTTP warm-up before the window (3)")
     p.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients (64)")
+    p.add_argument(
+        "--server-workers", type=int, default=1, help="`bledger serve --workers` for HTTP (1)"
+    )
     p.add_argument(
         "--client",
         default="threads,httpx",

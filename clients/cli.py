@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -130,6 +131,13 @@ def _ledger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="Register a lab key (verifier key or .pub PEM), signed by the operator (repeatable).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Server processes sharing the database (they take turns sequencing each log).",
+)
+@click.option(
     "--anonymous-interval-ms",
     type=int,
     help="Time between the anonymous log's batches (default from the config: 60 s).",
@@ -149,6 +157,7 @@ def serve(
     port: int,
     origin_prefix: str | None,
     allow_labs: tuple[str, ...],
+    workers: int,
     anonymous_interval_ms: int | None,
     allow_keys: tuple[Path, ...],
 ) -> None:
@@ -170,7 +179,29 @@ def serve(
         click.echo(f"log {h.name} ({h.partition}) origin {h.origin}\n  vkey {h.vkey}")
         click.echo(f"  operator {h.operator_vkey}")
     click.echo(f"serving on http://{host}:{port}  (API docs at /docs)", err=True)
-    uvicorn.run(create_app(server), host=host, port=port, log_level="warning", access_log=False)
+    # No access log: the anonymous log must not record who wrote, and no log records addresses.
+    if workers == 1:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="warning", access_log=False)
+        return
+    from ledger.asgi import ENV
+
+    server.store.close()  # migrated and bootstrapped here; each worker opens its own
+    os.environ[ENV] = json.dumps(
+        {
+            "data": str(data),
+            "allow_keys": [str(p) for p in allow_keys],
+            "anonymous_interval_ms": anonymous_interval_ms,
+        }
+    )
+    uvicorn.run(
+        "ledger.asgi:app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 # -- keys -------------------------------------------------------------------------------------

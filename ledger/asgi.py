@@ -1,0 +1,32 @@
+"""ASGI factory for serving one data directory from several processes (`bledger serve --workers`).
+
+Each worker process opens the same database and runs its own sequencers; the head-row lock makes
+them take turns, so one batch at a time is integrated per log whichever process received it.
+The parent process has already migrated the database and registered bootstrap keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from ledger.api import create_app
+from ledger.config import load_config
+from ledger.server import LedgerServer
+
+ENV = "BLEDGER_SERVE_OPTIONS"
+
+
+def app() -> FastAPI:
+    """The app of one worker, configured from the JSON in $BLEDGER_SERVE_OPTIONS."""
+    opts = json.loads(os.environ[ENV])
+    cfg = load_config(Path(opts["data"]))
+    server = LedgerServer.from_config(
+        cfg,
+        extra_allow_keys=[Path(p) for p in opts.get("allow_keys", [])],
+        anonymous_interval_ms=opts.get("anonymous_interval_ms"),
+    )
+    return create_app(server)
