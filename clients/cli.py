@@ -402,13 +402,14 @@ def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live in their own modules (imported here so `bledger --help` lists them)."""
+    from clients.emotions_cmd import emotions
     from clients.issuer_cmd import issuer
     from clients.judge_cmd import judge
     from clients.report_cmd import report
     from clients.verify_cmd import verify, verify_evidence
     from clients.witness_cmd import witness
 
-    for command in (witness, verify, verify_evidence, issuer, report, judge):
+    for command in (witness, verify, verify_evidence, issuer, report, judge, emotions):
         main.add_command(command)
 
 

@@ -421,10 +421,21 @@ CHILD = textwrap.dedent(
             crash()
 
 
+    insert_leaves = WriteTxn._insert_leaves
+
+
+    def crashing_insert_leaves(self, leaves):
+        # The leaf index is written through the driver (COPY on PostgreSQL), which no
+        # SQLAlchemy statement event sees: patch the method instead.
+        insert_leaves(self, leaves)
+        if point == "after_leaves_insert":
+            crash()
+
+
     WriteTxn.commit_batch, WriteTxn._upsert = crashing_commit_batch, crashing_upsert
+    WriteTxn._insert_leaves = crashing_insert_leaves
     engine = hosted.log.store._write
     statements = {
-        "after_leaves_insert": "INSERT INTO leaves",
         "after_checkpoints_insert": "INSERT INTO checkpoints",
         "after_heads_update": "UPDATE heads",
     }

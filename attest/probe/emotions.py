@@ -1,0 +1,759 @@
+"""Emotion concept vectors: calibrate them on a model, then read them off its residual stream.
+
+The method (after Anthropic's 2026 emotion-concepts work, applied to open models):
+
+1. Stimuli: `attest/probe/data/emotions/stimuli.jsonl`, written for this project — for each of
+   `EMOTIONS`, 40 short everyday texts that convey the emotion without naming it (a fixed split:
+   30 train, 10 held out), plus neutral, factual texts.
+2. Reading a text: its tokens' residual-stream vectors at one decoder layer, each at the token's
+   own position, averaged over the text (`TOKEN_RULE`). Texts are read after `READING_PREFIX`,
+   a start-of-turn token, so no text's first token is the model's attention sink (whose huge,
+   content-free activation would otherwise swamp the mean of a short text).
+3. Difference of means: per emotion, the mean over its train texts minus the mean over all
+   emotions (that grand mean is kept as the calibration's `center`).
+4. Neutral directions: the top `n_pcs` principal components of the neutral texts' readings
+   (centred) are projected out of every vector, which is then scaled to unit length. They are
+   projected out of the vectors only: since the vectors are orthogonal to them, those
+   directions cannot move a projection, and activations need no such step.
+5. Projection: ``(reading - center) · vector``. Subtracting `center` is the one thing done to
+   activations at projection time. It matters: the residual stream has a large common
+   component, and its dot product with each unit vector is a different constant per emotion
+   that would otherwise decide the argmax (on SmolLM2, held-out accuracy falls from about 0.6
+   to 0.1-0.4 without it; see docs/emotions.md). A score of 0 thus means "as much of this
+   emotion as the average emotional stimulus".
+6. Layer: every layer in 30-80 % of the depth is fitted; the one whose vectors classify the
+   held-out texts best (argmax projection, top-1) is kept. Per-emotion held-out accuracy and
+   chance (1/E) are reported with it.
+
+`emotion_capture` then reads the projections of every generated answer token while `generate`
+runs, and `score_texts` reads whole texts. Both use `residual_hook`, so no hook outlives them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+from attest.errors import AttestError
+from attest.probe.model import (
+    Generation,
+    LoadedModel,
+    ModelIdentity,
+    cache_root,
+    hidden_states_multi,
+    residual_hook,
+)
+
+__all__ = [
+    "EMOTIONS",
+    "READING_PREFIX",
+    "TOKEN_RULE",
+    "Calibration",
+    "CalibrationError",
+    "CalibrationMismatchError",
+    "CaptureError",
+    "EmotionCapture",
+    "EmotionsError",
+    "Stimuli",
+    "StimuliError",
+    "calibrate",
+    "calibration_dir",
+    "classify",
+    "difference_of_means",
+    "emotion_capture",
+    "fit_layer",
+    "grand_mean",
+    "latest_calibration",
+    "load_calibration",
+    "load_stimuli",
+    "neutral_components",
+    "project_out",
+    "save_calibration",
+    "score_texts",
+    "sweep_layers",
+    "text_means",
+]
+
+EMOTIONS: Final[tuple[str, ...]] = (
+    "calm",
+    "desperate",
+    "afraid",
+    "angry",
+    "joyful",
+    "sad",
+    "gloomy",
+    "broody",
+    "reflective",
+    "enthusiastic",
+    "exasperated",
+    "guilty",
+    "hopeful",
+    "anxious",
+    "ashamed",
+    "lonely",
+    "tender",
+    "proud",
+    "grateful",
+    "disgusted",
+)
+"""The emotions calibrated, in the order of `Calibration.vectors`' rows."""
+
+NEUTRAL: Final = "neutral"
+TOKEN_RULE: Final = "token-mean"
+"""A reading is the mean over a text's (or an answer's) tokens of their residual vectors."""
+
+READING_PREFIX: Final = "<|im_start|>"
+"""Context put before every stimulus and scored text where the tokenizer has it as one token
+(ChatML models); other models get their BOS token, if any. Recorded in each calibration."""
+
+SWEEP: Final = (0.3, 0.8)
+"""The fraction of the depth whose layers `calibrate` sweeps by default."""
+
+STIMULI: Final = "stimuli.jsonl"
+_FORMAT: Final = "behaviour-ledger/emotion-calibration/v1"
+
+
+class EmotionsError(AttestError):
+    """Base class of the errors this module raises."""
+
+
+class StimuliError(EmotionsError):
+    """A stimulus file that breaks its schema: unknown label or split, duplicate id, bad JSON."""
+
+
+class CalibrationError(EmotionsError):
+    """Calibration bytes or files that do not decode, or whose digest does not match."""
+
+
+class CalibrationMismatchError(CalibrationError):
+    """A calibration used with a model other than the one it was made on.
+
+    `got` is the model the calibration names, `want` the model in use.
+    """
+
+    got: ModelIdentity
+    want: ModelIdentity
+
+    def __init__(self, got: ModelIdentity, want: ModelIdentity) -> None:
+        super().__init__(
+            f"calibration made on {got.name} {got.version} (weights {got.weights_sha256[:12]}…), "
+            f"not on {want.name} {want.version} (weights {want.weights_sha256[:12]}…)"
+        )
+        self.got = got
+        self.want = want
+
+
+class CaptureError(EmotionsError):
+    """`EmotionCapture.summaries` given generations other than the ones it saw produced."""
+
+
+# -- stimuli ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stimuli:
+    """The stimulus set: train and held-out texts per emotion, neutral texts, the file's digest."""
+
+    train: Mapping[str, tuple[str, ...]]
+    held_out: Mapping[str, tuple[str, ...]]
+    neutral: tuple[str, ...]
+    sha256: str
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        """The emotions present, in `EMOTIONS` order."""
+        return tuple(e for e in EMOTIONS if e in self.train)
+
+    def subset(self, train: int, held_out: int, neutral: int) -> Stimuli:
+        """The first `train` / `held_out` texts per emotion and `neutral` neutral texts.
+
+        For quick calibrations (tests); the digest marks the result as a subset.
+        """
+        tag = f"{self.sha256}:subset:{train}:{held_out}:{neutral}"
+        return Stimuli(
+            train={e: t[:train] for e, t in self.train.items()},
+            held_out={e: t[:held_out] for e, t in self.held_out.items()},
+            neutral=self.neutral[:neutral],
+            sha256=hashlib.sha256(tag.encode()).hexdigest(),
+        )
+
+
+def stimuli_path() -> Path:
+    """The bundled stimulus file."""
+    return Path(str(resources.files("attest.probe").joinpath("data", "emotions", STIMULI)))
+
+
+def load_stimuli(path: Path | None = None) -> Stimuli:
+    """Read the stimulus file (JSON lines: ``id``, ``label``, ``split``, ``text``).
+
+    ``label`` is an emotion of `EMOTIONS` or ``neutral``; ``split`` is ``train`` or ``held_out``
+    for an emotion and ``neutral`` for a neutral text. The split is in the file, so it is fixed.
+    """
+    data = (path or stimuli_path()).read_bytes()
+    train: dict[str, list[str]] = {e: [] for e in EMOTIONS}
+    held: dict[str, list[str]] = {e: [] for e in EMOTIONS}
+    neutral: list[str] = []
+    seen: set[str] = set()
+    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = _stimulus_row(line, n)
+        if row["id"] in seen:
+            raise StimuliError(f"stimuli line {n}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        label, split, text = row["label"], row["split"], row["text"]
+        if label == NEUTRAL and split == NEUTRAL:
+            neutral.append(text)
+        elif label in train and split in ("train", "held_out"):
+            (train if split == "train" else held)[label].append(text)
+        else:
+            raise StimuliError(f"stimuli line {n}: unknown label/split {label!r}/{split!r}")
+    return Stimuli(
+        train={e: tuple(t) for e, t in train.items() if t},
+        held_out={e: tuple(t) for e, t in held.items() if t},
+        neutral=tuple(neutral),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _stimulus_row(line: str, n: int) -> dict[str, str]:
+    try:
+        row = json.loads(line)
+    except ValueError as e:
+        raise StimuliError(f"stimuli line {n}: not JSON: {e}") from e
+    keys = {"id", "label", "split", "text"}
+    if not isinstance(row, dict) or set(row) != keys:
+        raise StimuliError(f"stimuli line {n}: want exactly the keys {sorted(keys)}")
+    if not all(isinstance(v, str) and v for v in row.values()):
+        raise StimuliError(f"stimuli line {n}: every value must be a non-empty string")
+    return row
+
+
+# -- the calibration --------------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """Emotion vectors for one model and where they are read.
+
+    `vectors` [E, d] float32 are unit length, one row per emotion of `emotions`, orthogonal to
+    `neutral_pcs` [k, d] (orthonormal rows); `center` [d] is subtracted from a reading before
+    projecting (None: nothing is). `held_out_accuracy` is top-1 accuracy per emotion on
+    the held-out stimuli at `layer`, `chance` is 1/E, `layer_scores` the held-out accuracy (over
+    all held-out texts) of every layer swept. `reading_prefix` is put before every text read.
+    """
+
+    model: ModelIdentity
+    layer: int
+    token_rule: str
+    emotions: tuple[str, ...]
+    vectors: torch.Tensor
+    neutral_pcs: torch.Tensor
+    held_out_accuracy: dict[str, float]
+    chance: float
+    layer_scores: dict[int, float]
+    center: torch.Tensor | None = None
+    reading_prefix: str = ""
+    stimuli_sha256: str = ""
+
+    def projections(self, readings: torch.Tensor) -> torch.Tensor:
+        """``(readings - center) @ vectors.T``: [n, d] readings to [n, E] scores (float32)."""
+        vectors = self.vectors.float().to(readings.device)
+        out = readings.float() @ vectors.T
+        if self.center is not None:
+            out = out - self.center.float().to(readings.device) @ vectors.T
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The safetensors encoding: both tensors, and every other field as one JSON metadata
+        value (one key, sorted JSON, so the bytes — and `digest` — are reproducible).
+        """
+        from safetensors.torch import save
+
+        meta = {
+            "format": _FORMAT,
+            "model": {
+                "name": self.model.name,
+                "version": self.model.version,
+                "weights_sha256": self.model.weights_sha256,
+            },
+            "layer": self.layer,
+            "token_rule": self.token_rule,
+            "emotions": list(self.emotions),
+            "held_out_accuracy": self.held_out_accuracy,
+            "chance": self.chance,
+            "layer_scores": {str(k): v for k, v in sorted(self.layer_scores.items())},
+            "reading_prefix": self.reading_prefix,
+            "stimuli_sha256": self.stimuli_sha256,
+        }
+        tensors = {"vectors": _plain(self.vectors), "neutral_pcs": _plain(self.neutral_pcs)}
+        if self.center is not None:
+            tensors["center"] = _plain(self.center)
+        blob: bytes = save(tensors, metadata={"calibration": json.dumps(meta, sort_keys=True)})
+        return blob
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (lowercase hex) of `to_bytes()`: what a log entry names the vectors blob by."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, model: ModelIdentity) -> Calibration:
+        """Decode `to_bytes()` output, checking that it was made on `model`.
+
+        Raises `CalibrationError` for bytes that do not decode and `CalibrationMismatchError`
+        when the calibration names another model.
+        """
+        meta, vectors, pcs, center = _decode(data)
+        got = ModelIdentity(**meta["model"])
+        if got != model:
+            raise CalibrationMismatchError(got, model)
+        return cls(
+            model=got,
+            layer=int(meta["layer"]),
+            token_rule=str(meta["token_rule"]),
+            emotions=tuple(meta["emotions"]),
+            vectors=vectors,
+            neutral_pcs=pcs,
+            held_out_accuracy={str(k): float(v) for k, v in meta["held_out_accuracy"].items()},
+            chance=float(meta["chance"]),
+            layer_scores={int(k): float(v) for k, v in meta["layer_scores"].items()},
+            center=center,
+            reading_prefix=str(meta["reading_prefix"]),
+            stimuli_sha256=str(meta["stimuli_sha256"]),
+        )
+
+    def held_out_scores_milli(self) -> dict[str, int]:
+        """`held_out_accuracy` in milli-units, as the EmotionCalibration predicate carries it."""
+        return {e: round(a * 1000) for e, a in self.held_out_accuracy.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a person reads (no tensors): the sidecar JSON's body."""
+        return {
+            "model": {
+                "name": self.model.name,
+                "version": self.model.version,
+                "weights_sha256": self.model.weights_sha256,
+            },
+            "layer": self.layer,
+            "token_rule": self.token_rule,
+            "emotions": list(self.emotions),
+            "n_pcs": int(self.neutral_pcs.shape[0]),
+            "held_out_accuracy": self.held_out_accuracy,
+            "mean_held_out_accuracy": self.layer_scores.get(
+                self.layer, _mean(self.held_out_accuracy.values())
+            ),
+            "chance": self.chance,
+            "layer_scores": {str(k): v for k, v in sorted(self.layer_scores.items())},
+            "reading_prefix": self.reading_prefix,
+            "stimuli_sha256": self.stimuli_sha256,
+            "sha256": self.digest,
+        }
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float32, copy=True).contiguous().cpu()
+
+
+def _decode(data: bytes) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+        meta = json.loads(_metadata(data)["calibration"])
+        vectors, pcs = tensors["vectors"], tensors["neutral_pcs"]
+        center = tensors.get("center")
+    except Exception as e:  # safetensors raises its own and builtin errors alike
+        raise CalibrationError(f"not an emotion calibration: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise CalibrationError(f"not an emotion calibration: format is not {_FORMAT!r}")
+    if vectors.dim() != 2 or vectors.shape[0] != len(meta["emotions"]):
+        raise CalibrationError("calibration vectors do not match its emotion list")
+    if pcs.dim() != 2 or pcs.shape[1] != vectors.shape[1]:
+        raise CalibrationError("calibration neutral components do not match its vectors")
+    if center is not None and center.shape != (vectors.shape[1],):
+        raise CalibrationError("calibration center does not match its vectors")
+    return meta, vectors, pcs, center
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta: dict[str, str] = header.get("__metadata__") or {}
+    return meta
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+# -- the math (pure: tensors in, tensors out) -------------------------------------------------
+
+
+def difference_of_means(groups: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per group [n_i, d] of readings: its mean minus the mean of the group means. [G, d]."""
+    means = torch.stack([g.mean(dim=0) for g in groups])
+    return means - means.mean(dim=0, keepdim=True)
+
+
+def neutral_components(readings: torch.Tensor, k: int) -> torch.Tensor:
+    """The top `k` principal components [k, d] (orthonormal rows) of `readings` [n, d].
+
+    Requires ``0 <= k <= min(n - 1, d)``: centred readings span at most n - 1 directions.
+    """
+    if not 0 <= k <= min(readings.shape[0] - 1, readings.shape[1]):
+        raise ValueError(f"cannot take {k} components of {tuple(readings.shape)} readings")
+    centred = readings - readings.mean(dim=0, keepdim=True)
+    vh: torch.Tensor = torch.linalg.svd(centred.double(), full_matrices=False).Vh
+    return vh[:k].to(readings.dtype)
+
+
+def project_out(vectors: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    """`vectors` [E, d] with their parts along the orthonormal rows of `components` removed."""
+    out: torch.Tensor = vectors - (vectors @ components.T) @ components
+    return out
+
+
+def _unit(vectors: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return out
+
+
+def grand_mean(groups: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean of the group means [d]: what `difference_of_means` subtracts."""
+    return torch.stack([g.mean(dim=0) for g in groups]).mean(dim=0)
+
+
+def classify(
+    readings: torch.Tensor, vectors: torch.Tensor, center: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Index of the vector each reading [n, d] (minus `center`) projects onto most (top-1)."""
+    if center is not None:
+        readings = readings - center
+    return (readings @ vectors.T).argmax(dim=1)
+
+
+@dataclass(frozen=True)
+class LayerFit:
+    """What `fit_layer` finds at one layer."""
+
+    vectors: torch.Tensor
+    neutral_pcs: torch.Tensor
+    center: torch.Tensor
+    held_out_accuracy: dict[str, float]
+    correct: int
+    total: int
+
+    @property
+    def score(self) -> float:
+        """Held-out accuracy over all held-out texts: what the layer sweep maximises.
+
+        A ratio of integers, so equal scores are exactly equal and ties go by layer order.
+        """
+        return self.correct / self.total if self.total else 0.0
+
+
+def fit_layer(
+    emotions: Sequence[str],
+    train: Sequence[torch.Tensor],
+    held_out: Sequence[torch.Tensor],
+    neutral: torch.Tensor,
+    n_pcs: int,
+) -> LayerFit:
+    """Vectors from per-emotion train readings, cleaned of `n_pcs` neutral components, scored
+    on held-out readings. `train[i]` / `held_out[i]` are [n, d] readings of `emotions[i]`.
+    """
+    pcs = neutral_components(neutral, n_pcs)
+    vectors = _unit(project_out(difference_of_means(train), pcs))
+    center = grand_mean(train)
+    accuracy, correct, total = {}, 0, 0
+    for i, (emotion, readings) in enumerate(zip(emotions, held_out, strict=True)):
+        hits = int((classify(readings, vectors, center) == i).sum())
+        accuracy[emotion] = hits / len(readings) if len(readings) else 0.0
+        correct, total = correct + hits, total + len(readings)
+    return LayerFit(vectors, pcs, center, accuracy, correct, total)
+
+
+def sweep_layers(num_layers: int, span: tuple[float, float] = SWEEP) -> list[int]:
+    """The decoder layers whose depth lies in `span` (fractions of `num_layers`), at least one."""
+    lo = math.ceil(span[0] * num_layers)
+    hi = min(math.floor(span[1] * num_layers), num_layers - 1)
+    return list(range(lo, hi + 1)) or [min(lo, num_layers - 1)]
+
+
+# -- reading texts ----------------------------------------------------------------------------
+
+
+def _prefix_ids(lm: LoadedModel, prefix: str) -> list[int]:
+    if not prefix:
+        return []
+    ids: list[int] = lm.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def _default_prefix(lm: LoadedModel) -> str:
+    """`READING_PREFIX` where the tokenizer has it as one token, else its BOS token, else ""."""
+    if len(_prefix_ids(lm, READING_PREFIX)) == 1:
+        return READING_PREFIX
+    bos = lm.tokenizer.bos_token
+    return bos if isinstance(bos, str) and len(_prefix_ids(lm, bos)) == 1 else ""
+
+
+def text_means(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    *,
+    prefix: str = "",
+    batch_size: int = 16,
+) -> dict[int, torch.Tensor]:
+    """Per layer, the readings [len(texts), d] (mean over each text's tokens), after `prefix`."""
+    prefix_ids = _prefix_ids(lm, prefix)
+    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    # Reduce batch by batch: the per-token activations of every layer would not fit in memory.
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        per_layer = hidden_states_multi(lm, chunk, layers, batch_size, prefix_ids=prefix_ids)
+        for layer, hs in per_layer.items():
+            out[layer].extend(h.mean(dim=0) for h in hs)
+    d = lm.hidden_size
+    return {layer: torch.stack(v) if v else torch.empty(0, d) for layer, v in out.items()}
+
+
+def calibrate(
+    lm: LoadedModel,
+    *,
+    layers: Sequence[int] | None = None,
+    n_pcs: int = 4,
+    stimuli: Stimuli | None = None,
+    batch_size: int = 16,
+) -> Calibration:
+    """Calibrate emotion vectors on `lm` (see the module docstring for the method).
+
+    `layers` defaults to `sweep_layers(lm.num_layers)`; `stimuli` to `load_stimuli()`. Each
+    text is run through the model once, all swept layers read in the same pass.
+    """
+    stim = stimuli or load_stimuli()
+    emotions = stim.emotions
+    sweep = list(layers) if layers is not None else sweep_layers(lm.num_layers)
+    prefix = _default_prefix(lm)
+    texts = [t for e in emotions for t in stim.train[e]]
+    texts += [t for e in emotions for t in stim.held_out[e]]
+    texts += list(stim.neutral)
+    means = text_means(lm, texts, sweep, prefix=prefix, batch_size=batch_size)
+
+    fits: dict[int, LayerFit] = {}
+    for layer in sweep:
+        train, held, neutral = _split(means[layer], stim, emotions)
+        fits[layer] = fit_layer(emotions, train, held, neutral, n_pcs)
+    # Ties go to the shallower layer: max() keeps the first maximum in sweep order.
+    best = max(sweep, key=lambda layer: fits[layer].score)
+    return Calibration(
+        model=lm.identity,
+        layer=best,
+        token_rule=TOKEN_RULE,
+        emotions=emotions,
+        vectors=fits[best].vectors.float(),
+        neutral_pcs=fits[best].neutral_pcs.float(),
+        held_out_accuracy=fits[best].held_out_accuracy,
+        chance=1.0 / len(emotions),
+        layer_scores={layer: fits[layer].score for layer in sweep},
+        center=fits[best].center.float(),
+        reading_prefix=prefix,
+        stimuli_sha256=stim.sha256,
+    )
+
+
+def _split(
+    readings: torch.Tensor, stim: Stimuli, emotions: Sequence[str]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Cut the readings of `calibrate`'s text order back into train, held-out and neutral."""
+    train, held, at = [], [], 0
+    for e in emotions:
+        train.append(readings[at : at + len(stim.train[e])])
+        at += len(stim.train[e])
+    for e in emotions:
+        held.append(readings[at : at + len(stim.held_out[e])])
+        at += len(stim.held_out[e])
+    return train, held, readings[at:]
+
+
+def _check_model(lm: LoadedModel, cal: Calibration) -> None:
+    if cal.model != lm.identity:
+        raise CalibrationMismatchError(cal.model, lm.identity)
+
+
+def score_texts(lm: LoadedModel, cal: Calibration, texts: Sequence[str]) -> list[dict[str, float]]:
+    """Per text, per emotion: the projection of the text's reading (mean over its tokens)."""
+    _check_model(lm, cal)
+    if not texts:
+        return []
+    readings = text_means(lm, texts, [cal.layer], prefix=cal.reading_prefix)[cal.layer]
+    projections = cal.projections(readings)
+    return [dict(zip(cal.emotions, row.tolist(), strict=True)) for row in projections]
+
+
+# -- reading answers while they are generated -------------------------------------------------
+
+
+@dataclass
+class EmotionCapture:
+    """Per answer token, its projection onto every emotion, collected during `generate`.
+
+    Built by `emotion_capture`. It learns from `generate` (as a `GenerationObserver`) where each
+    batch's prompt ends, and keeps, per answer, the projections of the answer's own tokens:
+    generated token j is read at its own position, i.e. in the forward pass that feeds it back.
+    The last token of an answer cut off by ``max_new_tokens`` is never fed back, so it is not
+    read; stop tokens, and the padding after an answer that ended early, are never read.
+    """
+
+    calibration: Calibration
+    device: torch.device
+    _vectors: torch.Tensor = field(init=False, repr=False)
+    _offset: torch.Tensor = field(init=False, repr=False)
+    _passes: list[torch.Tensor] = field(default_factory=list, repr=False)
+    _prompt_len: int | None = field(default=None, repr=False)
+    _answers: list[tuple[int, ...]] = field(default_factory=list, repr=False)
+    _rows: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._vectors = self.calibration.vectors.float().to(self.device)
+        # (h - center) @ V.T == h @ V.T + offset, offset = -center @ V.T (one number per emotion).
+        self._offset = self.calibration.projections(torch.zeros(1, self._vectors.shape[1]))[0]
+
+    # the residual hook
+    def on_hidden(self, hidden: torch.Tensor) -> None:
+        """Keep the projections [batch, seq, E] of one forward pass (inside a batch only)."""
+        if self._prompt_len is not None:
+            self._passes.append((hidden.float() @ self._vectors.T).cpu() + self._offset)
+
+    # GenerationObserver
+    def begin_batch(self, prompt_len: int) -> None:
+        """A batch starts; its prompt fills positions ``0 .. prompt_len - 1``."""
+        self._passes = []
+        self._prompt_len = prompt_len
+
+    def end_batch(self, answers: Sequence[tuple[int, ...]]) -> None:
+        """Keep each row's answer-token projections: prompt and padding columns are dropped."""
+        if self._prompt_len is None:
+            raise CaptureError("end of a batch that never began")
+        p = self._prompt_len
+        self._prompt_len = None
+        if not self._passes or self._passes[0].shape[1] != p:
+            raise CaptureError("the first forward pass of a batch did not cover its prompt")
+        # Column p + j holds generated token j (the pass that fed it back).
+        proj = torch.cat(self._passes, dim=1)
+        self._passes = []
+        for i, ans in enumerate(answers):
+            self._answers.append(tuple(ans))
+            self._rows.append(proj[i, p : p + len(ans)].clone())
+
+    def token_projections(self) -> list[torch.Tensor]:
+        """Per answer so far, its read tokens' projections [tokens, E]."""
+        return list(self._rows)
+
+    def summaries(self, generations: Sequence[Generation]) -> list[dict[str, tuple[float, float]]]:
+        """Per generation, per emotion: (mean, spread = population std) over its answer tokens.
+
+        `generations` must be exactly what `generate` returned inside this capture, in order
+        (several calls concatenated); an answer with no token read gets (0.0, 0.0).
+        """
+        if [g.answer_ids for g in generations] != self._answers:
+            raise CaptureError(
+                f"summaries() given {len(generations)} generation(s) that are not the "
+                f"{len(self._answers)} this capture saw produced"
+            )
+        out = []
+        for rows in self._rows:
+            if rows.shape[0] == 0:
+                out.append({e: (0.0, 0.0) for e in self.calibration.emotions})
+                continue
+            mean, std = rows.mean(dim=0), rows.std(dim=0, correction=0)
+            out.append(
+                {
+                    e: (float(m), float(s))
+                    for e, m, s in zip(self.calibration.emotions, mean, std, strict=True)
+                }
+            )
+        return out
+
+
+@contextmanager
+def emotion_capture(lm: LoadedModel, cal: Calibration) -> Iterator[EmotionCapture]:
+    """Collect answer-token emotion projections while `generate(lm, ...)` runs inside.
+
+    Usage::
+
+        with emotion_capture(lm, cal) as cap:
+            gens = generate(lm, prompts)
+        summaries = cap.summaries(gens)
+
+    The hook and the observer are removed on exit, on errors too.
+    """
+    _check_model(lm, cal)
+    cap = EmotionCapture(cal, lm.device)
+    with lm.observing(cap), residual_hook(lm, cal.layer, cap.on_hidden):
+        yield cap
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def calibration_dir(model: ModelIdentity, root: Path | None = None) -> Path:
+    """Where calibrations of `model` are cached: ``<root>/calibrations/<name>-<weights[:16]>``."""
+    base = root or cache_root()
+    return base / "calibrations" / f"{model.name}-{model.weights_sha256[:16]}"
+
+
+def save_calibration(
+    cal: Calibration, path: Path, extra: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write `cal` as safetensors at `path` and its summary (+ `extra`) as JSON beside it.
+
+    The sidecar is ``path`` with the suffix ``.json``; it is written last, so a sidecar names
+    only complete calibration files. Returns (calibration path, sidecar path).
+    """
+    data = cal.to_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    sidecar = path.with_suffix(".json")
+    summary = cal.summary() | dict(extra or {})
+    sidecar.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path, sidecar
+
+
+def load_calibration(path: Path, model: ModelIdentity) -> Calibration:
+    """Read a calibration file made on `model`; its sidecar, when present, must name its digest."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CalibrationError(f"cannot read calibration {path}: {e}") from e
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        want = json.loads(sidecar.read_text()).get("sha256")
+        got = hashlib.sha256(data).hexdigest()
+        if want != got:
+            raise CalibrationError(f"{path}: sha256 {got} but its sidecar says {want}")
+    return Calibration.from_bytes(data, model)
+
+
+def latest_calibration(model: ModelIdentity, root: Path | None = None) -> Path | None:
+    """The most recently written cached calibration of `model`, or None."""
+    directory = calibration_dir(model, root)
+    if not directory.is_dir():
+        return None
+    files = [p for p in directory.glob("*.safetensors") if p.with_suffix(".json").is_file()]
+    return max(files, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
