@@ -405,11 +405,13 @@ def _register_subcommands() -> None:
     from clients.emotions_cmd import emotions
     from clients.issuer_cmd import issuer
     from clients.judge_cmd import judge
+    from clients.probe_cmd import probe
     from clients.report_cmd import report
     from clients.verify_cmd import verify, verify_evidence
     from clients.witness_cmd import witness
 
-    for command in (witness, verify, verify_evidence, issuer, report, judge, emotions):
+    commands = (witness, verify, verify_evidence, issuer, report, judge, emotions, probe)
+    for command in commands:
         main.add_command(command)
 
 

@@ -1,0 +1,992 @@
+"""A probing run end to end: model, suite, calibration, answers, judgements, records, the log.
+
+`run_probe` probes one model over a suite's (category, tier) groups and submits one logical
+probe record per group (split into parts by `attest.probe.records`), signed by the worker key.
+`replay` fetches a logged record, re-runs exactly its probes and says what reproduced.
+
+Decisions a caller must know:
+
+* **Resumable.** Each run has a directory (default ``<data dir>/runs/<model>-<version>-<suite>-
+  <version>-<key>``, the key a digest of everything that determines the answers, so running the
+  same command again resumes; it is locked while in use). ``state.json`` records each group's
+  progress; a group's items are written before they are signed, its envelopes before they are
+  submitted, and each returned index as it comes.
+  A killed run therefore never regenerates a finished group's answers, and resubmits exactly the
+  envelopes it had signed (the log deduplicates identical envelopes: same index back).
+* **Calibration.** Projections need the model's emotion calibration *as logged*: given an index
+  (``calibration_index``), or the latest one this machine published to this log for these
+  weights, or a fresh one, published now as an ``emotion-calibration`` entry. The log has no blob
+  endpoint yet: the vectors' SHA-256 and size go into the entry's BlobRef and the bytes stay in
+  ``emotions.calibration_dir(model, <data dir>)`` (and a copy in the run directory). A resumed
+  run keeps the calibration it started with.
+* **Anti-backdating.** Every statement embeds the log's latest *verified* checkpoint and the time
+  it was signed.
+* **Determinism.** Probes run in `attest.probe.suites.probes` order, greedy, in batches of
+  `batch_size`, seeded; replay uses the same order and batch size.
+
+Nothing here holds server state. The ledger is reached through `clients.sdk` (verified
+checkpoints, writes whose proof it verifies), plus two JSON reads the SDK does not offer yet —
+an entry by index and an inclusion proof — whose result `_Log.entry` verifies with
+`ledger.merkle` against the verified checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from attest.dsse import Envelope
+from attest.errors import AttestError
+from attest.jcs import canonicalize
+from attest.predicates import (
+    BlobRef,
+    CheckpointRef,
+    EmotionCalibration,
+    LogEntryRef,
+    ModelRef,
+    ProbeItem,
+    ProbeRecord,
+    SuiteRef,
+)
+from attest.probe.emotions import (
+    Calibration,
+    Stimuli,
+    calibrate,
+    calibration_dir,
+    emotion_capture,
+    load_calibration,
+    save_calibration,
+)
+from attest.probe.judges import ImprovedRefusalJudge, KeyPointTransferJudge
+from attest.probe.model import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    cache_root,
+    generate,
+    load_model,
+    tiny_model,
+)
+from attest.probe.records import (
+    RecordHeader,
+    calibration_predicate,
+    probe_item,
+    sign_records,
+)
+from attest.probe.suites import Probe, Suite, load_suite, probes
+from attest.statement import parse_statement, sign_statement
+from clients.sdk import ClientError, LedgerClient, Submitted, b64decode, verifier_from_vkey
+from ledger import merkle
+
+__all__ = [
+    "DATA_ENV",
+    "REPLAY_TOLERANCE_MILLI",
+    "TINY_MODEL",
+    "CalibrationUnavailableError",
+    "GroupResult",
+    "ItemReplay",
+    "LedgerTarget",
+    "LoggedCalibration",
+    "ProbeOptions",
+    "ProbeRunError",
+    "ReplayError",
+    "ReplayReport",
+    "RunAborted",
+    "RunResult",
+    "RunStateError",
+    "data_dir",
+    "ensure_calibration",
+    "open_model",
+    "read_entry",
+    "replay",
+    "run_probe",
+]
+
+DATA_ENV: Final = "BLEDGER_PROBE_DATA"
+"""Environment variable naming the probe data directory (default ``<cache root>/probe``)."""
+
+TINY_MODEL: Final = "tiny"
+"""Model spec of `attest.probe.model.tiny_model` (``tiny`` or ``tiny:SEED``): smoke tests only."""
+
+REPLAY_TOLERANCE_MILLI: Final = 5
+"""How far (milli-units) a replayed emotion mean or spread may lie from the logged one.
+
+Replays on the same hardware, dtype and batch size are bitwise identical in practice; the slack
+covers the last-digit float differences a different BLAS or thread count can make (a handful of
+ULPs of a projection, then rounding to milli-units), not a different model or calibration.
+"""
+
+STATE_FORMAT: Final = "behaviour-ledger/probe-run/v1"
+_STEPS: Final = ("generated", "signed", "posted", "submitted", "done")
+
+Signers = Sequence[tuple[str, Ed25519PrivateKey]]
+StepHook = Callable[[str, str, str], None]
+"""Called as (step, category, tier) at each crash point of a group: see `_STEPS`."""
+
+
+class ProbeRunError(AttestError):
+    """Base class of the worker's errors."""
+
+
+class RunStateError(ProbeRunError):
+    """A run directory that belongs to another run, is corrupt, or is in use by a process."""
+
+
+class CalibrationUnavailableError(ProbeRunError):
+    """A logged calibration that cannot be used: another model's, not a calibration entry, or
+    its vectors are not on this machine."""
+
+
+class ReplayError(ProbeRunError):
+    """A logged record that cannot be replayed: not a probe record, other model or suite."""
+
+
+class RunAborted(ProbeRunError):
+    """The run was told to stop (e.g. its queue lease was lost) before submitting more."""
+
+
+def data_dir() -> Path:
+    """The probe data directory: ``$BLEDGER_PROBE_DATA``, else ``<cache root>/probe``."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else cache_root() / "probe"
+
+
+def open_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    version: str = "v1",
+    device: str = "auto",
+    dtype: str | None = None,
+) -> LoadedModel:
+    """`attest.probe.model.load_model`, plus `TINY_MODEL` (``tiny[:SEED]``) for smoke runs."""
+    if spec == TINY_MODEL or spec.startswith(TINY_MODEL + ":"):
+        seed = spec.partition(":")[2] or "0"
+        if not seed.isdigit():
+            raise ProbeRunError(f"bad tiny model spec {spec!r}: use tiny or tiny:SEED")
+        return tiny_model(seed=int(seed))
+    return load_model(spec, version=version, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What to probe and how. `categories` / `tiers` None: every one the suite has."""
+
+    model: str = DEFAULT_MODEL
+    version: str = "v1"
+    suite: str = "core"
+    suite_path: Path | None = None
+    categories: tuple[str, ...] | None = None
+    tiers: tuple[str, ...] | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 128
+    seed: int = 0
+
+    def load_suite(self) -> Suite:
+        """The suite these options name."""
+        return load_suite(self.suite, self.suite_path)
+
+
+# -- the ledger -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerTarget:
+    """A ledger server and one of its logs; `vkey` pins the log's key (else: what it says)."""
+
+    url: str
+    log: str = "evidence"
+    vkey: str | None = None
+
+
+class _Log:
+    """One log reached through the SDK: verified checkpoints, verified writes, verified reads."""
+
+    def __init__(self, target: LedgerTarget, timeout: float = 120.0) -> None:
+        self.name = target.log
+        self._http = httpx.Client(base_url=target.url.rstrip("/"), timeout=timeout)
+        self.client = LedgerClient(target.url, client=self._http)
+        try:
+            info = self.client.log_info(target.log)
+            if target.vkey is not None and target.vkey != info.vkey:
+                raise ClientError(f"server reports key {info.vkey} for {target.log}, not pinned")
+        except BaseException:
+            self.close()
+            raise
+        self.origin = info.origin
+        self.verifier = verifier_from_vkey(info.vkey)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def seen(self) -> CheckpointRef:
+        """The log's latest checkpoint, verified with its key: what a statement embeds."""
+        cp, _ = self.client.checkpoint(self.name, self.verifier, self.origin)
+        return CheckpointRef(origin=cp.origin, size=cp.size, root=cp.root_hash.hex())
+
+    def submit(self, env: Envelope) -> Submitted:
+        """Post `env`; the SDK verifies the returned tlog-proof before this returns."""
+        return self.client.submit(self.name, env, self.verifier, self.origin)
+
+    def ref(self, index: int, env: Envelope) -> LogEntryRef:
+        """The LogEntryRef of `env` at `index` in this log."""
+        leaf = merkle.leaf_hash(env.canonical_bytes()).hex()
+        return LogEntryRef(origin=self.origin, index=index, leaf_hash=leaf)
+
+    def entry(self, index: int) -> tuple[Envelope, LogEntryRef]:
+        """Entry `index`, proven included in the latest verified checkpoint.
+
+        Plan: (1) verify the latest checkpoint with the log key; (2) fetch the entry and recompute
+        its leaf hash; (3) fetch an inclusion proof to that checkpoint and verify it (RFC 9162).
+        """
+        cp, _ = self.client.checkpoint(self.name, self.verifier, self.origin)  # (1)
+        if not 0 <= index < cp.size:
+            raise ClientError(f"entry {index} is not in {self.name} (size {cp.size})")
+        data = b64decode(self._json(f"/logs/{self.name}/entries/{index}")["entry"])  # (2)
+        leaf = merkle.leaf_hash(data)
+        proof = self._json(f"/logs/{self.name}/proof/inclusion?index={index}&size={cp.size}")
+        try:  # (3)
+            hashes = [b64decode(h) for h in proof["inclusion_proof"]]
+            merkle.verify_inclusion(leaf, index, cp.size, hashes, cp.root_hash)
+        except (merkle.ProofError, ValueError, TypeError) as e:
+            raise ClientError(f"entry {index} of {self.name} does not verify: {e}") from e
+        ref = LogEntryRef(origin=self.origin, index=index, leaf_hash=leaf.hex())
+        return Envelope.from_json(data), ref
+
+    def _json(self, path: str) -> dict[str, Any]:
+        try:
+            r = self._http.get(path)
+        except httpx.HTTPError as e:
+            raise ClientError(f"GET {path}: {e}") from e
+        if r.status_code != 200:
+            raise ClientError(f"GET {path}: HTTP {r.status_code}: {r.text[:200]}")
+        body: dict[str, Any] = r.json()
+        return body
+
+
+@contextlib.contextmanager
+def _open_log(target: LedgerTarget) -> Iterator[_Log]:
+    log = _Log(target)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+def read_entry(target: LedgerTarget, index: int) -> tuple[Envelope, LogEntryRef]:
+    """Entry `index` of the target log, its inclusion in the latest checkpoint verified."""
+    with _open_log(target) as log:
+        return log.entry(index)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    # The rename is durable only once the directory is.
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj: object) -> None:
+    _write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise RunStateError(f"cannot read {path}: {e}") from e
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, wait: bool) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (released by the OS if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as e:
+            raise RunStateError(f"{path.parent} is in use by another process") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80]
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoggedCalibration:
+    """A calibration, where it is logged, and the blob its vectors are."""
+
+    calibration: Calibration
+    ref: LogEntryRef
+    vectors: BlobRef
+    data: bytes = field(repr=False)
+
+
+def model_ref(lm: LoadedModel) -> ModelRef:
+    """The ModelRef of a loaded model."""
+    i = lm.identity
+    return ModelRef(name=i.name, version=i.version, weights_sha256=i.weights_sha256)
+
+
+class _Calibrations:
+    """Calibrations this machine holds, in `attest.probe.emotions`' cache layout under `root`.
+
+    ``calibration_dir(model, root)/<sha256>.safetensors`` (+ its ``.json`` sidecar) holds the
+    vectors blob of that SHA-256; ``logged.json`` beside it maps a log origin to the LogEntryRefs
+    of the calibrations published there, latest last; ``pending.json`` is a signed calibration
+    envelope not yet known to be logged.
+    """
+
+    def __init__(self, root: Path, lm: LoadedModel) -> None:
+        self.identity = lm.identity
+        self.dir = calibration_dir(lm.identity, root)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return _locked(self.dir / "lock", wait=True)
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.dir / f"{sha256}.safetensors"
+
+    def read(self, blob: BlobRef) -> tuple[Calibration, bytes] | None:
+        """The calibration stored as `blob`, or None when this machine does not have it."""
+        path = self.blob_path(blob.sha256)
+        if not path.exists():
+            return None
+        cal = load_calibration(path, self.identity)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != blob.sha256 or len(data) != blob.size:
+            raise CalibrationUnavailableError(f"{path} is not the blob {blob.sha256}")
+        return cal, data
+
+    def write(self, cal: Calibration) -> tuple[BlobRef, bytes]:
+        data = cal.to_bytes()
+        blob = BlobRef(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        save_calibration(cal, self.blob_path(blob.sha256))
+        return blob, data
+
+    def latest(self, origin: str) -> LogEntryRef | None:
+        path = self.dir / "logged.json"
+        refs = _read_json(path).get(origin, []) if path.exists() else []
+        return LogEntryRef.model_validate(refs[-1]) if refs else None
+
+    def remember(self, ref: LogEntryRef) -> None:
+        path = self.dir / "logged.json"
+        index: dict[str, list[Any]] = _read_json(path) if path.exists() else {}
+        index.setdefault(ref.origin, []).append(ref.model_dump(mode="json"))
+        _write_json(path, index)
+
+
+def _load_logged(lm: LoadedModel, log: _Log, index: int, store: _Calibrations) -> LoggedCalibration:
+    """Calibration entry `index` (inclusion verified), for `lm`, with its vectors from `store`."""
+    env, ref = log.entry(index)
+    pred = parse_statement(env.payload).predicate
+    if not isinstance(pred, EmotionCalibration):
+        raise CalibrationUnavailableError(
+            f"entry {index} is a {pred.PREDICATE_TYPE}, not an emotion calibration"
+        )
+    if pred.model.weights_sha256 != lm.identity.weights_sha256:
+        raise CalibrationUnavailableError(
+            f"calibration {index} is for weights {pred.model.weights_sha256[:16]}…, "
+            f"the model loaded has {lm.identity.weights_sha256[:16]}…"
+        )
+    found = store.read(pred.vectors)
+    if found is None:
+        raise CalibrationUnavailableError(
+            f"the vectors of calibration {index} (blob {pred.vectors.sha256}) are not in "
+            f"{store.dir}, and the log has no blob endpoint yet: copy the file there"
+        )
+    return LoggedCalibration(found[0], ref, pred.vectors, found[1])
+
+
+def ensure_calibration(
+    lm: LoadedModel,
+    target: LedgerTarget,
+    signers: Signers,
+    *,
+    index: int | None = None,
+    data: Path | None = None,
+    stimuli: Stimuli | None = None,
+    clock: Callable[[], float] = time.time,
+) -> LoggedCalibration:
+    """The logged calibration for `lm`: entry `index`, else this machine's latest, else new.
+
+    A new calibration is computed (on `stimuli`, default the bundled set; a subset makes quick
+    calibrations for tests), its vectors stored locally, and published as an
+    emotion-calibration entry signed by `signers`. Processes sharing `data` take turns (a file
+    lock), so concurrent workers publish one calibration, not one each.
+    """
+    store = _Calibrations(data or data_dir(), lm)
+    with _open_log(target) as log, store.lock():
+        if index is not None:
+            return _load_logged(lm, log, index, store)
+        pending = store.dir / "pending.json"
+        if not pending.exists():
+            known = store.latest(log.origin)
+            if known is not None:
+                cal = _load_logged(lm, log, known.index, store)
+                if cal.ref != known:
+                    raise CalibrationUnavailableError(f"entry {known.index} is another entry now")
+                return cal
+            calibration = calibrate(lm, stimuli=stimuli)
+            blob, _ = store.write(calibration)
+            pred = calibration_predicate(
+                model=model_ref(lm),
+                layer=calibration.layer,
+                token_rule=calibration.token_rule,
+                vectors=blob,
+                held_out_scores=calibration.held_out_accuracy,
+                seen_checkpoint=log.seen(),
+                issued_at=int(clock()),
+            )
+            _write_atomic(pending, sign_statement(pred, signers).canonical_bytes())
+            # If we crash here, the next run submits this envelope instead of calibrating again.
+        env = Envelope.from_json(pending.read_bytes())
+        sub = log.submit(env)
+        # If we crash here, the entry is logged and still pending: resubmitting it returns the
+        # same index (the log deduplicates identical envelopes).
+        store.remember(log.ref(sub.index, env))
+        pending.unlink()
+        return _load_logged(lm, log, sub.index, store)
+
+
+# -- answering --------------------------------------------------------------------------------
+
+
+def _answer(
+    lm: LoadedModel,
+    cal: Calibration,
+    batch: Sequence[Probe],
+    options: ProbeOptions,
+    bar: tqdm[Any] | None,
+) -> list[ProbeItem]:
+    """Answer, judge and project `batch` (greedy, in order, `options.batch_size` at a time)."""
+    refusal = ImprovedRefusalJudge()
+    transfer = KeyPointTransferJudge()
+    torch.manual_seed(options.seed)  # greedy decoding needs no RNG; this keeps it that way
+    gens = []
+    with emotion_capture(lm, cal) as cap:
+        for start in range(0, len(batch), options.batch_size):
+            chunk = batch[start : start + options.batch_size]
+            gens += generate(
+                lm,
+                [(p.system, p.user) for p in chunk],
+                max_new_tokens=options.max_new_tokens,
+                batch_size=options.batch_size,
+            )
+            if bar is not None:
+                bar.update(len(chunk))
+        summaries = cap.summaries(gens)
+    return [
+        probe_item(
+            p.item.id,
+            p.framing,
+            g.text,
+            refused=refusal.refused(p.user, g.text),
+            transfer=transfer.transfer(p.item, g.text),
+            emotions=s,
+        )
+        for p, g, s in zip(batch, gens, summaries, strict=True)
+    ]
+
+
+def _groups(plan: Sequence[Probe]) -> list[tuple[str, str, list[Probe]]]:
+    """`plan` cut into its (category, tier) groups, in plan order."""
+    out: list[tuple[str, str, list[Probe]]] = []
+    for p in plan:
+        if not out or (out[-1][0], out[-1][1]) != (p.item.category, p.tier.name):
+            out.append((p.item.category, p.tier.name, []))
+        out[-1][2].append(p)
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """One (category, tier) group of a run: its items, record parts and their log indices."""
+
+    category: str
+    tier: str
+    items: int
+    indices: tuple[int, ...]
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run."""
+
+    run_id: str
+    run_dir: Path
+    model: ModelRef
+    suite: SuiteRef
+    calibration: LogEntryRef
+    groups: tuple[GroupResult, ...]
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """Every record part's log index, in group order."""
+        return tuple(i for g in self.groups for i in g.indices)
+
+
+def _run_key(
+    options: ProbeOptions, model: ModelRef, suite: SuiteRef, origin: str, cells: Sequence[str]
+) -> dict[str, Any]:
+    """Everything that determines a run's answers and where they go: equal keys resume."""
+    return {
+        "model": model.model_dump(mode="json"),
+        "suite": suite.model_dump(mode="json"),
+        "log": origin,
+        "groups": list(cells),
+        "batchSize": options.batch_size,
+        "maxNewTokens": options.max_new_tokens,
+        "seed": options.seed,
+        "device": options.device,
+        "dtype": options.dtype,
+    }
+
+
+def default_run_dir(key: Mapping[str, Any], data: Path | None = None) -> Path:
+    """``<data>/runs/<model>-<version>-<suite>-<version>-<digest of key>``."""
+    digest = hashlib.sha256(canonicalize(dict(key))).hexdigest()[:16]
+    m, s = key["model"], key["suite"]
+    name = _safe(f"{m['name']}-{m['version']}-{s['name']}-{s['version']}-{digest}")
+    return (data or data_dir()) / "runs" / name
+
+
+class _Run:
+    """The run directory: state.json, items and envelopes per group, the calibration copy."""
+
+    def __init__(self, path: Path, key: Mapping[str, Any], clock: Callable[[], float]) -> None:
+        self.path = path
+        state_path = path / "state.json"
+        if state_path.exists():
+            self.state = _read_json(state_path)
+            if self.state.get("format") != STATE_FORMAT or self.state.get("key") != key:
+                raise RunStateError(
+                    f"{path} holds another run (other model, suite, groups or options); "
+                    "choose another --run-dir"
+                )
+        else:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+            run_id = f"run-{stamp}-{os.urandom(4).hex()}"
+            self.state = {"format": STATE_FORMAT, "runId": run_id, "key": dict(key), "groups": {}}
+            self.save()
+
+    @property
+    def run_id(self) -> str:
+        return str(self.state["runId"])
+
+    def save(self) -> None:
+        _write_json(self.path / "state.json", self.state)
+
+    def group(self, category: str, tier: str) -> dict[str, Any]:
+        groups: dict[str, dict[str, Any]] = self.state["groups"]
+        return groups.setdefault(f"{category}/{tier}", {"status": "new", "indices": {}})
+
+    def items_path(self, category: str, tier: str) -> Path:
+        return self.path / "items" / f"{_safe(category)}--{_safe(tier)}.json"
+
+    def envelope_dir(self, category: str, tier: str) -> Path:
+        return self.path / "envelopes" / f"{_safe(category)}--{_safe(tier)}"
+
+
+def run_probe(
+    options: ProbeOptions,
+    target: LedgerTarget,
+    signers: Signers,
+    *,
+    lm: LoadedModel | None = None,
+    run_dir: Path | None = None,
+    data: Path | None = None,
+    calibration_index: int | None = None,
+    stimuli: Stimuli | None = None,
+    progress: bool = True,
+    on_step: StepHook | None = None,
+    stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RunResult:
+    """Probe a model over a suite and log one record (in parts) per (category, tier) group.
+
+    Plan:
+    1. load the model (or use `lm`) and the suite; expand the probes into groups;
+    2. open the run directory (locked; resumed when its state exists);
+    3. take the run's calibration: the one a resumed run started with, else `ensure_calibration`
+       (entry `calibration_index`, this machine's latest, or a new one fitted on `stimuli`);
+       copy its vectors into the run directory;
+    4. for each group not yet done: answer + judge + project (crash point "generated": items
+       saved), sign with the latest verified checkpoint ("signed": envelopes saved), submit each
+       part and verify its proof ("posted"; "submitted": index saved), mark it done ("done").
+
+    `on_step(step, category, tier)` is called at each crash point (tests inject faults there);
+    `stop` set before a submission raises RunAborted. Returns what was logged, resumed or not.
+    """
+    data = data or data_dir()
+    lm = lm or open_model(  # (1)
+        options.model, version=options.version, device=options.device, dtype=options.dtype
+    )
+    suite = options.load_suite()
+    plan = probes(suite, categories=options.categories, tiers=options.tiers)
+    if not plan:
+        raise ProbeRunError("nothing to probe: no tier of these is probed in these categories")
+    groups = _groups(plan)
+    suite_ref = SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest)
+    with _open_log(target) as log:
+        cells = [f"{c}/{t}" for c, t, _ in groups]
+        key = _run_key(options, model_ref(lm), suite_ref, log.origin, cells)
+        path = run_dir or default_run_dir(key, data)
+        with _locked(path / "lock", wait=False):  # (2)
+            run = _Run(path, key, clock)
+            if "calibration" in run.state:  # (3)
+                cal = _load_logged(
+                    lm, log, run.state["calibration"]["index"], _Calibrations(data, lm)
+                )
+            else:
+                cal = ensure_calibration(
+                    lm,
+                    target,
+                    signers,
+                    index=calibration_index,
+                    data=data,
+                    stimuli=stimuli,
+                    clock=clock,
+                )
+                run.state["calibration"] = cal.ref.model_dump(mode="json")
+                run.save()
+            if not (path / "calibration.safetensors").exists():
+                _write_atomic(path / "calibration.safetensors", cal.data)
+            todo = sum(len(ps) for c, t, ps in groups if run.group(c, t)["status"] == "new")
+            with tqdm(
+                total=todo, unit="prompt", file=sys.stderr, disable=not progress, desc="probing"
+            ) as bar:
+                runner = _GroupRunner(
+                    run,
+                    log,
+                    lm,
+                    cal,
+                    suite_ref,
+                    options,
+                    signers,
+                    bar,
+                    on_step or (lambda _s, _c, _t: None),
+                    stop,
+                    clock,
+                )
+                results = tuple(runner.process(c, t, ps) for c, t, ps in groups)  # (4)
+    return RunResult(run.run_id, path, model_ref(lm), suite_ref, cal.ref, results)
+
+
+@dataclass
+class _GroupRunner:
+    """Takes one group at a time through its crash points (see `run_probe`, step 4)."""
+
+    run: _Run
+    log: _Log
+    lm: LoadedModel
+    cal: LoggedCalibration
+    suite: SuiteRef
+    options: ProbeOptions
+    signers: Signers
+    bar: Any  # tqdm
+    step: StepHook
+    stop: threading.Event | None
+    clock: Callable[[], float]
+
+    def process(self, category: str, tier: str, group: Sequence[Probe]) -> GroupResult:
+        state = self.run.group(category, tier)
+        resumed = state["status"] != "new"
+        if state["status"] == "new":
+            self._generate(category, tier, group, state)
+        if state["status"] == "generated":
+            self._sign(category, tier, state)
+        if state["status"] == "signed":
+            self._submit(category, tier, state)
+        indices = tuple(int(state["indices"][str(k)]) for k in range(1, int(state["parts"]) + 1))
+        return GroupResult(category, tier, len(group), indices, resumed)
+
+    def _generate(self, category: str, tier: str, group: Sequence[Probe], state: Any) -> None:
+        items = _answer(self.lm, self.cal.calibration, group, self.options, self.bar)
+        _write_json(
+            self.run.items_path(category, tier), [it.model_dump(mode="json") for it in items]
+        )
+        state["status"] = "generated"
+        self.run.save()
+        self.step("generated", category, tier)
+        # If we crash here, the answers are kept: a resumed run signs them without regenerating.
+
+    def _sign(self, category: str, tier: str, state: Any) -> None:
+        items = [
+            ProbeItem.model_validate(x) for x in _read_json(self.run.items_path(category, tier))
+        ]
+        header = RecordHeader(
+            model=model_ref(self.lm),
+            suite=self.suite,
+            category=category,
+            tier=tier,
+            run_id=self.run.run_id,
+            calibration=self.cal.ref,
+            seen_checkpoint=self.log.seen(),
+            issued_at=int(self.clock()),
+        )
+        parts = sign_records(header, items, self.signers)
+        env_dir = self.run.envelope_dir(category, tier)
+        for p in parts:
+            _write_atomic(env_dir / f"part-{p.part}.json", p.envelope.canonical_bytes())
+        state["status"], state["parts"] = "signed", len(parts)
+        self.run.save()
+        self.step("signed", category, tier)
+        # If we crash here, a resumed run submits these exact envelopes: nothing is signed twice.
+
+    def _submit(self, category: str, tier: str, state: Any) -> None:
+        env_dir = self.run.envelope_dir(category, tier)
+        for k in range(1, int(state["parts"]) + 1):
+            if str(k) in state["indices"]:
+                continue
+            if self.stop is not None and self.stop.is_set():
+                raise RunAborted(
+                    f"run {self.run.run_id} stopped before submitting {category}/{tier}"
+                )
+            env = Envelope.from_json((env_dir / f"part-{k}.json").read_bytes())
+            sub = self.log.submit(env)
+            self.step("posted", category, tier)
+            # If we crash here, the entry is logged but its index is not saved: resubmitting the
+            # same envelope returns the same index (duplicate), so the state converges.
+            state["indices"][str(k)] = sub.index
+            self.run.save()
+            self.step("submitted", category, tier)
+        state["status"] = "done"
+        self.run.save()
+        self.step("done", category, tier)
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemReplay:
+    """One item of a replayed record: what was logged against what the model does now."""
+
+    prompt_id: str
+    framing: str
+    answer_matches: bool
+    refused_matches: bool
+    transfer_matches: bool
+    emotions_match: bool
+    max_emotion_delta_milli: int
+    logged_answer: str
+    replayed_answer: str
+
+    @property
+    def reproduced(self) -> bool:
+        """The answer text is identical and every projection lies within the tolerance."""
+        return self.answer_matches and self.emotions_match
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """The replay of one logged probe record."""
+
+    index: int
+    entry: LogEntryRef
+    run_id: str
+    model: ModelRef
+    suite: SuiteRef
+    category: str
+    tier: str
+    calibration: LogEntryRef
+    tolerance_milli: int
+    items: tuple[ItemReplay, ...]
+
+    @property
+    def reproduced(self) -> bool:
+        """Every item reproduced."""
+        return all(i.reproduced for i in self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data (wire names for the refs)."""
+        return {
+            "index": self.index,
+            "entry": self.entry.model_dump(mode="json"),
+            "runId": self.run_id,
+            "model": self.model.model_dump(mode="json"),
+            "suite": self.suite.model_dump(mode="json"),
+            "category": self.category,
+            "tier": self.tier,
+            "calibration": self.calibration.model_dump(mode="json"),
+            "toleranceMilli": self.tolerance_milli,
+            "reproduced": self.reproduced,
+            "items": [
+                {
+                    "promptId": i.prompt_id,
+                    "framing": i.framing,
+                    "reproduced": i.reproduced,
+                    "answerMatches": i.answer_matches,
+                    "refusedMatches": i.refused_matches,
+                    "transferMatches": i.transfer_matches,
+                    "emotionsMatch": i.emotions_match,
+                    "maxEmotionDeltaMilli": i.max_emotion_delta_milli,
+                    **(
+                        {}
+                        if i.answer_matches
+                        else {"logged": i.logged_answer, "replayed": i.replayed_answer}
+                    ),
+                }
+                for i in self.items
+            ],
+        }
+
+
+def _replay_model(
+    record: ProbeRecord, spec: str | None, device: str, dtype: str | None
+) -> LoadedModel:
+    if spec is None:
+        name, version = record.model.name, record.model.version
+        if name == "tiny-random-llama" and version.startswith("seed-"):
+            spec = f"{TINY_MODEL}:{version.removeprefix('seed-')}"
+        elif name == DEFAULT_MODEL:
+            spec = DEFAULT_MODEL
+        else:
+            raise ReplayError(
+                f"record {record.run_id} probed {name!r}: give its directory as --model"
+            )
+    return open_model(spec, version=record.model.version, device=device, dtype=dtype)
+
+
+def replay(
+    index: int,
+    target: LedgerTarget,
+    *,
+    lm: LoadedModel | None = None,
+    model: str | None = None,
+    suite_path: Path | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    data: Path | None = None,
+    tolerance_milli: int = REPLAY_TOLERANCE_MILLI,
+    progress: bool = False,
+) -> ReplayReport:
+    """Re-run the probes of the probe record at `index` and compare with what was logged.
+
+    Plan:
+    1. fetch the entry and verify its inclusion in the latest verified checkpoint;
+    2. parse it as a ProbeRecord;
+    3. load the model (`lm`, `model`, or the one the record names) and require its weights;
+    4. load the suite at the record's name and version and require its digest;
+    5. load the calibration entry the record names (inclusion verified, leaf hash equal);
+    6. find each item's probe (prompt id, framing, the record's category and tier);
+    7. answer them again (same order, greedy, `batch_size`) and compare: answer text exactly,
+       refusal and transfer exactly, projections within `tolerance_milli`.
+    """
+    with _open_log(target) as log:
+        env, entry = log.entry(index)  # (1)
+        record = parse_statement(env.payload).predicate  # (2)
+        if not isinstance(record, ProbeRecord):
+            raise ReplayError(f"entry {index} is a {record.PREDICATE_TYPE}, not a probe record")
+        lm = lm or _replay_model(record, model, device, dtype)  # (3)
+        if lm.identity.weights_sha256 != record.model.weights_sha256:
+            raise ReplayError(
+                f"record {index} probed weights {record.model.weights_sha256[:16]}…, "
+                f"the model loaded has {lm.identity.weights_sha256[:16]}…"
+            )
+        suite = load_suite(f"{record.suite.name}@{record.suite.version}", suite_path)  # (4)
+        if suite.digest != record.suite.sha256:
+            raise ReplayError(
+                f"suite {record.suite.name}@{record.suite.version} on this machine "
+                f"has digest {suite.digest[:16]}…, the record {record.suite.sha256[:16]}…"
+            )
+        if record.calibration.origin != log.origin:  # (5)
+            raise ReplayError(
+                f"record {index} used a calibration in another log ({record.calibration.origin})"
+            )
+        store = _Calibrations(data or data_dir(), lm)
+        cal = _load_logged(lm, log, record.calibration.index, store)
+        if cal.ref != record.calibration:
+            raise ReplayError(
+                f"entry {record.calibration.index} is not the calibration the record names"
+            )
+    by_key = {  # (6)
+        (p.item.id, p.framing): p
+        for p in probes(suite, categories=[record.category], tiers=[record.tier])
+    }
+    missing = [i.prompt_id for i in record.items if (i.prompt_id, i.framing) not in by_key]
+    if missing:
+        raise ReplayError(f"suite has no probe {missing[0]!r} in {record.category}/{record.tier}")
+    plan = [by_key[(i.prompt_id, i.framing)] for i in record.items]
+    options = ProbeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed)
+    with tqdm(total=len(plan), unit="prompt", file=sys.stderr, disable=not progress) as bar:
+        again = _answer(lm, cal.calibration, plan, options, bar)  # (7)
+    return ReplayReport(
+        index=index,
+        entry=entry,
+        run_id=record.run_id,
+        model=record.model,
+        suite=record.suite,
+        category=record.category,
+        tier=record.tier,
+        calibration=record.calibration,
+        tolerance_milli=tolerance_milli,
+        items=tuple(
+            _compare(a, b, tolerance_milli) for a, b in zip(record.items, again, strict=True)
+        ),
+    )
+
+
+def _compare(logged: ProbeItem, now: ProbeItem, tolerance: int) -> ItemReplay:
+    deltas = [
+        max(abs(a.mean_milli - b.mean_milli), abs(a.spread_milli - b.spread_milli))
+        for name, a in logged.emotions.items()
+        if (b := now.emotions.get(name)) is not None
+    ]
+    same_emotions = set(logged.emotions) == set(now.emotions)
+    worst = max(deltas, default=0)
+    return ItemReplay(
+        prompt_id=logged.prompt_id,
+        framing=logged.framing,
+        answer_matches=logged.answer == now.answer,
+        refused_matches=logged.refused == now.refused,
+        transfer_matches=logged.transfer_milli == now.transfer_milli,
+        emotions_match=same_emotions and worst <= tolerance,
+        max_emotion_delta_milli=worst,
+        logged_answer=logged.answer,
+        replayed_answer=now.answer,
+    )

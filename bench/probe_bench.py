@@ -1,0 +1,234 @@
+"""Probing throughput: tokens/s and prompts/min, with and without emotion capture.
+
+    python bench/probe_bench.py                 # SmolLM2-135M-Instruct on the CPU
+    python bench/probe_bench.py --tiny          # the tiny random model: a smoke run
+    python bench/probe_bench.py --batch-sizes 1,8 --prompts 16 --json
+
+For each batch size, the same prompts (the first ``--prompts`` probes of the core suite, in
+suite order) are answered greedily twice per repetition: plain `generate`, then `generate` inside
+`emotion_capture` followed by `summaries` (what a probing run does). The peer is the plain run in
+the same process on the same prompts; the overhead column is capture time / plain time - 1
+(target: at most 10 %). Medians over ``--reps`` with the range. The answers of both runs are
+compared: capture must not change what the model says. The calibration comes from the emotions
+cache (``~/.cache/behaviour-ledger/calibrations``) or is made and cached; its time is reported
+(``--tiny`` calibrates on a subset of the stimuli: capture costs the same whatever the vectors).
+Repetitions alternate which of the two runs first, so drift in machine load favours neither.
+Nothing here asserts on time: it measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from attest.probe.emotions import (
+    Calibration,
+    calibrate,
+    calibration_dir,
+    emotion_capture,
+    latest_calibration,
+    load_calibration,
+    load_stimuli,
+    save_calibration,
+)
+from attest.probe.model import DEFAULT_MODEL, ChatTurns, Generation, LoadedModel, generate
+from attest.probe.suites import load_suite, probes
+from attest.probe.worker import open_model
+
+TARGET_OVERHEAD = 0.10
+
+
+@dataclass
+class Row:
+    """One batch size's figures (medians over repetitions; ranges as [min, max])."""
+
+    batch_size: int
+    prompts: int
+    tokens: int
+    plain_s: float
+    capture_s: float
+    plain_tok_s: float
+    capture_tok_s: float
+    plain_prompts_min: float
+    capture_prompts_min: float
+    overhead: float
+    overhead_range: tuple[float, float]
+    same_answers: bool
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def _plain(lm: LoadedModel, prompts: Sequence[ChatTurns], bs: int, mnt: int) -> list[Generation]:
+    return generate(lm, prompts, max_new_tokens=mnt, batch_size=bs)
+
+
+def _capture(
+    lm: LoadedModel, cal: Calibration, prompts: Sequence[ChatTurns], bs: int, mnt: int
+) -> list[Generation]:
+    with emotion_capture(lm, cal) as cap:
+        gens = generate(lm, prompts, max_new_tokens=mnt, batch_size=bs)
+        cap.summaries(gens)
+    return gens
+
+
+def _calibration(lm: LoadedModel, *, tiny: bool, fresh: bool) -> Calibration:
+    """The model's cached calibration (`attest.probe.emotions` cache), else a new one, cached.
+
+    Capture costs the same whatever the vectors' quality: the smoke run calibrates on a subset
+    and caches nothing.
+    """
+    if tiny:
+        return calibrate(lm, stimuli=load_stimuli().subset(6, 2, 8))
+    cached = None if fresh else latest_calibration(lm.identity)
+    if cached is not None:
+        return load_calibration(cached, lm.identity)
+    cal = calibrate(lm)
+    save_calibration(cal, calibration_dir(lm.identity) / f"{cal.digest}.safetensors")
+    return cal
+
+
+def measure(
+    lm: LoadedModel,
+    cal: Calibration,
+    prompts: Sequence[ChatTurns],
+    batch_size: int,
+    max_new_tokens: int,
+    reps: int,
+) -> Row:
+    """Plain and captured generation of `prompts`, alternated `reps` times."""
+    plain_t, cap_t, same = [], [], True
+    tokens = 0
+    for rep in range(reps):
+        # Alternate which runs first, so a drift in machine load does not favour one side.
+        first_plain = rep % 2 == 0
+        if not first_plain:
+            tc, captured = _timed(lambda: _capture(lm, cal, prompts, batch_size, max_new_tokens))
+        tp, plain = _timed(lambda: _plain(lm, prompts, batch_size, max_new_tokens))
+        if first_plain:
+            tc, captured = _timed(lambda: _capture(lm, cal, prompts, batch_size, max_new_tokens))
+        plain_t.append(tp)
+        cap_t.append(tc)
+        same = same and [g.answer_ids for g in plain] == [g.answer_ids for g in captured]
+        tokens = sum(len(g.answer_ids) for g in plain)
+    overheads = [c / p - 1 for p, c in zip(plain_t, cap_t, strict=True)]
+    p, c = statistics.median(plain_t), statistics.median(cap_t)
+    return Row(
+        batch_size=batch_size,
+        prompts=len(prompts),
+        tokens=tokens,
+        plain_s=p,
+        capture_s=c,
+        plain_tok_s=tokens / p,
+        capture_tok_s=tokens / c,
+        plain_prompts_min=60 * len(prompts) / p,
+        capture_prompts_min=60 * len(prompts) / c,
+        overhead=statistics.median(overheads),
+        overhead_range=(min(overheads), max(overheads)),
+        same_answers=same,
+    )
+
+
+def machine() -> dict[str, Any]:
+    """What ran the benchmark."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print a table (or JSON)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--batch-sizes", default="1,4,8,16")
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--recalibrate", action="store_true", help="ignore the cached calibration")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+
+    spec = "tiny" if args.tiny else args.model
+    load_s, lm = _timed(lambda: open_model(spec, device=args.device, dtype=args.dtype))
+    plan = probes(load_suite("core"))[: args.prompts]
+    prompts: list[ChatTurns] = [(p.system, p.user) for p in plan]
+    cal_s, cal = _timed(lambda: _calibration(lm, tiny=args.tiny, fresh=args.recalibrate))
+    _plain(lm, prompts[:2], 2, 4)  # warm-up: first-call allocations stay out of the figures
+    print(f"loaded in {load_s:.1f} s, calibrated in {cal_s:.1f} s", file=sys.stderr)
+    rows = []
+    for bs in args.batch_sizes.split(","):
+        rows.append(measure(lm, cal, prompts, int(bs), args.max_new_tokens, args.reps))
+        print(f"batch {bs}: done ({rows[-1].plain_tok_s:.1f} tok/s plain)", file=sys.stderr)
+    result = {
+        "model": lm.identity.name,
+        "weights_sha256": lm.identity.weights_sha256,
+        "device": str(lm.device),
+        "dtype": str(next(lm.model.parameters()).dtype),
+        "max_new_tokens": args.max_new_tokens,
+        "reps": args.reps,
+        "load_s": load_s,
+        "calibrate_s": cal_s,
+        "calibration_layer": cal.layer,
+        "machine": machine(),
+        "command": " ".join(["python", "bench/probe_bench.py", *(argv or sys.argv[1:])]),
+        "rows": [asdict(r) for r in rows],
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(
+        f"model {result['model']} on {result['device']} ({result['dtype']}), "
+        f"{args.prompts} core prompts, max {args.max_new_tokens} new tokens, "
+        f"median of {args.reps}; load {load_s:.1f} s, calibrate {cal_s:.1f} s "
+        f"(layer {cal.layer})"
+    )
+    head = (
+        "batch",
+        "tokens",
+        "tok/s plain",
+        "tok/s capture",
+        "prompts/min plain",
+        "prompts/min capture",
+        "overhead (range)",
+        "same answers",
+    )
+    print(" | ".join(head))
+    print(" | ".join("-" * len(h) for h in head))
+    for r in rows:
+        lo, hi = r.overhead_range
+        print(
+            f"{r.batch_size} | {r.tokens} | {r.plain_tok_s:.1f} | {r.capture_tok_s:.1f} | "
+            f"{r.plain_prompts_min:.1f} | {r.capture_prompts_min:.1f} | "
+            f"{100 * r.overhead:+.1f} % ({100 * lo:+.1f}…{100 * hi:+.1f}) | "
+            f"{'yes' if r.same_answers else 'NO'}"
+        )
+    worst = max(r.overhead for r in rows)
+    verdict = "meets" if worst <= TARGET_OVERHEAD else "misses"
+    print(f"capture overhead: worst median {100 * worst:+.1f} % — {verdict} the ≤ 10 % target")
+    print(f"machine: {result['machine']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
