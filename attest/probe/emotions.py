@@ -44,6 +44,7 @@ from typing import Any, Final
 import torch
 
 from attest.errors import AttestError
+from attest.probe.metrics import milli
 from attest.probe.model import (
     Generation,
     LoadedModel,
@@ -333,8 +334,9 @@ class Calibration:
         )
 
     def held_out_scores_milli(self) -> dict[str, int]:
-        """`held_out_accuracy` in milli-units, as the EmotionCalibration predicate carries it."""
-        return {e: round(a * 1000) for e, a in self.held_out_accuracy.items()}
+        """`held_out_accuracy` in milli-units, as the EmotionCalibration predicate carries it
+        (rounded as every milli-unit of the project is: `metrics.milli`)."""
+        return {e: milli(a) for e, a in self.held_out_accuracy.items()}
 
     def summary(self) -> dict[str, Any]:
         """The fields a person reads (no tensors): the sidecar JSON's body."""
