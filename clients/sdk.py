@@ -14,11 +14,14 @@ from typing import Any
 import httpx
 
 from attest.dsse import Envelope
+from ledger import merkle
 from ledger.audit import AuditError, audit_tree
 from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.note import NoteError, NoteVerifier, parse_vkey
 from ledger.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
 from ledger.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
+from verifier.errors import PolicyError
+from verifier.policy import Policy
 
 
 class ClientError(Exception):
@@ -52,6 +55,21 @@ class Submitted:
     duplicate: bool
     checkpoint: Checkpoint
     tlog_proof: str
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    """An entry proved to be leaf `index` of the tree of `checkpoint`, which a policy accepted.
+
+    `data` are the leaf bytes (an envelope's canonical bytes); `leaf_hash` is computed from them
+    here, never taken from the server.
+    """
+
+    index: int
+    data: bytes
+    leaf_hash: bytes
+    checkpoint: Checkpoint
+    inclusion_proof: tuple[bytes, ...]
 
 
 class LedgerClient:
@@ -100,6 +118,75 @@ class LedgerClient:
         except NoteError as e:
             raise VerificationError(f"checkpoint of {name}: {e.diagnostic}") from e
         return cp, note
+
+    def verified_checkpoint(self, name: str, policy: Policy) -> tuple[Checkpoint, bytes]:
+        """The latest checkpoint, accepted by `policy` (log signature and witness quorum); also
+        its signed note bytes. Raises VerificationError when the policy refuses it."""
+        note = self._get(f"/logs/{name}/checkpoint").content
+        try:
+            return policy.check(note), note
+        except PolicyError as e:
+            raise VerificationError(f"checkpoint of {name}: {e.diagnostic}") from e
+
+    def entry(self, name: str, index: int, policy: Policy) -> VerifiedEntry:
+        """Entry `index` of log `name`, proved included in a checkpoint that `policy` accepts.
+
+        Plan:
+        1. fetch the latest checkpoint and require `policy` to accept it;
+        2. fetch the entry's bytes (the server's leaf hash is ignored: we hash them ourselves);
+        3. fetch an inclusion proof of `index` at the checkpoint's size;
+        4. verify the proof from the leaf hash of the bytes to the checkpoint's root.
+
+        Raises ClientError when `index` is not below the checkpoint's size, and VerificationError
+        when any step does not verify: unverified data is never returned.
+        """
+        cp, _ = self.verified_checkpoint(name, policy)  # (1): a checkpoint the policy accepts
+        if not 0 <= index < cp.size:
+            raise ClientError(f"index {index} is outside log {name}'s tree of size {cp.size}")
+        data = self._entry_bytes(name, index)  # (2): the entry's bytes
+        proof = self._inclusion_proof(name, index, cp.size)  # (3): a proof at the checkpoint
+        leaf = merkle.leaf_hash(data)
+        try:  # (4): the bytes are leaf `index` of the tree the policy accepted
+            merkle.verify_inclusion(leaf, index, cp.size, proof, cp.root_hash)
+        except merkle.ProofError as e:
+            raise VerificationError(
+                f"entry {index} of {name} at size {cp.size}: {e.diagnostic}"
+            ) from e
+        return VerifiedEntry(index, data, leaf, cp, proof)
+
+    def _entry_bytes(self, name: str, index: int) -> bytes:
+        """The (unverified) bytes the server returns for entry `index`."""
+        body = self._json(f"/logs/{name}/entries/{index}")
+        try:
+            if body["index"] != index:
+                raise VerificationError(f"asked for entry {index}, got entry {body['index']}")
+            return b64decode(str(body["entry"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise VerificationError(f"entry {index} of {name}: malformed answer: {e}") from e
+
+    def _inclusion_proof(self, name: str, index: int, size: int) -> tuple[bytes, ...]:
+        """The (unverified) proof hashes the server returns for `index` at `size`."""
+        path = f"/logs/{name}/proof/inclusion?index={index}&size={size}"
+        body = self._json(path)
+        try:
+            if (body["index"], body["size"]) != (index, size):
+                raise VerificationError(
+                    f"asked for a proof of {index} at size {size}, "
+                    f"got one of {body['index']} at size {body['size']}"
+                )
+            return tuple(b64decode(str(h)) for h in body["inclusion_proof"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise VerificationError(f"inclusion proof of {index}: malformed answer: {e}") from e
+
+    def _json(self, path: str) -> dict[str, Any]:
+        """GET `path` and return its JSON object (VerificationError if it is not one)."""
+        try:
+            body = self._get(path).json()
+        except ValueError as e:
+            raise VerificationError(f"GET {path}: not JSON: {e}") from e
+        if not isinstance(body, dict):
+            raise VerificationError(f"GET {path}: want a JSON object")
+        return body
 
     def tile(self, name: str, tile: TileId, width: int) -> bytes:
         """A hash tile at `width` (unverified bytes: verify them against a checkpoint)."""
