@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -51,68 +52,76 @@ def free_port() -> int:
 
 
 class ServerStartError(RuntimeError):
-    """The server process exited, or never answered `GET /logs`."""
+    """The server process exited, or never answered its readiness request."""
 
 
 @dataclass
-class LedgerProcess:
-    """One `bledger serve` process, restartable on the same DATA, database and port."""
+class ServiceProcess:
+    """A service subprocess on a free loopback port, restartable on the same DATA and port.
+
+    Subclasses give the command line, the path that answers 200 once it is ready, and a label
+    for its output files (each start's stdout/stderr go to files next to DATA).
+    """
 
     data: Path
-    db: str | None = None
-    allow_keys: tuple[Path, ...] = ()
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    extra_args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port, kw_only=True)
+    proc: subprocess.Popen[bytes] | None = field(default=None, kw_only=True)
+    starts: int = field(default=0, kw_only=True)
+
+    label: ClassVar[str] = "service"
+    ready_path: ClassVar[str] = "/"
 
     @property
     def base_url(self) -> str:
         """`http://127.0.0.1:PORT`."""
         return f"http://127.0.0.1:{self.port}"
 
-    def _log_path(self, n: int, stream: str) -> Path:
-        return self.data.parent / f"{self.data.name}.server-{n}.{stream}"
-
     def command(self) -> list[str]:
-        """The command line of the server process."""
-        cmd = [sys.executable, "-m", "clients.cli", "serve", "--data", str(self.data)]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--origin-prefix", ORIGIN_PREFIX]
-        if self.db is not None:
-            cmd += ["--db", self.db]
-        for k in self.allow_keys:
-            cmd += ["--allow-key", str(k)]
-        return [*cmd, *self.extra_args]
+        """The command line of the process."""
+        raise NotImplementedError
 
-    def start(self) -> None:
-        """Start the process and return once `GET /logs` answers 200 (ServerStartError if not)."""
+    def log_path(self, n: int, stream: str) -> Path:
+        """Where start `n`'s stdout or stderr goes."""
+        return self.data.parent / f"{self.data.name}.{self.label}-{n}.{stream}"
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start; with `wait`, return once `ready_path` answers 200 (ServerStartError if not)."""
         if self.proc is not None:
-            raise RuntimeError("server already running")
+            raise RuntimeError(f"{self.label} already running")
         self.starts += 1
-        out = self._log_path(self.starts, "stdout").open("wb")
-        err = self._log_path(self.starts, "stderr").open("wb")
+        out = self.log_path(self.starts, "stdout").open("wb")
+        err = self.log_path(self.starts, "stderr").open("wb")
         with out, err:
             self.proc = subprocess.Popen(
                 self.command(), cwd=PROJECT_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL
             )
-        self._wait_ready()
+        if wait:
+            self._wait_ready()
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                rc = self.proc.returncode
-                self.proc = None
-                raise ServerStartError(f"server exited with {rc}:\n{self.stderr_tail()}")
+                rc, self.proc = self.proc.returncode, None
+                raise ServerStartError(f"{self.label} exited with {rc}:\n{self.stderr_tail()}")
             try:
-                if httpx.get(f"{self.base_url}/logs", timeout=2.0).status_code == 200:
+                if httpx.get(self.base_url + self.ready_path, timeout=2.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         self.kill9()
-        raise ServerStartError(f"server did not answer GET /logs:\n{self.stderr_tail()}")
+        raise ServerStartError(
+            f"{self.label} did not answer GET {self.ready_path}:\n{self.stderr_tail()}"
+        )
+
+    def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
+        """Wait for the process to exit by itself; its exit code."""
+        assert self.proc is not None
+        rc = self.proc.wait(timeout=timeout)
+        self.proc = None
+        return rc
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM); kill -9 if it does not exit within a while."""
@@ -127,25 +136,60 @@ class LedgerProcess:
         self.proc = None
 
     def kill9(self) -> None:
-        """`kill -9` the server: no cleanup, no flush, connections reset."""
+        """`kill -9` the process: no cleanup, no flush, connections reset."""
         if self.proc is None:
             return
         self.proc.kill()
         self.proc.wait()
         self.proc = None
 
+    def stderr(self) -> str:
+        """The stderr of the latest start."""
+        path = self.log_path(self.starts, "stderr")
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def stderr_tail(self, chars: int = 4000) -> str:
         """The end of the latest start's stderr (for failure messages)."""
-        path = self._log_path(self.starts, "stderr")
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        return self.stderr()[-chars:]
 
     def stderr_all(self) -> str:
         """The stderr of every start, concatenated."""
         return "".join(
-            self._log_path(n, "stderr").read_text(errors="replace")
+            self.log_path(n, "stderr").read_text(errors="replace")
             for n in range(1, self.starts + 1)
-            if self._log_path(n, "stderr").exists()
+            if self.log_path(n, "stderr").exists()
         )
+
+    def outputs(self) -> bytes:
+        """stdout and stderr of every start, concatenated."""
+        return b"".join(
+            self.log_path(n, s).read_bytes()
+            for n in range(1, self.starts + 1)
+            for s in ("stdout", "stderr")
+            if self.log_path(n, s).exists()
+        )
+
+
+@dataclass
+class LedgerProcess(ServiceProcess):
+    """One `bledger serve` process, restartable on the same DATA, database and port."""
+
+    db: str | None = None
+    allow_keys: tuple[Path, ...] = ()
+    extra_args: tuple[str, ...] = ()
+
+    label: ClassVar[str] = "server"
+    ready_path: ClassVar[str] = "/logs"
+
+    def command(self) -> list[str]:
+        """The command line of the server process."""
+        cmd = [sys.executable, "-m", "clients.cli", "serve", "--data", str(self.data)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--origin-prefix", ORIGIN_PREFIX]
+        if self.db is not None:
+            cmd += ["--db", self.db]
+        for k in self.allow_keys:
+            cmd += ["--allow-key", str(k)]
+        return [*cmd, *self.extra_args]
 
 
 @contextmanager

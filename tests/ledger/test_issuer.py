@@ -7,15 +7,14 @@ shared with tests/clients/test_report.py and tests/ledger/test_anonymity.py.
 from __future__ import annotations
 
 import base64
-import signal
-import subprocess
 import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -50,11 +49,9 @@ from ledger.issuer import (
 )
 from tests.support import (
     ORIGIN_PREFIX,
-    PROJECT_ROOT,
-    START_TIMEOUT,
     LedgerProcess,
+    ServiceProcess,
     check_log,
-    free_port,
 )
 
 HOUR = 3600
@@ -171,30 +168,16 @@ def _set_anonymous_interval(data: Path, interval_ms: int) -> None:
     path.write_text(tomli_w.dumps(raw))
 
 
-class IssuerStartError(RuntimeError):
-    """The issuer process exited, or never served its directory."""
-
-
 @dataclass
-class IssuerProcess:
+class IssuerProcess(ServiceProcess):
     """One `python -m clients.issuer_cmd serve` process; stdout/stderr go to files beside DATA."""
 
-    data: Path
     ledger: str
     key: Path
     args: tuple[str, ...] = ()
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
 
-    @property
-    def base_url(self) -> str:
-        """`http://127.0.0.1:PORT`."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_path(self, n: int, stream: str) -> Path:
-        """Where start `n`'s stdout or stderr goes."""
-        return self.data.parent / f"{self.data.name}.issuer-{n}.{stream}"
+    label: ClassVar[str] = "issuer"
+    ready_path: ClassVar[str] = DIRECTORY
 
     def command(self) -> list[str]:
         """The issuer's command line."""
@@ -202,67 +185,6 @@ class IssuerProcess:
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--ledger", self.ledger, "--key", str(self.key)]
         return [*cmd, *self.args]
-
-    def start(self, *, wait: bool = True) -> None:
-        """Start; with `wait`, return once the directory answers 200 (IssuerStartError if not)."""
-        self.starts += 1
-        out = self.log_path(self.starts, "stdout").open("wb")
-        err = self.log_path(self.starts, "stderr").open("wb")
-        with out, err:
-            self.proc = subprocess.Popen(
-                self.command(), cwd=PROJECT_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL
-            )
-        if wait:
-            self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                rc, self.proc = self.proc.returncode, None
-                raise IssuerStartError(f"issuer exited with {rc}:\n{self.stderr()}")
-            try:
-                if httpx.get(self.base_url + DIRECTORY, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise IssuerStartError(f"issuer did not serve its directory:\n{self.stderr()}")
-
-    def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
-        """Wait for the process to exit by itself; its exit code."""
-        assert self.proc is not None
-        rc = self.proc.wait(timeout=timeout)
-        self.proc = None
-        return rc
-
-    def stop(self) -> None:
-        """SIGTERM, then kill after a while."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def stderr(self) -> str:
-        """The stderr of the latest start."""
-        path = self.log_path(self.starts, "stderr")
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def outputs(self) -> bytes:
-        """stdout and stderr of every start, concatenated."""
-        return b"".join(
-            self.log_path(n, s).read_bytes()
-            for n in range(1, self.starts + 1)
-            for s in ("stdout", "stderr")
-            if self.log_path(n, s).exists()
-        )
 
 
 @contextmanager
