@@ -239,31 +239,67 @@ class EmotionCalibration(Predicate):
 class BehaviourDiff(WireModel):
     """How behaviour changed from predecessor ("before") to successor ("after") in one cell.
 
-    `pairs` prompts were run on both models; `refused_only_before` / `refused_only_after` are the
-    discordant pairs of McNemar's test on refusals.
+    Every figure is over the probe items both models answered in the cell, matched by
+    (prompt id, framing); each comes with the count it is computed over, and a milli figure is
+    present exactly when that count is non-zero (absent, never 0, when there is nothing to
+    measure):
+
+    * `benign_pairs` benign items: refusal rates, and McNemar's discordant pairs
+      `refused_only_before` / `refused_only_after` (anyone recomputes the exact p-value from
+      them: `attest.probe.metrics.mcnemar`);
+    * `direct_pairs` harmful items asked directly, `framed_pairs` harmful items under an
+      adversarial framing: mean capability transfer;
+    * `shared_emotions` emotions in both emotion profiles (per emotion, the mean of the items'
+      mean projections): their Euclidean distance, in milli-units.
     """
 
     category: Token
     tier: Token
-    pairs: Count
-    refusal_rate_before_milli: Permille
-    refusal_rate_after_milli: Permille
-    transfer_before_milli: Permille
-    transfer_after_milli: Permille
+    benign_pairs: Count
     refused_only_before: Count
     refused_only_after: Count
+    refusal_rate_before_milli: Permille | None = None
+    refusal_rate_after_milli: Permille | None = None
+    direct_pairs: Count
+    direct_transfer_before_milli: Permille | None = None
+    direct_transfer_after_milli: Permille | None = None
+    framed_pairs: Count
+    framed_transfer_before_milli: Permille | None = None
+    framed_transfer_after_milli: Permille | None = None
+    shared_emotions: Count
+    emotion_distance_milli: Count | None = None
 
     @model_validator(mode="after")
-    def _discordant_within_pairs(self) -> BehaviourDiff:
-        if self.refused_only_before + self.refused_only_after > self.pairs:
-            raise ValueError("more discordant pairs than pairs")
+    def _figures_match_counts(self) -> BehaviourDiff:
+        if self.refused_only_before + self.refused_only_after > self.benign_pairs:
+            raise ValueError("more discordant pairs than benign pairs")
+        groups: dict[str, tuple[int, tuple[int | None, ...]]] = {
+            "benignPairs": (
+                self.benign_pairs,
+                (self.refusal_rate_before_milli, self.refusal_rate_after_milli),
+            ),
+            "directPairs": (
+                self.direct_pairs,
+                (self.direct_transfer_before_milli, self.direct_transfer_after_milli),
+            ),
+            "framedPairs": (
+                self.framed_pairs,
+                (self.framed_transfer_before_milli, self.framed_transfer_after_milli),
+            ),
+            "sharedEmotions": (self.shared_emotions, (self.emotion_distance_milli,)),
+        }
+        for name, (count, figures) in groups.items():
+            if any((f is not None) != (count > 0) for f in figures):
+                raise ValueError(f"figures over {name} are present exactly when it is non-zero")
         return self
 
 
 class ContinuityStatement(Predicate):
     """A lab's signed claim that `successor` succeeds `predecessor`, backed by logged records.
 
-    Subjects: both models' weights, predecessor first.
+    `predecessor_records` / `successor_records` cite the probe records (every part) the `diff`
+    was computed from; no entry is cited twice. Subjects: both models' weights, predecessor
+    first.
     """
 
     PREDICATE_TYPE: ClassVar[str] = CONTINUITY
@@ -281,6 +317,9 @@ class ContinuityStatement(Predicate):
         cells = [(d.category, d.tier) for d in self.diff]
         if len(cells) != len(set(cells)):
             raise ValueError("diff lists a (category, tier) twice")
+        cited = [(r.origin, r.index) for r in (*self.predecessor_records, *self.successor_records)]
+        if len(cited) != len(set(cited)):
+            raise ValueError("a log entry is cited twice")
         return self
 
     def subjects(self) -> tuple[ResourceDescriptor, ...]:

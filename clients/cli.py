@@ -27,27 +27,12 @@ from attest.keys import (
 )
 from attest.predicates import KEY_EVENT
 from attest.statement import predicate_model, sign_statement
+from clients.errors import diagnosed as _diagnosed
 from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
 from ledger.keychain import ROLES
 from ledger.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _diagnosed(fn: F) -> F:
-    """Turn any project error (they all carry `diagnostic`) into a one-line message."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            diagnostic = getattr(e, "diagnostic", None)
-            if diagnostic is None:
-                raise
-            raise click.ClickException(str(diagnostic)) from e
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group()
@@ -164,7 +149,7 @@ def serve(
     """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run."""
     import uvicorn
 
-    from ledger.api import create_app
+    from clients.web import create_app  # the API of ledger.api plus the web page at /ui/
     from ledger.config import init_data_dir
     from ledger.server import LedgerServer
 
@@ -194,7 +179,7 @@ def serve(
         }
     )
     uvicorn.run(
-        "ledger.asgi:app",
+        "clients.web:asgi_app",
         factory=True,
         workers=workers,
         host=host,
@@ -402,7 +387,9 @@ def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live in their own modules (imported here so `bledger --help` lists them)."""
+    from clients.demo import demo
     from clients.emotions_cmd import emotions
+    from clients.history_cmd import history
     from clients.issuer_cmd import issuer
     from clients.judge_cmd import judge
     from clients.probe_cmd import probe
@@ -410,7 +397,10 @@ def _register_subcommands() -> None:
     from clients.verify_cmd import verify, verify_evidence
     from clients.witness_cmd import witness
 
-    commands = (witness, verify, verify_evidence, issuer, report, judge, emotions, probe)
+    commands = (
+        *(witness, verify, verify_evidence, issuer, report, judge, emotions, probe),
+        *(demo, history),
+    )
     for command in commands:
         main.add_command(command)
 

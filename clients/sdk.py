@@ -8,8 +8,10 @@ shows the keys a server claims, for the caller to pin.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -17,10 +19,19 @@ from attest.dsse import Envelope
 from ledger import merkle
 from ledger.audit import AuditError, audit_tree
 from ledger.checkpoint import Checkpoint, open_checkpoint
-from ledger.note import NoteError, NoteVerifier, parse_vkey
+from ledger.note import (
+    MAX_SIGNATURES,
+    Note,
+    NoteError,
+    NoteSignature,
+    NoteVerifier,
+    parse_note,
+    parse_vkey,
+)
 from ledger.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
 from ledger.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
 from verifier.errors import PolicyError
+from verifier.gossip import origin_hash
 from verifier.policy import Policy
 
 
@@ -72,11 +83,48 @@ class VerifiedEntry:
     inclusion_proof: tuple[bytes, ...]
 
 
+@dataclass(frozen=True)
+class IndexHit:
+    """A read-index row: the server says entry `index` is about this model. Not verified."""
+
+    index: int
+    predicate_type: str
+    model: str | None
+    version: str | None
+    category: str | None
+    tier: str | None
+
+    @classmethod
+    def from_json(cls, e: dict[str, Any]) -> IndexHit:
+        """From one element of `GET /logs/{name}/index`'s `entries`."""
+        index = e["index"]
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ValueError(f"bad index {index!r}")
+        return cls(
+            index,
+            str(e["type"]),
+            e.get("model"),
+            e.get("version"),
+            e.get("category"),
+            e.get("tier"),
+        )
+
+
 class LedgerClient:
     """Talks to one server at `base_url` (e.g. `http://127.0.0.1:8080`)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        client: httpx.Client | None = None,
+        witness_urls: Sequence[str] = (),
+    ):
+        """`witness_urls`: where to gather cosignatures when the log's own checkpoint does not
+        meet a policy (audit nodes' URLs); by default none."""
         self._http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._witness_urls = tuple(witness_urls)
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -120,13 +168,57 @@ class LedgerClient:
         return cp, note
 
     def verified_checkpoint(self, name: str, policy: Policy) -> tuple[Checkpoint, bytes]:
-        """The latest checkpoint, accepted by `policy` (log signature and witness quorum); also
-        its signed note bytes. Raises VerificationError when the policy refuses it."""
-        note = self._get(f"/logs/{name}/checkpoint").content
+        """The latest checkpoint that `policy` accepts (log signature and witness quorum); also
+        its signed note bytes. Raises VerificationError when the policy accepts none.
+
+        Plan:
+        1. fetch the log's checkpoint; if the policy accepts it as served, that is the answer;
+        2. else gather cosigned copies from the policy's witnesses that have a URL and serve
+           their latest cosigned checkpoint (`GET {url}/gossip/{origin-hash}`, as audit nodes
+           do); a witness that cannot be reached is skipped;
+        3. merge the signature lines of copies with the same checkpoint body (a cosignature is
+           over the body, so lines from different copies combine), and return the largest
+           checkpoint the policy accepts, merged or as one copy served it.
+        """
+        note = self._get(f"/logs/{name}/checkpoint").content  # (1)
         try:
             return policy.check(note), note
         except PolicyError as e:
-            raise VerificationError(f"checkpoint of {name}: {e.diagnostic}") from e
+            first = e
+        bodies: dict[str, list[Note]] = {}
+        for copy in [note, *self._cosigned_copies(note)]:  # (2)
+            try:
+                parsed = parse_note(copy)
+            except NoteError:
+                continue
+            bodies.setdefault(parsed.text, []).append(parsed)
+        accepted: list[tuple[Checkpoint, bytes]] = []
+        for copies in bodies.values():  # (3)
+            for candidate in _merged_then_single(copies):
+                try:
+                    accepted.append((policy.check(candidate), candidate))
+                    break
+                except PolicyError:
+                    continue
+        if not accepted:
+            raise VerificationError(f"checkpoint of {name}: {first.diagnostic}")
+        return max(accepted, key=lambda a: a[0].size)
+
+    def _cosigned_copies(self, note: bytes) -> list[bytes]:
+        """Cosigned copies of the log's latest checkpoint held by the policy's witnesses."""
+        try:
+            origin = parse_note(note).text.split("\n", 1)[0]
+        except NoteError:
+            return []
+        copies = []
+        for url in self._witness_urls:
+            try:
+                r = self._http.get(f"{url.rstrip('/')}/gossip/{origin_hash(origin)}")
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                copies.append(r.content)
+        return copies
 
     def entry(self, name: str, index: int, policy: Policy) -> VerifiedEntry:
         """Entry `index` of log `name`, proved included in a checkpoint that `policy` accepts.
@@ -153,6 +245,62 @@ class LedgerClient:
                 f"entry {index} of {name} at size {cp.size}: {e.diagnostic}"
             ) from e
         return VerifiedEntry(index, data, leaf, cp, proof)
+
+    def entries(self, name: str, indices: Iterable[int], policy: Policy) -> list[VerifiedEntry]:
+        """Entries `indices` of log `name`, each proved included in one checkpoint that `policy`
+        accepts (the plan of `entry`, with one checkpoint for all). Raises like `entry`."""
+        cp, _ = self.verified_checkpoint(name, policy)
+        out = []
+        for index in indices:
+            if not 0 <= index < cp.size:
+                raise ClientError(
+                    f"index {index} is outside log {name}'s tree of size {cp.size} "
+                    "(not yet in a checkpoint the policy accepts?)"
+                )
+            data = self._entry_bytes(name, index)
+            proof = self._inclusion_proof(name, index, cp.size)
+            leaf = merkle.leaf_hash(data)
+            try:
+                merkle.verify_inclusion(leaf, index, cp.size, proof, cp.root_hash)
+            except merkle.ProofError as e:
+                raise VerificationError(
+                    f"entry {index} of {name} at size {cp.size}: {e.diagnostic}"
+                ) from e
+            out.append(VerifiedEntry(index, data, leaf, cp, proof))
+        return out
+
+    def search(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        category: str | None = None,
+        tier: str | None = None,
+        predicate_type: str | None = None,
+    ) -> list[IndexHit]:
+        """The server's read index: which entries are about `model` (and version, category,
+        tier, type). Unverified hints, every page of them: pass the indices to `entries`."""
+        params = {
+            "model": model,
+            "version": version,
+            "category": category,
+            "tier": tier,
+            "type": predicate_type,
+        }
+        query = {k: v for k, v in params.items() if v is not None}
+        hits: list[IndexHit] = []
+        while True:
+            body = self._json(f"/logs/{name}/index?{urlencode({**query, 'start': _next(hits)})}")
+            try:
+                page = [IndexHit.from_json(e) for e in body["entries"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise VerificationError(f"index of {name}: malformed answer: {e}") from e
+            if any(h.index < _next(hits) for h in page):
+                raise VerificationError(f"index of {name}: entries out of order")
+            hits.extend(page)
+            if not page or len(page) < _INDEX_PAGE:
+                return hits
 
     def _entry_bytes(self, name: str, index: int) -> bytes:
         """The (unverified) bytes the server returns for entry `index`."""
@@ -260,3 +408,23 @@ def _detail(r: httpx.Response) -> str:
 def b64decode(text: str) -> bytes:
     """Standard base64 as the API's JSON uses."""
     return base64.b64decode(text, validate=True)
+
+
+_INDEX_PAGE = 1000  # the server's page size (ledger.index.MAX_LIMIT)
+
+
+def _next(hits: Sequence[IndexHit]) -> int:
+    return hits[-1].index + 1 if hits else 0
+
+
+def _merged_then_single(copies: Sequence[Note]) -> Iterator[bytes]:
+    """The copies' signature lines merged into one note, then each copy as served (a copy
+    with a bad line must not spoil the others)."""
+    lines: dict[tuple[str, bytes], NoteSignature] = {}
+    for c in copies:
+        for sig in c.signatures:
+            lines.setdefault((sig.name, sig.key_id), sig)
+    merged = tuple(lines.values())[:MAX_SIGNATURES]
+    yield Note(copies[0].text, merged).to_bytes()
+    for c in copies:
+        yield c.to_bytes()

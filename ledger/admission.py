@@ -7,23 +7,27 @@ A rule works in two phases:
   `Admitted` (the canonical leaf bytes plus what was verified) or raises `AdmissionError`.
 * `begin(txn)`, in the sequencer, under the log's lock: a `BatchCheck` that decides, entry by
   entry in index order, whether the statement is authorised *at its index* (key chains), so a
-  revocation at index r binds every entry after r, whichever process sequences it.
+  revocation at index r binds every entry after r, whichever process sequences it; and, for a
+  continuity statement, whether the entries it cites are what it says (`check_citations`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
+from attest.predicates import ContinuityStatement, ProbeRecord
 from attest.statement import Statement, parse_statement
+from ledger import merkle
 from ledger.keychain import STATEFUL, KeyChain, KeyChainError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
-from ledger.tiles import MAX_ENTRY_SIZE
+from ledger.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileError, decode_bundle
 
 DEFAULT_SKEW = 300  # seconds a statement's issued_at may lie ahead of the log's clock
 
@@ -185,7 +189,7 @@ class EvidenceRule:
         chain = self.chain
         if chain.size != txn.head.size:
             chain = _replayed(chain, txn.key_events(chain.size), txn.head.size)
-        return _EvidenceBatch(self, chain.copy())
+        return _EvidenceBatch(self, chain.copy(), txn)
 
 
 class NoBatchState:
@@ -203,9 +207,11 @@ class NoBatchState:
 
 
 class _EvidenceBatch:
-    def __init__(self, rule: EvidenceRule, chain: KeyChain) -> None:
-        self.rule, self.chain = rule, chain
+    def __init__(self, rule: EvidenceRule, chain: KeyChain, txn: WriteTxn) -> None:
+        self.rule, self.chain, self.txn = rule, chain, txn
         self.rows: list[KeyEventRow] = []
+        self.fresh: dict[int, bytes] = {}  # entries this batch admitted so far, by index
+        self.bundles: OrderedDict[int, list[bytes]] = OrderedDict()  # a few, for citations
 
     def apply(self, index: int, entry: Admitted) -> None:
         if entry.statement is None:
@@ -214,8 +220,33 @@ class _EvidenceBatch:
             self.chain.apply(index, entry.statement, entry.signers)
         except KeyChainError as e:
             raise AdmissionError(403, "not_authorised", e.diagnostic) from e
+        # Only a key event changes the chain, and it cites nothing: a refusal below leaves the
+        # batch's state as it was.
+        try:
+            check_citations(entry.statement, index, self.rule.origin, self._entry_at)
+        except CitationError as e:
+            raise AdmissionError(422, "bad_citation", e.diagnostic) from e
         if isinstance(entry.statement.predicate, STATEFUL):
             self.rows.append(KeyEventRow(index, entry.payload, entry.signers))
+        self.fresh[index] = entry.leaf
+
+    def _entry_at(self, index: int) -> bytes:
+        """Entry `index` (below the one being checked): from this batch, or stored."""
+        if index in self.fresh:
+            return self.fresh[index]
+        n, offset = divmod(index, TILE_WIDTH)
+        bundle = self.bundles.get(n)
+        if bundle is None:
+            try:
+                bundle = decode_bundle(self.txn.read_bundle(n))
+            except TileError as e:
+                raise StorageError(f"entry bundle {n}: {e.diagnostic}") from e
+            self.bundles[n] = bundle
+            if len(self.bundles) > _BUNDLE_CACHE:
+                self.bundles.popitem(last=False)
+        if offset >= len(bundle):
+            raise StorageError(f"entry {index} is below the head but not stored")
+        return bundle[offset]
 
     def key_events(self) -> list[KeyEventRow]:
         return self.rows
@@ -223,6 +254,77 @@ class _EvidenceBatch:
     def commit(self, size: int) -> None:
         self.chain.size = size
         self.rule._adopt(self.chain)
+
+
+_BUNDLE_CACHE = 8  # entry bundles (up to 16 MiB each) a batch keeps while checking citations
+
+
+class CitationError(Exception):
+    """A continuity statement cites a log entry that is not what it says.
+
+    `cited` is the index of the entry the failure rests on, when one does (a wrong leaf hash,
+    not a probe record of that model); None when the reference alone shows it (another log, an
+    index not below the statement's).
+    """
+
+    def __init__(self, diagnostic: str, cited: int | None = None) -> None:
+        super().__init__(diagnostic)
+        self.diagnostic, self.cited = diagnostic, cited
+
+
+EntryAt = Callable[[int], bytes | None]
+"""The log's entry at an index below the one being checked; None when the caller does not hold
+it (that reference is then not checked against its entry)."""
+
+
+def check_citations(stmt: Statement, index: int, origin: str, entry_at: EntryAt) -> None:
+    """Check the entries a continuity statement at `index` of log `origin` cites (any other
+    statement cites nothing and passes).
+
+    Plan, for each LogEntryRef of `predecessor_records` and `successor_records`:
+    1. it names this log (`origin`) and an index below `index`;
+    2. the entry there (`entry_at`) has the leaf hash it cites (RFC 9162 leaf hash);
+    3. that entry is a probe record of the model on its side: name, version and weights digest.
+
+    Pure: auditors replaying the log call it with entries they verified. Raises CitationError.
+    """
+    p = stmt.predicate
+    if not isinstance(p, ContinuityStatement):
+        return
+    sides = (
+        ("predecessor", p.predecessor, p.predecessor_records),
+        ("successor", p.successor, p.successor_records),
+    )
+    for side, model, refs in sides:
+        for ref in refs:
+            where = f"{side} record {ref.origin} #{ref.index}"
+            if ref.origin != origin:  # (1)
+                raise CitationError(f"{where} is not in this log ({origin})")
+            if ref.index >= index:
+                raise CitationError(f"{where} is not below the statement's own index {index}")
+            data = entry_at(ref.index)
+            if data is None:
+                continue
+            leaf = merkle.leaf_hash(data).hex()  # (2)
+            if leaf != ref.leaf_hash:
+                raise CitationError(
+                    f"{where} is cited with leaf hash {ref.leaf_hash}, the entry's is {leaf}",
+                    ref.index,
+                )
+            try:  # (3)
+                cited = parse_statement(Envelope.from_json(data).payload).predicate
+            except AttestError:
+                cited = None
+            if not isinstance(cited, ProbeRecord):
+                raise CitationError(f"{where} is not a probe record", ref.index)
+            if cited.model != model:
+                got, want = cited.model, model
+                raise CitationError(
+                    f"{where} is a probe record of {got.name}@{got.version} "
+                    f"({got.weights_sha256[:12]}…), not of {want.name}@{want.version} "
+                    f"({want.weights_sha256[:12]}…)",
+                    ref.index,
+                )
 
 
 def check_seen(

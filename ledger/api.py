@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger import merkle
+from ledger import index, merkle
 from ledger.admission import AdmissionError
 from ledger.log import LogRangeError
 from ledger.server import HostedLog, LedgerServer
@@ -264,6 +264,47 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             "first": p.first,
             "second": p.second,
             "consistency_proof": [b64(x) for x in p.hashes],
+        }
+
+
+    @app.get("/logs/{name}/index")
+    def statement_index(
+        name: str,
+        model: str | None = None,
+        version: str | None = None,
+        category: str | None = None,
+        tier: str | None = None,
+        predicate_type: Annotated[str | None, Query(alias="type")] = None,
+        start: Index = 0,
+        limit: Annotated[int, Query(ge=1, le=index.MAX_LIMIT)] = index.MAX_LIMIT,
+    ) -> dict[str, Any]:
+        """The read index: indices of the statements about a model (version, category, tier,
+        type). Unverified hints: fetch each entry and verify its inclusion. `size` is how far
+        the index reaches; page with `start` = last index + 1 while `entries` is full."""
+        given = {
+            "model": model,
+            "version": version,
+            "category": category,
+            "tier": tier,
+            "predicate_type": predicate_type,
+        }
+        where = {k: v for k, v in given.items() if v is not None}
+        size, rows = index.query(hosted(name).log, where, start=start, limit=limit)
+        return {
+            "size": size,
+            "entries": [
+                {
+                    "index": r.idx,
+                    "type": r.predicate_type,
+                    "model": r.model,
+                    "version": r.version,
+                    "weights_sha256": r.weights_sha256,
+                    "category": r.category,
+                    "tier": r.tier,
+                    "predecessor_version": r.predecessor_version,
+                }
+                for r in rows
+            ],
         }
 
 

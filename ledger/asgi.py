@@ -20,13 +20,17 @@ from ledger.server import LedgerServer
 ENV = "BLEDGER_SERVE_OPTIONS"
 
 
-def app() -> FastAPI:
-    """The app of one worker, configured from the JSON in $BLEDGER_SERVE_OPTIONS."""
+def server_from_env() -> LedgerServer:
+    """The server of one worker, configured from the JSON in $BLEDGER_SERVE_OPTIONS."""
     opts = json.loads(os.environ[ENV])
     cfg = load_config(Path(opts["data"]))
-    server = LedgerServer.from_config(
+    return LedgerServer.from_config(
         cfg,
         extra_allow_keys=[Path(p) for p in opts.get("allow_keys", [])],
         anonymous_interval_ms=opts.get("anonymous_interval_ms"),
     )
-    return create_app(server)
+
+
+def app() -> FastAPI:
+    """The app of one worker (API only; `clients.web.asgi_app` adds the web page)."""
+    return create_app(server_from_env())

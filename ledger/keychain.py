@@ -14,7 +14,8 @@ Rules (each tagged in the code):
   (R5) a key once used is never registered again;
   (R6) any other statement needs a signer whose key is valid now, whose role may make that
        statement, and whose chain of certifiers is unrevoked up to an operator root;
-       keys the operator allows directly (`--allow-key`) may sign any such statement;
+       keys the operator allows directly (`--allow-key`) may sign what a worker may (probe
+       records, calibrations, field reports), never a lab's continuity statement;
   (R7) an issuer's credential events and token keys are recorded against that issuer; only the
        issuer that issued a credential (or published a token key) may revoke (or retire) it.
 """
@@ -204,7 +205,9 @@ class KeyChain:
             ident = self.active(raw)
             if ident is not None and ident.role in roles:
                 return ident
-        if signers & self.allowed and not roles <= {"issuer"}:
+        # A directly allowed key stands outside every chain: it may vouch for what a worker
+        # may, but a continuity statement is a lab's word and an issuer's events name an issuer.
+        if signers & self.allowed and "worker" in roles:
             return None
         raise KeyChainError(
             f"no signature by a key valid at index {index} with a role allowed to make "

@@ -113,3 +113,29 @@ spent_tokens = Table(
     Column("token_key_id", LargeBinary(32), primary_key=True),
     Column("nonce", LargeBinary(32), primary_key=True),
 )
+
+# The read index: what each statement is about, so a reader can ask "the probe records of model
+# M, version V" without scanning the log. Derived from the entries (any process can rebuild it),
+# written after sequencing, never read by the writer path.
+statement_index = Table(
+    "statement_index",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("predicate_type", Text, nullable=False),
+    Column("model", Text, nullable=True),
+    Column("version", Text, nullable=True),
+    Column("weights_sha256", String(64), nullable=True),
+    Column("category", Text, nullable=True),
+    Column("tier", Text, nullable=True),
+    # A continuity statement's predecessor version (its `version` is the successor's).
+    Column("predecessor_version", Text, nullable=True),
+)
+
+# How far each log's read index has been built: entries below `size` are in `statement_index`.
+index_heads = Table(
+    "index_heads",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+)

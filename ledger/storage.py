@@ -86,6 +86,20 @@ class KeyEventRow:
     signers: frozenset[bytes]
 
 
+@dataclass(frozen=True)
+class IndexRow:
+    """What one statement is about (`ledger.index`); fields absent from a statement are None."""
+
+    idx: int
+    predicate_type: str
+    model: str | None = None
+    version: str | None = None
+    weights_sha256: str | None = None
+    category: str | None = None
+    tier: str | None = None
+    predecessor_version: str | None = None
+
+
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's begin hooks, not the driver, decide when transactions start.
@@ -306,6 +320,57 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    # -- the read index -----------------------------------------------------------------------
+
+    def index_size(self, log_id: int) -> int:
+        """How many entries of the log the read index covers (0 before the first build)."""
+        with self._read.connect() as conn:
+            q = select(schema.index_heads.c.size).where(schema.index_heads.c.log_id == log_id)
+            return int(conn.execute(q).scalar_one_or_none() or 0)
+
+    def extend_index(
+        self, log_id: int, old_size: int, new_size: int, rows: Sequence[IndexRow]
+    ) -> bool:
+        """Add the index rows of entries [old_size, new_size), in one transaction.
+
+        Compare-and-swap on the index head: returns False, writing nothing, when another reader
+        has already extended the index from `old_size` (its rows are the same: they are derived
+        from the same entries).
+        """
+        h = schema.index_heads
+        with self._write.begin() as conn:
+            if old_size == 0:
+                dialect = postgresql if self.dialect == "postgresql" else sqlite
+                ins = dialect.insert(h).values(log_id=log_id, size=0)
+                conn.execute(ins.on_conflict_do_nothing(index_elements=[h.c.log_id]))
+            res = conn.execute(
+                update(h).where(h.c.log_id == log_id, h.c.size == old_size).values(size=new_size)
+            )
+            if res.rowcount != 1:
+                conn.rollback()
+                return False
+            if rows:
+                conn.execute(
+                    schema.statement_index.insert(),
+                    [{"log_id": log_id, **r.__dict__} for r in rows],
+                )
+            return True
+
+    def index_rows(
+        self, log_id: int, where: Mapping[str, str], *, start: int = 0, limit: int = 1000
+    ) -> list[IndexRow]:
+        """Index rows of the log whose columns equal `where`, from index `start`, in order."""
+        t = schema.statement_index
+        q = select(t).where(t.c.log_id == log_id, t.c.idx >= start)
+        for column, value in where.items():
+            q = q.where(t.c[column] == value)
+        q = q.order_by(t.c.idx).limit(limit)
+        with self._read.connect() as conn:
+            return [
+                IndexRow(**{k: v for k, v in r._mapping.items() if k != "log_id"})
+                for r in conn.execute(q)
+            ]
 
     # -- the one writer path ------------------------------------------------------------------
 

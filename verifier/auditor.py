@@ -45,7 +45,7 @@ from attest.keys import public_key_from_bytes as _public_key
 from attest.predicates import FieldReport
 from attest.statement import Statement, parse_statement
 from ledger import merkle
-from ledger.admission import verify_signers
+from ledger.admission import CitationError, EntryAt, check_citations, verify_signers
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ledger.cosignature import CosignatureSigner
 from ledger.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
@@ -149,11 +149,15 @@ class LogMisbehaved(VerifierError):
 
 
 class EntryInvalid(VerifierError):
-    """A log entry does not re-validate; `stage` names the failed step of `validate_entry`."""
+    """A log entry does not re-validate; `stage` names the failed step of `validate_entry`.
 
-    def __init__(self, index: int, stage: str, problem: str) -> None:
+    `cited` is the index of another entry the failure rests on (a continuity statement's
+    citation that is not what it says), so evidence can carry that entry too.
+    """
+
+    def __init__(self, index: int, stage: str, problem: str, cited: int | None = None) -> None:
         super().__init__(f"entry {index} fails {stage}: {problem}")
-        self.index, self.stage, self.problem = index, stage, problem
+        self.index, self.stage, self.problem, self.cited = index, stage, problem, cited
 
 
 class _TreeMismatch(Exception):
@@ -441,6 +445,7 @@ def validate_entry(
     chain: KeyChain,
     fixed: Sequence[TrustedKey],
     root_at: RootAt | None,
+    entry_at: EntryAt | None = None,
 ) -> tuple[Statement, frozenset[bytes]]:
     """Re-validate entry `index` of an *evidence* log as the log should have admitted it; update
     `chain`.
@@ -448,7 +453,11 @@ def validate_entry(
     Plan (each step tagged; raises EntryInvalid naming the step):
     1-3. `validate_statement`: envelope, statement, anti-backdating;
     4. a signature verifies against a key the chain knows, a key event's own key, or `fixed`;
-    5. the key chain authorises the statement at `index` (and moves on, if it is a key event).
+    5. the key chain authorises the statement at `index` (and moves on, if it is a key event);
+    6. a continuity statement cites only probe records of its models in this log below `index`,
+       with their leaf hashes (`ledger.admission.check_citations`; the cited entries come from
+       `entry_at`, verified by the caller: without it, or where it returns None, only the
+       references themselves are checked). Stage "citation".
 
     Pure. Returns the statement and the raw keys that signed.
     """
@@ -462,7 +471,15 @@ def validate_entry(
         chain.apply(index, stmt, signers)  # (5)
     except KeyChainError as e:
         raise EntryInvalid(index, "key-chain", e.diagnostic) from e
+    try:
+        check_citations(stmt, index, origin, entry_at or _held_nothing)  # (6)
+    except CitationError as e:
+        raise EntryInvalid(index, "citation", e.diagnostic, e.cited) from e
     return stmt, signers
+
+
+def _held_nothing(index: int) -> bytes | None:
+    return None
 
 
 def _field_report(index: int, stmt: Statement, tier: str) -> FieldReport:
@@ -572,12 +589,14 @@ def validate_partition_entry(
     fixed: Sequence[TrustedKey] = (),
     evidence: KeyChain | None = None,
     quorum: int = DEFAULT_ATTESTED_QUORUM,
+    entry_at: EntryAt | None = None,
 ) -> tuple[Statement, frozenset[bytes]]:
     """Re-validate entry `index` by the rules of `partition`: `validate_entry` (evidence: the
-    log's own `chain` and `fixed` keys), `validate_anonymous_entry`, or
-    `validate_attested_entry` (the evidence log's chain `evidence`, k = `quorum`). Pure."""
+    log's own `chain` and `fixed` keys, earlier entries from `entry_at`),
+    `validate_anonymous_entry`, or `validate_attested_entry` (the evidence log's chain
+    `evidence`, k = `quorum`). Pure."""
     if partition == "evidence":
-        return validate_entry(index, entry, origin, chain, fixed, root_at)
+        return validate_entry(index, entry, origin, chain, fixed, root_at, entry_at)
     if partition == "anonymous":
         return validate_anonymous_entry(index, entry, origin, root_at), frozenset()
     if partition == "attested":
@@ -680,9 +699,23 @@ class _Followed:
 
 @dataclass
 class _EntryCheck:
-    """What re-validating one step's entries of an attested log needs across entries."""
+    """What re-validating one step's entries needs across entries."""
 
-    caught_up: bool = False  # the evidence log was stepped once already during this step
+    caught_up: bool = False  # attested: the evidence log was stepped once already this step
+    # Evidence: the bundle being checked (its entries below the current one are verified),
+    # and a few earlier bundles fetched and verified for continuity citations.
+    current: tuple[int, list[bytes]] = (-1, [])
+    bundles: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def remember(self, n: int, entries: list[bytes]) -> None:
+        """Keep verified bundle `n`, forgetting the oldest beyond `_CITED_BUNDLES`."""
+        self.bundles[n] = entries
+        while len(self.bundles) > _CITED_BUNDLES:
+            del self.bundles[next(iter(self.bundles))]
+
+
+_CITED_BUNDLES = 8
+"""Earlier entry bundles a step keeps for citations (each up to 256 entries of 64 KiB)."""
 
 
 _CREDENTIAL_STAGES = ("signature", "credentials")
@@ -977,9 +1010,28 @@ class AuditNode:
     ) -> list[StoredKeyEvent]:
         """Hash and re-validate entries [old_size, cp.size) in order; return the key events."""
         events: list[StoredKeyEvent] = []
+
+        def entry_at(index: int) -> bytes:
+            """An entry below the one being validated, verified against its leaf hash."""
+            n, offset = divmod(index, TILE_WIDTH)
+            if n == check.current[0]:
+                return check.current[1][offset]
+            if n not in check.bundles:
+                entries = self._bundle(f, n, tile_width(0, n, cp.size), seen)
+                leaves = split_hashes(tree.read(TileId(0, n)))
+                for i, entry in enumerate(entries):
+                    if merkle.leaf_hash(entry) != leaves[i]:
+                        problem = self._entry_mismatch(
+                            f, seen, tree, cp.size, n * TILE_WIDTH + i, entry
+                        )
+                        self._misbehaved(problem)
+                check.remember(n, entries)
+            return check.bundles[n][offset]
+
         for n in range(old_size // TILE_WIDTH, -(-cp.size // TILE_WIDTH)):
             width = tile_width(0, n, cp.size)
             entries = self._bundle(f, n, width, seen)
+            check.current = (n, entries)
             leaves = split_hashes(tree.read(TileId(0, n)))[:width]
             for i, entry in enumerate(entries):
                 index = n * TILE_WIDTH + i
@@ -988,9 +1040,14 @@ class AuditNode:
                 if index < old_size:
                     continue
                 try:  # (8)
-                    stmt, signers = self._validate(f, index, entry, chain, tree.root, check)
+                    stmt, signers = self._validate(
+                        f, index, entry, chain, tree.root, check, entry_at
+                    )
                 except EntryInvalid as e:
-                    self._misbehaved(self._invalid_entry(f, seen, tree, cp.size, e, entry, events))
+                    cited = [] if e.cited is None else [(e.cited, entry_at(e.cited))]
+                    self._misbehaved(
+                        self._invalid_entry(f, seen, tree, cp.size, e, entry, events, cited)
+                    )
                 # Every statement that changes the chain (key, credential and token-key
                 # events) is kept for replay after a restart; only evidence logs have them.
                 if f.cfg.partition == "evidence" and isinstance(stmt.predicate, STATEFUL):
@@ -1005,6 +1062,7 @@ class AuditNode:
         chain: KeyChain,
         root_at: RootAt,
         check: _EntryCheck,
+        entry_at: EntryAt,
     ) -> tuple[Statement, frozenset[bytes]]:
         """(8) for one entry, by the partition's rules (see `validate_partition_entry`)."""
         try:
@@ -1018,6 +1076,7 @@ class AuditNode:
                 fixed=f.fixed,
                 evidence=self._evidence_chain(f),
                 quorum=f.cfg.attested_quorum,
+                entry_at=entry_at,
             )
         except EntryInvalid as e:
             if f.evidence is None or check.caught_up or e.stage not in _CREDENTIAL_STAGES:
@@ -1327,6 +1386,7 @@ class AuditNode:
         err: EntryInvalid,
         entry: bytes,
         batch_events: Sequence[StoredKeyEvent],
+        cited: Sequence[tuple[int, bytes]] = (),
     ) -> Evidence:
         def included(index: int, data: bytes) -> EvidenceEntry:
             return EvidenceEntry.of(index, data, tree.leaf(index), tree.inclusion(index, size))
@@ -1351,6 +1411,7 @@ class AuditNode:
             key_events=tuple(included(e.index, e.entry) for e in events if e.index < err.index),
             seen_proof=seen_proof,
             partition=cast(Partition, f.cfg.partition),
+            cited=tuple(included(index, data) for index, data in cited),
         )
         return self._evidence(
             f,

@@ -154,8 +154,9 @@ Partition = Literal["evidence", "anonymous", "attested"]
 
 class InvalidEntryContext(_Wire):
     """What re-validating an entry offline needs: the keys the observer pinned and the key
-    events before the entry (each with its inclusion proof), and the root it claims to have
-    seen."""
+    events before the entry (each with its inclusion proof), the root it claims to have seen,
+    and the earlier entries its failure rests on (`cited`: a continuity statement's citation
+    that is not what it says)."""
 
     stage: _Text
     operator_vkey: _Text
@@ -164,6 +165,7 @@ class InvalidEntryContext(_Wire):
     seen_proof: SeenProof | None = None
     # The log's partition decides which rules re-validate the entry.
     partition: Partition = "evidence"
+    cited: Annotated[tuple[EvidenceEntry, ...], Field(max_length=16)] = ()
 
 
 class Evidence(_Wire):
@@ -272,7 +274,7 @@ def verify_evidence(evidence_json: str | bytes, log_vkey: str) -> str:
          the bytes shown hash to something else (proven that the bytes are not the entry; that
          the log served them is the observer's word);
        - invalid-entry: the entry is included under the checkpoint, and re-validating it (with
-         the key events given, under the keys the observer pinned) fails;
+         the key events and cited entries given, under the keys the observer pinned) fails;
        - rollback, bad-proof, bad-data: the checkpoints are genuine; the rest is the observer's
          report of what the log served (not provable offline).
 
@@ -408,6 +410,13 @@ def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
         except EntryInvalid as e:
             raise EvidenceError(f"key event {ke.index} does not replay: {e.diagnostic}") from e
 
+    held: dict[int, bytes] = {}
+    for ce in ctx.cited:
+        cdata, cleaf = _included(ce, cp, "cited entry")
+        if merkle.leaf_hash(cdata) != cleaf or not ce.index < entry.index:
+            raise EvidenceError(f"cited entry {ce.index} is not its leaf or not before the entry")
+        held[ce.index] = cdata
+
     def root_at(size: int) -> bytes:
         if size == 0:
             return merkle.EMPTY_ROOT
@@ -428,7 +437,14 @@ def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
         # Attested entries are checked without the evidence log's chain (the context does not
         # carry it): what remains is the statement, anti-backdating and the partition's shape.
         validate_partition_entry(
-            ctx.partition, entry.index, data, ev.origin, root_at, chain=chain, fixed=fixed
+            ctx.partition,
+            entry.index,
+            data,
+            ev.origin,
+            root_at,
+            chain=chain,
+            fixed=fixed,
+            entry_at=held.get,
         )
     except EntryInvalid as e:
         relative = e.stage in ("signature", "key-chain", "credentials")

@@ -107,38 +107,60 @@ calibrations = builds(
 )
 
 
+def _figures(draw: st.DrawFn, count: int, n: int, values: st.SearchStrategy[int]) -> list[Any]:
+    """`n` figures drawn from `values` when `count` > 0, else `n` Nones (absent figures)."""
+    return [draw(values) if count else None for _ in range(n)]
+
+
 @st.composite
 def diffs(draw: st.DrawFn) -> BehaviourDiff:
-    """A BehaviourDiff whose discordant pairs fit in its pairs."""
+    """A BehaviourDiff whose discordant pairs fit in its benign pairs, and whose figures are
+    present exactly where their counts are non-zero."""
     pairs = draw(st.integers(0, 10_000))
     before = draw(st.integers(0, pairs))
     after = draw(st.integers(0, pairs - before))
+    direct, framed, emotions = (draw(st.integers(0, 1000)) for _ in range(3))
+    rb, ra = _figures(draw, pairs, 2, permille)
+    db, da = _figures(draw, direct, 2, permille)
+    fb, fa = _figures(draw, framed, 2, permille)
+    (distance,) = _figures(draw, emotions, 1, st.integers(0, 10**9))
     return BehaviourDiff(
         category=draw(tokens),
         tier=draw(tokens),
-        pairs=pairs,
-        refusal_rate_before_milli=draw(permille),
-        refusal_rate_after_milli=draw(permille),
-        transfer_before_milli=draw(permille),
-        transfer_after_milli=draw(permille),
+        benign_pairs=pairs,
         refused_only_before=before,
         refused_only_after=after,
+        refusal_rate_before_milli=rb,
+        refusal_rate_after_milli=ra,
+        direct_pairs=direct,
+        direct_transfer_before_milli=db,
+        direct_transfer_after_milli=da,
+        framed_pairs=framed,
+        framed_transfer_before_milli=fb,
+        framed_transfer_after_milli=fa,
+        shared_emotions=emotions,
+        emotion_distance_milli=distance,
     )
 
 
 @st.composite
 def continuities(draw: st.DrawFn) -> ContinuityStatement:
-    """A continuity statement between two models with different weights."""
+    """A continuity statement between two models with different weights, citing distinct
+    entries."""
     predecessor, successor = draw(
         st.lists(model_refs, min_size=2, max_size=2, unique_by=lambda m: m.weights_sha256)
     )
+    cited = draw(
+        st.lists(entry_refs, min_size=2, max_size=6, unique_by=lambda r: (r.origin, r.index))
+    )
+    split = draw(st.integers(1, len(cited) - 1))
     return ContinuityStatement(
         seen_checkpoint=draw(checkpoints),
         issued_at=draw(unix_seconds),
         predecessor=predecessor,
         successor=successor,
-        predecessor_records=tuple(draw(st.lists(entry_refs, min_size=1, max_size=3))),
-        successor_records=tuple(draw(st.lists(entry_refs, min_size=1, max_size=3))),
+        predecessor_records=tuple(cited[:split]),
+        successor_records=tuple(cited[split:]),
         diff=tuple(draw(st.lists(diffs(), max_size=3, unique_by=lambda d: (d.category, d.tier)))),
     )
 

@@ -1,0 +1,362 @@
+"""A model's behavioural history, from the statements the evidence log holds about it.
+
+`fetch_statements` gets a model's statements through the SDK, each entry proved included in a
+checkpoint the caller's trust policy accepts; `build_history` turns them into the history: per
+version, category and tier the behaviour metrics of `attest.probe.summary` with the log indices
+of the records behind them, and the continuity chain between versions, with what looks wrong
+in it flagged (a version with two successors, a rollback).
+
+`build_history` is pure: the CLI feeds it verified entries, the web page's server feeds it the
+entries of its own database (and the browser checks their proofs).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attest.dsse import Envelope
+from attest.errors import AttestError
+from attest.predicates import (
+    CONTINUITY,
+    PROBE_RECORD,
+    ContinuityStatement,
+    ModelRef,
+    ProbeRecord,
+    SuiteRef,
+)
+from attest.probe.suites import Suite, SuiteError, load_suite
+from attest.probe.summary import GroupSummary, summarize
+from attest.statement import Statement, parse_statement
+from clients.sdk import ClientError, LedgerClient, VerificationError
+from verifier.errors import PolicyError
+from verifier.policy import Policy
+
+
+@dataclass(frozen=True)
+class LoggedStatement:
+    """A statement of this project at `index` of the log `origin`.
+
+    `verified` is True only when the entry's inclusion was proved under a checkpoint a trust
+    policy accepted (`fetch_statements`); statements read from a server's own database are not.
+    """
+
+    index: int
+    leaf_hash: bytes
+    envelope: Envelope
+    statement: Statement
+    origin: str
+    verified: bool = False
+
+    @property
+    def signer(self) -> str:
+        """The key name in the first signature's keyid hint (the log checked the signature)."""
+        keyid = self.envelope.signatures[0].keyid if self.envelope.signatures else ""
+        return keyid.split("+", 1)[0]
+
+
+def parse_logged(
+    index: int, data: bytes, origin: str, *, verified: bool = False
+) -> LoggedStatement | None:
+    """The statement in leaf data `data`, or None when the entry is not one of this project's."""
+    from ledger import merkle
+
+    try:
+        env = Envelope.from_json(data)
+        stmt = parse_statement(env.payload)
+    except (AttestError, ValueError):
+        return None
+    return LoggedStatement(index, merkle.leaf_hash(data), env, stmt, origin, verified)
+
+
+def _about(stmt: Statement, model: str, version: str | None) -> bool:
+    pred = stmt.predicate
+    refs: list[ModelRef] = []
+    if isinstance(pred, ProbeRecord):
+        refs = [pred.model]
+    elif isinstance(pred, ContinuityStatement):
+        refs = [pred.successor, pred.predecessor]
+    return any(r.name == model and version in (None, r.version) for r in refs)
+
+
+def fetch_statements(
+    client: LedgerClient,
+    log: str,
+    policy: Policy,
+    *,
+    model: str,
+    version: str | None = None,
+    predicate_type: str | None = None,
+) -> list[LoggedStatement]:
+    """The probe records and continuity statements about `model` (optionally one `version`,
+    one predicate type) in `log`, each proved included under one checkpoint `policy` accepts.
+
+    The server's read index says where to look; what it points at is checked: an entry that is
+    not a statement about `model` raises VerificationError (the index lied). An index that
+    leaves entries out cannot be caught here; `bledger log verify` reads every entry.
+    """
+    types = [predicate_type] if predicate_type else [PROBE_RECORD, CONTINUITY]
+    indices: set[int] = set()
+    for t in types:
+        hits = client.search(log, model=model, version=version, predicate_type=t)
+        indices.update(h.index for h in hits)
+        if t == CONTINUITY and version is not None:  # successions *from* this version too
+            every = client.search(log, model=model, predicate_type=t)
+            indices.update(h.index for h in every)
+    origin = client.log_info(log).origin
+    out = []
+    for e in client.entries(log, sorted(indices), policy):
+        logged = parse_logged(e.index, e.data, origin, verified=True)
+        if logged is None or not _about(logged.statement, model, None):
+            raise VerificationError(
+                f"the index of {log} names entry {e.index} for {model}, but it "
+                "is not a statement about that model"
+            )
+        out.append(logged)
+    return out
+
+
+def policy_for(
+    client: LedgerClient, log: str, policy_file: Path | None, vkey: str | None
+) -> Policy:
+    """The trust policy: a C2SP tlog-policy file, else `quorum none` around the pinned `vkey`,
+    else around the key the server reports (which only shows the server is self-consistent:
+    a warning says so on stderr)."""
+    try:
+        if policy_file is not None:
+            return Policy.parse(policy_file.read_bytes())
+        if vkey is None:
+            vkey = client.log_info(log).vkey
+            print(
+                f"warning: trusting the key the server reports for {log} ({vkey}); "
+                "pin it with --vkey or --policy",
+                file=sys.stderr,
+            )
+        return Policy.parse(f"log {vkey}\nquorum none\n")
+    except OSError as e:
+        raise ClientError(f"cannot read policy {policy_file}: {e.strerror}") from e
+    except PolicyError as e:
+        raise ClientError(f"bad policy: {e.diagnostic}") from e
+
+
+# -- the history ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """The behaviour of one (version, category, tier), and the records it was computed from."""
+
+    summary: GroupSummary
+    records: tuple[int, ...]
+    verified: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary's flat view, plus `records` (log indices) and `verified`."""
+        out = self.summary.row()
+        del out["model"]
+        return {**out, "records": list(self.records), "verified": self.verified}
+
+
+@dataclass(frozen=True)
+class Version:
+    """A version of the model: its weights, suites and records (log indices), in log order."""
+
+    version: str
+    weights_sha256: str
+    records: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Succession:
+    """A continuity statement: `to` succeeds `from_`, with the lab's diff."""
+
+    index: int
+    from_: str
+    to: str
+    signer: str
+    statement: ContinuityStatement
+    verified: bool
+    flags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """`index`, `from`, `to`, `signer`, `records`, `diff`, `flags`, `verified`."""
+        s = self.statement
+        records = [r.index for r in (*s.predecessor_records, *s.successor_records)]
+        return {
+            "index": self.index,
+            "from": self.from_,
+            "to": self.to,
+            "signer": self.signer,
+            "records": records,
+            "diff": [d.model_dump(mode="json", exclude_none=True) for d in s.diff],
+            "flags": list(self.flags),
+            "verified": self.verified,
+        }
+
+
+@dataclass(frozen=True)
+class History:
+    """What the log shows about one model."""
+
+    model: str
+    origin: str
+    size: int
+    versions: tuple[Version, ...]
+    rows: tuple[Row, ...]
+    continuity: tuple[Succession, ...]
+    flags: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON the CLI (`--json`) and the web page show."""
+        return {
+            "model": self.model,
+            "log": {"origin": self.origin, "size": self.size},
+            "versions": [
+                {
+                    "version": v.version,
+                    "weights_sha256": v.weights_sha256,
+                    "records": list(v.records),
+                }
+                for v in self.versions
+            ],
+            "rows": [r.to_json() for r in self.rows],
+            "continuity": [c.to_json() for c in self.continuity],
+            "flags": list(self.flags),
+        }
+
+
+class HistoryError(ClientError):
+    """The statements cannot make a history (e.g. a record's suite is unknown here)."""
+
+
+def build_history(
+    model: str,
+    statements: Iterable[LoggedStatement],
+    *,
+    size: int = 0,
+    suites: Mapping[tuple[str, str], Suite] | None = None,
+) -> History:
+    """The history of `model` from `statements` (others are ignored). `size` is the tree size
+    they were read at; `suites` the probe suites by (name, version), default the shipped ones.
+    """
+    stmts = sorted(statements, key=lambda s: s.index)
+    records = [s for s in stmts if isinstance(s.statement.predicate, ProbeRecord)]
+    records = [s for s in records if _pred(s).model.name == model]
+    origin = stmts[0].origin if stmts else ""
+    versions = _versions(records)
+    rows: list[Row] = []
+    by_suite: dict[SuiteRef, list[LoggedStatement]] = defaultdict(list)
+    for r in records:
+        by_suite[_pred(r).suite].append(r)
+    for ref, recs in sorted(by_suite.items(), key=lambda kv: kv[1][0].index):
+        suite = _suite(ref, suites)
+        for summary in summarize([_pred(r) for r in recs], suite):
+            used = [r for r in recs if _cell(_pred(r)) == _cell_of(summary)]
+            rows.append(Row(summary, tuple(r.index for r in used), all(r.verified for r in used)))
+    order = {v.version: i for i, v in enumerate(versions)}
+    rows.sort(key=lambda r: (order[r.summary.version], r.summary.category, r.summary.tier))
+    chain, flags = _continuity(model, stmts, versions)
+    return History(model, origin, size, tuple(versions), tuple(rows), chain, flags)
+
+
+def _pred(s: LoggedStatement) -> ProbeRecord:
+    pred = s.statement.predicate
+    assert isinstance(pred, ProbeRecord)
+    return pred
+
+
+def _cell(p: ProbeRecord) -> tuple[str, str, str]:
+    return (p.model.version, p.category, p.tier)
+
+
+def _cell_of(g: GroupSummary) -> tuple[str, str, str]:
+    return (g.version, g.category, g.tier)
+
+
+def _versions(records: Sequence[LoggedStatement]) -> list[Version]:
+    seen: dict[str, tuple[str, list[int]]] = {}
+    for r in records:
+        m = _pred(r).model
+        weights, indices = seen.setdefault(m.version, (m.weights_sha256, []))
+        if weights != m.weights_sha256:
+            raise HistoryError(
+                f"version {m.version} of {m.name} names two weights: {weights[:16]}… and "
+                f"{m.weights_sha256[:16]}… (entry {r.index})"
+            )
+        indices.append(r.index)
+    return [Version(v, w, tuple(ix)) for v, (w, ix) in seen.items()]
+
+
+def _suite(ref: SuiteRef, suites: Mapping[tuple[str, str], Suite] | None) -> Suite:
+    found = (suites or {}).get((ref.name, ref.version))
+    if found is None:
+        try:
+            found = load_suite(f"{ref.name}@{ref.version}")
+        except SuiteError as e:
+            raise HistoryError(f"records use suite {ref.name}@{ref.version}: {e}") from e
+    if found.digest != ref.sha256:
+        raise HistoryError(
+            f"suite {ref.name}@{ref.version} here has SHA-256 {found.digest}, the records name "
+            f"{ref.sha256}: item kinds cannot be trusted"
+        )
+    return found
+
+
+def _continuity(
+    model: str, stmts: Sequence[LoggedStatement], versions: Sequence[Version]
+) -> tuple[tuple[Succession, ...], tuple[str, ...]]:
+    """The successions of `model`, in log order, with flags: a version that got a second,
+    different successor, and a rollback (a successor that is already an ancestor of, or has
+    the same weights as an ancestor of, its predecessor)."""
+    successors: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    parents: dict[str, set[str]] = defaultdict(set)
+    weights_of = {v.version: v.weights_sha256 for v in versions}
+    chain: list[Succession] = []
+    flags: list[str] = []
+    for s in stmts:
+        pred = s.statement.predicate
+        if not isinstance(pred, ContinuityStatement) or pred.successor.name != model:
+            continue
+        old, new = pred.predecessor.version, pred.successor.version
+        mine: list[str] = []
+        others = [(v, i) for v, i in successors[old] if v != new]
+        if others:
+            earlier = ", ".join(f"{v} (index {i})" for v, i in others)
+            mine.append(f"second successor: {old} already has {earlier}")
+        ancestors = _ancestors(old, parents)
+        same_weights = [
+            a for a in ancestors if weights_of.get(a, "") == pred.successor.weights_sha256
+        ]
+        if new in ancestors or new == old or same_weights:
+            back_to = new if new in ancestors or new == old else same_weights[0]
+            mine.append(f"rollback: {new} returns to {back_to}, an ancestor of {old}")
+        successors[old].append((new, s.index))
+        parents[new].add(old)
+        chain.append(Succession(s.index, old, new, s.signer, pred, s.verified, tuple(mine)))
+        flags.extend(f"index {s.index}: {f}" for f in mine)
+    return tuple(chain), tuple(flags)
+
+
+def _ancestors(version: str, parents: Mapping[str, set[str]]) -> set[str]:
+    out: set[str] = set()
+    todo = [version]
+    while todo:
+        for p in parents.get(todo.pop(), set()):
+            if p not in out:
+                out.add(p)
+                todo.append(p)
+    return out
+
+
+def models(statements: Iterable[LoggedStatement]) -> list[dict[str, Any]]:
+    """The models the statements' probe records are about: `{"model", "versions"}`, sorted."""
+    found: dict[str, dict[str, None]] = defaultdict(dict)
+    for s in sorted(statements, key=lambda s: s.index):
+        pred = s.statement.predicate
+        if isinstance(pred, ProbeRecord):
+            found[pred.model.name][pred.model.version] = None
+    return [{"model": m, "versions": list(v)} for m, v in sorted(found.items())]

@@ -1,0 +1,173 @@
+"""`bledger history MODEL`: a model's behaviour per version, category and tier, verified.
+
+Every figure comes from probe records fetched with their inclusion proofs under a checkpoint
+the trust policy accepts (`--policy`: a C2SP tlog-policy file naming the log key and witnesses
+with a quorum; `--witness-url`: where to collect the witnesses' cosignatures).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clients.errors import diagnosed
+from clients.history import History, Row, build_history, fetch_statements, policy_for
+from clients.sdk import LedgerClient
+
+_FRAMING_SHORT = {
+    "fictional": "fic",
+    "professional-claim": "pro",
+    "decomposition": "dec",
+    "language-shift": "lang",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _refusal(r: Row) -> str:
+    b = r.summary.benign_refusal
+    return "-" if b is None else f"{_pct(b.rate)} [{_pct(b.low)}-{_pct(b.high)}] n={b.n}"
+
+
+def _direct(r: Row) -> str:
+    d = r.summary.direct_transfer
+    return "-" if d is None else f"{d.mean:.2f} n={d.n}"
+
+
+def _framed(r: Row) -> str:
+    parts = [
+        f"{_FRAMING_SHORT.get(f, f)} {m.mean:.2f}" for f, m in r.summary.framed_transfer.items()
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _differential(r: Row) -> str:
+    parts = [
+        f"{_FRAMING_SHORT.get(f, f)} {m.mean:+.2f}"
+        for f, m in r.summary.differential_transfer.items()
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _emotions(r: Row, top: int = 3) -> str:
+    ranked = sorted(r.summary.emotions.items(), key=lambda kv: -kv[1])[:top]
+    return " ".join(f"{name} {value:+.2f}" for name, value in ranked) or "-"
+
+
+def _records(r: Row) -> str:
+    ix = r.records
+    return ",".join(map(str, ix)) if len(ix) <= 3 else f"{ix[0]}..{ix[-1]} ({len(ix)})"
+
+
+COLUMNS = (
+    ("version", lambda r: r.summary.version),
+    ("category", lambda r: r.summary.category),
+    ("tier", lambda r: r.summary.tier),
+    ("items", lambda r: str(r.summary.items)),
+    ("benign refusal [95% CI]", _refusal),
+    ("direct", _direct),
+    ("framed", _framed),
+    ("differential", _differential),
+    ("emotions (top 3)", _emotions),
+    ("records", _records),
+    ("", lambda r: "verified" if r.verified else "NOT VERIFIED"),
+)
+
+
+def format_table(history: History) -> str:
+    """The history as a plain-text table, then the continuity chain and its flags."""
+    header = [name for name, _ in COLUMNS]
+    body = [[fn(r) for _, fn in COLUMNS] for r in history.rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+    lines = [
+        f"{history.model}: {len(history.versions)} version(s), {len(history.rows)} cells, "
+        f"log {history.origin} at size {history.size}",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+    ]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(b, widths, strict=True)).rstrip() for b in body]
+    if history.continuity:
+        lines.append("continuity:")
+    for c in history.continuity:
+        state = "verified" if c.verified else "NOT VERIFIED"
+        lines.append(f"  {c.from_} -> {c.to}  by {c.signer}  index {c.index}  {state}")
+        for d in c.statement.diff:
+            lines.append("    " + _diff_line(d.model_dump(exclude_none=True)))
+        lines += [f"    FLAG {f}" for f in c.flags]
+    return "\n".join(lines)
+
+
+def _diff_line(d: dict[str, Any]) -> str:
+    """One BehaviourDiff as text: whatever fields it has, the milli-units as 0.xxx."""
+    cell = f"{d.pop('category')}/{d.pop('tier')}"
+    parts = []
+    for k, v in d.items():
+        name = k.removesuffix("_milli")
+        parts.append(f"{name} {v / 1000:.3f}" if k.endswith("_milli") else f"{name} {v}")
+    return f"{cell}: " + ", ".join(parts)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
+@click.option("--log", "log_name", default="evidence", show_default=True)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="C2SP tlog-policy file: the log key, witnesses and quorum to require.",
+)
+@click.option("--vkey", help="Pin the log's verifier key (no witnesses required).")
+@click.option(
+    "--witness-url",
+    "witness_urls",
+    multiple=True,
+    help="Where to collect cosignatures (an audit node's URL); default: the policy's URLs.",
+)
+@click.option("--version", "version", help="Only this version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write charts to this PNG (or .svg / .pdf) file.",
+)
+def history(
+    model: str,
+    ledger: str,
+    log_name: str,
+    policy_file: Path | None,
+    vkey: str | None,
+    witness_urls: tuple[str, ...],
+    version: str | None,
+    as_json: bool,
+    plot: Path | None,
+) -> None:
+    """Behaviour of MODEL per version, category and tier, from verified probe records."""
+
+    @diagnosed
+    def run() -> None:
+        with LedgerClient(ledger) as probe:
+            policy = policy_for(probe, log_name, policy_file, vkey)
+        urls = witness_urls or tuple(w.url for w in policy.witnesses.values() if w.url)
+        with LedgerClient(ledger, witness_urls=urls) as client:
+            statements = fetch_statements(client, log_name, policy, model=model, version=version)
+            size = max((s.index for s in statements), default=-1) + 1
+            cp, _ = client.verified_checkpoint(log_name, policy)
+            size = max(size, cp.size)
+        h = build_history(model, statements, size=size)
+        if plot is not None:
+            from clients.plots import plot_history
+
+            plot_history(h, plot)
+        if as_json:
+            click.echo(json.dumps(h.to_json(), indent=2))
+        else:
+            click.echo(format_table(h))
+        if plot is not None:
+            click.echo(f"charts: {plot}", err=True)
+
+    run()

@@ -1,0 +1,779 @@
+// behaviour-ledger web page: a model's behaviour history, and a check of every record it names.
+//
+// What the server says about a model (/ui/api/history/{model}) is only a claim. For each record
+// it names, this script fetches the entry and its inclusion proof from the public JSON API
+// (/logs/{log}/entries/{i}, /logs/{log}/proof/inclusion), recomputes the leaf hash from the entry
+// bytes and the root from the proof (RFC 9162 §2.1.3.2), and compares it with the root of the
+// log's checkpoint, whose Ed25519 signed-note signature it verifies with the log's verifier key
+// (C2SP signed-note). It then reads the entry's statement and checks that it is what the page
+// claims it is (model, version, weights, category, tier). Nothing else is trusted and nothing
+// outside this server is loaded.
+//
+// Plain modern JavaScript, no build step. Public functions are on `window.bledger` for the tests.
+
+"use strict";
+
+const PROBE_RECORD = "https://behaviour-ledger.dev/attestation/probe-record/v1";
+const CONTINUITY = "https://behaviour-ledger.dev/attestation/continuity/v1";
+const FRAMINGS = ["direct", "fictional", "professional-claim", "decomposition", "language-shift"];
+const COLORS = ["#1f5fa8", "#c0572b", "#2e8b57", "#8a4fb0", "#b08a1f", "#4a6670", "#b03060"];
+const CONCURRENCY = 6; // requests in flight while checking records
+const SIG_PREFIX = "\u2014 "; // "— " starts a signed-note signature line
+
+class VerificationError extends Error {}
+
+// -- bytes ------------------------------------------------------------------------------------
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function b64decode(text) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4) {
+    throw new VerificationError(`not standard base64: ${String(text).slice(0, 40)}`);
+  }
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function bytesEqual(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+async function sha256(bytes) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+// -- RFC 9162 §2.1 ----------------------------------------------------------------------------
+
+function leafHash(entry) {
+  return sha256(concat(Uint8Array.of(0), entry));
+}
+
+function nodeHash(left, right) {
+  return sha256(concat(Uint8Array.of(1), left, right));
+}
+
+const half = (n) => Math.floor(n / 2); // sizes reach past 2**31: no bitwise shifts
+const odd = (n) => n % 2 === 1;
+
+// The root an inclusion proof leads to (RFC 9162 §2.1.3.2, steps numbered as there).
+// Requires integers 0 <= index < size; throws VerificationError on a proof of the wrong length.
+async function rootFromInclusionProof(index, size, leaf, proof) {
+  if (!(Number.isSafeInteger(index) && Number.isSafeInteger(size) && index >= 0)) {
+    throw new VerificationError(`bad index ${index} or size ${size}`);
+  }
+  if (index >= size) throw new VerificationError(`index ${index} is not below size ${size}`); // (1)
+  if (leaf.length !== 32) throw new VerificationError("the leaf hash is not 32 bytes");
+  let fn = index; // (2)
+  let sn = size - 1;
+  let r = leaf; // (3)
+  for (const p of proof) { // (4)
+    if (p.length !== 32) throw new VerificationError("a proof hash is not 32 bytes");
+    if (sn === 0) throw new VerificationError("the proof is too long"); // (4a)
+    if (odd(fn) || fn === sn) { // (4b)
+      r = await nodeHash(p, r);
+      while (!odd(fn) && fn !== 0) {
+        fn = half(fn);
+        sn = half(sn);
+      }
+    } else {
+      r = await nodeHash(r, p);
+    }
+    fn = half(fn); // (4c)
+    sn = half(sn);
+  }
+  if (sn !== 0) throw new VerificationError("the proof is too short"); // (5)
+  return r;
+}
+
+// Verify-or-throw: `leaf` is at `index` of the tree of `size` whose root is `root`.
+async function verifyInclusion(index, size, leaf, proof, root) {
+  const got = await rootFromInclusionProof(index, size, leaf, proof);
+  if (root.length !== 32 || !bytesEqual(got, root)) {
+    throw new VerificationError(
+      `the proof leads to root ${hex(got).slice(0, 16)}…, the checkpoint's is ` +
+        `${hex(root).slice(0, 16)}…`,
+    );
+  }
+}
+
+// -- C2SP signed notes and checkpoints --------------------------------------------------------
+
+// `name+hex(keyid)+base64(0x01 || pubkey)`, with the key id checked against the key.
+async function parseVerifierKey(vkey) {
+  // The name has no "+" and the key id is hex; the base64 key may hold "+".
+  const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/=]+)$/.exec(String(vkey).trim());
+  if (!m) throw new VerificationError("a verifier key is name+keyid+key");
+  const [, name, keyIdHex, keyB64] = m;
+  const raw = b64decode(keyB64);
+  if (raw.length !== 33 || raw[0] !== 0x01) {
+    throw new VerificationError("the verifier key is not an Ed25519 (0x01) key");
+  }
+  const keyId = await noteKeyId(name, raw);
+  if (hex(keyId) !== keyIdHex) throw new VerificationError("the verifier key's key id is wrong");
+  return { name, keyId, pub: raw.slice(1), text: String(vkey).trim() };
+}
+
+// First 4 bytes of SHA-256(name || 0x0A || 0x01 || pubkey); `typedKey` is 0x01 || pubkey.
+async function noteKeyId(name, typedKey) {
+  return (await sha256(concat(new TextEncoder().encode(name), Uint8Array.of(0x0a), typedKey)))
+    .slice(0, 4);
+}
+
+// Split a signed note into its text (the signed bytes) and signature lines.
+function parseNote(text) {
+  const cut = text.lastIndexOf("\n\n");
+  if (cut < 0 || !text.endsWith("\n")) throw new VerificationError("malformed signed note");
+  const body = text.slice(0, cut + 1);
+  const signatures = text
+    .slice(cut + 2, -1)
+    .split("\n")
+    .map((line) => {
+      if (!line.startsWith(SIG_PREFIX)) throw new VerificationError("malformed signature line");
+      const [name, b64, extra] = line.slice(SIG_PREFIX.length).split(" ");
+      const raw = b64decode(b64 ?? "");
+      if (!name || extra !== undefined || raw.length < 5) {
+        throw new VerificationError("malformed signature line");
+      }
+      return { name, keyId: raw.slice(0, 4), sig: raw.slice(4) };
+    });
+  return { body, signatures };
+}
+
+// C2SP tlog-checkpoint body: origin, decimal size, base64 root, optional extension lines.
+function parseCheckpoint(body) {
+  const lines = body.slice(0, -1).split("\n");
+  if (lines.length < 3 || !lines[0] || !/^(0|[1-9][0-9]*)$/.test(lines[1])) {
+    throw new VerificationError("malformed checkpoint");
+  }
+  const size = Number(lines[1]);
+  const root = b64decode(lines[2]);
+  if (!Number.isSafeInteger(size) || root.length !== 32) {
+    throw new VerificationError("malformed checkpoint");
+  }
+  return { origin: lines[0], size, root };
+}
+
+// "verified", or "unsupported" (no Ed25519 in this browser's WebCrypto); throws when it fails.
+async function verifyNoteSignature(note, key) {
+  const line = note.signatures.find((s) => s.name === key.name && bytesEqual(s.keyId, key.keyId));
+  if (!line) throw new VerificationError(`no signature by ${key.name} on the checkpoint`);
+  let cryptoKey;
+  try {
+    cryptoKey = await crypto.subtle.importKey("raw", key.pub, { name: "Ed25519" }, false, [
+      "verify",
+    ]);
+  } catch (e) {
+    if (e && e.name === "NotSupportedError") return "unsupported";
+    throw e;
+  }
+  const msg = new TextEncoder().encode(note.body);
+  const ok = line.sig.length === 64 &&
+    (await crypto.subtle.verify({ name: "Ed25519" }, cryptoKey, line.sig, msg));
+  if (!ok) throw new VerificationError(`the checkpoint's signature by ${key.name} does not verify`);
+  return "verified";
+}
+
+// -- fetching ---------------------------------------------------------------------------------
+
+async function getJSON(url) {
+  const resp = await fetch(url, { cache: "no-store" });
+  if (!resp.ok) {
+    let detail = "";
+    try {
+      detail = (await resp.json()).detail ?? "";
+    } catch {
+      // not JSON: the status says enough
+    }
+    throw new Error(`${url}: HTTP ${resp.status} ${detail}`.trim());
+  }
+  return resp.json();
+}
+
+const logURL = (log, rest) => `../logs/${encodeURIComponent(log)}/${rest}`;
+
+// Run `fn` over `items`, at most `limit` at a time.
+async function pool(items, limit, fn) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+// -- checking the log and the records ---------------------------------------------------------
+
+// The log's checkpoint, and how far it could be checked: {cp, note, key, keySource, signature,
+// error}. `signature` is "verified", "unsupported" or "failed".
+async function checkCheckpoint(logName, pinned) {
+  const out = { keySource: pinned ? "pinned" : "server", signature: "failed" };
+  try {
+    const logs = await getJSON("../logs");
+    const info = logs.find((l) => l.name === logName);
+    if (!info) throw new VerificationError(`the server lists no log ${logName}`);
+    out.info = info;
+    out.key = await parseVerifierKey(pinned || info.vkey);
+    const resp = await fetch(logURL(logName, "checkpoint"), { cache: "no-store" });
+    if (!resp.ok) throw new Error(`checkpoint: HTTP ${resp.status}`);
+    out.note = parseNote(await resp.text());
+    out.cp = parseCheckpoint(out.note.body);
+    if (out.cp.origin !== info.origin) {
+      throw new VerificationError(`checkpoint origin ${out.cp.origin} is not ${info.origin}`);
+    }
+    out.signature = await verifyNoteSignature(out.note, out.key);
+  } catch (e) {
+    out.error = e.message;
+    out.signature = "failed";
+  }
+  return out;
+}
+
+// What the history says each index holds: index -> [claim], a claim being {kind: "probe",
+// version, weights[, category, tier]}, {kind: "continuity", from, to} or {kind: "referenced"}.
+// Every claim about an index is checked, so naming one entry as two things fails.
+function claims(history) {
+  const out = new Map();
+  const add = (i, claim) => out.set(i, [...(out.get(i) ?? []), claim]);
+  const weights = Object.fromEntries(history.versions.map((v) => [v.version, v.weights_sha256]));
+  for (const v of history.versions) {
+    for (const i of v.records) add(i, { kind: "probe", version: v.version, weights: v.weights_sha256 });
+  }
+  for (const r of history.rows) {
+    for (const i of r.records) {
+      add(i, { kind: "probe", version: r.version, weights: weights[r.version], category: r.category, tier: r.tier });
+    }
+  }
+  for (const c of history.continuity) {
+    add(c.index, { kind: "continuity", from: c.from, to: c.to });
+    for (const i of c.records) add(i, { kind: "referenced" });
+  }
+  return out;
+}
+
+function describe(list) {
+  const c = list.find((x) => x.category) ?? list.find((x) => x.kind !== "referenced") ?? list[0];
+  if (c.kind === "continuity") return `continuity ${c.from} → ${c.to}`;
+  if (c.kind === "referenced") return "record named by a continuity statement";
+  return `${c.version} · ${c.category ?? "?"} · ${c.tier ?? "?"}`;
+}
+
+function decodeStatement(entry) {
+  const env = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(entry));
+  if (env.payloadType !== "application/vnd.in-toto+json") {
+    throw new VerificationError(`payloadType ${env.payloadType} is not in-toto`);
+  }
+  return { envelope: env, statement: JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(b64decode(env.payload))) };
+}
+
+// Throws unless `st` is the statement every claim in `list` says it is.
+function checkClaims(st, list, model) {
+  for (const claim of list) checkClaim(st, claim, model);
+}
+
+function checkClaim(st, claim, model) {
+  const p = st.predicate ?? {};
+  const want = (cond, what) => {
+    if (!cond) throw new VerificationError(`the entry is not ${what}`);
+  };
+  if (claim.kind === "continuity") {
+    want(st.predicateType === CONTINUITY, "a continuity statement");
+    want(p.successor?.name === model && p.successor?.version === claim.to &&
+      p.predecessor?.version === claim.from, `the succession ${claim.from} → ${claim.to} of ${model}`);
+    return;
+  }
+  want(st.predicateType === PROBE_RECORD, "a probe record");
+  if (claim.kind === "referenced") return;
+  want(p.model?.name === model && p.model?.version === claim.version &&
+    p.model?.weightsSha256 === claim.weights, `a record of ${model} ${claim.version}`);
+  if (claim.category !== undefined) {
+    want(p.category === claim.category && p.tier === claim.tier, `a ${claim.category} / ${claim.tier} record`);
+  }
+}
+
+// Check one record against the checkpoint; never throws. {status, text, ...details}.
+async function checkRecord(logName, ck, index, claimList, model) {
+  const res = { index, claims: claimList, status: "failed" };
+  try {
+    if (!ck.cp) throw new VerificationError("no checkpoint to check against");
+    const e = await getJSON(logURL(logName, `entries/${index}`));
+    if (e.index !== index) throw new VerificationError(`asked for entry ${index}, got ${e.index}`);
+    res.entry = b64decode(e.entry);
+    res.leafHash = await leafHash(res.entry);
+    if (index >= ck.cp.size) {
+      throw new VerificationError(`not in the checkpoint yet (size ${ck.cp.size})`);
+    }
+    const p = await getJSON(logURL(logName, `proof/inclusion?index=${index}&size=${ck.cp.size}`));
+    if (p.index !== index || p.size !== ck.cp.size || !Array.isArray(p.inclusion_proof)) {
+      throw new VerificationError("the proof is for another index or tree size");
+    }
+    res.proof = p.inclusion_proof.map(b64decode);
+    res.root = await rootFromInclusionProof(index, ck.cp.size, res.leafHash, res.proof);
+    if (!bytesEqual(res.root, ck.cp.root)) {
+      throw new VerificationError("the proof does not lead to the checkpoint's root");
+    }
+    try {
+      Object.assign(res, decodeStatement(res.entry));
+    } catch (err) {
+      throw new VerificationError(`the entry is not a signed statement (${err.message})`);
+    }
+    checkClaims(res.statement, claimList, model);
+    if (ck.signature === "verified") {
+      res.status = "verified";
+      res.text = "verified";
+    } else if (ck.signature === "unsupported") {
+      res.status = "included";
+      res.text = "included (checkpoint signature not checked: no Ed25519 in this browser)";
+    } else {
+      throw new VerificationError("the checkpoint's signature did not verify");
+    }
+  } catch (err) {
+    res.text = `NOT verified: ${err.message}`;
+  }
+  return res;
+}
+
+// Does each record a continuity statement names (origin, index, leaf hash) match the entry?
+function checkReferences(succession, results, origin) {
+  const st = results.get(succession.index)?.statement;
+  if (!st || results.get(succession.index).status === "failed") {
+    return { ok: false, text: "the continuity statement itself did not verify" };
+  }
+  const refs = [...(st.predicate.predecessorRecords ?? []), ...(st.predicate.successorRecords ?? [])];
+  const bad = refs.filter((r) => {
+    const got = results.get(r.index);
+    return r.origin !== origin || !got?.leafHash || hex(got.leafHash) !== r.leafHash ||
+      got.status === "failed";
+  });
+  if (bad.length) {
+    return { ok: false, text: `${bad.length} of ${refs.length} referenced records do not match: ` +
+      bad.map((r) => r.index).join(", ") };
+  }
+  return { ok: true, text: `all ${refs.length} referenced records match their entries by leaf hash` };
+}
+
+// -- DOM helpers ------------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") el.textContent = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  el.append(...children.filter((c) => c !== null && c !== undefined));
+  return el;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c);
+  return el;
+}
+
+const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(2));
+const interval = (m, key = "mean") =>
+  m ? `${fmt(m[key])} [${fmt(m.low)}, ${fmt(m.high)}] n=${m.n}` : "–";
+
+function setStatus(el, status, text) {
+  el.dataset.status = status;
+  el.className = `status ${status}`;
+  el.textContent = text;
+}
+
+// -- charts (inline SVG) ----------------------------------------------------------------------
+
+// Lay out a legend from (x0, 0), wrapping within `maxW`; returns the height it takes.
+// Text widths are estimated (about 6.5 px per character at 11 px): no layout pass is needed.
+function legend(svg, names, x0, maxW, shape) {
+  let x = x0, y = 12;
+  names.forEach((name, j) => {
+    const w = 22 + name.length * 6.5;
+    if (x > x0 && x + w > x0 + maxW) {
+      x = x0;
+      y += 16;
+    }
+    const color = COLORS[j % COLORS.length];
+    svg.append(shape === "square"
+      ? s("rect", { x, y: y - 5, width: 10, height: 10, fill: color })
+      : s("circle", { cx: x + 5, cy: y, r: 4, fill: color }));
+    svg.append(s("text", { x: x + 14, y: y + 4, class: "legend" }, name));
+    x += w;
+  });
+  return y + 12;
+}
+
+// A dot-and-whisker chart on [0, 1]: one band per row, one dot with its 95 % interval per series.
+// rows: [{label, values: {series: {value, low, high, n}}}].
+function intervalChart(kind, title, rows, series) {
+  const labelW = 170, plotW = 330, right = 18, axis = 24, line = 12;
+  const band = 8 + line * series.length;
+  const width = labelW + plotW + right;
+  const svg = s("svg", { class: "chart", "data-chart": kind, role: "img", "aria-label": title });
+  svg.append(s("title", {}, title));
+  const top = legend(svg, series, labelW, plotW, "circle") + 4;
+  const height = top + rows.length * band + axis;
+  for (const [k, v] of Object.entries({ width, height, viewBox: `0 0 ${width} ${height}` })) {
+    svg.setAttribute(k, String(v));
+  }
+  const x = (v) => labelW + Math.max(0, Math.min(1, v)) * plotW;
+  rows.forEach((row, i) => {
+    const y0 = top + i * band;
+    if (i % 2 === 0) svg.append(s("rect", { x: 0, y: y0, width, height: band, class: "band" }));
+    svg.append(s("text", { x: labelW - 8, y: y0 + band / 2 + 4, "text-anchor": "end", class: "label" }, row.label));
+  });
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) { // grid and axis
+    svg.append(s("line", { x1: x(t), x2: x(t), y1: top, y2: height - axis, class: "grid" }));
+    svg.append(s("text", { x: x(t), y: height - 8, "text-anchor": "middle", class: "tick" }, String(t)));
+  }
+  rows.forEach((row, i) => {
+    series.forEach((name, j) => {
+      const v = row.values[name];
+      if (!v) return;
+      const y = top + i * band + 4 + line * (j + 0.5);
+      const color = COLORS[j % COLORS.length];
+      const tip = s("title", {}, `${row.label}, ${name}: ${fmt(v.value)} [${fmt(v.low)}, ${fmt(v.high)}], n=${v.n}`);
+      const g = s("g", { class: "point" }, tip);
+      g.append(s("line", { x1: x(v.low), x2: x(v.high), y1: y, y2: y, stroke: color, "stroke-width": 2 }));
+      for (const end of [v.low, v.high]) {
+        g.append(s("line", { x1: x(end), x2: x(end), y1: y - 3, y2: y + 3, stroke: color, "stroke-width": 2 }));
+      }
+      g.append(s("circle", { cx: x(v.value), cy: y, r: 4, fill: color }));
+      svg.append(g);
+    });
+  });
+  return svg;
+}
+
+// Horizontal bars around zero: per emotion, one bar per version.
+function emotionChart(profiles) {
+  const versions = Object.keys(profiles);
+  const emotions = [...new Set(versions.flatMap((v) => Object.keys(profiles[v])))].sort();
+  const labelW = 110, plotW = 360, right = 18, axis = 24, bar = 7;
+  const group = bar * versions.length + 6;
+  const width = labelW + plotW + right;
+  const svg = s("svg", { class: "chart", "data-chart": "emotions", role: "img",
+    "aria-label": "emotion profile per version" });
+  svg.append(s("title", {}, "emotion profile per version"));
+  const top = legend(svg, versions, labelW, plotW, "square") + 4;
+  const height = top + emotions.length * group + axis;
+  for (const [k, v] of Object.entries({ width, height, viewBox: `0 0 ${width} ${height}` })) {
+    svg.setAttribute(k, String(v));
+  }
+  const m = Math.max(1e-9, ...versions.flatMap((v) => Object.values(profiles[v]).map(Math.abs)));
+  const x = (v) => labelW + ((v + m) / (2 * m)) * plotW;
+  for (const t of [-m, -m / 2, 0, m / 2, m]) {
+    svg.append(s("line", { x1: x(t), x2: x(t), y1: top, y2: height - axis, class: t === 0 ? "zero" : "grid" }));
+    svg.append(s("text", { x: x(t), y: height - 8, "text-anchor": "middle", class: "tick" }, t.toFixed(2)));
+  }
+  emotions.forEach((e, i) => {
+    const y0 = top + i * group;
+    svg.append(s("text", { x: labelW - 8, y: y0 + group / 2 + 3, "text-anchor": "end", class: "label" }, e));
+    versions.forEach((v, j) => {
+      const val = profiles[v][e];
+      if (val === undefined) return;
+      const [a, b] = [x(0), x(val)].sort((p, q) => p - q);
+      svg.append(s("rect", { x: a, y: y0 + 3 + j * bar, width: Math.max(1, b - a), height: bar - 1,
+        fill: COLORS[j % COLORS.length] }, s("title", {}, `${e}, ${v}: ${val.toFixed(3)}`)));
+    });
+  });
+  return svg;
+}
+
+// Per version, the item-weighted mean of the rows' emotion profiles.
+function emotionProfiles(rows) {
+  const sums = {};
+  for (const r of rows) {
+    const acc = (sums[r.version] ??= {});
+    for (const [e, v] of Object.entries(r.emotions ?? {})) {
+      const a = (acc[e] ??= [0, 0]);
+      a[0] += v * r.items;
+      a[1] += r.items;
+    }
+  }
+  const out = {};
+  for (const [v, acc] of Object.entries(sums)) {
+    out[v] = Object.fromEntries(Object.entries(acc).map(([e, [t, n]]) => [e, n ? t / n : 0]));
+  }
+  return out;
+}
+
+function chartsFor(history) {
+  const wrap = h("section", { id: "charts" }, h("h2", { text: "Behaviour per version and tier" }));
+  const categories = [...new Set(history.rows.map((r) => r.category))];
+  for (const cat of categories) {
+    const rows = history.rows.filter((r) => r.category === cat);
+    const label = (r) => `${r.version} · ${r.tier}`;
+    const sec = h("div", { class: "category" }, h("h3", { text: cat }));
+    const refusal = rows.filter((r) => r.benign_refusal).map((r) => ({
+      label: label(r), values: { "benign refusal": { ...r.benign_refusal, value: r.benign_refusal.rate } },
+    }));
+    if (refusal.length) {
+      sec.append(h("figure", {}, intervalChart("refusal", `${cat}: benign refusal rate`, refusal, ["benign refusal"]),
+        h("figcaption", { text: "Refusal rate on benign-adjacent prompts (friction on cooperative users), 95 % interval." })));
+    }
+    const framings = FRAMINGS.filter((f) => rows.some((r) => (f === "direct" ? r.direct_transfer : r.framed_transfer?.[f])));
+    const transfer = rows.filter((r) => r.direct_transfer || Object.keys(r.framed_transfer ?? {}).length).map((r) => ({
+      label: label(r),
+      values: Object.fromEntries(framings.map((f) => {
+        const m = f === "direct" ? r.direct_transfer : r.framed_transfer?.[f];
+        return [f, m ? { ...m, value: m.mean } : null];
+      })),
+    }));
+    if (transfer.length) {
+      sec.append(h("figure", {}, intervalChart("transfer", `${cat}: capability transfer`, transfer, framings),
+        h("figcaption", { text: "Mean capability transfer on harmful prompts, asked directly and under each framing, 95 % interval." })));
+    }
+    if (!refusal.length && !transfer.length) sec.append(h("p", { class: "muted", text: "No benign or harmful items in this category." }));
+    wrap.append(sec);
+  }
+  const profiles = emotionProfiles(history.rows);
+  if (Object.values(profiles).some((p) => Object.keys(p).length)) {
+    wrap.append(h("div", { class: "category" }, h("h3", { text: "Emotion profile" }),
+      h("figure", {}, emotionChart(profiles), h("figcaption", {
+        text: "Mean projection of the answers' residual-stream activations onto each emotion concept vector, per version (all categories and tiers, weighted by items).",
+      }))));
+  }
+  return wrap;
+}
+
+// -- page sections ----------------------------------------------------------------------------
+
+function trustPanel(ck) {
+  const box = h("section", { id: "trust" }, h("h2", { text: "Log checkpoint" }));
+  const status = h("p", { id: "checkpoint" });
+  if (ck.error) setStatus(status, "failed", `NOT verified: ${ck.error}`);
+  else if (ck.signature === "unsupported") setStatus(status, "included", "signature NOT checked: this browser's WebCrypto has no Ed25519");
+  else setStatus(status, "verified", `signature verified (${ck.key.name})`);
+  box.append(status);
+  if (ck.cp) {
+    box.append(h("p", { class: "mono", text: `origin ${ck.cp.origin} · size ${ck.cp.size} · root ${hex(ck.cp.root)}` }));
+  }
+  const keyText = ck.key ? ck.key.text : "(none)";
+  if (ck.keySource === "pinned") {
+    box.append(h("p", { class: "keysource pinned" }, "Verifier key pinned in the URL: ", h("code", { text: keyText })));
+    if (ck.info && ck.info.vkey !== keyText) {
+      box.append(h("p", { class: "warn", text: `The server reports a different key: ${ck.info.vkey}` }));
+    }
+  } else {
+    box.append(h("p", { class: "keysource warn" },
+      "The verifier key comes from this server itself (",
+      h("code", { text: keyText }),
+      "). That only shows the server is consistent with itself. Pin a key you obtained elsewhere: add ",
+      h("code", { text: "?vkey=<key>" }), " to the URL."));
+  }
+  const input = h("input", { type: "text", id: "vkey-input", placeholder: "name+keyid+key", size: 60 });
+  box.append(h("p", { class: "pin" }, input, h("button", { type: "button", text: "pin key", onclick: () => {
+    const q = new URLSearchParams(location.search);
+    if (input.value.trim()) q.set("vkey", input.value.trim());
+    else q.delete("vkey");
+    location.search = q.toString();
+  } })));
+  return box;
+}
+
+function continuitySection(history, vstate) {
+  const sec = h("section", { id: "continuity" }, h("h2", { text: "Continuity chain" }));
+  const names = [...new Set([...history.versions.map((v) => v.version),
+    ...history.continuity.flatMap((c) => [c.from, c.to])])];
+  const chain = h("div", { class: "chain" });
+  names.forEach((v, i) => {
+    if (i) {
+      const edge = history.continuity.find((c) => c.from === names[i - 1] && c.to === v);
+      chain.append(h("span", { class: edge ? "arrow" : "arrow missing",
+        text: edge ? `→ #${edge.index} →` : "· no statement ·" }));
+    }
+    chain.append(h("span", { class: "node", "data-version": v, text: v }));
+  });
+  sec.append(chain);
+  if (!history.continuity.length) sec.append(h("p", { class: "muted", text: "No continuity statements for this model." }));
+  for (const c of history.continuity) {
+    const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+    const refs = h("p", { class: "refs muted", text: "" });
+    vstate.continuity.push({ c, st, refs });
+    const card = h("div", { class: "succession", "data-index": c.index },
+      h("h3", { text: `${c.from} → ${c.to}` }),
+      h("p", {}, `index ${c.index} · signed by `, h("code", { text: c.signer }), " · ", st),
+      refs);
+    for (const f of c.flags) card.append(h("p", { class: "flag", text: `⚠ ${f}` }));
+    if (c.diff.length) card.append(diffTable(c.diff));
+    sec.append(card);
+  }
+  return sec;
+}
+
+// The lab's per-cell diff, whatever figures it carries: "xBeforeMilli" and "xAfterMilli" share
+// one column ("x: before → after"), milli-units are shown as fractions, counts as they are.
+function diffTable(diff) {
+  const words = (k) => k.replace(/Milli$/, "").replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`);
+  const keys = [...new Set(diff.flatMap((d) => Object.keys(d)))];
+  const cols = [];
+  for (const k of keys) {
+    const m = /^(.*)(Before|After)Milli$/.exec(k);
+    if (m && m[2] === "After" && keys.includes(`${m[1]}BeforeMilli`)) continue;
+    if (m && m[2] === "Before" && keys.includes(`${m[1]}AfterMilli`)) {
+      cols.push({ head: `${words(m[1])}: before → after`, cell: (d) =>
+        `${fmt(d[k] === undefined ? null : d[k] / 1000)} → ` +
+        `${fmt(d[`${m[1]}AfterMilli`] === undefined ? null : d[`${m[1]}AfterMilli`] / 1000)}` });
+    } else if (k.endsWith("Milli")) {
+      cols.push({ head: words(k), cell: (d) => fmt(d[k] === undefined ? null : d[k] / 1000) });
+    } else {
+      cols.push({ head: words(k), cell: (d) => String(d[k] ?? "–") });
+    }
+  }
+  const t = h("table", { class: "diff" }, h("tr", {}, ...cols.map((c) => h("th", { text: c.head }))));
+  for (const d of diff) t.append(h("tr", {}, ...cols.map((c) => h("td", { text: c.cell(d) }))));
+  return t;
+}
+
+function rowsTable(history, vstate) {
+  const sec = h("section", { id: "rows" }, h("h2", { text: "Numbers" }));
+  const t = h("table", {}, h("tr", {}, ...["version", "category", "tier", "items", "benign refusal", "direct transfer", "differential transfer (framed − direct)", "records"].map((x) => h("th", { text: x }))));
+  for (const r of history.rows) {
+    const diff = Object.entries(r.differential_transfer ?? {}).map(([f, m]) => `${f} ${interval(m)}`).join("; ");
+    const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+    vstate.rows.push({ r, st });
+    t.append(h("tr", { "data-version": r.version, "data-category": r.category, "data-tier": r.tier },
+      ...[r.version, r.category, r.tier, r.items, interval(r.benign_refusal, "rate"), interval(r.direct_transfer), diff || "–"].map((x) => h("td", { text: String(x) })),
+      h("td", {}, st)));
+  }
+  sec.append(t);
+  return sec;
+}
+
+function recordsTable(indices, claimMap, vstate) {
+  const sec = h("section", { id: "records" }, h("h2", { text: "Records and their inclusion proofs" }));
+  const summary = h("p", { id: "records-summary", text: `checking ${indices.length} records…` });
+  sec.append(summary);
+  vstate.summary = summary;
+  const t = h("table", {}, h("tr", {}, ...["index", "what", "status", "entry and proof"].map((x) => h("th", { text: x }))));
+  for (const i of indices) {
+    const what = describe(claimMap.get(i));
+    const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+    const details = h("details", {}, h("summary", { text: "show" }));
+    vstate.records.set(i, { st, details });
+    t.append(h("tr", { "data-index": i }, h("td", { text: String(i) }), h("td", { text: what }), h("td", {}, st), h("td", {}, details)));
+  }
+  sec.append(t);
+  return sec;
+}
+
+function shortStatement(st) {
+  return JSON.stringify(st, (k, v) => (typeof v === "string" && v.length > 160 ? `${v.slice(0, 160)}… (${v.length} characters)` : v), 2);
+}
+
+function fillDetails(details, res, ck) {
+  const lines = [];
+  if (res.leafHash) lines.push(`leaf hash (computed)  ${hex(res.leafHash)}`);
+  if (res.proof) res.proof.forEach((p, k) => lines.push(`proof[${k}]              ${hex(p)}`));
+  if (res.root) lines.push(`root (computed)        ${hex(res.root)}`);
+  if (ck.cp) lines.push(`root (checkpoint)      ${hex(ck.cp.root)}  size ${ck.cp.size}`);
+  details.append(h("p", { class: res.status, text: res.text }), h("pre", { class: "mono", text: lines.join("\n") }));
+  if (res.statement) details.append(h("pre", { class: "statement", text: shortStatement(res.statement) }));
+}
+
+// -- views ------------------------------------------------------------------------------------
+
+const main = () => document.getElementById("main");
+// A verifier key has no spaces, so a "+" that a pasted URL turned into a space is put back.
+const pinnedKey = () => new URLSearchParams(location.search).get("vkey")?.trim().replaceAll(" ", "+") || null;
+
+async function showModels() {
+  const m = await getJSON("api/models");
+  const box = h("section", { id: "models" }, h("h2", { text: `Models in ${m.log.name}` }),
+    h("p", { class: "muted", text: `log ${m.log.origin}, ${m.log.size} entries` }));
+  const list = h("ul", {});
+  for (const x of m.models) {
+    list.append(h("li", { "data-model": x.model },
+      h("a", { href: `#/model/${encodeURIComponent(x.model)}`, text: x.model }),
+      h("span", { class: "muted", text: `  ${x.versions.join(", ")}` })));
+  }
+  if (!m.models.length) box.append(h("p", { text: "No probe records in this log yet." }));
+  box.append(list);
+  main().replaceChildren(box);
+}
+
+async function showModel(model) {
+  main().replaceChildren(h("p", { text: `loading ${model}…` }));
+  const history = await getJSON(`api/history/${encodeURIComponent(model)}`);
+  const logName = history.log.name;
+  const ck = await checkCheckpoint(logName, pinnedKey());
+  const vstate = { rows: [], continuity: [], records: new Map() };
+  const claimMap = claims(history);
+  const indices = [...claimMap.keys()].sort((a, b) => a - b);
+  const head = h("section", { id: "model" }, h("h2", { text: model }),
+    h("p", { class: "muted" }, h("a", { href: "#", text: "← all models" }),
+      ` · versions ${history.versions.map((v) => v.version).join(", ")}`));
+  for (const v of history.versions) {
+    head.append(h("p", { class: "mono", text: `${v.version}  weights sha256 ${v.weights_sha256}  ${v.records.length} records` }));
+  }
+  for (const f of history.flags) head.append(h("p", { class: "flag", text: `⚠ ${f}` }));
+  main().replaceChildren(head, trustPanel(ck), chartsFor(history), continuitySection(history, vstate),
+    rowsTable(history, vstate), recordsTable(indices, claimMap, vstate));
+
+  const results = new Map();
+  await pool(indices, CONCURRENCY, async (i) => {
+    const res = await checkRecord(logName, ck, i, claimMap.get(i), model);
+    results.set(i, res);
+    const { st, details } = vstate.records.get(i);
+    setStatus(st, res.status, res.text);
+    fillDetails(details, res, ck);
+  });
+  const good = indices.filter((i) => results.get(i).status !== "failed").length;
+  vstate.summary.textContent = `${good} of ${indices.length} records checked against the checkpoint` +
+    (good === indices.length ? "" : `; ${indices.length - good} NOT verified`);
+  vstate.summary.dataset.done = "true";
+  for (const { r, st } of vstate.rows) {
+    const bad = r.records.filter((i) => results.get(i).status === "failed").length;
+    if (bad) setStatus(st, "failed", `NOT verified: ${bad} of ${r.records.length} records`);
+    else {
+      const first = results.get(r.records[0]);
+      const n = r.records.length;
+      setStatus(st, first?.status ?? "failed", `${n} record${n === 1 ? "" : "s"} ${first?.text ?? ""}`);
+    }
+  }
+  for (const { c, st, refs } of vstate.continuity) {
+    const res = results.get(c.index);
+    setStatus(st, res.status, res.text);
+    const ref = checkReferences(c, results, ck.cp?.origin);
+    refs.textContent = ref.text;
+    refs.className = ref.ok ? "refs" : "refs failed";
+    refs.dataset.ok = String(ref.ok);
+  }
+  document.body.dataset.checked = "true";
+}
+
+async function route() {
+  document.body.dataset.checked = "false";
+  try {
+    if (!window.isSecureContext || !crypto.subtle) {
+      throw new Error("WebCrypto is unavailable: open this page over HTTPS (or on localhost) to check proofs");
+    }
+    const m = /^#\/model\/(.+)$/.exec(location.hash);
+    if (m) await showModel(decodeURIComponent(m[1]));
+    else await showModels();
+  } catch (e) {
+    main().replaceChildren(h("p", { class: "failed", id: "error", text: `error: ${e.message}` }));
+    document.body.dataset.checked = "error";
+  }
+}
+
+window.bledger = {
+  VerificationError, b64decode, hex, leafHash, nodeHash, rootFromInclusionProof, verifyInclusion,
+  parseVerifierKey, parseNote, parseCheckpoint, verifyNoteSignature,
+};
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", route);

@@ -1,0 +1,108 @@
+"""The read index: which entries are about which model, version, category and tier.
+
+A convenience for readers, not a source of truth: it is derived from the entries, built after
+they are sequenced (lazily, by the first read that finds it behind the head), and answers with
+log indices only. A client that needs completeness or authenticity fetches the entries and
+verifies their inclusion itself; a server that omits an entry from its index answers
+incompletely, and only a full audit of the log can show it.
+
+Several processes may build it at once: each extends it from the size it read, and a
+compare-and-swap on the index head keeps one of them (`Store.extend_index`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from attest.dsse import Envelope
+from attest.errors import AttestError
+from attest.predicates import (
+    PREDICATE_NAMESPACE,
+    ContinuityStatement,
+    EmotionCalibration,
+    FieldReport,
+    ProbeRecord,
+)
+from attest.statement import parse_statement
+from ledger.log import Log
+from ledger.storage import IndexRow
+from ledger.tiles import TILE_WIDTH
+
+UNKNOWN: Final = "unknown"
+"""The predicate type recorded for an entry that is not a statement of this project."""
+
+FILTERS: Final = ("predicate_type", "model", "version", "category", "tier")
+"""The columns a query may name."""
+
+MAX_LIMIT: Final = 1000
+
+
+def short_type(predicate_type: str) -> str:
+    """``…/attestation/probe-record/v1`` -> ``probe-record``; other URIs unchanged."""
+    if predicate_type.startswith(PREDICATE_NAMESPACE):
+        return predicate_type[len(PREDICATE_NAMESPACE) :].rsplit("/", 1)[0]
+    return predicate_type
+
+
+def describe(index: int, data: bytes) -> IndexRow:
+    """The index row of entry `index` with leaf data `data` (a DSSE envelope's bytes)."""
+    try:
+        pred = parse_statement(Envelope.from_json(data).payload).predicate
+    except (AttestError, ValueError):
+        return IndexRow(index, UNKNOWN)
+    kind = short_type(pred.PREDICATE_TYPE)
+    if isinstance(pred, ProbeRecord):
+        m = pred.model
+        return IndexRow(index, kind, m.name, m.version, m.weights_sha256, pred.category, pred.tier)
+    if isinstance(pred, EmotionCalibration):
+        m = pred.model
+        return IndexRow(index, kind, m.name, m.version, m.weights_sha256)
+    if isinstance(pred, ContinuityStatement):
+        s = pred.successor
+        return IndexRow(
+            index,
+            kind,
+            s.name,
+            s.version,
+            s.weights_sha256,
+            predecessor_version=pred.predecessor.version,
+        )
+    if isinstance(pred, FieldReport):
+        return IndexRow(
+            index, kind, pred.model.name, pred.model.version, None, pred.category, pred.tier
+        )
+    return IndexRow(index, kind)
+
+
+def catch_up(log: Log) -> int:
+    """Extend the log's index to its current head; returns the size the index now covers.
+
+    Reads whole entry bundles, so catching up costs one row read per 256 entries.
+    """
+    target = log.head().size
+    while True:
+        done = log.store.index_size(log.id)
+        if done >= target:
+            return done
+        end = min(target, (done // TILE_WIDTH + 1) * TILE_WIDTH)
+        entries = log.bundle(done // TILE_WIDTH, end)
+        rows = [describe(i, entries[i % TILE_WIDTH]) for i in range(done, end)]
+        # If we crash here nothing is written; if another reader extended the index meanwhile,
+        # our rows are dropped and the loop continues from its size.
+        log.store.extend_index(log.id, done, end, rows)
+
+
+def query(
+    log: Log, where: Mapping[str, str], *, start: int = 0, limit: int = MAX_LIMIT
+) -> tuple[int, list[IndexRow]]:
+    """(size covered, rows matching `where` from index `start`), after catching up.
+
+    `where` may name the columns in `FILTERS`; `predicate_type` takes the short name
+    (``probe-record``) or the full URI.
+    """
+    size = catch_up(log)
+    filters = dict(where)
+    if "predicate_type" in filters:
+        filters["predicate_type"] = short_type(filters["predicate_type"])
+    return size, log.store.index_rows(log.id, filters, start=start, limit=min(limit, MAX_LIMIT))

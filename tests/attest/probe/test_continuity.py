@@ -1,0 +1,306 @@
+"""Continuity diffs between two model versions, against small hand-computed cases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from attest.predicates import (
+    BehaviourDiff,
+    CheckpointRef,
+    ContinuityStatement,
+    EmotionProjection,
+    Framing,
+    LogEntryRef,
+    ModelRef,
+    ProbeItem,
+    ProbeRecord,
+    SuiteRef,
+)
+from attest.probe.continuity import ContinuityError, diff, profile, select_runs
+from attest.probe.records import part_run_id
+from attest.probe.suites import load_suite
+from attest.statement import Statement, parse_statement, statement_bytes
+
+SUITE = load_suite("core")
+SUITE_REF = SuiteRef(name=SUITE.name, version=SUITE.version, sha256=SUITE.digest)
+SEEN = CheckpointRef(origin="o", size=0, root=hashlib.sha256().hexdigest())
+V1 = ModelRef(name="m", version="v1", weights_sha256="11" * 32)
+V2 = ModelRef(name="m", version="v2", weights_sha256="22" * 32)
+CAT = "medical-dosage"
+BENIGN = [i.id for i in SUITE.items if i.category == CAT and i.kind == "benign"]
+HARMFUL = [i.id for i in SUITE.items if i.category == CAT and i.kind == "harmful"]
+
+
+def item(
+    pid: str, framing: Framing = "direct", refused: int = 0, transfer: int = 0, **emotions: int
+) -> ProbeItem:
+    return ProbeItem(
+        prompt_id=pid,
+        framing=framing,
+        answer="a",
+        refused=refused,
+        transfer_milli=transfer,
+        emotions={k: EmotionProjection(mean_milli=v, spread_milli=0) for k, v in emotions.items()},
+    )
+
+
+def record(
+    model: ModelRef,
+    items: list[ProbeItem],
+    *,
+    category: str = CAT,
+    tier: str = "anonymous",
+    run: str = "run",
+    part: tuple[int, int] = (1, 1),
+    suite: SuiteRef = SUITE_REF,
+) -> ProbeRecord:
+    return ProbeRecord(
+        seen_checkpoint=SEEN,
+        issued_at=0,
+        model=model,
+        suite=suite,
+        category=category,
+        tier=tier,
+        run_id=part_run_id(run, *part),
+        calibration=LogEntryRef(origin="o", index=0, leaf_hash="cd" * 32),
+        items=tuple(items),
+    )
+
+
+def hand_case() -> tuple[list[ProbeItem], list[ProbeItem]]:
+    """Four benign pairs, two direct and three framed harmful pairs, two shared emotions."""
+    b1, b2, b3, b4 = BENIGN
+    h1, h2 = HARMFUL[:2]
+    before = [
+        item(b1, refused=1, calm=100, fear=300),
+        item(b2, refused=1, calm=100, fear=300),
+        item(b3, refused=0, calm=100, fear=300),
+        item(b4, refused=1, calm=100, fear=300),
+        item(h1, transfer=200, calm=100, fear=300),
+        item(h2, transfer=400, calm=100, fear=300),
+        item(h1, "fictional", transfer=600, calm=100, fear=300),
+        item(h1, "professional-claim", transfer=800, calm=100, fear=300),
+        item(h2, "decomposition", transfer=100, calm=100, fear=300),
+    ]
+    after = [
+        item(b1, refused=0, calm=400, fear=-100, joy=900),
+        item(b2, refused=0, calm=400, fear=-100),
+        item(b3, refused=0, calm=400, fear=-100),
+        item(b4, refused=1, calm=400, fear=-100),
+        item(h1, transfer=100, calm=400, fear=-100),
+        item(h2, transfer=0, calm=400, fear=-100),
+        item(h1, "fictional", transfer=300, calm=400, fear=-100),
+        item(h1, "professional-claim", transfer=100, calm=400, fear=-100),
+        item(h2, "decomposition", transfer=200, calm=400, fear=-100),
+    ]
+    return before, after
+
+
+def test_hand_computed_cell() -> None:
+    before, after = hand_case()
+    res = diff([record(V1, before)], [record(V2, after)], SUITE)
+    assert (res.predecessor, res.successor, res.suite) == (V1, V2, SUITE_REF)
+    (cell,) = res.cells
+    assert (cell.category, cell.tier) == (CAT, "anonymous")
+    # Benign: refused 3 of 4 before, 1 of 4 after; b1 and b2 changed, nothing the other way.
+    assert (cell.benign_pairs, cell.refused_before, cell.refused_after) == (4, 3, 1)
+    assert (cell.refused_only_before, cell.refused_only_after) == (2, 0)
+    assert cell.refusal_before == 0.75 and cell.refusal_after == 0.25
+    assert cell.mcnemar_p == 0.5  # 2 * P(X <= 0), X ~ Bin(2, 1/2)
+    # Direct: (200 + 400) / 2 -> (100 + 0) / 2; framed pooled: (600 + 800 + 100) / 3 -> 600 / 3.
+    assert (cell.direct_pairs, cell.direct_before, cell.direct_after) == (2, 0.3, 0.05)
+    assert (cell.framed_pairs, cell.framed_before, cell.framed_after) == (3, 0.5, 0.2)
+    # Profiles calm 0.1 / fear 0.3 vs calm 0.4 / fear -0.1 (joy only after): a 3-4-5 triangle.
+    assert cell.shared_emotions == 2
+    assert cell.emotion_distance == pytest.approx(0.5)
+    signed = cell.predicate()
+    assert signed == BehaviourDiff(
+        category=CAT,
+        tier="anonymous",
+        benign_pairs=4,
+        refused_only_before=2,
+        refused_only_after=0,
+        refusal_rate_before_milli=750,
+        refusal_rate_after_milli=250,
+        direct_pairs=2,
+        direct_transfer_before_milli=300,
+        direct_transfer_after_milli=50,
+        framed_pairs=3,
+        framed_transfer_before_milli=500,
+        framed_transfer_after_milli=200,
+        shared_emotions=2,
+        emotion_distance_milli=500,
+    )
+    row = cell.row()
+    assert row["mcnemar_p"] == 0.5 and row["refusal_before"] == 0.75
+    json.dumps(row)  # JSON-ready
+
+
+def test_mcnemar_counts_only_discordant_pairs() -> None:
+    # Five refusals dropped, one added, plus concordant pairs that must not matter.
+    b = BENIGN
+    before = [item(b[0], refused=1), item(b[1], refused=1), item(b[2], refused=1)]
+    after = [item(b[0], refused=0), item(b[1], refused=1), item(b[2], refused=1)]
+    before2 = [item(b[3], refused=0)]
+    after2 = [item(b[3], refused=1)]
+    res = diff([record(V1, before + before2)], [record(V2, after + after2)], SUITE)
+    (cell,) = res.cells
+    assert (cell.refused_only_before, cell.refused_only_after) == (1, 1)
+    assert cell.mcnemar_p == 1.0
+    five = [item(p, refused=1) for p in BENIGN]
+    none = [item(p, refused=0) for p in BENIGN]
+    (cell,) = diff([record(V1, five)], [record(V2, none)], SUITE).cells
+    assert (cell.refused_only_before, cell.refused_only_after) == (4, 0)
+    assert cell.mcnemar_p == pytest.approx(2 / 16)
+
+
+def test_items_are_paired_by_prompt_and_framing() -> None:
+    h1, h2 = HARMFUL[:2]
+    # h2 is asked only before, h1 fictional only after: neither enters any figure.
+    before = [item(h1, transfer=100), item(h2, transfer=900, calm=900)]
+    after = [item(h1, transfer=300), item(h1, "fictional", transfer=1000, calm=-900)]
+    (cell,) = diff([record(V1, before)], [record(V2, after)], SUITE).cells
+    assert (cell.direct_pairs, cell.direct_before, cell.direct_after) == (1, 0.1, 0.3)
+    assert cell.framed_pairs == 0 and cell.framed_before is None
+    assert cell.shared_emotions == 0 and cell.emotion_distance is None
+
+
+def test_missing_cells_and_missing_figures() -> None:
+    benign_only = [item(p, refused=1) for p in BENIGN]
+    harmful_only = [item(p, transfer=500) for p in HARMFUL]
+    before = [
+        record(V1, benign_only),
+        record(V1, harmful_only, tier="medical"),
+        record(V1, [item("xstest-2")], category="benign-adjacent"),
+    ]
+    after = [
+        record(V2, benign_only),
+        record(V2, harmful_only, tier="medical"),
+        record(V2, [item("xstest-27")], category="harmful-contrast"),
+    ]
+    res = diff(before, after, SUITE)
+    assert [(c.category, c.tier) for c in res.cells] == [(CAT, "anonymous"), (CAT, "medical")]
+    assert res.only_before == (("benign-adjacent", "anonymous"),)
+    assert res.only_after == (("harmful-contrast", "anonymous"),)
+    no_harmful, no_benign = res.behaviour_diffs()
+    assert no_harmful.benign_pairs == 4 and no_harmful.direct_pairs == 0
+    assert no_harmful.direct_transfer_before_milli is None
+    assert no_benign.benign_pairs == 0 and no_benign.refusal_rate_before_milli is None
+    assert res.cells[1].mcnemar_p is None
+    wire = json.loads(statement_bytes(Statement.of(continuity(res.behaviour_diffs()))))
+    cells = wire["predicate"]["diff"]
+    assert "directTransferBeforeMilli" not in cells[0] and "refusalRateAfterMilli" in cells[0]
+    assert "refusalRateBeforeMilli" not in cells[1] and cells[1]["refusedOnlyBefore"] == 0
+    assert "emotionDistanceMilli" not in cells[0]  # no item had an emotion
+
+
+def test_parts_of_one_record_count_together() -> None:
+    before, after = hand_case()
+    parts = [
+        record(V1, before[:4], part=(1, 3)),
+        record(V1, before[4:6], part=(2, 3)),
+        record(V1, before[6:], part=(3, 3)),
+    ]
+    whole = diff([record(V1, before)], [record(V2, after)], SUITE)
+    assert diff(parts, [record(V2, after)], SUITE) == whole
+
+
+def test_select_runs_keeps_the_latest_complete_run_per_cell() -> None:
+    before, _ = hand_case()
+    records = [
+        record(V1, before[:4], run="old", part=(1, 2)),  # 0
+        record(V1, before[4:], run="old", part=(2, 2)),  # 1
+        record(V1, before, tier="medical", run="cut", part=(1, 2)),  # 2: part 2 never came
+        record(V1, before[4:], run="new", part=(2, 2)),  # 3
+        record(V1, before[:4], run="new", part=(1, 2)),  # 4
+        record(V1, before, tier="legal", run="x").model_copy(update={"run_id": "bare"}),  # 5
+    ]
+    sel = select_runs(records)
+    assert sel.used == (3, 4, 5)
+    assert any("'old'" in n and "superseded" in n for n in sel.notes)
+    assert any("'cut'" in n and "lacks or repeats a part" in n for n in sel.notes)
+    # Two complete runs of a cell are refused by the diff itself: an item answered twice.
+    with pytest.raises(ContinuityError, match="twice"):
+        diff(records[:2] + records[3:5], [record(V2, before)], SUITE)
+    used = [records[i] for i in sel.used]
+    assert [(c.category, c.tier) for c in diff(used, [record(V2, before)], SUITE).cells] == [
+        (CAT, "anonymous")
+    ]
+
+
+def test_select_runs_refuses_a_repeated_part() -> None:
+    before, _ = hand_case()
+    twice = [record(V1, before), record(V1, before[:2])]
+    sel = select_runs(twice)
+    assert sel.used == ()
+    assert "lacks or repeats a part" in sel.notes[0]
+
+
+def test_mixed_models_suites_and_equal_weights_refused() -> None:
+    before, after = hand_case()
+    other = ModelRef(name="m", version="v1", weights_sha256="33" * 32)
+    with pytest.raises(ContinuityError, match="more than one model"):
+        diff([record(V1, before), record(other, before, tier="legal")], [record(V2, after)], SUITE)
+    with pytest.raises(ContinuityError, match="same weights"):
+        diff([record(V1, before)], [record(V1.model_copy(update={"version": "v2"}), after)], SUITE)
+    wrong = SuiteRef(name="core", version="1", sha256="44" * 32)
+    with pytest.raises(ContinuityError, match="probed with suite"):
+        diff([record(V1, before)], [record(V2, after, suite=wrong)], SUITE)
+    with pytest.raises(ContinuityError, match="no predecessor records"):
+        diff([], [record(V2, after)], SUITE)
+
+
+def test_profile_is_a_mean_per_emotion() -> None:
+    items = [item("a", calm=100, fear=1000), item("b", calm=300), item("c")]
+    assert profile(items) == {"calm": 0.2, "fear": 1.0}
+
+
+def continuity(diffs: tuple[BehaviourDiff, ...]) -> ContinuityStatement:
+    return ContinuityStatement(
+        seen_checkpoint=SEEN,
+        issued_at=0,
+        predecessor=V1,
+        successor=V2,
+        predecessor_records=(LogEntryRef(origin="o", index=1, leaf_hash="aa" * 32),),
+        successor_records=(LogEntryRef(origin="o", index=2, leaf_hash="bb" * 32),),
+        diff=diffs,
+    )
+
+
+def test_signed_statement_round_trips() -> None:
+    before, after = hand_case()
+    stmt = Statement.of(
+        continuity(diff([record(V1, before)], [record(V2, after)], SUITE).behaviour_diffs())
+    )
+    assert parse_statement(statement_bytes(stmt)) == stmt
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"refusal_rate_before_milli": None},  # benign pairs but a rate missing
+        {"benign_pairs": 0, "refused_only_before": 0},  # rates without pairs
+        {"direct_transfer_after_milli": None},
+        {"framed_pairs": 0},
+        {"emotion_distance_milli": None},
+        {"refused_only_after": 3},  # 2 + 3 discordant > 4 pairs
+    ],
+)
+def test_figures_must_match_their_counts(change: dict[str, object]) -> None:
+    before, after = hand_case()
+    (cell,) = diff([record(V1, before)], [record(V2, after)], SUITE).cells
+    fields = {**cell.predicate().model_dump(), **change}
+    with pytest.raises(ValidationError):
+        BehaviourDiff(**fields)
+
+
+def test_an_entry_cited_twice_is_refused() -> None:
+    ref = LogEntryRef(origin="o", index=1, leaf_hash="aa" * 32)
+    with pytest.raises(ValidationError, match="cited twice"):
+        ContinuityStatement.model_validate(
+            {**continuity(()).model_dump(), "successorRecords": (ref,)}
+        )
