@@ -392,6 +392,7 @@ def _register_subcommands() -> None:
     from clients.history_cmd import history
     from clients.issuer_cmd import issuer
     from clients.judge_cmd import judge
+    from clients.lab_cmd import lab
     from clients.probe_cmd import probe
     from clients.report_cmd import report
     from clients.verify_cmd import verify, verify_evidence
@@ -399,7 +400,7 @@ def _register_subcommands() -> None:
 
     commands = (
         *(witness, verify, verify_evidence, issuer, report, judge, emotions, probe),
-        *(demo, history),
+        *(demo, history, lab),
     )
     for command in commands:
         main.add_command(command)

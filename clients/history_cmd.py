@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
+from attest.predicates import BehaviourDiff
+from attest.probe.metrics import mcnemar
 from clients.errors import diagnosed
 from clients.history import History, Row, build_history, fetch_statements, policy_for
 from clients.sdk import LedgerClient
@@ -96,19 +97,30 @@ def format_table(history: History) -> str:
         state = "verified" if c.verified else "NOT VERIFIED"
         lines.append(f"  {c.from_} -> {c.to}  by {c.signer}  index {c.index}  {state}")
         for d in c.statement.diff:
-            lines.append("    " + _diff_line(d.model_dump(exclude_none=True)))
+            lines.append("    " + _diff_line(d))
         lines += [f"    FLAG {f}" for f in c.flags]
     return "\n".join(lines)
 
 
-def _diff_line(d: dict[str, Any]) -> str:
-    """One BehaviourDiff as text: whatever fields it has, the milli-units as 0.xxx."""
-    cell = f"{d.pop('category')}/{d.pop('tier')}"
-    parts = []
-    for k, v in d.items():
-        name = k.removesuffix("_milli")
-        parts.append(f"{name} {v / 1000:.3f}" if k.endswith("_milli") else f"{name} {v}")
-    return f"{cell}: " + ", ".join(parts)
+def _change(before: int | None, after: int | None, n: int) -> str:
+    if before is None or after is None:
+        return "-"
+    return f"{before / 1000:.3f} -> {after / 1000:.3f} (n={n})"
+
+
+def _diff_line(d: BehaviourDiff) -> str:
+    """One cell of a continuity diff, McNemar's p recomputed from the discordant pairs."""
+    p = mcnemar(d.refused_only_before, d.refused_only_after)
+    refusal = _change(d.refusal_rate_before_milli, d.refusal_rate_after_milli, d.benign_pairs)
+    if d.benign_pairs:
+        refusal += f" McNemar p={p:.3f}"
+    direct = _change(d.direct_transfer_before_milli, d.direct_transfer_after_milli, d.direct_pairs)
+    framed = _change(d.framed_transfer_before_milli, d.framed_transfer_after_milli, d.framed_pairs)
+    distance = d.emotion_distance_milli
+    return (
+        f"{d.category}/{d.tier}: benign refusal {refusal}; direct {direct}; framed {framed}; "
+        f"emotion distance {'-' if distance is None else f'{distance / 1000:.3f}'}"
+    )
 
 
 @click.command()

@@ -38,3 +38,68 @@ def test_try_it_by_hand(tmp_path: Path) -> None:
     assert re.search(r"ok: .* size 3 root [0-9a-f]{64} recomputed from tiles", res.stdout), (
         res.stdout
     )
+
+
+def _first_command(heading: str) -> str:
+    """The indented command under the bold paragraph `heading` of the README's first screen."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text.split(heading, 1)[1]
+    return next(line[4:] for line in section.splitlines() if line.startswith("    "))
+
+
+def test_the_main_job_runs_as_the_readme_says(tmp_path: Path) -> None:
+    """`bledger demo` as in the README's first command, on the bundled SmolLM2 on the CPU.
+
+    The install part of the command is what `.ci/run` runs before the tests; this runs the part
+    after it with this environment's `bledger`, on a free port, and stops the demo with Ctrl-C
+    (SIGINT) once it serves the web page.
+    """
+    import signal
+    import time
+
+    import httpx
+
+    command = _first_command("**Run the whole system**")
+    install, _, run = command.rpartition(" && ")
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install -e .")
+    assert run == ".venv/bin/bledger demo", run
+    port = free_port()
+    args = [str(Path(sys.executable).parent / "bledger"), "demo", "--port", str(port)]
+    # stderr (progress bars) to a file: an unread pipe would fill and block the demo.
+    err_path = tmp_path / "demo.stderr"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True)
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends when the demo exits (a failure) or serves the page
+            out.append(line)
+            if line.startswith("web page:"):
+                break
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=30)
+        history = httpx.get(
+            f"http://127.0.0.1:{port}/ui/api/history/smollm2-135m-instruct", timeout=120
+        )
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = err_path.read_text()
+    text = "".join(out)
+    assert proc.returncode == 0, text + stderr
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert history.status_code == 200, history.text
+    rows = history.json()["rows"]
+    # Both versions, the suite's 8 categories, two tiers, every figure from logged records.
+    assert {r["version"] for r in rows} == {"v1", "v2"}
+    assert {r["tier"] for r in rows} == {"anonymous", "medical"}
+    assert len({r["category"] for r in rows}) == 8
+    assert all(r["records"] for r in rows)
+    table = [ln for ln in out if ln.startswith(("v1 ", "v2 "))]
+    assert len(table) == len(rows) and all(ln.rstrip().endswith(" verified") for ln in table)
+    assert re.search(r"^  v1 -> v2  by lab  index \d+  verified$", text, flags=re.M), text
+    assert (tmp_path / "bledger-demo" / "history.png").stat().st_size > 10_000
+    assert "[8/8] done" in stderr
