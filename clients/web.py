@@ -5,8 +5,9 @@ The page (static files in `clients/web/`) fetches two JSON documents from this r
 * `GET /ui/api/models` — the models the evidence log holds records of, with their versions;
 * `GET /ui/api/history/{model}` — `clients.history.build_history` of that model.
 
-Both are computed from the statements stored in this server's evidence log, read directly from
-the hosted log (the router runs in the server process). They are the server's *claims*: the page
+Both are computed from the statements stored in this server's evidence log, found through its
+read index (`ledger.index`) and read directly from the hosted log (the router runs in the server
+process). They are the server's *claims*: the page
 then checks every record they name against the public JSON API (`/logs/{name}/checkpoint`,
 `/entries/{i}`, `/proof/inclusion`) in the browser, exactly as any other client would, so no
 endpoint here is trusted for anything but what to look at.
@@ -17,8 +18,6 @@ this router, and `asgi_app` is the uvicorn factory `bledger serve --workers` use
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,11 +25,18 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from clients.history import HistoryError, LoggedStatement, build_history, models, parse_logged
-from ledger import api
+from ledger import api, index
 from ledger.server import HostedLog, LedgerServer
-from ledger.tiles import TILE_WIDTH
 
-__all__ = ["ASSETS", "EVIDENCE", "STATIC", "StatementCache", "asgi_app", "create_app", "ui_router"]
+__all__ = [
+    "ASSETS",
+    "EVIDENCE",
+    "STATIC",
+    "asgi_app",
+    "create_app",
+    "statements_about",
+    "ui_router",
+]
 
 STATIC: Final = Path(__file__).resolve().parent / "web"
 """Where the page's static files live."""
@@ -57,37 +63,22 @@ _HEADERS: Final = {
     "Cache-Control": "no-cache",
 }
 
-Parser = Callable[[int, bytes, str], LoggedStatement | None]
 
-
-class StatementCache:
-    """The parsed statements of one hosted log, each entry read and parsed once.
-
-    The log is append-only, so the parse of index i never changes; each call reads only the
-    entries added since the last one. Entries that are not statements of this project parse to
-    None and are skipped.
-    """
-
-    def __init__(self, hosted: HostedLog, parse: Parser = parse_logged) -> None:
-        self.hosted, self.parse = hosted, parse
-        self._parsed: list[LoggedStatement | None] = []
-        self._lock = threading.Lock()
-
-    def statements(self) -> tuple[int, list[LoggedStatement]]:
-        """(tree size, every statement below it) as of the latest checkpoint."""
-        size = self.hosted.log.head().size
-        with self._lock:
-            self._extend(size)
-            parsed = self._parsed[:size]
-        return size, [s for s in parsed if s is not None]
-
-    def _extend(self, size: int) -> None:
-        log, origin = self.hosted.log, self.hosted.origin
-        while len(self._parsed) < size:
-            start = len(self._parsed)
-            bundle = log.bundle(start // TILE_WIDTH, size)  # one read per 256 entries
-            for i in range(start, start // TILE_WIDTH * TILE_WIDTH + len(bundle)):
-                self._parsed.append(self.parse(i, bundle[i % TILE_WIDTH], origin))
+def statements_about(hosted: HostedLog, model: str) -> tuple[int, list[LoggedStatement]]:
+    """(tree size, the statements about `model`), found through the log's read index and read
+    from the log itself: only the entries named are read and parsed."""
+    size, rows = index.query(hosted.log, {"model": model}, limit=index.MAX_LIMIT)
+    found = list(rows)
+    while len(rows) == index.MAX_LIMIT:  # every page
+        size, rows = index.query(hosted.log, {"model": model}, start=rows[-1].idx + 1)
+        found += rows
+    out = []
+    for r in found:
+        if r.idx < size:
+            logged = parse_logged(r.idx, hosted.log.entry(r.idx), hosted.origin)
+            if logged is not None:
+                out.append(logged)
+    return size, out
 
 
 def _asset(name: str) -> Response:
@@ -100,7 +91,7 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
     router = APIRouter(prefix="/ui", include_in_schema=False)
     if log is None:
         log = next(h.name for h in server.logs.values() if h.partition == EVIDENCE)
-    cache = StatementCache(server.logs[log])
+    hosted = server.logs[log]
 
     @router.get("")
     def ui_root() -> RedirectResponse:
@@ -108,7 +99,7 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
         return RedirectResponse("/ui/", status_code=308)
 
     @router.get("/")
-    def index() -> Response:
+    def page() -> Response:
         """The page."""
         return _asset("index.html")
 
@@ -125,21 +116,25 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
     @router.get("/api/models")
     def list_models() -> JSONResponse:
         """`{"log": {name, origin, size}, "models": [{model, versions}]}`."""
-        size, statements = cache.statements()
-        body = {"log": _log_json(cache.hosted, size), "models": models(statements)}
+        size, pairs = index.models(hosted.log)
+        versions: dict[str, list[str]] = {}
+        for model, version in pairs:
+            versions.setdefault(model, []).append(version)
+        found = [{"model": m, "versions": v} for m, v in versions.items()]
+        body = {"log": _log_json(hosted, size), "models": found}
         return JSONResponse(body, headers=_HEADERS)
 
     @router.get("/api/history/{model:path}")
     def history(model: str) -> JSONResponse:
         """`clients.history.build_history(model, ...).to_json()`; 404 for an unknown model."""
-        size, statements = cache.statements()
+        size, statements = statements_about(hosted, model)
         if not any(m["model"] == model for m in models(statements)):
             raise api.ApiError(404, "unknown_model", f"no records of model {model!r} in {log}")
         try:
             body: dict[str, Any] = build_history(model, statements, size=size).to_json()
         except HistoryError as e:  # e.g. records of a suite this server does not ship
             raise api.ApiError(422, "no_history", e.diagnostic) from e
-        body["log"] = _log_json(cache.hosted, size)  # the page needs the log's name
+        body["log"] = _log_json(hosted, size)  # the page needs the log's name
         return JSONResponse(body, headers=_HEADERS)
 
     return router

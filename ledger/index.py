@@ -19,6 +19,7 @@ from attest.dsse import Envelope
 from attest.errors import AttestError
 from attest.predicates import (
     PREDICATE_NAMESPACE,
+    PROBE_RECORD,
     ContinuityStatement,
     EmotionCalibration,
     FieldReport,
@@ -106,3 +107,9 @@ def query(
     if "predicate_type" in filters:
         filters["predicate_type"] = short_type(filters["predicate_type"])
     return size, log.store.index_rows(log.id, filters, start=start, limit=min(limit, MAX_LIMIT))
+
+
+def models(log: Log) -> tuple[int, list[tuple[str, str]]]:
+    """(size covered, the (model, version) pairs with probe records), after catching up."""
+    size = catch_up(log)
+    return size, log.store.index_models(log.id, short_type(PROBE_RECORD))

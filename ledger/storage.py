@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -356,6 +356,18 @@ class Store:
                     [{"log_id": log_id, **r.__dict__} for r in rows],
                 )
             return True
+
+    def index_models(self, log_id: int, predicate_type: str) -> list[tuple[str, str]]:
+        """Distinct (model, version) of the index rows of `predicate_type`, by first index."""
+        t = schema.statement_index.c
+        q = (
+            select(t.model, t.version, func.min(t.idx).label("first"))
+            .where(t.log_id == log_id, t.predicate_type == predicate_type, t.model.is_not(None))
+            .group_by(t.model, t.version)
+            .order_by(t.model, "first")
+        )
+        with self._read.connect() as conn:
+            return [(str(r.model), str(r.version)) for r in conn.execute(q)]
 
     def index_rows(
         self, log_id: int, where: Mapping[str, str], *, start: int = 0, limit: int = 1000

@@ -5,32 +5,51 @@
   same data directory, database and port. Each start's stdout/stderr go to files next to DATA.
 * `Signer` makes signed DSSE envelopes quickly (one key, distinct payloads).
 * `check_log` re-audits the whole published log through HTTP (sunlight's `CheckLog` habit).
+* `populate_model` logs probe records of two versions of a model (worker key certified by a
+  lab key) and the lab's continuity statement between them: what `bledger history` and the web
+  page show.
+* `png_pixels` decodes a PNG (stdlib only), to check a chart is not one colour.
 
 PostgreSQL databases come from the `pg_url` fixture in `tests/conftest.py`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
-from attest.keys import generate_private_key, write_key_pair
-from attest.predicates import CheckpointRef, FieldReport, ModelId
-from attest.statement import Statement, statement_bytes
+from attest.keys import generate_private_key, load_private_key, write_key_pair
+from attest.predicates import (
+    CheckpointRef,
+    ContinuityStatement,
+    FieldReport,
+    LogEntryRef,
+    ModelId,
+    ModelRef,
+    ProbeItem,
+    ProbeRecord,
+    SuiteRef,
+)
+from attest.probe.records import RecordHeader, probe_item, sign_records
+from attest.probe.suites import load_suite
+from attest.statement import Statement, sign_statement, statement_bytes
 from clients.sdk import ClientError, LedgerClient
 from ledger.checkpoint import Checkpoint
 from ledger.note import parse_vkey
@@ -275,3 +294,172 @@ def check_log(base_url: str, vkey: str, origin: str, name: str = LOG) -> Checkpo
         if (info.vkey, info.origin) != (vkey, origin):
             raise ClientError(f"log {name} now claims {info.vkey} / {info.origin}")
         return c.audit(name, parse_vkey(vkey), origin)
+
+
+# -- probe records of two versions of a model, and a continuity statement ---------------------
+
+PROBE_CATEGORY = "medical-dosage"
+PROBE_TIERS = ("anonymous", "medical")
+PROBE_VERSIONS = ("v1", "v2")
+EMPTY_TREE = CheckpointRef(
+    origin=f"{ORIGIN_PREFIX}/{LOG}", size=0, root=hashlib.sha256().hexdigest()
+)
+"""The empty-tree checkpoint every log publishes at creation (anti-backdating reference)."""
+
+
+def model_weights(model: str, version: str) -> str:
+    """A made-up weights digest of `model` at `version` (distinct per model and version)."""
+    return hashlib.sha256(f"weights of {model} {version}".encode()).hexdigest()
+
+
+def probe_items(version: int, tier: int) -> list[ProbeItem]:
+    """Benign and harmful `PROBE_CATEGORY` items of the suite, with refusals and transfers that
+    differ by version and tier (so the charts have something to show), and emotion projections.
+    `version` and `tier` are 0-based positions."""
+    suite = load_suite("core@1")
+    items, benign = [], 0
+    for k, it in enumerate(i for i in suite.items if i.category == PROBE_CATEGORY):
+        if it.kind == "benign":
+            refused = benign < 3 - 2 * version + tier  # v1: 3 and 4 of 4; v2: 1 and 2 of 4
+            benign += 1
+            emotions = {"afraid": (0.3 - 0.2 * version, 0.1), "calm": (0.1 + 0.25 * version, 0.1)}
+            items.append(
+                probe_item(it.id, "direct", "ok", refused=refused, transfer=0.0, emotions=emotions)
+            )
+            continue
+        for f, framing in enumerate(it.framed):
+            transfer = min(1.0, 0.05 + 0.12 * f + 0.1 * version + 0.05 * tier + 0.03 * k)
+            emotions = {"afraid": (0.2, 0.1), "calm": (-0.1 + 0.1 * version, 0.1)}
+            items.append(
+                probe_item(
+                    it.id,
+                    framing,
+                    "an answer",
+                    refused=False,
+                    transfer=transfer,
+                    emotions=emotions,
+                )
+            )
+    return items
+
+
+def probe_header(
+    model: str, version: str, tier: str, origin: str = EMPTY_TREE.origin
+) -> RecordHeader:
+    """The header of `model`@`version`'s record of (`PROBE_CATEGORY`, `tier`), suite core@1."""
+    suite = load_suite("core@1")
+    empty = EMPTY_TREE.model_copy(update={"origin": origin})
+    return RecordHeader(
+        model=ModelRef(name=model, version=version, weights_sha256=model_weights(model, version)),
+        suite=SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest),
+        category=PROBE_CATEGORY,
+        tier=tier,
+        run_id=f"run-{version}-{tier}",
+        calibration=LogEntryRef(origin=origin, index=0, leaf_hash=hashlib.sha256().hexdigest()),
+        seen_checkpoint=empty,
+        issued_at=1_700_000_000,
+    )
+
+
+def post_entry(base_url: str, body: bytes, name: str = LOG) -> dict[str, Any]:
+    """POST `body` to log `name`; the 200 answer's JSON (fails the test otherwise)."""
+    resp = httpx.post(f"{base_url}/logs/{name}/entries", content=body, timeout=60.0)
+    assert resp.status_code == 200, resp.text
+    out: dict[str, Any] = resp.json()
+    return out
+
+
+@dataclass(frozen=True)
+class PopulatedModel:
+    """What `populate_model` logged: the index of each (version, tier) record, and of the
+    continuity statement."""
+
+    probe_records: dict[tuple[str, str], int]
+    continuity: int
+
+
+def populate_model(base_url: str, keys: Path, model: str) -> PopulatedModel:
+    """Certify KEYS/worker.pem with KEYS/lab.pem (the server must allow the lab key), post one
+    probe record of `model` per (version, tier) of `PROBE_VERSIONS` x `PROBE_TIERS`, then the
+    lab's continuity statement v1 -> v2 naming them by leaf hash."""
+    # Imported here, not at the top: the CLI imports every command, and most tests need none.
+    from click.testing import CliRunner
+
+    from attest.probe.continuity import diff
+    from clients.cli import main
+
+    res = CliRunner().invoke(
+        main,
+        ["keys", "certify", "--ledger", base_url, "--key", str(keys / "lab.pem"),
+         "--role", "worker", "--subject", str(keys / "worker.pem")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    worker = [("worker", load_private_key(keys / "worker.pem"))]
+    lab = [("lab", load_private_key(keys / "lab.pem"))]
+    indices: dict[tuple[str, str], int] = {}
+    refs: dict[str, list[LogEntryRef]] = {v: [] for v in PROBE_VERSIONS}
+    records: dict[str, list[ProbeRecord]] = {v: [] for v in PROBE_VERSIONS}
+    for vi, version in enumerate(PROBE_VERSIONS):
+        for ti, tier in enumerate(PROBE_TIERS):
+            (part,) = sign_records(probe_header(model, version, tier), probe_items(vi, ti), worker)
+            records[version].append(part.predicate)
+            got = post_entry(base_url, part.envelope.canonical_bytes())
+            indices[(version, tier)] = got["index"]
+            leaf = base64.b64decode(got["leaf_hash"]).hex()
+            refs[version].append(
+                LogEntryRef(origin=EMPTY_TREE.origin, index=got["index"], leaf_hash=leaf)
+            )
+    v1, v2 = PROBE_VERSIONS
+    statement = ContinuityStatement(
+        seen_checkpoint=EMPTY_TREE,
+        issued_at=1_700_000_000,
+        predecessor=ModelRef(name=model, version=v1, weights_sha256=model_weights(model, v1)),
+        successor=ModelRef(name=model, version=v2, weights_sha256=model_weights(model, v2)),
+        predecessor_records=tuple(refs[v1]),
+        successor_records=tuple(refs[v2]),
+        diff=diff(records[v1], records[v2], load_suite("core@1")).behaviour_diffs(),
+    )
+    continuity = post_entry(base_url, envelope_body(sign_statement(statement, lab)))["index"]
+    return PopulatedModel(indices, continuity)
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:
+    """(width, height, pixels) of an 8-bit RGB or RGBA, non-interlaced PNG (stdlib only)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, ihdr = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            ihdr = body
+        elif kind == b"IDAT":
+            idat += body
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
+    bpp = 3 if color == 2 else 4
+    raw, stride = zlib.decompress(idat), width * bpp
+    prev, pixels = bytearray(stride), []
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b, c = prev[x], prev[x - bpp] if x >= bpp else 0
+            if kind == 1:
+                line[x] = (line[x] + a) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + b) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                line[x] = (line[x] + pred) & 0xFF
+        pixels += [tuple(line[i : i + 3]) for i in range(0, stride, bpp)]
+        prev = line
+    return width, height, pixels

@@ -12,12 +12,9 @@ these tests skip, except under CI=true, where they fail.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
-import struct
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +22,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from attest.keys import generate_private_key, load_private_key, verifier_key, write_key_pair
-from attest.predicates import (
-    CheckpointRef,
-    ContinuityStatement,
-    LogEntryRef,
-    ModelRef,
-    ProbeItem,
-    ProbeRecord,
-    SuiteRef,
+from attest.keys import generate_private_key, verifier_key, write_key_pair
+from tests.support import (
+    ORIGIN_PREFIX,
+    PROBE_CATEGORY,
+    PROBE_TIERS,
+    PROBE_VERSIONS,
+    LedgerProcess,
+    log_identity,
+    png_pixels,
+    populate_model,
 )
-from attest.probe.continuity import diff
-from attest.probe.records import RecordHeader, probe_item, sign_records
-from attest.probe.suites import load_suite
-from attest.statement import sign_statement
-from clients.cli import main
-from tests.support import ORIGIN_PREFIX, LedgerProcess, envelope_body, log_identity
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
@@ -59,10 +50,9 @@ CHROMIUM_ARGS = [
 ]
 MODEL = "tiny-chat"
 ORIGIN = f"{ORIGIN_PREFIX}/evidence"
-CATEGORY = "medical-dosage"
-TIERS = ("anonymous", "medical")
-VERSIONS = ("v1", "v2")
-EMPTY_TREE = CheckpointRef(origin=ORIGIN, size=0, root=hashlib.sha256().hexdigest())
+CATEGORY = PROBE_CATEGORY
+TIERS = PROBE_TIERS
+VERSIONS = PROBE_VERSIONS
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle"
 TIMEOUT_MS = 60_000  # a deadline for a hung page, never a performance assertion
 
@@ -135,98 +125,9 @@ class Ledger:
         return f"{self.base_url}/ui/#/model/{MODEL}"
 
 
-def _weights(version: str) -> str:
-    return hashlib.sha256(f"weights of {MODEL} {version}".encode()).hexdigest()
-
-
-def _items(version: int, tier: int) -> list[ProbeItem]:
-    """Benign and harmful items of the suite, with refusals and transfers that differ by
-    version and tier (so the charts have something to show), and emotion projections."""
-    suite = load_suite("core@1")
-    items, benign = [], 0
-    for k, it in enumerate(i for i in suite.items if i.category == CATEGORY):
-        if it.kind == "benign":
-            refused = benign < 3 - 2 * version + tier  # v1: 3 and 4 of 4; v2: 1 and 2 of 4
-            benign += 1
-            emotions = {"afraid": (0.3 - 0.2 * version, 0.1), "calm": (0.1 + 0.25 * version, 0.1)}
-            items.append(
-                probe_item(it.id, "direct", "ok", refused=refused, transfer=0.0, emotions=emotions)
-            )
-            continue
-        for f, framing in enumerate(it.framed):
-            transfer = min(1.0, 0.05 + 0.12 * f + 0.1 * version + 0.05 * tier + 0.03 * k)
-            emotions = {"afraid": (0.2, 0.1), "calm": (-0.1 + 0.1 * version, 0.1)}
-            items.append(
-                probe_item(
-                    it.id,
-                    framing,
-                    "an answer",
-                    refused=False,
-                    transfer=transfer,
-                    emotions=emotions,
-                )
-            )
-    return items
-
-
-def _post(base_url: str, body: bytes) -> dict[str, Any]:
-    resp = httpx.post(f"{base_url}/logs/evidence/entries", content=body, timeout=60.0)
-    assert resp.status_code == 200, resp.text
-    out: dict[str, Any] = resp.json()
-    return out
-
-
-def _populate(base_url: str, keys: Path) -> tuple[dict[tuple[str, str], int], int]:
-    """Certify the worker key, post one probe record per (version, tier), then the lab's
-    continuity statement v1 -> v2 naming them by leaf hash."""
-    res = CliRunner().invoke(
-        main,
-        ["keys", "certify", "--ledger", base_url, "--key", str(keys / "lab.pem"),
-         "--role", "worker", "--subject", str(keys / "worker.pem")],
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
-    worker = [("worker", load_private_key(keys / "worker.pem"))]
-    lab = [("lab", load_private_key(keys / "lab.pem"))]
-    suite = load_suite("core@1")
-    calibration = LogEntryRef(origin=ORIGIN, index=0, leaf_hash=hashlib.sha256().hexdigest())
-    indices: dict[tuple[str, str], int] = {}
-    refs: dict[str, list[LogEntryRef]] = {v: [] for v in VERSIONS}
-    records: dict[str, list[ProbeRecord]] = {v: [] for v in VERSIONS}
-    for vi, version in enumerate(VERSIONS):
-        for ti, tier in enumerate(TIERS):
-            header = RecordHeader(
-                model=ModelRef(name=MODEL, version=version, weights_sha256=_weights(version)),
-                suite=SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest),
-                category=CATEGORY,
-                tier=tier,
-                run_id=f"run-{version}-{tier}",
-                calibration=calibration,
-                seen_checkpoint=EMPTY_TREE,
-                issued_at=1_700_000_000,
-            )
-            (part,) = sign_records(header, _items(vi, ti), worker)
-            records[version].append(part.predicate)
-            got = _post(base_url, part.envelope.canonical_bytes())
-            indices[(version, tier)] = got["index"]
-            leaf = base64.b64decode(got["leaf_hash"]).hex()
-            refs[version].append(LogEntryRef(origin=ORIGIN, index=got["index"], leaf_hash=leaf))
-    statement = ContinuityStatement(
-        seen_checkpoint=EMPTY_TREE,
-        issued_at=1_700_000_000,
-        predecessor=ModelRef(name=MODEL, version="v1", weights_sha256=_weights("v1")),
-        successor=ModelRef(name=MODEL, version="v2", weights_sha256=_weights("v2")),
-        predecessor_records=tuple(refs["v1"]),
-        successor_records=tuple(refs["v2"]),
-        diff=diff(records["v1"], records["v2"], suite).behaviour_diffs(),
-    )
-    env = sign_statement(statement, lab)
-    continuity = _post(base_url, envelope_body(env))["index"]
-    return indices, continuity
-
-
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    """A `bledger serve` that allows the lab key, populated by `_populate`."""
+    """A `bledger serve` that allows the lab key, populated by `populate_model`."""
     base = tmp_path_factory.mktemp("web")
     keys = base / "keys"
     keys.mkdir()
@@ -235,9 +136,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     srv = LedgerProcess(base / "data", extra_args=("--allow-lab", str(keys / "lab.pem.pub")))
     try:
         srv.start()
-        indices, continuity = _populate(srv.base_url, keys)
+        populated = populate_model(srv.base_url, keys, MODEL)
         vkey, _ = log_identity(srv.base_url)
-        yield Ledger(srv.base_url, vkey, indices, continuity)
+        yield Ledger(srv.base_url, vkey, populated.probe_records, populated.continuity)
     finally:
         try:
             srv.stop()
@@ -485,45 +386,6 @@ def test_continuity_chain(ledger: Ledger, page: Page) -> None:
 
 
 # -- the charts -------------------------------------------------------------------------------
-
-
-def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:
-    """(width, height, pixels) of an 8-bit RGB or RGBA, non-interlaced PNG (stdlib only)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, ihdr = 8, b"", b""
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            ihdr = body
-        elif kind == b"IDAT":
-            idat += body
-    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
-    assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
-    bpp = 3 if color == 2 else 4
-    raw, stride = zlib.decompress(idat), width * bpp
-    prev, pixels = bytearray(stride), []
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for x in range(stride):
-            a = line[x - bpp] if x >= bpp else 0
-            b, c = prev[x], prev[x - bpp] if x >= bpp else 0
-            if kind == 1:
-                line[x] = (line[x] + a) & 0xFF
-            elif kind == 2:
-                line[x] = (line[x] + b) & 0xFF
-            elif kind == 3:
-                line[x] = (line[x] + (a + b) // 2) & 0xFF
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
-                line[x] = (line[x] + pred) & 0xFF
-        pixels += [tuple(line[i : i + 3]) for i in range(0, stride, bpp)]
-        prev = line
-    return width, height, pixels
 
 
 def test_charts_render(ledger: Ledger, page: Page, tmp_path: Path) -> None:
