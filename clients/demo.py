@@ -279,7 +279,7 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
     state = State(lay.state)
     url = f"http://127.0.0.1:{port}"
     auditor_urls = [f"http://127.0.0.1:{port + 10 + i}" for i in range(1, AUDITORS + 1)]
-    progress = Progress(8)
+    progress = Progress(7)
     services = Services(lay.logs)
     with ExitStack() as stack:
         stack.callback(services.stop)
@@ -394,8 +394,6 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
             from clients.plots import plot_history
 
             plot_history(history, lay.root / "history.png")
-        with progress.step("done"):
-            pass
         click.echo(format_table(history))
         click.echo(
             f"\nweb page: {url}/ui/?model={MODEL}\n"

@@ -23,7 +23,9 @@ def _grouped_bars(
     cells: list[tuple[str, str]],
     series: list[tuple[str, dict[tuple[str, str], tuple[float, float, float]]]],
 ) -> None:
-    """Bars per cell, one colour per series; `series` maps a cell to (value, low, high)."""
+    """Bars per cell, one colour per series; `series` maps a cell to (value, low, high).
+    Cells no series has a value for are left out."""
+    cells = [c for c in cells if any(c in values for _, values in series)]
     width = 0.8 / max(1, len(series))
     for k, (label, values) in enumerate(series):
         xs, ys, err_lo, err_hi = [], [], [], []
@@ -81,7 +83,11 @@ def plot_history(history: History, path: Path) -> None:
                 framed[cell] = (m, min(x.low for x in f), max(x.high for x in f))
         transfer += [(f"{v} direct", direct), (f"{v} framed", framed)]
     _grouped_bars(ax_t, cells, transfer)
-    ax_t.set_title("capability transfer on harmful prompts: direct vs framed", fontsize=10)
+    ax_t.set_title(
+        "capability transfer on harmful prompts: direct (95% CI) vs framed "
+        "(mean over framings; whiskers span the framings' 95% CIs)",
+        fontsize=10,
+    )
 
     profiles: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:

@@ -5,6 +5,8 @@
   same data directory, database and port. Each start's stdout/stderr go to files next to DATA.
 * `Signer` makes signed DSSE envelopes quickly (one key, distinct payloads).
 * `check_log` re-audits the whole published log through HTTP (sunlight's `CheckLog` habit).
+* `proxied` gives a `LedgerClient` whose answers from the real server pass through a rewrite
+  (fault injection: the SDK must refuse each rewrite).
 * `populate_model` logs probe records of two versions of a model (worker key certified by a
   lab key) and the lab's continuity statement between them: what `bledger history` and the web
   page show.
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,6 +296,44 @@ def check_log(base_url: str, vkey: str, origin: str, name: str = LOG) -> Checkpo
         if (info.vkey, info.origin) != (vkey, origin):
             raise ClientError(f"log {name} now claims {info.vkey} / {info.origin}")
         return c.audit(name, parse_vkey(vkey), origin)
+
+
+# -- fault injection between a client and the real server ------------------------------------
+
+Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response]
+
+
+@contextmanager
+def proxied(
+    base_url: str, rewrite: Rewrite, *, witness_urls: Sequence[str] = ()
+) -> Iterator[LedgerClient]:
+    """A client whose every answer from the real server passes through `rewrite`."""
+    with httpx.Client(base_url=base_url) as real:
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            answer = real.request(request.method, request.url, content=request.content)
+            return rewrite(request, answer)
+
+        transport = httpx.MockTransport(handler)
+        with LedgerClient(
+            base_url,
+            client=httpx.Client(base_url=base_url, transport=transport),
+            witness_urls=witness_urls,
+        ) as c:
+            yield c
+
+
+def rewrite_json(path_part: str, change: Callable[[dict[str, Any]], None]) -> Rewrite:
+    """Apply `change` to the JSON body of answers whose path contains `path_part`."""
+
+    def rewrite(request: httpx.Request, answer: httpx.Response) -> httpx.Response:
+        if path_part not in request.url.path:
+            return answer
+        body = answer.json()
+        change(body)
+        return httpx.Response(answer.status_code, content=json.dumps(body).encode())
+
+    return rewrite
 
 
 # -- probe records of two versions of a model, and a continuity statement ---------------------

@@ -7,9 +7,7 @@ answer: the SDK must refuse each rewrite with `VerificationError`, never return 
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -21,10 +19,8 @@ from clients.sdk import ClientError, LedgerClient, VerificationError, verifier_f
 from ledger import merkle
 from ledger.cosignature import CosignatureSigner
 from ledger.note import Ed25519NoteSigner, parse_vkey
-from tests.support import LOG, Signer, log_identity, running_server
+from tests.support import LOG, Signer, log_identity, proxied, rewrite_json, running_server
 from verifier.policy import Policy
-
-Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response]
 
 
 @dataclass(frozen=True)
@@ -48,35 +44,6 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
             for i, env in enumerate(envelopes):
                 assert c.submit(LOG, env, verifier_from_vkey(vkey), origin).index == i
         yield Ledger(srv.base_url, envelopes, vkey, Policy.parse(f"log {vkey}\nquorum none\n"))
-
-
-@contextmanager
-def proxied(base_url: str, rewrite: Rewrite) -> Iterator[LedgerClient]:
-    """A client whose every answer from the real server passes through `rewrite`."""
-    with httpx.Client(base_url=base_url) as real:
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            answer = real.request(request.method, request.url, content=request.content)
-            return rewrite(request, answer)
-
-        transport = httpx.MockTransport(handler)
-        with LedgerClient(
-            base_url, client=httpx.Client(base_url=base_url, transport=transport)
-        ) as c:
-            yield c
-
-
-def rewrite_json(path_part: str, change: Callable[[dict[str, object]], None]) -> Rewrite:
-    """Apply `change` to the JSON body of answers whose path contains `path_part`."""
-
-    def rewrite(request: httpx.Request, answer: httpx.Response) -> httpx.Response:
-        if path_part not in request.url.path:
-            return answer
-        body = answer.json()
-        change(body)
-        return httpx.Response(answer.status_code, content=json.dumps(body).encode())
-
-    return rewrite
 
 
 def proof_at(base_url: str, index: int, size: int) -> dict[str, object]:
