@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.support import PROJECT_ROOT, free_port
 
@@ -80,6 +81,7 @@ def test_the_main_job_runs_as_the_readme_says(tmp_path: Path) -> None:
         history = httpx.get(
             f"http://127.0.0.1:{port}/ui/api/history/smollm2-135m-instruct", timeout=120
         )
+        sdk_history = _run_sdk_example(port, tmp_path / "bledger-demo")
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
@@ -103,3 +105,18 @@ def test_the_main_job_runs_as_the_readme_says(tmp_path: Path) -> None:
     assert re.search(r"^  v1 -> v2  by lab  index \d+  verified$", text, flags=re.M), text
     assert (tmp_path / "bledger-demo" / "history.png").stat().st_size > 10_000
     assert "[7/7] done" in stderr
+    # docs/history.md's SDK example, run against the demo while it served.
+    assert [v.version for v in sdk_history.versions] == ["v1", "v2"]
+    assert all(r.verified for r in sdk_history.rows)
+    assert [(c.from_, c.to, c.verified) for c in sdk_history.continuity] == [("v1", "v2", True)]
+
+
+def _run_sdk_example(port: int, data: Path) -> Any:
+    """Run the Python example of docs/history.md against a demo on `port` with data in `data`;
+    returns the `history` it builds."""
+    text = (PROJECT_ROOT / "docs" / "history.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    block = block.replace("8080", str(port)).replace('"bledger-demo/', f'"{data}/')
+    scope: dict[str, Any] = {}
+    exec(compile(block, "docs/history.md", "exec"), scope)
+    return scope["history"]

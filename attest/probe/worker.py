@@ -90,8 +90,9 @@ from attest.probe.records import (
 )
 from attest.probe.suites import Probe, Suite, load_suite, probes
 from attest.statement import parse_statement, sign_statement
-from clients.sdk import ClientError, LedgerClient, Submitted, b64decode, verifier_from_vkey
+from clients.sdk import ClientError, LedgerClient, Submitted, verifier_from_vkey
 from ledger import merkle
+from verifier.policy import Policy
 
 __all__ = [
     "DATA_ENV",
@@ -231,6 +232,7 @@ class _Log:
             raise
         self.origin = info.origin
         self.verifier = verifier_from_vkey(info.vkey)
+        self.policy = Policy.parse(f"log {info.vkey}\nquorum none\n")
 
     def close(self) -> None:
         self.client.close()
@@ -250,34 +252,11 @@ class _Log:
         return LogEntryRef(origin=self.origin, index=index, leaf_hash=leaf)
 
     def entry(self, index: int) -> tuple[Envelope, LogEntryRef]:
-        """Entry `index`, proven included in the latest verified checkpoint.
-
-        Plan: (1) verify the latest checkpoint with the log key; (2) fetch the entry and recompute
-        its leaf hash; (3) fetch an inclusion proof to that checkpoint and verify it (RFC 9162).
-        """
-        cp, _ = self.client.checkpoint(self.name, self.verifier, self.origin)  # (1)
-        if not 0 <= index < cp.size:
-            raise ClientError(f"entry {index} is not in {self.name} (size {cp.size})")
-        data = b64decode(self._json(f"/logs/{self.name}/entries/{index}")["entry"])  # (2)
-        leaf = merkle.leaf_hash(data)
-        proof = self._json(f"/logs/{self.name}/proof/inclusion?index={index}&size={cp.size}")
-        try:  # (3)
-            hashes = [b64decode(h) for h in proof["inclusion_proof"]]
-            merkle.verify_inclusion(leaf, index, cp.size, hashes, cp.root_hash)
-        except (merkle.ProofError, ValueError, TypeError) as e:
-            raise ClientError(f"entry {index} of {self.name} does not verify: {e}") from e
-        ref = LogEntryRef(origin=self.origin, index=index, leaf_hash=leaf.hex())
-        return Envelope.from_json(data), ref
-
-    def _json(self, path: str) -> dict[str, Any]:
-        try:
-            r = self._http.get(path)
-        except httpx.HTTPError as e:
-            raise ClientError(f"GET {path}: {e}") from e
-        if r.status_code != 200:
-            raise ClientError(f"GET {path}: HTTP {r.status_code}: {r.text[:200]}")
-        body: dict[str, Any] = r.json()
-        return body
+        """Entry `index`, proven included in the latest checkpoint the log's key signed
+        (`LedgerClient.entry` under a policy of that key alone)."""
+        got = self.client.entry(self.name, index, self.policy)
+        ref = LogEntryRef(origin=self.origin, index=index, leaf_hash=got.leaf_hash.hex())
+        return Envelope.from_json(got.data), ref
 
 
 @contextlib.contextmanager
