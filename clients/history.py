@@ -322,6 +322,8 @@ def _continuity(
         if not isinstance(pred, ContinuityStatement) or pred.successor.name != model:
             continue
         old, new = pred.predecessor.version, pred.successor.version
+        # The statement names the predecessor's weights: known even without its records.
+        weights_of.setdefault(old, pred.predecessor.weights_sha256)
         mine: list[str] = []
         others = [(v, i) for v, i in successors[old] if v != new]
         if others:

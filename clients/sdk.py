@@ -193,8 +193,9 @@ class LedgerClient:
                 continue
             bodies.setdefault(parsed.text, []).append(parsed)
         accepted: list[tuple[Checkpoint, bytes]] = []
+        keys = [k.verifier for k in policy.logs] + [w.verifier for w in policy.witnesses.values()]
         for copies in bodies.values():  # (3)
-            for candidate in _merged_then_single(copies):
+            for candidate in _merged_then_single(copies, keys):
                 try:
                     accepted.append((policy.check(candidate), candidate))
                     break
@@ -417,14 +418,21 @@ def _next(hits: Sequence[IndexHit]) -> int:
     return hits[-1].index + 1 if hits else 0
 
 
-def _merged_then_single(copies: Sequence[Note]) -> Iterator[bytes]:
+def _merged_then_single(copies: Sequence[Note], keys: Sequence[NoteVerifier]) -> Iterator[bytes]:
     """The copies' signature lines merged into one note, then each copy as served (a copy
-    with a bad line must not spoil the others)."""
+    with a bad line must not spoil the others). A line by one of `keys` that does not verify is
+    left out of the merge: the policy refuses a note with a failing line by a key it trusts."""
+    trusted = {(k.name, k.key_id): k for k in keys}
     lines: dict[tuple[str, bytes], NoteSignature] = {}
     for c in copies:
+        message = c.text.encode("utf-8")
         for sig in c.signatures:
+            key = trusted.get((sig.name, sig.key_id))
+            if key is not None and not key.verify(message, sig.signature):
+                continue
             lines.setdefault((sig.name, sig.key_id), sig)
     merged = tuple(lines.values())[:MAX_SIGNATURES]
-    yield Note(copies[0].text, merged).to_bytes()
+    if merged:  # else every line failed: a note needs one
+        yield Note(copies[0].text, merged).to_bytes()
     for c in copies:
         yield c.to_bytes()

@@ -145,7 +145,7 @@ def corpus(n: int, start: int = 0) -> tuple[list[bytes], list[IndexRow]]:
         k = i % 50
         if k == 7:
             data, row = probe_record(
-                "alpha", f"v{i % 2 + 1}", ("anonymous", "medical")[i % 3 % 2], f"r{i}"
+                "alpha", f"v{i // 50 % 2 + 1}", ("anonymous", "medical")[i % 3 % 2], f"r{i}"
             )
         elif k == 8:
             data, row = continuity("alpha", "v1", "v2", ISSUED + i)
@@ -413,6 +413,17 @@ def test_paging(indexed: tuple[Log, list[IndexRow]]) -> None:
     assert query(log, {}, start=SIZE)[1] == []
     assert query(log, {}, start=10, limit=3)[1] == rows[10:13]
     assert query(log, {}, limit=10**6)[1] == rows, "the limit is capped, not refused, in process"
+
+
+def test_models_with_probe_records(store: Store) -> None:
+    """`index.models`: the (model, version) pairs that have probe records, by model, then by
+    first index; field reports, calibrations and successions name no model here."""
+    log, seq = new_log(store)
+    beta, _ = probe_record("beta", "v9", "anonymous", "first")
+    sequence(seq, [beta, *corpus(SIZE, start=1)[0]])
+    want = [("alpha", "v1"), ("alpha", "v2"), ("beta", "v9")]  # alpha v1's record comes first
+    assert index.models(log) == (SIZE + 1, want)
+    assert store.index_size(log.id) == SIZE + 1
 
 
 # -- two builders at once ---------------------------------------------------------------------
