@@ -51,6 +51,8 @@ class LoggedStatement:
     statement: Statement
     origin: str
     verified: bool = False
+    tree_size: int = 0
+    """The size of the tree the inclusion was proved in (0 when not verified)."""
 
     @property
     def signer(self) -> str:
@@ -60,7 +62,7 @@ class LoggedStatement:
 
 
 def parse_logged(
-    index: int, data: bytes, origin: str, *, verified: bool = False
+    index: int, data: bytes, origin: str, *, verified: bool = False, tree_size: int = 0
 ) -> LoggedStatement | None:
     """The statement in leaf data `data`, or None when the entry is not one of this project's."""
     from ledger import merkle
@@ -70,7 +72,7 @@ def parse_logged(
         stmt = parse_statement(env.payload)
     except (AttestError, ValueError):
         return None
-    return LoggedStatement(index, merkle.leaf_hash(data), env, stmt, origin, verified)
+    return LoggedStatement(index, merkle.leaf_hash(data), env, stmt, origin, verified, tree_size)
 
 
 def _about(stmt: Statement, model: str, version: str | None) -> bool:
@@ -110,7 +112,7 @@ def fetch_statements(
     origin = client.log_info(log).origin
     out = []
     for e in client.entries(log, sorted(indices), policy):
-        logged = parse_logged(e.index, e.data, origin, verified=True)
+        logged = parse_logged(e.index, e.data, origin, verified=True, tree_size=e.checkpoint.size)
         if logged is None or not _about(logged.statement, model, None):
             raise VerificationError(
                 f"the index of {log} names entry {e.index} for {model}, but it "

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import click
 
-from attest.predicates import BehaviourDiff
+from attest.predicates import BehaviourDiff, ProbeRecord
 from attest.probe.metrics import mcnemar
 from clients.errors import diagnosed
-from clients.history import History, Row, build_history, fetch_statements, policy_for
+from clients.history import (
+    History,
+    HistoryError,
+    Row,
+    build_history,
+    fetch_statements,
+    policy_for,
+)
 from clients.sdk import LedgerClient
 
 _FRAMING_SHORT = {
@@ -167,9 +174,11 @@ def history(
         urls = witness_urls or tuple(w.url for w in policy.witnesses.values() if w.url)
         with LedgerClient(ledger, witness_urls=urls) as client:
             statements = fetch_statements(client, log_name, policy, model=model, version=version)
-            size = max((s.index for s in statements), default=-1) + 1
-            cp, _ = client.verified_checkpoint(log_name, policy)
-            size = max(size, cp.size)
+        if not any(isinstance(s.statement.predicate, ProbeRecord) for s in statements):
+            which = model if version is None else f"{model}@{version}"
+            raise HistoryError(f"log {log_name} at {ledger} holds no probe records of {which}")
+        # The tree the entries were proved in: what "verified" refers to.
+        size = max(s.tree_size for s in statements)
         h = build_history(model, statements, size=size)
         if plot is not None:
             from clients.plots import plot_history

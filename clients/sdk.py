@@ -421,14 +421,17 @@ def _next(hits: Sequence[IndexHit]) -> int:
 def _merged_then_single(copies: Sequence[Note], keys: Sequence[NoteVerifier]) -> Iterator[bytes]:
     """The copies' signature lines merged into one note, then each copy as served (a copy
     with a bad line must not spoil the others). A line by one of `keys` that does not verify is
-    left out of the merge: the policy refuses a note with a failing line by a key it trusts."""
+    left out of the merge (the policy refuses a note with a failing line by a key it trusts), and
+    so are lines by keys the policy does not know."""
     trusted = {(k.name, k.key_id): k for k in keys}
     lines: dict[tuple[str, bytes], NoteSignature] = {}
     for c in copies:
         message = c.text.encode("utf-8")
         for sig in c.signatures:
             key = trusted.get((sig.name, sig.key_id))
-            if key is not None and not key.verify(message, sig.signature):
+            # Only lines the policy can use: a failing one would reject the whole note, and
+            # lines by unknown keys could crowd trusted ones out of the 100 a note may hold.
+            if key is None or not key.verify(message, sig.signature):
                 continue
             lines.setdefault((sig.name, sig.key_id), sig)
     merged = tuple(lines.values())[:MAX_SIGNATURES]

@@ -847,6 +847,16 @@ def test_history_under_a_witness_policy(
     assert code == 0, err
 
 
+def test_history_of_a_model_without_records_is_an_error(ledger: Ledger) -> None:
+    code, out, err = run("no-such-model", "--ledger", ledger.base_url, "--vkey", ledger.vkey)
+    assert code != 0 and out == ""
+    assert "holds no probe records of no-such-model" in err
+    code, out, err = run(
+        MODEL, "--ledger", ledger.base_url, "--vkey", ledger.vkey, "--version", "v9"
+    )
+    assert code != 0 and f"holds no probe records of {MODEL}@v9" in err
+
+
 def test_history_trusting_the_server_key_says_so(ledger: Ledger) -> None:
     code, out, err = run(MODEL, "--ledger", ledger.base_url)
     assert code == 0, err
