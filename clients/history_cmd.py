@@ -21,9 +21,8 @@ from clients.history import (
     Row,
     build_history,
     fetch_statements,
-    policy_for,
 )
-from clients.sdk import LedgerClient
+from clients.trust import trust_options, trusted_client
 
 _FRAMING_SHORT = {
     "fictional": "fic",
@@ -132,21 +131,7 @@ def _diff_line(d: BehaviourDiff) -> str:
 
 @click.command()
 @click.argument("model")
-@click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
-@click.option("--log", "log_name", default="evidence", show_default=True)
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="C2SP tlog-policy file: the log key, witnesses and quorum to require.",
-)
-@click.option("--vkey", help="Pin the log's verifier key (no witnesses required).")
-@click.option(
-    "--witness-url",
-    "witness_urls",
-    multiple=True,
-    help="Where to collect cosignatures (an audit node's URL); default: the policy's URLs.",
-)
+@trust_options
 @click.option("--version", "version", help="Only this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 @click.option(
@@ -169,10 +154,10 @@ def history(
 
     @diagnosed
     def run() -> None:
-        with LedgerClient(ledger) as probe:
-            policy = policy_for(probe, log_name, policy_file, vkey)
-        urls = witness_urls or tuple(w.url for w in policy.witnesses.values() if w.url)
-        with LedgerClient(ledger, witness_urls=urls) as client:
+        with trusted_client(ledger, log_name, policy_file, vkey, witness_urls) as (
+            client,
+            policy,
+        ):
             statements = fetch_statements(client, log_name, policy, model=model, version=version)
         if not any(isinstance(s.statement.predicate, ProbeRecord) for s in statements):
             which = model if version is None else f"{model}@{version}"

@@ -43,8 +43,9 @@ from attest.probe.continuity import CellDiff, Continuity, diff, select_runs
 from attest.probe.suites import Suite, load_suite, suite_path
 from attest.statement import sign_statement
 from clients.errors import diagnosed
-from clients.history import LoggedStatement, fetch_statements, policy_for
+from clients.history import LoggedStatement, fetch_statements
 from clients.sdk import ClientError, LedgerClient, Submitted
+from clients.trust import trust_options, trusted_client
 from ledger.note import NoteVerifier
 from verifier.policy import Policy
 
@@ -78,21 +79,7 @@ def _model_at(value: str) -> tuple[str, str]:
 )
 @click.option("--key-name", help="Key name used in the keyid (default: the file stem).")
 @click.option("--passphrase-env", help="Environment variable holding the key's passphrase.")
-@click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
-@click.option("--log", "log_name", default="evidence", show_default=True)
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="C2SP tlog-policy file: the log key, witnesses and quorum the records must meet.",
-)
-@click.option("--vkey", help="Pin the log's verifier key (no witnesses required).")
-@click.option(
-    "--witness-url",
-    "witness_urls",
-    multiple=True,
-    help="Where to collect cosignatures (an audit node's URL); default: the policy's URLs.",
-)
+@trust_options
 @click.option(
     "--suite-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -116,17 +103,15 @@ def continuity(
 ) -> None:
     """Sign and log that the model --to succeeds --from, with the behaviour diff of their
     logged probe records per category and tier."""
-    if policy_file is not None and vkey is not None:
-        raise click.UsageError("give --policy or --vkey, not both")
     before, after = _model_at(from_), _model_at(to)
     # Imported here: clients.cli registers this module's group when it is imported.
     from clients.cli import LedgerArgs
 
     signer = LedgerArgs(ledger, log_name, key, key_name, passphrase_env, vkey).signer()
-    with LedgerClient(ledger) as probe:
-        policy = policy_for(probe, log_name, policy_file, vkey)  # (1)
-    urls = witness_urls or tuple(w.url for w in policy.witnesses.values() if w.url)
-    with LedgerClient(ledger, witness_urls=urls) as client:
+    with trusted_client(ledger, log_name, policy_file, vkey, witness_urls) as (  # (1)
+        client,
+        policy,
+    ):
         result, used, notes = _continuity(client, log_name, policy, before, after, suite_file)
         for note in notes:
             click.echo(f"note: {note}", err=True)
