@@ -396,7 +396,7 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
             plot_history(history, lay.root / "history.png")
         click.echo(format_table(history))
         click.echo(
-            f"\nweb page: {url}/ui/?model={MODEL}\n"
+            f"\nweb page: {url}/ui/#/model/{MODEL}\n"
             f"charts:   {lay.root / 'history.png'}\n"
             f"again:    bledger history {MODEL} --ledger {url} --policy {lay.policy}"
         )
