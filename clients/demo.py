@@ -277,6 +277,11 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
     lay = Layout(data.resolve())
     lay.root.mkdir(parents=True, exist_ok=True)
     state = State(lay.state)
+    # The log's origin and the audit nodes' configuration name the first run's port.
+    first_port = state.done.setdefault("port", port)
+    if first_port != port:
+        raise DemoError(f"{lay.root} was made with --port {first_port}: use it, or another --data")
+    state.mark("port", port)
     url = f"http://127.0.0.1:{port}"
     auditor_urls = [f"http://127.0.0.1:{port + 10 + i}" for i in range(1, AUDITORS + 1)]
     progress = Progress(7)
