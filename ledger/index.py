@@ -12,20 +12,18 @@ compare-and-swap on the index head keeps one of them (`Store.extend_index`).
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from typing import Final
 
-from attest.dsse import Envelope
-from attest.errors import AttestError
 from attest.predicates import (
+    CONTINUITY,
+    EMOTION_CALIBRATION,
+    FIELD_REPORT,
     PREDICATE_NAMESPACE,
     PROBE_RECORD,
-    ContinuityStatement,
-    EmotionCalibration,
-    FieldReport,
-    ProbeRecord,
 )
-from attest.statement import parse_statement
 from ledger.log import Log
 from ledger.storage import IndexRow
 from ledger.tiles import TILE_WIDTH
@@ -38,6 +36,8 @@ FILTERS: Final = ("predicate_type", "model", "version", "category", "tier")
 
 MAX_LIMIT: Final = 1000
 
+_MAX_TEXT: Final = 256  # longer than any label a valid statement has: not indexed
+
 
 def short_type(predicate_type: str) -> str:
     """``…/attestation/probe-record/v1`` -> ``probe-record``; other URIs unchanged."""
@@ -47,33 +47,50 @@ def short_type(predicate_type: str) -> str:
 
 
 def describe(index: int, data: bytes) -> IndexRow:
-    """The index row of entry `index` with leaf data `data` (a DSSE envelope's bytes)."""
+    """The index row of entry `index` with leaf data `data` (a DSSE envelope's bytes).
+
+    Reads only the fields the index keeps, without validating the statement: the log validated
+    it on admission, the row is a hint either way, and a full parse costs about 2 ms per probe
+    record (`bench/index_bench.py`), which would make building the index of a large log slow.
+    """
     try:
-        pred = parse_statement(Envelope.from_json(data).payload).predicate
-    except (AttestError, ValueError):
+        envelope = json.loads(data)
+        statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
+        kind = statement["predicateType"]
+        pred = statement["predicate"]
+        if not isinstance(kind, str) or not isinstance(pred, dict):
+            return IndexRow(index, UNKNOWN)
+    except (ValueError, TypeError, KeyError, RecursionError):
         return IndexRow(index, UNKNOWN)
-    kind = short_type(pred.PREDICATE_TYPE)
-    if isinstance(pred, ProbeRecord):
-        m = pred.model
-        return IndexRow(index, kind, m.name, m.version, m.weights_sha256, pred.category, pred.tier)
-    if isinstance(pred, EmotionCalibration):
-        m = pred.model
-        return IndexRow(index, kind, m.name, m.version, m.weights_sha256)
-    if isinstance(pred, ContinuityStatement):
-        s = pred.successor
+    short = short_type(kind)
+    if kind == PROBE_RECORD:
+        m = _model(pred.get("model"))
+        return IndexRow(index, short, *m, _text(pred.get("category")), _text(pred.get("tier")))
+    if kind == EMOTION_CALIBRATION:
+        return IndexRow(index, short, *_model(pred.get("model")))
+    if kind == CONTINUITY:
+        before = _model(pred.get("predecessor"))
+        return IndexRow(index, short, *_model(pred.get("successor")), predecessor_version=before[1])
+    if kind == FIELD_REPORT:
+        name, version, _ = _model(pred.get("model"))
         return IndexRow(
-            index,
-            kind,
-            s.name,
-            s.version,
-            s.weights_sha256,
-            predecessor_version=pred.predecessor.version,
+            index, short, name, version, None, _text(pred.get("category")), _text(pred.get("tier"))
         )
-    if isinstance(pred, FieldReport):
-        return IndexRow(
-            index, kind, pred.model.name, pred.model.version, None, pred.category, pred.tier
-        )
-    return IndexRow(index, kind)
+    if kind.startswith(PREDICATE_NAMESPACE):
+        return IndexRow(index, short)
+    return IndexRow(index, UNKNOWN)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and len(value) <= _MAX_TEXT else None
+
+
+def _model(value: object) -> tuple[str | None, str | None, str | None]:
+    """(name, version, weights SHA-256) of a ModelRef / ModelId object; None where absent."""
+    if not isinstance(value, dict):
+        return None, None, None
+    weights = _text(value.get("weightsSha256"))
+    return _text(value.get("name")), _text(value.get("version")), weights
 
 
 def catch_up(log: Log) -> int:
