@@ -119,6 +119,9 @@ def query(
     `where` may name the columns in `FILTERS`; `predicate_type` takes the short name
     (``probe-record``) or the full URI.
     """
+    unknown = sorted(set(where) - set(FILTERS))
+    if unknown:
+        raise ValueError(f"the index has no column {', '.join(unknown)}")
     size = catch_up(log)
     filters = dict(where)
     if "predicate_type" in filters:
