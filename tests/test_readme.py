@@ -23,6 +23,38 @@ def _block_after(heading: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_run_a_ledger(tmp_path: Path) -> None:
+    """`bledger serve` as in "Run a ledger": three logs, the API and the web page answer."""
+    import time
+
+    import httpx
+
+    command = _block_after("## Run a ledger").strip()
+    assert command == ".venv/bin/bledger serve --data ./ledger-data", command
+    port = free_port()
+    bledger = str(Path(sys.executable).parent / "bledger")
+    args = [bledger, *command.split()[1:], "--port", str(port)]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                logs = httpx.get(f"http://127.0.0.1:{port}/logs", timeout=5).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=5)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert sorted(lg["partition"] for lg in logs) == ["anonymous", "attested", "evidence"]
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert (tmp_path / "ledger-data" / "config.toml").exists()
+    for lg in logs:
+        assert f"log {lg['name']} ({lg['partition']}) origin {lg['origin']}" in out
+
+
 def test_try_it_by_hand(tmp_path: Path) -> None:
     script = _block_after("## Try it by hand")
     assert "bledger serve" in script and "bledger submit" in script
