@@ -12,30 +12,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from attest.errors import AttestError
+from clients.errors import diagnosed as _diagnosed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Imports of torch/transformers happen inside the commands: `bledger --help` stays fast.
-
-
-def _diagnosed(fn: F) -> F:
-    """Print a project error's `diagnostic` as the command's one-line error."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AttestError as e:
-            raise click.ClickException(e.diagnostic) from e
-
-    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from clients.errors import diagnosed
+
 if TYPE_CHECKING:
     from attest.probe.model import LoadedModel
 
@@ -81,22 +83,15 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--lease-seconds", default=300.0, show_default=True, type=click.FloatRange(min=1))
 @click.option("--until-done", is_flag=True, help="With --queue: exit when no job is left.")
 @click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.01))
+@diagnosed
 def probe(**kw: Any) -> None:
     """Probe a model over a suite and log signed records; or --replay one; or work --queue."""
-    try:
-        if kw["replay"] is not None:
-            _replay(kw)
-        elif kw["queue_url"] is not None:
-            _queue(kw)
-        else:
-            _probe(kw)
-    except click.ClickException:
-        raise
-    except Exception as e:
-        diagnostic = getattr(e, "diagnostic", None)
-        if diagnostic is None:
-            raise
-        raise click.ClickException(str(diagnostic)) from e
+    if kw["replay"] is not None:
+        _replay(kw)
+    elif kw["queue_url"] is not None:
+        _queue(kw)
+    else:
+        _probe(kw)
 
 
 def _need(kw: dict[str, Any], *names: str) -> None:
