@@ -215,10 +215,14 @@ class LedgerProcess(ServiceProcess):
 
 @contextmanager
 def running_server(
-    data: Path, *, db: str | None = None, allow_keys: tuple[Path, ...] = ()
+    data: Path,
+    *,
+    db: str | None = None,
+    allow_keys: tuple[Path, ...] = (),
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[LedgerProcess]:
     """A started server that is stopped (or killed) when the block exits, however it exits."""
-    srv = LedgerProcess(data, db, allow_keys)
+    srv = LedgerProcess(data, db, allow_keys, extra_args)
     try:
         srv.start()
         yield srv
@@ -227,6 +231,19 @@ def running_server(
             srv.stop()
         finally:
             srv.kill9()
+
+
+@contextmanager
+def lab_ledger(base: Path) -> Iterator[tuple[LedgerProcess, Path]]:
+    """A running server under `base` whose operator registered the lab key; `base/keys` holds
+    `lab.pem` and `worker.pem` (the worker is not certified yet)."""
+    keys = base / "keys"
+    keys.mkdir()
+    for name in ("lab", "worker"):
+        write_key_pair(keys / f"{name}.pem", generate_private_key())
+    lab_pub = str(keys / "lab.pem.pub")
+    with running_server(base / "data", extra_args=("--allow-lab", lab_pub)) as srv:
+        yield srv, keys
 
 
 # -- signed envelopes -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attest.keys import generate_private_key, load_private_key, write_key_pair
+from attest.keys import generate_private_key, load_private_key
 from attest.predicates import (
     CONTINUITY,
     PROBE_RECORD,
@@ -63,9 +63,9 @@ from tests.support import (
     LOG,
     PROBE_CATEGORY,
     PROBE_TIERS,
-    LedgerProcess,
     PopulatedModel,
     free_port,
+    lab_ledger,
     log_identity,
     model_weights,
     png_pixels,
@@ -466,14 +466,7 @@ def _other_record(base_url: str, worker: list[tuple[str, Ed25519PrivateKey]], v:
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     """A `bledger serve` holding MODEL's history (`populate_model`), a record of another model,
     then one more entry after the checkpoint kept as `old_note`."""
-    base = tmp_path_factory.mktemp("history")
-    keys = base / "keys"
-    keys.mkdir()
-    for name in ("lab", "worker"):
-        write_key_pair(keys / f"{name}.pem", generate_private_key())
-    srv = LedgerProcess(base / "data", extra_args=("--allow-lab", str(keys / "lab.pem.pub")))
-    try:
-        srv.start()
+    with lab_ledger(tmp_path_factory.mktemp("history")) as (srv, keys):
         populated = populate_model(srv.base_url, keys, MODEL)
         worker = [("worker", load_private_key(keys / "worker.pem"))]
         first = _other_record(srv.base_url, worker, "v1")
@@ -487,11 +480,6 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         yield Ledger(
             srv.base_url, vkey, origin, populated, (first, second), old_note, old, head_note, head
         )
-    finally:
-        try:
-            srv.stop()
-        finally:
-            srv.kill9()
 
 
 @pytest.fixture

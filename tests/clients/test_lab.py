@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.dsse import Envelope
-from attest.keys import generate_private_key, load_private_key, write_key_pair
+from attest.keys import load_private_key
 from attest.predicates import (
     CheckpointRef,
     ContinuityStatement,
@@ -42,7 +42,7 @@ from clients.sdk import LedgerClient
 from ledger import merkle
 from ledger.note import parse_vkey
 from ledger.tlog_proof import parse_tlog_proof
-from tests.support import ORIGIN_PREFIX, LedgerProcess, envelope_body, log_identity
+from tests.support import ORIGIN_PREFIX, envelope_body, lab_ledger, log_identity
 from verifier.policy import Policy
 
 ORIGIN = f"{ORIGIN_PREFIX}/evidence"
@@ -147,14 +147,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    base = tmp_path_factory.mktemp("lab")
-    keys = base / "keys"
-    keys.mkdir()
-    for name in ("lab", "worker"):
-        write_key_pair(keys / f"{name}.pem", generate_private_key())
-    srv = LedgerProcess(base / "data", extra_args=("--allow-lab", str(keys / "lab.pem.pub")))
-    try:
-        srv.start()
+    with lab_ledger(tmp_path_factory.mktemp("lab")) as (srv, keys):
         certify = ["keys", "certify", "--ledger", srv.base_url, "--key", str(keys / "lab.pem"),
                    "--role", "worker", "--subject", str(keys / "worker.pem")]  # fmt: skip
         res = CliRunner().invoke(main, certify)
@@ -168,8 +161,6 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         log_run(srv.base_url, worker, "m", 2, run="r2-cut", limit=4096, parts=slice(0, 1))
         vkey, _ = log_identity(srv.base_url)
         yield Lab(srv.base_url, vkey, keys, v1, v2)
-    finally:
-        srv.stop()
 
 
 def logged(ledger: Lab, index: int) -> ContinuityStatement:

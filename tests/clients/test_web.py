@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 import pytest
 
-from attest.keys import generate_private_key, verifier_key, write_key_pair
+from attest.keys import generate_private_key, verifier_key
 from tests.support import (
     ORIGIN_PREFIX,
     PROBE_CATEGORY,
     PROBE_TIERS,
     PROBE_VERSIONS,
     LedgerProcess,
+    lab_ledger,
     log_identity,
     png_pixels,
     populate_model,
@@ -128,22 +129,10 @@ class Ledger:
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     """A `bledger serve` that allows the lab key, populated by `populate_model`."""
-    base = tmp_path_factory.mktemp("web")
-    keys = base / "keys"
-    keys.mkdir()
-    for name in ("lab", "worker"):
-        write_key_pair(keys / f"{name}.pem", generate_private_key())
-    srv = LedgerProcess(base / "data", extra_args=("--allow-lab", str(keys / "lab.pem.pub")))
-    try:
-        srv.start()
+    with lab_ledger(tmp_path_factory.mktemp("web")) as (srv, keys):
         populated = populate_model(srv.base_url, keys, MODEL)
         vkey, _ = log_identity(srv.base_url)
         yield Ledger(srv.base_url, vkey, populated.probe_records, populated.continuity)
-    finally:
-        try:
-            srv.stop()
-        finally:
-            srv.kill9()
 
 
 def _checked(page: Page, url: str) -> None:
