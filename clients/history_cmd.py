@@ -22,6 +22,7 @@ from clients.history import (
     build_history,
     fetch_statements,
 )
+from clients.text import aligned
 from clients.trust import trust_options, trusted_client
 
 _FRAMING_SHORT = {
@@ -90,13 +91,11 @@ def format_table(history: History) -> str:
     """The history as a plain-text table, then the continuity chain and its flags."""
     header = [name for name, _ in COLUMNS]
     body = [[fn(r) for _, fn in COLUMNS] for r in history.rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
     lines = [
         f"{history.model}: {len(history.versions)} version(s), {len(history.rows)} cells, "
         f"log {history.origin} at size {history.size}",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+        *aligned(header, body),
     ]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(b, widths, strict=True)).rstrip() for b in body]
     if history.continuity:
         lines.append("continuity:")
     for c in history.continuity:

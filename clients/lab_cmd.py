@@ -45,6 +45,7 @@ from attest.statement import sign_statement
 from clients.errors import diagnosed
 from clients.history import LoggedStatement, fetch_statements
 from clients.sdk import ClientError, LedgerClient, Submitted
+from clients.text import aligned
 from clients.trust import trust_options, trusted_client
 from ledger.note import NoteVerifier
 from verifier.policy import Policy
@@ -302,13 +303,11 @@ def format_table(result: Continuity, used: Used) -> str:
     b, a = result.predecessor, result.successor
     header = [name for name, _ in COLUMNS]
     body = [[fn(c) for _, fn in COLUMNS] for c in result.cells]
-    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
     lines = [
         f"{b.name}@{b.version} -> {a.name}@{a.version}, suite {_show(result.suite)}, "
         f"{len(used[0])} + {len(used[1])} records",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+        *aligned(header, body),
     ]
-    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in body]
     return "\n".join(lines)
 
 
