@@ -233,24 +233,12 @@ class LedgerClient:
         Raises ClientError when `index` is not below the checkpoint's size, and VerificationError
         when any step does not verify: unverified data is never returned.
         """
-        cp, _ = self.verified_checkpoint(name, policy)  # (1): a checkpoint the policy accepts
-        if not 0 <= index < cp.size:
-            raise ClientError(f"index {index} is outside log {name}'s tree of size {cp.size}")
-        data = self._entry_bytes(name, index)  # (2): the entry's bytes
-        proof = self._inclusion_proof(name, index, cp.size)  # (3): a proof at the checkpoint
-        leaf = merkle.leaf_hash(data)
-        try:  # (4): the bytes are leaf `index` of the tree the policy accepted
-            merkle.verify_inclusion(leaf, index, cp.size, proof, cp.root_hash)
-        except merkle.ProofError as e:
-            raise VerificationError(
-                f"entry {index} of {name} at size {cp.size}: {e.diagnostic}"
-            ) from e
-        return VerifiedEntry(index, data, leaf, cp, proof)
+        return self.entries(name, [index], policy)[0]
 
     def entries(self, name: str, indices: Iterable[int], policy: Policy) -> list[VerifiedEntry]:
         """Entries `indices` of log `name`, each proved included in one checkpoint that `policy`
         accepts (the plan of `entry`, with one checkpoint for all). Raises like `entry`."""
-        cp, _ = self.verified_checkpoint(name, policy)
+        cp, _ = self.verified_checkpoint(name, policy)  # (1): a checkpoint the policy accepts
         out = []
         for index in indices:
             if not 0 <= index < cp.size:
@@ -258,10 +246,10 @@ class LedgerClient:
                     f"index {index} is outside log {name}'s tree of size {cp.size} "
                     "(not yet in a checkpoint the policy accepts?)"
                 )
-            data = self._entry_bytes(name, index)
-            proof = self._inclusion_proof(name, index, cp.size)
+            data = self._entry_bytes(name, index)  # (2): the entry's bytes
+            proof = self._inclusion_proof(name, index, cp.size)  # (3): a proof at the checkpoint
             leaf = merkle.leaf_hash(data)
-            try:
+            try:  # (4): the bytes are leaf `index` of the tree the policy accepted
                 merkle.verify_inclusion(leaf, index, cp.size, proof, cp.root_hash)
             except merkle.ProofError as e:
                 raise VerificationError(
