@@ -15,8 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic.alias_generators import to_camel
 
 from attest.jcs import MAX_SAFE_INTEGER
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, decode_base64, is_valid_name
-from ledger.note import key_id as note_key_id
+from attest.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, decode_base64, is_valid_name
+from attest.note import key_id as note_key_id
 
 
 class WireModel(BaseModel):

@@ -13,7 +13,7 @@ from attest._wire import parse_verifier_key
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, TrustedKey, pae, verify_envelope
 from attest.errors import SignatureError
 from attest.keys import generate_private_key, public_key_bytes, public_key_from_bytes
-from ledger.note import SIG_TYPE_ED25519, format_vkey
+from attest.note import SIG_TYPE_ED25519, format_vkey
 
 ONE_TIME_NAME = "anonymous"
 

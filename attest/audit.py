@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ledger import merkle
-from ledger.tiles import (
+from attest import merkle
+from attest.tiles import (
     TILE_WIDTH,
     TileId,
     node_at_from_tiles,

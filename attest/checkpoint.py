@@ -10,8 +10,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ledger.merkle import HASH_SIZE
-from ledger.note import (
+from attest.merkle import HASH_SIZE
+from attest.note import (
     Note,
     NoteError,
     NoteSignature,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.checkpoint import Checkpoint
-from ledger.note import (
+from attest.checkpoint import Checkpoint
+from attest.note import (
     ED25519_SIGNATURE_SIZE,
     SIG_TYPE_COSIGNATURE_V1,
     Ed25519NoteVerifier,

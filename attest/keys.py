@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from attest.errors import KeyFileError, KeyNameError
-from ledger.note import SIG_TYPE_ED25519, format_vkey, is_valid_name, key_id
+from attest.note import SIG_TYPE_ED25519, format_vkey, is_valid_name, key_id
 
 __all__ = [
     "PUBLIC_SUFFIX",

@@ -286,7 +286,7 @@ class Ed25519NoteVerifier(NoteVerifier):
 def parse_vkey(vkey: str) -> NoteVerifier:
     """Parse a verifier key string `<name>+<hex key ID>+base64(type || public key)`.
 
-    Type 0x01 gives an `Ed25519NoteVerifier`, type 0x04 a `ledger.cosignature.CosignatureVerifier`.
+    Type 0x01 gives an `Ed25519NoteVerifier`, type 0x04 a `attest.cosignature.CosignatureVerifier`.
     Raises MalformedKeyError for a bad name, key-ID syntax, base64 or key length, an unknown type,
     or a key ID that does not match the name and key.
     """
@@ -327,8 +327,8 @@ def _verifier_for_type(name: str, sig_type: int, public: bytes) -> NoteVerifier:
     key = Ed25519PublicKey.from_public_bytes(public)
     if sig_type == SIG_TYPE_ED25519:
         return Ed25519NoteVerifier(name, key)
-    # Imported here: ledger.cosignature builds on this module, so a top-level import would cycle.
-    from ledger.cosignature import CosignatureVerifier
+    # Imported here: attest.cosignature builds on this module, so a top-level import would cycle.
+    from attest.cosignature import CosignatureVerifier
 
     return CosignatureVerifier(name, key)
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
-from ledger.checkpoint import Checkpoint, CheckpointError, open_cosigned_checkpoint
-from ledger.cosignature import CosignatureVerifier
-from ledger.note import (
+from attest.checkpoint import Checkpoint, CheckpointError, open_cosigned_checkpoint
+from attest.cosignature import CosignatureVerifier
+from attest.note import (
     Ed25519NoteVerifier,
     NoteError,
     NoteSignature,
@@ -49,7 +49,7 @@ from ledger.note import (
     parse_note,
     parse_vkey,
 )
-from ledger.tlog_proof import TlogProofError, parse_tlog_proof, verify_cosigned_tlog_proof
+from attest.tlog_proof import TlogProofError, parse_tlog_proof, verify_cosigned_tlog_proof
 from verifier.errors import PolicyError
 
 __all__ = [

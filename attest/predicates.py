@@ -35,7 +35,7 @@ from attest._wire import (
     parse_verifier_key,
     sha256_hex,
 )
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519
+from attest.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519
 
 __all__ = [
     "ANONYMOUS_TIER",
@@ -246,7 +246,7 @@ class BehaviourDiff(WireModel):
 
     * `benign_pairs` benign items: refusal rates, and McNemar's discordant pairs
       `refused_only_before` / `refused_only_after` (anyone recomputes the exact p-value from
-      them: `attest.probe.metrics.mcnemar`);
+      them: `clients.probe.metrics.mcnemar`);
     * `direct_pairs` harmful items asked directly, `framed_pairs` harmful items under an
       adversarial framing: mean capability transfer;
     * `shared_emotions` emotions in both emotion profiles (per emotion, the mean of the items'

@@ -17,9 +17,9 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from ledger.checkpoint import parse_decimal
-from ledger.merkle import HASH_SIZE
-from ledger.note import NoteError, NoteSigner, NoteVerifier, open_note, sign_note
+from attest.checkpoint import parse_decimal
+from attest.merkle import HASH_SIZE
+from attest.note import NoteError, NoteSigner, NoteVerifier, open_note, sign_note
 
 SUFFIX = "/receipt"
 

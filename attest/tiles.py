@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ledger.merkle import HASH_SIZE, node_hash, root_hash
+from attest.merkle import HASH_SIZE, node_hash, root_hash
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT

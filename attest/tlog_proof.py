@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ledger.checkpoint import (
+from attest.checkpoint import (
     MAX_TREE_SIZE,
     Checkpoint,
     CheckpointError,
     open_cosigned_checkpoint,
     parse_decimal,
 )
-from ledger.merkle import HASH_SIZE, ProofError, leaf_hash, verify_inclusion
-from ledger.note import (
+from attest.merkle import HASH_SIZE, ProofError, leaf_hash, verify_inclusion
+from attest.note import (
     NoteError,
     NoteSignature,
     NoteVerifier,

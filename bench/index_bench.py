@@ -31,18 +31,19 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
+from attest import merkle
 from attest.dsse import Envelope
 from attest.keys import generate_private_key
+from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, LogEntryRef, ModelRef, ProbeRecord, SuiteRef
-from attest.probe.records import RecordHeader, probe_item, sign_records
-from attest.probe.suites import load_suite, probes
 from attest.statement import parse_statement
-from ledger import index, merkle, schema
+from attest.tiles import TILE_WIDTH
+from clients.probe.records import RecordHeader, probe_item, sign_records
+from clients.probe.suites import load_suite, probes
+from ledger import index, schema
 from ledger.log import Log
-from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
-from ledger.tiles import TILE_WIDTH
 
 ORIGIN = "bench.invalid/logs/evidence"
 VERSIONS = ("v1", "v2", "v3", "v4")

@@ -60,12 +60,12 @@ import pymerkle  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import make_url
 
+from attest import merkle
 from attest.keys import generate_private_key, write_key_pair
+from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, FieldReport, ModelId
 from attest.statement import Statement, sign_statement, statement_bytes
-from ledger import merkle
 from ledger.log import Log
-from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 

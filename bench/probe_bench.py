@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from attest.probe.emotions import (
+from clients.probe.emotions import (
     Calibration,
     calibrate,
     calibration_dir,
@@ -41,9 +41,9 @@ from attest.probe.emotions import (
     load_stimuli,
     save_calibration,
 )
-from attest.probe.model import DEFAULT_MODEL, ChatTurns, Generation, LoadedModel, generate
-from attest.probe.suites import load_suite, probes
-from attest.probe.worker import open_model
+from clients.probe.model import DEFAULT_MODEL, ChatTurns, Generation, LoadedModel, generate
+from clients.probe.suites import load_suite, probes
+from clients.probe.worker import open_model
 
 TARGET_OVERHEAD = 0.10
 
@@ -86,7 +86,7 @@ def _capture(
 
 
 def _calibration(lm: LoadedModel, *, tiny: bool, fresh: bool) -> Calibration:
-    """The model's cached calibration (`attest.probe.emotions` cache), else a new one, cached.
+    """The model's cached calibration (`clients.probe.emotions` cache), else a new one, cached.
 
     Capture costs the same whatever the vectors' quality: the smoke run calibrates on a subset
     and caches nothing.

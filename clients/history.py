@@ -2,7 +2,7 @@
 
 `fetch_statements` gets a model's statements through the SDK, each entry proved included in a
 checkpoint the caller's trust policy accepts; `build_history` turns them into the history: per
-version, category and tier the behaviour metrics of `attest.probe.summary` with the log indices
+version, category and tier the behaviour metrics of `clients.probe.summary` with the log indices
 of the records behind them, and the continuity chain between versions, with what looks wrong
 in it flagged (a version with two successors, a rollback).
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from attest.dsse import Envelope
 from attest.errors import AttestError
+from attest.policy import Policy
 from attest.predicates import (
     CONTINUITY,
     PROBE_RECORD,
@@ -29,12 +30,11 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.suites import Suite, SuiteError, load_suite
-from attest.probe.summary import GroupSummary, summarize
 from attest.statement import Statement, parse_statement
+from clients.probe.suites import Suite, SuiteError, load_suite
+from clients.probe.summary import GroupSummary, summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
 from verifier.errors import PolicyError
-from verifier.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def parse_logged(
     index: int, data: bytes, origin: str, *, verified: bool = False, tree_size: int = 0
 ) -> LoggedStatement | None:
     """The statement in leaf data `data`, or None when the entry is not one of this project's."""
-    from ledger import merkle
+    from attest import merkle
 
     try:
         env = Envelope.from_json(data)

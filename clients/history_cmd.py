@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from attest.predicates import BehaviourDiff, ProbeRecord
-from attest.probe.metrics import mcnemar
 from clients.errors import diagnosed
 from clients.history import (
     History,
@@ -22,6 +21,7 @@ from clients.history import (
     build_history,
     fetch_statements,
 )
+from clients.probe.metrics import mcnemar
 from clients.text import aligned
 from clients.trust import trust_options, trusted_client
 

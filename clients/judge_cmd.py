@@ -17,13 +17,13 @@ from typing import TextIO
 import click
 
 from attest.errors import AttestError
-from attest.probe.judges import (
+from clients.probe.judges import (
     JudgeError,
     KeyPointTransferJudge,
     judge_answers,
     refusal_judges,
 )
-from attest.probe.suites import Suite, load_suite
+from clients.probe.suites import Suite, load_suite
 
 REFUSED_COLUMN = "refused"
 TRANSFER_COLUMN = "transfer"

@@ -10,7 +10,7 @@ Plan (each step tagged in `_continuity`):
 2. per (category, tier) the latest complete run of each version (`select_runs`; every part of
    it), all probed with one suite (name, version, digest), which is loaded: `--suite-file`, or
    the shipped file of that name and version, and its digest must be the records';
-3. the diff (`attest.probe.continuity.diff`), printed as a table (or JSON);
+3. the diff (`clients.probe.continuity.diff`), printed as a table (or JSON);
 4. the ContinuityStatement: both models as the records name them (weights included), a
    LogEntryRef to every record used, the diff, and the anti-backdating fields (the latest
    checkpoint the policy accepts, the clock); signed with the lab key, posted, and its
@@ -31,6 +31,8 @@ from typing import Any
 
 import click
 
+from attest.note import NoteVerifier
+from attest.policy import Policy
 from attest.predicates import (
     PROBE_RECORD,
     CheckpointRef,
@@ -39,16 +41,14 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.continuity import CellDiff, Continuity, diff, select_runs
-from attest.probe.suites import Suite, load_suite, suite_path
 from attest.statement import sign_statement
 from clients.errors import diagnosed
 from clients.history import LoggedStatement, fetch_statements
+from clients.probe.continuity import CellDiff, Continuity, diff, select_runs
+from clients.probe.suites import Suite, load_suite, suite_path
 from clients.sdk import ClientError, LedgerClient, Submitted
 from clients.text import aligned
 from clients.trust import trust_options, trusted_client
-from ledger.note import NoteVerifier
-from verifier.policy import Policy
 
 __all__ = ["format_table", "lab"]
 

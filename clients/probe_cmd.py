@@ -25,12 +25,12 @@ import click
 from clients.errors import diagnosed
 
 if TYPE_CHECKING:
-    from attest.probe.model import LoadedModel
+    from clients.probe.model import LoadedModel
 
 __all__ = ["probe"]
 
 DEFAULT_MODEL: Final = "smollm2-135m-instruct"
-"""`attest.probe.model.DEFAULT_MODEL`, spelled out: importing that module imports torch, which
+"""`clients.probe.model.DEFAULT_MODEL`, spelled out: importing that module imports torch, which
 would slow every `bledger` command down (a test checks the two agree)."""
 
 
@@ -110,13 +110,13 @@ def _signers(kw: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _target(kw: dict[str, Any]) -> Any:
-    from attest.probe.worker import LedgerTarget
+    from clients.probe.worker import LedgerTarget
 
     return LedgerTarget(kw["ledger"], kw["log_name"], kw["vkey"])
 
 
 def _options(kw: dict[str, Any], **over: Any) -> Any:
-    from attest.probe.worker import ProbeOptions
+    from clients.probe.worker import ProbeOptions
 
     values = {
         "model": kw["model"],
@@ -150,7 +150,7 @@ def _result_json(res: Any) -> dict[str, Any]:
 
 
 def _probe(kw: dict[str, Any]) -> None:
-    from attest.probe.worker import run_probe
+    from clients.probe.worker import run_probe
 
     _need(kw, "ledger", "key")
     res = run_probe(
@@ -171,7 +171,7 @@ def _probe(kw: dict[str, Any]) -> None:
 
 
 def _replay(kw: dict[str, Any]) -> None:
-    from attest.probe.worker import REPLAY_TOLERANCE_MILLI, replay
+    from clients.probe.worker import REPLAY_TOLERANCE_MILLI, replay
 
     _need(kw, "ledger")
     tolerance = kw["tolerance_milli"]
@@ -203,7 +203,7 @@ def _replay(kw: dict[str, Any]) -> None:
 
 
 def _queue(kw: dict[str, Any]) -> None:
-    from attest.probe.queue import ProbeQueue, job_specs
+    from clients.probe.queue import ProbeQueue, job_specs
 
     with ProbeQueue(kw["queue_url"], lease_seconds=kw["lease_seconds"]) as queue:
         queue.create()
@@ -219,7 +219,7 @@ def _queue(kw: dict[str, Any]) -> None:
 
 
 def _cells(kw: dict[str, Any], suite: Any) -> list[tuple[str, str]]:
-    from attest.probe.suites import probes
+    from clients.probe.suites import probes
 
     seen: list[tuple[str, str]] = []
     for p in probes(suite, categories=_names(kw["categories"]), tiers=_names(kw["tiers"])):
@@ -229,8 +229,8 @@ def _cells(kw: dict[str, Any], suite: Any) -> list[tuple[str, str]]:
 
 
 def _work(kw: dict[str, Any], queue: Any) -> None:
-    from attest.probe.queue import JobOutcome, Lease, work
-    from attest.probe.worker import ProbeRunError, open_model, run_probe
+    from clients.probe.queue import JobOutcome, Lease, work
+    from clients.probe.worker import ProbeRunError, open_model, run_probe
 
     signers, target = _signers(kw), _target(kw)
     name = kw["worker_name"] or f"{socket.gethostname()}:{os.getpid()}"

@@ -39,19 +39,19 @@ import click
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest import merkle
 from attest import privacypass as pp
 from attest.anonymous import sign_one_time
+from attest.checkpoint import Checkpoint
 from attest.dsse import Envelope
 from attest.errors import AttestError
 from attest.keys import load_private_key
+from attest.note import NoteError, NoteVerifier
 from attest.predicates import CheckpointRef, FieldReport, ModelId
+from attest.receipt import Receipt, open_receipt
 from attest.statement import Statement, sign_statement, statement_bytes
+from attest.tlog_proof import TlogProof, format_tlog_proof
 from clients.sdk import ClientError, LedgerClient, LogInfo, VerificationError, verifier_from_vkey
-from ledger import merkle
-from ledger.checkpoint import Checkpoint
-from ledger.note import NoteError, NoteVerifier
-from ledger.receipt import Receipt, open_receipt
-from ledger.tlog_proof import TlogProof, format_tlog_proof
 
 __all__ = [
     "HOUR",

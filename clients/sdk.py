@@ -15,11 +15,11 @@ from urllib.parse import urlencode
 
 import httpx
 
+from attest import merkle
+from attest.audit import AuditError, audit_tree
+from attest.checkpoint import Checkpoint, open_checkpoint
 from attest.dsse import Envelope
-from ledger import merkle
-from ledger.audit import AuditError, audit_tree
-from ledger.checkpoint import Checkpoint, open_checkpoint
-from ledger.note import (
+from attest.note import (
     MAX_SIGNATURES,
     Note,
     NoteError,
@@ -28,11 +28,11 @@ from ledger.note import (
     parse_note,
     parse_vkey,
 )
-from ledger.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
-from ledger.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
+from attest.policy import Policy
+from attest.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
+from attest.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
 from verifier.errors import PolicyError
 from verifier.gossip import origin_hash
-from verifier.policy import Policy
 
 
 class ClientError(Exception):

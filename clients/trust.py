@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import click
 
+from attest.policy import Policy
 from clients.history import policy_for
 from clients.sdk import LedgerClient
-from verifier.policy import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 

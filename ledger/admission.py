@@ -20,14 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from attest import merkle
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
+from attest.keychain import STATEFUL, KeyChain, KeyChainError
 from attest.predicates import ContinuityStatement, ProbeRecord
 from attest.statement import Statement, parse_statement
-from ledger import merkle
-from ledger.keychain import STATEFUL, KeyChain, KeyChainError
+from attest.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileError, decode_bundle
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
-from ledger.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileError, decode_bundle
 
 DEFAULT_SKEW = 300  # seconds a statement's issued_at may lie ahead of the log's clock
 

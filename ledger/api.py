@@ -19,12 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger import index, merkle
-from ledger.admission import AdmissionError
-from ledger.log import LogRangeError
-from ledger.server import HostedLog, LedgerServer
-from ledger.storage import StorageError
-from ledger.tiles import (
+from attest import merkle
+from attest.tiles import (
     ENTRIES_LEVEL,
     TILE_WIDTH,
     TileError,
@@ -34,7 +30,12 @@ from ledger.tiles import (
     parse_index,
     parse_level,
 )
-from ledger.tlog_proof import TlogProof, format_tlog_proof
+from attest.tlog_proof import TlogProof, format_tlog_proof
+from ledger import index
+from ledger.admission import AdmissionError
+from ledger.log import LogRangeError
+from ledger.server import HostedLog, LedgerServer
+from ledger.storage import StorageError
 
 MAX_INDEX = (1 << 63) - 1
 Index = Annotated[int, Query(ge=0, le=MAX_INDEX)]

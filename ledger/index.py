@@ -24,9 +24,9 @@ from attest.predicates import (
     PREDICATE_NAMESPACE,
     PROBE_RECORD,
 )
+from attest.tiles import TILE_WIDTH
 from ledger.log import Log
 from ledger.storage import IndexRow
-from ledger.tiles import TILE_WIDTH
 
 UNKNOWN: Final = "unknown"
 """The predicate type recorded for an entry that is not a statement of this project."""

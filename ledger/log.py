@@ -10,9 +10,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ledger import merkle
-from ledger.storage import Head, LogRow, StorageError, Store
-from ledger.tiles import (
+from attest import merkle
+from attest.tiles import (
     ENTRIES_LEVEL,
     TILE_WIDTH,
     ExpandedTile,
@@ -22,6 +21,7 @@ from ledger.tiles import (
     node_at_from_expanded,
     tile_width,
 )
+from ledger.storage import Head, LogRow, StorageError, Store
 
 EXPANDED_CACHE = 4096
 

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from attest import merkle
 from attest.anonymous import verify_one_time
 from attest.dsse import Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
 from attest.keys import public_key_from_bytes
+from attest.note import NoteSigner
 from attest.predicates import FieldReport
 from attest.privacypass import (
     TOKEN_TYPE,
@@ -35,8 +37,8 @@ from attest.privacypass import (
     verify_token,
     www_authenticate,
 )
+from attest.receipt import Receipt, sign_receipt
 from attest.statement import Statement
-from ledger import merkle
 from ledger.admission import (
     DEFAULT_SKEW,
     AdmissionError,
@@ -50,8 +52,6 @@ from ledger.admission import (
     parse_payload,
 )
 from ledger.log import Log
-from ledger.note import NoteSigner
-from ledger.receipt import Receipt, sign_receipt
 from ledger.sequencer import Sequencer
 from ledger.storage import Store, WriteTxn
 

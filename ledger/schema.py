@@ -83,7 +83,7 @@ leaves = Table(
 )
 
 # Key events of the evidence log, in index order: the key chain is rebuilt from these rows
-# (replayed with `ledger.keychain`) when a process starts or another process has sequenced.
+# (replayed with `attest.keychain`) when a process starts or another process has sequenced.
 key_events = Table(
     "key_events",
     metadata,

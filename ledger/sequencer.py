@@ -18,13 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ledger import merkle
-from ledger.admission import AdmissionError, AdmissionRule, Admitted, BatchCheck
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.log import Log
-from ledger.note import NoteSigner
-from ledger.storage import Batch, Head, WriteTxn
-from ledger.tiles import (
+from attest import merkle
+from attest.checkpoint import Checkpoint, sign_checkpoint
+from attest.note import NoteSigner
+from attest.tiles import (
     TILE_WIDTH,
     TileId,
     decode_bundle,
@@ -32,6 +29,9 @@ from ledger.tiles import (
     integrate,
     node_at_from_tiles,
 )
+from ledger.admission import AdmissionError, AdmissionRule, Admitted, BatchCheck
+from ledger.log import Log
+from ledger.storage import Batch, Head, WriteTxn
 
 
 @dataclass(frozen=True)

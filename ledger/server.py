@@ -9,16 +9,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest import merkle
 from attest.dsse import TrustedKey
+from attest.keychain import vkey_raw
 from attest.keys import load_private_key, load_public_key, verifier_key
+from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, KeyEvent
 from attest.statement import sign_statement
-from ledger import merkle
 from ledger.admission import AdmissionError, AdmissionRule, EvidenceRule
 from ledger.config import DEFAULT_TIER_QUORUM, ConfigError, LogConfig, ServerConfig
-from ledger.keychain import vkey_raw
 from ledger.log import Log
-from ledger.note import Ed25519NoteSigner
 from ledger.partitions import AnonymousQueue, AnonymousRule, AttestedRule, anonymous_sequencer
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store

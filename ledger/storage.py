@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from attest.tiles import TILE_WIDTH, TileId
 from ledger import schema
-from ledger.tiles import TILE_WIDTH, TileId
 
 # SQLite limits bound parameters per statement; stay well below the smallest default.
 _IN_CHUNK = 500

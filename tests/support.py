@@ -36,8 +36,10 @@ from typing import Any, ClassVar
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest.checkpoint import Checkpoint
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
 from attest.keys import generate_private_key, load_private_key, write_key_pair
+from attest.note import parse_vkey
 from attest.predicates import (
     CheckpointRef,
     ContinuityStatement,
@@ -49,12 +51,10 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.records import RecordHeader, probe_item, sign_records
-from attest.probe.suites import load_suite
 from attest.statement import Statement, sign_statement, statement_bytes
+from clients.probe.records import RecordHeader, probe_item, sign_records
+from clients.probe.suites import load_suite
 from clients.sdk import ClientError, LedgerClient
-from ledger.checkpoint import Checkpoint
-from ledger.note import parse_vkey
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG = "evidence"
@@ -442,8 +442,8 @@ def populate_model(base_url: str, keys: Path, model: str) -> PopulatedModel:
     # Imported here, not at the top: the CLI imports every command, and most tests need none.
     from click.testing import CliRunner
 
-    from attest.probe.continuity import diff
     from clients.cli import main
+    from clients.probe.continuity import diff
 
     res = CliRunner().invoke(
         main,

@@ -37,19 +37,16 @@ from typing import Any, Literal, NoReturn, cast
 import httpx
 import tomli_w
 
+from attest import merkle
 from attest.anonymous import verify_one_time
+from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from attest.cosignature import CosignatureSigner
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
+from attest.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
 from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
 from attest.keys import public_key_from_bytes as _public_key
-from attest.predicates import FieldReport
-from attest.statement import Statement, parse_statement
-from ledger import merkle
-from ledger.admission import CitationError, EntryAt, check_citations, verify_signers
-from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from ledger.cosignature import CosignatureSigner
-from ledger.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
-from ledger.note import (
+from attest.note import (
     Note,
     NoteError,
     NoteSignature,
@@ -59,7 +56,10 @@ from ledger.note import (
     parse_note,
     parse_vkey,
 )
-from ledger.tiles import (
+from attest.policy import Policy
+from attest.predicates import FieldReport
+from attest.statement import Statement, parse_statement
+from attest.tiles import (
     ENTRIES_LEVEL,
     TILE_WIDTH,
     TileError,
@@ -71,6 +71,7 @@ from ledger.tiles import (
     tile_width,
     tiles_for_size,
 )
+from ledger.admission import CitationError, EntryAt, check_citations, verify_signers
 from verifier.errors import VerifierError, WitnessConflict, WitnessError
 from verifier.gossip import (
     Evidence,
@@ -83,7 +84,6 @@ from verifier.gossip import (
     SeenProof,
     implied_old_root,
 )
-from verifier.policy import Policy
 from verifier.state import SeenCheckpoint, State, StateConflict, StoredKeyEvent, VerifiedHead
 from verifier.witness_client import add_checkpoint, verify_cosignatures
 

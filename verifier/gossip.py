@@ -41,10 +41,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from ledger import merkle
-from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from ledger.keychain import KeyChain
-from ledger.note import NoteError, decode_base64, encode_base64, parse_vkey
+from attest import merkle
+from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from attest.keychain import KeyChain
+from attest.note import NoteError, decode_base64, encode_base64, parse_vkey
 from verifier.errors import VerifierError
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.tiles import TileId
+from attest.tiles import TileId
 from verifier.errors import VerifierError
 
 _SCHEMA = """

@@ -43,12 +43,12 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
+from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_decimal
+from attest.cosignature import CosignatureSigner
 from attest.errors import KeyFileError
 from attest.keys import generate_private_key, load_private_key, write_key_pair
-from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_decimal
-from ledger.cosignature import CosignatureSigner
-from ledger.merkle import EMPTY_ROOT, HASH_SIZE, ProofError, verify_consistency
-from ledger.note import (
+from attest.merkle import EMPTY_ROOT, HASH_SIZE, ProofError, verify_consistency
+from attest.note import (
     Ed25519NoteVerifier,
     NoteError,
     NoteSignature,

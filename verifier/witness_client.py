@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from ledger.checkpoint import CheckpointError, parse_decimal
-from ledger.cosignature import CosignatureVerifier
-from ledger.note import (
+from attest.checkpoint import CheckpointError, parse_decimal
+from attest.cosignature import CosignatureVerifier
+from attest.note import (
     SIGNATURE_PREFIX,
     Note,
     NoteError,

@@ -5,7 +5,7 @@ Modules (one idea each):
 * `model`    — load a model (the bundled SmolLM2 GGUF, or any local Hugging Face directory),
                its identity (name, version label, SHA-256 over the weight files), greedy batched
                generation, and `residual_hook`: a context manager over one decoder layer's output.
-* `suites`   — the versioned probe-suite files in `attest/probe/suites/`, their schema, digest,
+* `suites`   — the versioned probe-suite files in `clients/probe/suites/`, their schema, digest,
                framings and tiers.
 * `judges`   — refusal and capability-transfer judges (deterministic baselines, a pluggable
                interface), and `metrics`: rates with 95 % intervals, differential transfer,

@@ -4,7 +4,7 @@ From the probe records of a *predecessor* ("before") and a *successor* ("after")
 the same suite, `diff` computes per (category, tier) present in both:
 
 * the change in **benign refusal** (suite kind ``benign``), with McNemar's exact test on the
-  refusals paired item by item (`attest.probe.metrics.mcnemar`);
+  refusals paired item by item (`clients.probe.metrics.mcnemar`);
 * the change in **direct** capability transfer (``harmful`` items asked as they are) and in
   **framed** transfer (``harmful`` items under any adversarial framing, pooled: each framed
   item counts once, so it is the mean over the adversarial framings);
@@ -17,7 +17,7 @@ Decisions a caller must know:
   matched by (prompt id, framing), so a change never mixes in items one side lacks; each figure
   travels with the count it is over, and has no value (None) when that count is 0.
 * **Parts count together.** Parts of one logical record (run id ``…/part-k-of-n``,
-  `attest.probe.records.parse_part_run_id`) are one record; `diff` takes whatever it is given
+  `clients.probe.records.parse_part_run_id`) are one record; `diff` takes whatever it is given
   and refuses an item answered twice on one side (two runs of one cell): `select_runs` picks
   the latest complete run of each cell first.
 * **Units.** Figures here are floats (fractions, projections in units); `CellDiff.predicate`
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 from attest.errors import AttestError
 from attest.predicates import BehaviourDiff, ModelRef, ProbeItem, ProbeRecord, SuiteRef
-from attest.probe.metrics import mcnemar, milli
-from attest.probe.records import RecordError, parse_part_run_id
-from attest.probe.suites import Suite
+from clients.probe.metrics import mcnemar, milli
+from clients.probe.records import RecordError, parse_part_run_id
+from clients.probe.suites import Suite
 
 __all__ = [
     "CellDiff",

@@ -2,7 +2,7 @@
 
 The method (after Anthropic's 2026 emotion-concepts work, applied to open models):
 
-1. Stimuli: `attest/probe/data/emotions/stimuli.jsonl`, written for this project — for each of
+1. Stimuli: `clients/probe/data/emotions/stimuli.jsonl`, written for this project — for each of
    `EMOTIONS`, 40 short everyday texts that convey the emotion without naming it (a fixed split:
    30 train, 10 held out), plus neutral, factual texts.
 2. Reading a text: its tokens' residual-stream vectors at one decoder layer, each at the token's
@@ -44,8 +44,8 @@ from typing import Any, Final
 import torch
 
 from attest.errors import AttestError
-from attest.probe.metrics import milli
-from attest.probe.model import (
+from clients.probe.metrics import milli
+from clients.probe.model import (
     Generation,
     LoadedModel,
     ModelIdentity,
@@ -190,7 +190,7 @@ class Stimuli:
 
 def stimuli_path() -> Path:
     """The bundled stimulus file."""
-    return Path(str(resources.files("attest.probe").joinpath("data", "emotions", STIMULI)))
+    return Path(str(resources.files("clients.probe").joinpath("data", "emotions", STIMULI)))
 
 
 def load_stimuli(path: Path | None = None) -> Stimuli:

@@ -12,7 +12,7 @@ disclaimers around real content are not.) Three ship:
   itself the GCG / SmoothLLM ``TEST_PREFIXES``): a refusal if any of 13 case-sensitive phrases
   occurs *anywhere* in the answer.
 * `ImprovedRefusalJudge` — this project's rules (see its docstring), tuned only on the ``dev``
-  split of ``data/refusal_labels.csv``; ``python -m attest.probe.judges`` prints every judge's
+  split of ``data/refusal_labels.csv``; ``python -m clients.probe.judges`` prints every judge's
   precision / recall / F1 on the ``held-out`` split.
 
 The transfer judge, `KeyPointTransferJudge`, scores an answer to a harmful item as
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from attest.errors import AttestError
-from attest.probe.suites import Item, Suite
+from clients.probe.suites import Item, Suite
 
 __all__ = [
     "JAILBREAKBENCH_PREFIXES",
@@ -586,7 +586,7 @@ def score_table(rows: Sequence[LabelledAnswer], split: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the judges' scores on the labels: ``python -m attest.probe.judges [SPLIT ...]``."""
+    """Print the judges' scores on the labels: ``python -m clients.probe.judges [SPLIT ...]``."""
     args = list(sys.argv[1:] if argv is None else argv) or ["held-out"]
     rows = load_labels()
     for split in args:

@@ -125,7 +125,7 @@ class ModelIdentity:
 class GenerationObserver(Protocol):
     """Told by `generate` where each batch's prompt ends and what the batch produced.
 
-    Used by `attest.probe.emotions.emotion_capture` to tell prompt positions from answer
+    Used by `clients.probe.emotions.emotion_capture` to tell prompt positions from answer
     positions in what a `residual_hook` sees. Register one through `LoadedModel.observing`.
     """
 

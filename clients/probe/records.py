@@ -2,7 +2,7 @@
 
 A probing run of one model over one suite yields, for each (category, tier) group, one *logical*
 record: every item's prompt id, framing, answer, refusal, capability transfer and emotion
-projections. A log entry is at most 65535 bytes (`ledger.tiles.MAX_ENTRY_SIZE`: the uint16 length
+projections. A log entry is at most 65535 bytes (`attest.tiles.MAX_ENTRY_SIZE`: the uint16 length
 prefix of tlog-tiles entry bundles), measured on the DSSE envelope's canonical bytes, so a logical
 record is split into *parts*, each its own signed `ProbeRecord`.
 
@@ -19,7 +19,7 @@ Decisions a caller must know:
 * **Nothing is truncated.** An item whose answer alone makes an entry too large raises
   `ItemTooLargeError`: content-addressed blobs for long answers do not exist yet.
 * **Units.** Every number is an integer; fractions are milli-units (`to_milli`, rounded half
-  away from zero like `attest.probe.metrics.milli`).
+  away from zero like `clients.probe.metrics.milli`).
 
 Pure: no I/O, no clock (the caller passes `seen_checkpoint` and `issued_at`).
 """
@@ -49,9 +49,9 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.metrics import milli
 from attest.statement import Statement, sign_statement, statement_bytes
-from ledger.tiles import MAX_ENTRY_SIZE
+from attest.tiles import MAX_ENTRY_SIZE
+from clients.probe.metrics import milli
 
 __all__ = [
     "MAX_ITEMS_PER_RECORD",
@@ -103,7 +103,7 @@ class ItemTooLargeError(RecordError):
 
 
 def to_milli(x: float) -> int:
-    """`x` in milli-units as `attest.probe.metrics.milli` rounds it (half away from zero, on
+    """`x` in milli-units as `clients.probe.metrics.milli` rounds it (half away from zero, on
     the shortest decimal form of `x`), so every milli-unit in the project rounds alike.
 
     Raises RecordError for NaN and infinities: a record never carries a silent zero.

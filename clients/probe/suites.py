@@ -1,6 +1,6 @@
 """Versioned probe suites: what a probing worker asks, in which category, tier and framing.
 
-A suite is one JSON file, ``attest/probe/suites/<name>-<version>.json``, whose schema is written
+A suite is one JSON file, ``clients/probe/suites/<name>-<version>.json``, whose schema is written
 down in ``docs/suites.md``. Its identity in a signed probe record is (name, version, digest): the
 digest is the SHA-256 of the file's exact bytes, so anyone holding the file can check which
 prompts a record was probed with. A suite file is never edited in place; a change is a new version.
@@ -10,7 +10,7 @@ Two suites ship:
 * ``core`` — eight categories, ~8-10 items each, four access tiers; the default, small enough
   for a 135M-parameter model on a CPU in a few minutes.
 * ``xstest`` — all 450 XSTest v2 prompts (250 safe, 200 unsafe contrasts), direct framing only,
-  anonymous tier; regenerated from the vendored CSV by ``python -m attest.probe.suites``.
+  anonymous tier; regenerated from the vendored CSV by ``python -m clients.probe.suites``.
 
 `probes()` expands a suite into the (item, tier, framing) triples a worker runs, in a fixed order.
 """
@@ -499,7 +499,7 @@ def xstest_suite_bytes(rows: Sequence[Mapping[str, str]] | None = None) -> bytes
         "description": (
             "All 450 XSTest v2 prompts: 250 safe prompts that look unsafe (over-refusal) and "
             "200 unsafe contrasts, direct framing, anonymous tier. Generated from "
-            "attest/probe/data/xstest/xstest_prompts.csv by `python -m attest.probe.suites`."
+            "clients/probe/data/xstest/xstest_prompts.csv by `python -m clients.probe.suites`."
         ),
         "framings": ["direct"],
         "categories": [
@@ -519,7 +519,7 @@ def xstest_suite_bytes(rows: Sequence[Mapping[str, str]] | None = None) -> bytes
                 "name": "xstest",
                 "licence": "CC-BY-4.0",
                 "attribution": XSTEST_ATTRIBUTION,
-                "path": "attest/probe/data/xstest/xstest_prompts.csv",
+                "path": "clients/probe/data/xstest/xstest_prompts.csv",
             }
         ],
         "items": items,

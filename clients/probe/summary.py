@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from attest.predicates import ProbeRecord
-from attest.probe.metrics import Mean, MetricsError, Rate, differential_transfer, mean_ci, rate
-from attest.probe.suites import FRAMINGS, Suite
+from clients.probe.metrics import Mean, MetricsError, Rate, differential_transfer, mean_ci, rate
+from clients.probe.suites import FRAMINGS, Suite
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A probing run end to end: model, suite, calibration, answers, judgements, records, the log.
 
 `run_probe` probes one model over a suite's (category, tier) groups and submits one logical
-probe record per group (split into parts by `attest.probe.records`), signed by the worker key.
+probe record per group (split into parts by `clients.probe.records`), signed by the worker key.
 `replay` fetches a logged record, re-runs exactly its probes and says what reproduced.
 
 Decisions a caller must know:
@@ -21,13 +21,13 @@ Decisions a caller must know:
   run keeps the calibration it started with.
 * **Anti-backdating.** Every statement embeds the log's latest *verified* checkpoint and the time
   it was signed.
-* **Determinism.** Probes run in `attest.probe.suites.probes` order, greedy, in batches of
+* **Determinism.** Probes run in `clients.probe.suites.probes` order, greedy, in batches of
   `batch_size`, seeded; replay uses the same order and batch size.
 
 Nothing here holds server state. The ledger is reached through `clients.sdk` (verified
 checkpoints, writes whose proof it verifies), plus two JSON reads the SDK does not offer yet —
 an entry by index and an inclusion proof — whose result `_Log.entry` verifies with
-`ledger.merkle` against the verified checkpoint.
+`attest.merkle` against the verified checkpoint.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from attest import merkle
 from attest.dsse import Envelope
 from attest.errors import AttestError
 from attest.jcs import canonicalize
+from attest.policy import Policy
 from attest.predicates import (
     BlobRef,
     CheckpointRef,
@@ -64,7 +66,8 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.emotions import (
+from attest.statement import parse_statement, sign_statement
+from clients.probe.emotions import (
     Calibration,
     Stimuli,
     calibrate,
@@ -73,8 +76,8 @@ from attest.probe.emotions import (
     load_calibration,
     save_calibration,
 )
-from attest.probe.judges import ImprovedRefusalJudge, KeyPointTransferJudge
-from attest.probe.model import (
+from clients.probe.judges import ImprovedRefusalJudge, KeyPointTransferJudge
+from clients.probe.model import (
     DEFAULT_MODEL,
     LoadedModel,
     cache_root,
@@ -82,17 +85,14 @@ from attest.probe.model import (
     load_model,
     tiny_model,
 )
-from attest.probe.records import (
+from clients.probe.records import (
     RecordHeader,
     calibration_predicate,
     probe_item,
     sign_records,
 )
-from attest.probe.suites import Probe, Suite, load_suite, probes
-from attest.statement import parse_statement, sign_statement
+from clients.probe.suites import Probe, Suite, load_suite, probes
 from clients.sdk import ClientError, LedgerClient, Submitted, verifier_from_vkey
-from ledger import merkle
-from verifier.policy import Policy
 
 __all__ = [
     "DATA_ENV",
@@ -122,7 +122,7 @@ DATA_ENV: Final = "BLEDGER_PROBE_DATA"
 """Environment variable naming the probe data directory (default ``<cache root>/probe``)."""
 
 TINY_MODEL: Final = "tiny"
-"""Model spec of `attest.probe.model.tiny_model` (``tiny`` or ``tiny:SEED``): smoke tests only."""
+"""Model spec of `clients.probe.model.tiny_model` (``tiny`` or ``tiny:SEED``): smoke tests only."""
 
 REPLAY_TOLERANCE_MILLI: Final = 5
 """How far (milli-units) a replayed emotion mean or spread may lie from the logged one.
@@ -174,7 +174,7 @@ def open_model(
     device: str = "auto",
     dtype: str | None = None,
 ) -> LoadedModel:
-    """`attest.probe.model.load_model`, plus `TINY_MODEL` (``tiny[:SEED]``) for smoke runs."""
+    """`clients.probe.model.load_model`, plus `TINY_MODEL` (``tiny[:SEED]``) for smoke runs."""
     if spec == TINY_MODEL or spec.startswith(TINY_MODEL + ":"):
         seed = spec.partition(":")[2] or "0"
         if not seed.isdigit():
@@ -344,7 +344,7 @@ def model_ref(lm: LoadedModel) -> ModelRef:
 
 
 class _Calibrations:
-    """Calibrations this machine holds, in `attest.probe.emotions`' cache layout under `root`.
+    """Calibrations this machine holds, in `clients.probe.emotions`' cache layout under `root`.
 
     ``calibration_dir(model, root)/<sha256>.safetensors`` (+ its ``.json`` sidecar) holds the
     vectors blob of that SHA-256; ``logged.json`` beside it maps a log origin to the LogEntryRefs

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import strategies as st
 
+from attest.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, format_vkey
 from attest.predicates import (
     BehaviourDiff,
     BlobRef,
@@ -27,7 +28,6 @@ from attest.predicates import (
     SuiteRef,
     TokenKey,
 )
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, format_vkey
 
 MAX_SAFE = 2**53 - 1
 M = TypeVar("M")

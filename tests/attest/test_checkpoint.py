@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.checkpoint import (
+from attest.checkpoint import (
     MAX_TREE_SIZE,
     Checkpoint,
     CheckpointError,
@@ -17,8 +17,8 @@ from ledger.checkpoint import (
     open_cosigned_checkpoint,
     sign_checkpoint,
 )
-from ledger.cosignature import CosignatureSigner
-from ledger.note import (
+from attest.cosignature import CosignatureSigner
+from attest.note import (
     Ed25519NoteSigner,
     NoteError,
     NoteSignature,

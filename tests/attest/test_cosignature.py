@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
-from ledger.cosignature import (
+from attest.checkpoint import Checkpoint, CheckpointError, sign_checkpoint
+from attest.cosignature import (
     MAX_TIMESTAMP,
     CosignatureError,
     CosignatureSigner,
@@ -18,7 +18,7 @@ from ledger.cosignature import (
     cosigned_message,
     timestamp_of,
 )
-from ledger.note import (
+from attest.note import (
     SIG_TYPE_COSIGNATURE_V1,
     SIG_TYPE_ED25519,
     Ed25519NoteSigner,

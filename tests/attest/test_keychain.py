@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.dsse import TrustedKey, sign_envelope
 from attest.keys import generate_private_key, public_key_bytes, verifier_key
+from attest.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 from attest.predicates import (
     CheckpointRef,
     CredentialEvent,
@@ -25,7 +26,6 @@ from attest.predicates import (
 from attest.statement import Statement, sign_statement, statement_bytes
 from ledger.admission import AdmissionError, Admitted, EvidenceRule
 from ledger.log import Log
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 from ledger.sequencer import Sequenced, Sequencer
 from ledger.storage import Store
 from tests.ledger.test_sequencer import ORIGIN, TestLog

@@ -24,7 +24,7 @@ from attest.keys import (
     verifier_key,
     write_key_pair,
 )
-from ledger.note import key_id
+from attest.note import key_id
 
 
 def test_key_pair_round_trips(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of ledger.merkle: published vectors, a naive RFC 9162 reference, Hypothesis properties."""
+"""Tests of attest.merkle: published vectors, a naive RFC 9162 reference, Hypothesis properties."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.merkle import (
+from attest.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     NodeHashFn,

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.note import (
+from attest.note import (
     MAX_NOTE_SIZE,
     MAX_SIGNATURES,
     SIG_TYPE_ED25519,

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.cosignature import CosignatureSigner
-from ledger.merkle import inclusion_proof, leaf_hash, root_hash
-from ledger.note import (
+from attest.checkpoint import Checkpoint, sign_checkpoint
+from attest.cosignature import CosignatureSigner
+from attest.merkle import inclusion_proof, leaf_hash, root_hash
+from attest.note import (
     SIG_TYPE_COSIGNATURE_V1,
     SIG_TYPE_ED25519,
     Ed25519NoteSigner,
@@ -25,9 +25,9 @@ from ledger.note import (
     format_vkey,
     parse_note,
 )
-from ledger.tlog_proof import TlogProof, format_tlog_proof
+from attest.policy import NONE, PolicySyntaxError, QuorumError, parse_policy
+from attest.tlog_proof import TlogProof, format_tlog_proof
 from verifier.errors import PolicyError, VerifierError
-from verifier.policy import NONE, PolicySyntaxError, QuorumError, parse_policy
 
 
 def _key(seed: str) -> Ed25519PrivateKey:

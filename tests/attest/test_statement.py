@@ -14,6 +14,7 @@ from attest.dsse import IN_TOTO_PAYLOAD_TYPE, TrustedKey, sign_envelope
 from attest.errors import CanonicalizationError, PayloadTypeError, StatementError
 from attest.jcs import canonicalize
 from attest.keys import generate_private_key, verifier_key
+from attest.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 from attest.predicates import (
     PREDICATE_NAMESPACE,
     PREDICATE_TYPES,
@@ -36,7 +37,6 @@ from attest.statement import (
     statement_bytes,
     verify_statement,
 )
-from ledger.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 
 from .strategies import PREDICATES, field_reports, probe_records
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
-from ledger.tiles import (
+from attest import merkle
+from attest.tiles import (
     ENTRIES_LEVEL,
     TILE_WIDTH,
     TileError,
@@ -159,7 +159,7 @@ def test_split_hashes_refuses_ragged_tile() -> None:
 @settings(deadline=None, max_examples=40)
 @given(st.integers(min_value=1, max_value=3 * 256 + 5))
 def test_expanded_tiles_give_the_same_nodes(size: int) -> None:
-    from ledger.tiles import expand_tile, node_at_from_expanded
+    from attest.tiles import expand_tile, node_at_from_expanded
 
     stored = integrate(0, lambda t: b"", leaves(size)).tiles
     plain = node_at_from_tiles(lambda t: stored[t])

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.cosignature import CosignatureSigner
-from ledger.note import Ed25519NoteSigner, NoteSignature, add_signatures, sign_note
-from ledger.tlog_proof import (
+from attest.checkpoint import Checkpoint, sign_checkpoint
+from attest.cosignature import CosignatureSigner
+from attest.note import Ed25519NoteSigner, NoteSignature, add_signatures, sign_note
+from attest.tlog_proof import (
     HEADER,
     MAX_PROOF_HASHES,
     TlogProof,
@@ -32,7 +32,7 @@ W2 = CosignatureSigner("w2.example", Ed25519PrivateKey.from_private_bytes(b"\x03
 ENTRIES = [f"entry {i}".encode() for i in range(7)]
 
 
-# A naive RFC 6962 §2.1 reference, independent of ledger.merkle's generation code.
+# A naive RFC 6962 §2.1 reference, independent of attest.merkle's generation code.
 def _leaf(data: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + data).digest()
 

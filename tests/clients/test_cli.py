@@ -10,9 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from attest.predicates import FIELD_REPORT
+from attest.tiles import decode_bundle, encode_bundle
+from attest.tlog_proof import parse_tlog_proof
 from clients.cli import main
-from ledger.tiles import decode_bundle, encode_bundle
-from ledger.tlog_proof import parse_tlog_proof
 from tests.support import ORIGIN_PREFIX, log_identity, running_server
 
 

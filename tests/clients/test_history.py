@@ -27,7 +27,11 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest.checkpoint import Checkpoint
+from attest.cosignature import CosignatureSigner
 from attest.keys import generate_private_key, load_private_key
+from attest.note import Ed25519NoteSigner, Note, NoteSignature, add_signatures, parse_note
+from attest.policy import Policy
 from attest.predicates import (
     CONTINUITY,
     PROBE_RECORD,
@@ -39,9 +43,6 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.records import sign_records
-from attest.probe.suites import load_suite
-from attest.probe.summary import summarize
 from attest.statement import sign_statement
 from clients import sdk
 from clients.cli import main
@@ -54,10 +55,10 @@ from clients.history import (
     models,
     parse_logged,
 )
+from clients.probe.records import sign_records
+from clients.probe.suites import load_suite
+from clients.probe.summary import summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
-from ledger.checkpoint import Checkpoint
-from ledger.cosignature import CosignatureSigner
-from ledger.note import Ed25519NoteSigner, Note, NoteSignature, add_signatures, parse_note
 from tests.support import (
     EMPTY_TREE,
     LOG,
@@ -77,7 +78,6 @@ from tests.support import (
     rewrite_json,
 )
 from verifier.gossip import origin_hash
-from verifier.policy import Policy
 
 MODEL = "tiny-chat"
 ORIGIN = EMPTY_TREE.origin

@@ -1,7 +1,7 @@
 """`bledger lab continuity` end to end against a real server on loopback.
 
 A lab key is registered by the operator (`--allow-lab`), a worker key certified by the lab, and
-the worker logs probe records of two versions of a model (built with `attest.probe.records`, no
+the worker logs probe records of two versions of a model (built with `clients.probe.records`, no
 model needed; v1's run split into parts). The lab then runs the command; the test checks what
 it printed and the entry it logged, and the log's refusals: a worker key, a citation of a
 missing index, a citation with a wrong leaf hash.
@@ -21,8 +21,11 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest import merkle
 from attest.dsse import Envelope
 from attest.keys import load_private_key
+from attest.note import parse_vkey
+from attest.policy import Policy
 from attest.predicates import (
     CheckpointRef,
     ContinuityStatement,
@@ -32,18 +35,15 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.continuity import diff
-from attest.probe.records import RecordHeader, probe_item, sign_records
-from attest.probe.suites import SUITES_DIR, load_suite
 from attest.statement import parse_statement, sign_statement
+from attest.tlog_proof import parse_tlog_proof
 from clients.cli import main
 from clients.lab_cmd import lab
+from clients.probe.continuity import diff
+from clients.probe.records import RecordHeader, probe_item, sign_records
+from clients.probe.suites import SUITES_DIR, load_suite
 from clients.sdk import LedgerClient
-from ledger import merkle
-from ledger.note import parse_vkey
-from ledger.tlog_proof import parse_tlog_proof
 from tests.support import ORIGIN_PREFIX, envelope_body, lab_ledger, log_identity
-from verifier.policy import Policy
 
 ORIGIN = f"{ORIGIN_PREFIX}/evidence"
 SUITE = load_suite("core@1")

@@ -13,17 +13,17 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from attest import merkle
 from attest import privacypass as pp
 from attest.anonymous import verify_one_time
 from attest.dsse import Envelope
 from attest.keys import verifier_key
+from attest.note import parse_vkey
 from attest.predicates import FieldReport
+from attest.receipt import open_receipt
 from attest.statement import parse_statement
+from attest.tlog_proof import parse_tlog_proof, verify_tlog_proof
 from clients.report_cmd import report
-from ledger import merkle
-from ledger.note import parse_vkey
-from ledger.receipt import open_receipt
-from ledger.tlog_proof import parse_tlog_proof, verify_tlog_proof
 from tests.ledger.test_issuer import (
     HOUR,
     anonymous_envelope,

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from attest import merkle
+from attest.cosignature import CosignatureSigner
 from attest.dsse import Envelope
 from attest.keys import generate_private_key
+from attest.note import Ed25519NoteSigner, parse_vkey
+from attest.policy import Policy
 from clients.sdk import ClientError, LedgerClient, VerificationError, verifier_from_vkey
-from ledger import merkle
-from ledger.cosignature import CosignatureSigner
-from ledger.note import Ed25519NoteSigner, parse_vkey
 from tests.support import LOG, Signer, log_identity, proxied, rewrite_json, running_server
-from verifier.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from attest import merkle
+from attest.checkpoint import open_checkpoint
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
-from ledger import merkle
-from ledger.checkpoint import open_checkpoint
+from attest.note import parse_vkey
+from attest.tiles import MAX_ENTRY_SIZE
 from ledger.config import DEFAULT_MAX_BODY
-from ledger.note import parse_vkey
-from ledger.tiles import MAX_ENTRY_SIZE
 from tests.support import (
     LOG,
     LedgerProcess,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from attest import merkle
 from attest.dsse import TrustedKey
 from attest.predicates import (
     ContinuityStatement,
@@ -21,12 +22,11 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.records import RecordHeader, probe_item
-from ledger import merkle
+from clients.probe.records import RecordHeader, probe_item
 from ledger.admission import AdmissionError, EvidenceRule
 from ledger.sequencer import Sequenced, Sequencer
 from ledger.storage import Store
-from tests.ledger.test_keychain import NOW, Chain, Signer, key, vkey
+from tests.attest.test_keychain import NOW, Chain, Signer, key, vkey
 from tests.ledger.test_sequencer import ORIGIN
 
 V1 = ModelRef(name="m", version="v1", weights_sha256="11" * 32)

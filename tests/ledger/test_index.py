@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from attest import merkle
 from attest.dsse import sign_envelope
 from attest.keys import generate_private_key, verifier_key
+from attest.note import Ed25519NoteSigner
 from attest.predicates import (
     CONTINUITY,
     EMOTION_CALIBRATION,
@@ -36,18 +38,17 @@ from attest.predicates import (
     ModelId,
     ModelRef,
 )
-from attest.probe.records import calibration_predicate, probe_item
 from attest.statement import sign_statement
-from ledger import index, merkle
+from attest.tiles import TILE_WIDTH
+from clients.probe.records import calibration_predicate, probe_item
+from ledger import index
 from ledger.api import create_app
 from ledger.config import init_data_dir
 from ledger.index import UNKNOWN, catch_up, describe, query, short_type
 from ledger.log import Log
-from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import Sequencer, signed_head
 from ledger.server import LedgerServer
 from ledger.storage import IndexRow, Store
-from ledger.tiles import TILE_WIDTH
 from tests.support import PROBE_CATEGORY, model_weights, probe_header
 
 ORIGIN = "index.test/logs/evidence"

@@ -17,7 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
+from attest import merkle
 from attest.anonymous import sign_one_time
+from attest.audit import audit_tree
+from attest.merkle import EMPTY_ROOT
+from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, CredentialEvent, FieldReport, ModelId, TokenKey
 from attest.privacypass import (
     Token,
@@ -28,18 +32,15 @@ from attest.privacypass import (
     parse_www_authenticate,
     token_key_bytes,
 )
+from attest.receipt import open_receipt
 from attest.statement import Statement, sign_statement, statement_bytes
-from ledger import merkle, schema
+from ledger import schema
 from ledger.admission import AdmissionError
-from ledger.audit import audit_tree
 from ledger.log import Log
-from ledger.merkle import EMPTY_ROOT
-from ledger.note import Ed25519NoteSigner
 from ledger.partitions import AnonymousQueue, AnonymousRule, AttestedRule, anonymous_sequencer
-from ledger.receipt import open_receipt
 from ledger.sequencer import Sequenced, Sequencer, signed_head
 from ledger.storage import Store
-from tests.ledger.test_keychain import NOW, Chain, Signer, key, vkey
+from tests.attest.test_keychain import NOW, Chain, Signer, key, vkey
 
 ATT_ORIGIN = "test.example/attested"
 ANON_ORIGIN = "test.example/anonymous"

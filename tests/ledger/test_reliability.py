@@ -36,17 +36,18 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
+from attest import merkle
+from attest.audit import audit_tree
+from attest.checkpoint import Checkpoint, open_checkpoint
 from attest.dsse import Envelope
+from attest.note import NoteVerifier, parse_vkey
+from attest.tiles import ENTRIES_LEVEL, TILE_WIDTH, decode_bundle, tile_width, tiles_for_size
 from clients.sdk import verify_submission
-from ledger import merkle, schema
-from ledger.audit import audit_tree
-from ledger.checkpoint import Checkpoint, open_checkpoint
+from ledger import schema
 from ledger.config import load_config
 from ledger.log import Log
-from ledger.note import NoteVerifier, parse_vkey
 from ledger.server import LedgerServer
 from ledger.storage import Head
-from ledger.tiles import ENTRIES_LEVEL, TILE_WIDTH, decode_bundle, tile_width, tiles_for_size
 from tests.support import (
     LOG,
     PROJECT_ROOT,

@@ -13,12 +13,12 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from attest import merkle
+from attest.audit import audit_tree
+from attest.checkpoint import open_checkpoint
 from attest.keys import generate_private_key
-from ledger import merkle
-from ledger.audit import audit_tree
-from ledger.checkpoint import open_checkpoint
+from attest.note import Ed25519NoteSigner
 from ledger.log import Log, LogRangeError
-from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import Sequenced, Sequencer, signed_head
 from ledger.storage import Batch, ConflictError, Head, Store
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from attest import merkle
 from attest.dsse import Envelope
-from ledger import merkle
 from tests.support import (
     LOG,
     LedgerProcess,

@@ -26,10 +26,10 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from attest.keys import verifier_key
+from attest.tiles import decode_bundle, encode_bundle
 from clients.cli import main as bledger
 from clients.verify_cmd import verify, verify_evidence
 from ledger.config import init_data_dir
-from ledger.tiles import decode_bundle, encode_bundle
 from tests.support import (
     LOG,
     ORIGIN_PREFIX,

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from attest import merkle
 from attest.dsse import TrustedKey
+from attest.keychain import KeyChain
 from attest.keys import generate_private_key, verifier_key
 from attest.predicates import (
     AnyPredicate,
@@ -29,12 +31,10 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.records import RecordHeader, probe_item
 from attest.statement import sign_statement
-from ledger import merkle
+from clients.probe.records import RecordHeader, probe_item
 from ledger.admission import Admitted, EvidenceRule
 from ledger.config import init_data_dir
-from ledger.keychain import KeyChain
 from ledger.sequencer import Sequenced, Sequencer
 from ledger.server import HostedLog, LedgerServer
 from tests.support import ORIGIN_PREFIX, LedgerProcess, Signer

@@ -29,9 +29,12 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest import merkle
 from attest.anonymous import sign_one_time
 from attest.dsse import Envelope
+from attest.keychain import KeyChain
 from attest.keys import generate_private_key, load_private_key, verifier_key, write_key_pair
+from attest.note import Ed25519NoteSigner
 from attest.predicates import (
     CheckpointRef,
     CredentialEvent,
@@ -50,14 +53,11 @@ from attest.privacypass import (
     token_key_bytes,
 )
 from attest.statement import Statement, parse_statement, sign_statement, statement_bytes
+from attest.tiles import decode_bundle, encode_bundle, split_hashes
 from clients.cli import main as bledger
 from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
-from ledger import merkle
 from ledger.config import init_data_dir
-from ledger.keychain import KeyChain
-from ledger.note import Ed25519NoteSigner
 from ledger.sequencer import signed_head
-from ledger.tiles import decode_bundle, encode_bundle, split_hashes
 from tests.support import ORIGIN_PREFIX, LedgerProcess, envelope_body
 from verifier.auditor import (
     AuditNode,

@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
+from attest.policy import Policy, QuorumError
 from tests.support import PROJECT_ROOT, START_TIMEOUT, Signer, free_port, log_identity
 from tests.support import running_server as ledger_server
 from tests.verifier.test_auditor import follow, split_data_dir, submit
 from verifier.gossip import origin_hash, verify_evidence
-from verifier.policy import Policy, QuorumError
 
 ROUND_TIMEOUT = 60.0  # a deadline for a hung round, never a performance assertion
 

@@ -22,10 +22,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from ledger.cosignature import CosignatureSigner, CosignatureVerifier
-from ledger.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_hash
-from ledger.note import (
+from attest.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from attest.cosignature import CosignatureSigner, CosignatureVerifier
+from attest.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_hash
+from attest.note import (
     Ed25519NoteSigner,
     Note,
     NoteSignature,
@@ -34,7 +34,8 @@ from ledger.note import (
     parse_note,
     parse_vkey,
 )
-from ledger.tlog_proof import TlogProof, format_tlog_proof, parse_tlog_proof
+from attest.policy import QuorumError, parse_policy
+from attest.tlog_proof import TlogProof, format_tlog_proof, parse_tlog_proof
 from tests.support import (
     LOG,
     PROJECT_ROOT,
@@ -51,7 +52,6 @@ from verifier.errors import (
     WitnessProtocolError,
     WitnessRefused,
 )
-from verifier.policy import QuorumError, parse_policy
 from verifier.witness import (
     SIZE_CONTENT_TYPE,
     AddCheckpointRequest,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from attest.probe.model import LoadedModel, tiny_model
+from clients.probe.model import LoadedModel, tiny_model
 
 
 @pytest.fixture(scope="session")

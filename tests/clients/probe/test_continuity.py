@@ -20,10 +20,10 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.continuity import ContinuityError, diff, profile, select_runs
-from attest.probe.records import part_run_id
-from attest.probe.suites import load_suite
 from attest.statement import Statement, parse_statement, statement_bytes
+from clients.probe.continuity import ContinuityError, diff, profile, select_runs
+from clients.probe.records import part_run_id
+from clients.probe.suites import load_suite
 
 SUITE = load_suite("core")
 SUITE_REF = SuiteRef(name=SUITE.name, version=SUITE.version, sha256=SUITE.digest)

@@ -1,4 +1,4 @@
-"""attest.probe.emotions: the stimulus set, the calibration math, capture, files, the real model."""
+"""clients.probe.emotions: stimulus set, calibration math, capture, files, the real model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attest.probe.emotions import (
+from clients.probe.emotions import (
     EMOTIONS,
     Calibration,
     CalibrationError,
@@ -36,7 +36,7 @@ from attest.probe.emotions import (
     stimuli_path,
     sweep_layers,
 )
-from attest.probe.model import (
+from clients.probe.model import (
     LoadedModel,
     ModelIdentity,
     generate,
@@ -44,7 +44,7 @@ from attest.probe.model import (
     load_model,
     residual_hook,
 )
-from tests.attest.probe.test_model import PROMPTS, early_stopper
+from tests.clients.probe.test_model import PROMPTS, early_stopper
 
 # Each emotion's name and its obvious synonyms (as regexes matched at a word start). No stimulus
 # may contain any of them: a text must convey its emotion, never name it, and must not name
@@ -354,7 +354,7 @@ def _reference_rows(
 ) -> torch.Tensor:
     """Projections of `answer`'s tokens read at their own positions after the prompt: one
     unpadded forward pass over prompt + answer, no generation, no cache."""
-    from attest.probe.model import _prompt_ids
+    from clients.probe.model import _prompt_ids
 
     prompt_ids = _prompt_ids(lm, prompt)
     ids = torch.tensor([prompt_ids + list(answer)])
@@ -433,7 +433,7 @@ def test_capture_cleans_up_on_error(tiny_lm: LoadedModel, tiny_cal: Calibration)
 @pytest.mark.slow
 def test_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Load (convert, then reuse the cache), generate, calibrate on a subset, capture, score."""
-    import attest.probe.model as model_mod
+    import clients.probe.model as model_mod
 
     lm = load_model(cache_dir=tmp_path / "smollm2", device="cpu")
     assert (lm.num_layers, lm.hidden_size) == (30, 576)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from attest.probe.judges import (
+from clients.judge_cmd import judge
+from clients.probe.judges import (
     JAILBREAKBENCH_PREFIXES,
     XSTEST_APOLOGY_PREFIXES,
     XSTEST_REFUSAL_PREFIXES,
@@ -28,8 +29,7 @@ from attest.probe.judges import (
     refusal_judges,
     score_table,
 )
-from attest.probe.suites import load_suite
-from clients.judge_cmd import judge
+from clients.probe.suites import load_suite
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "judges.md"
 XSTEST = StringMatchRefusalJudge("xstest")

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from attest.probe.metrics import (
+from clients.probe.metrics import (
     Z95,
     MetricsError,
     differential_transfer,

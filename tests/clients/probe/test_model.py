@@ -1,4 +1,4 @@
-"""attest.probe.model on tiny random models: hooks, generation, hidden states, loading."""
+"""clients.probe.model on tiny random models: hooks, generation, hidden states, loading."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import attest.probe.model as model_mod
-from attest.probe.model import (
+import clients.probe.model as model_mod
+from clients.probe.model import (
     ChatTurns,
     LayerError,
     LoadedModel,

@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from attest.keys import load_private_key
 from attest.predicates import ProbeRecord
-from attest.probe.model import LoadedModel
-from attest.probe.queue import (
+from attest.statement import parse_statement
+from clients.probe.model import LoadedModel
+from clients.probe.queue import (
     JobOutcome,
     JobSpec,
     Lease,
@@ -29,8 +30,7 @@ from attest.probe.queue import (
     QueueError,
     work,
 )
-from attest.probe.worker import ensure_calibration, read_entry
-from attest.statement import parse_statement
+from clients.probe.worker import ensure_calibration, read_entry
 from clients.probe_cmd import probe as probe_cmd
 from tests.support import PROJECT_ROOT, check_log, log_identity
 
@@ -160,7 +160,7 @@ def test_three_workers_one_killed_every_job_done_once(
 
     Where inside the job the kill lands is left to timing; each crash point of a job is killed
     deterministically in test_worker.py::test_resume_after_a_crash."""
-    from tests.attest.probe.test_worker import MINI_SUITE, STIMULI, start_ledger
+    from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, start_ledger
 
     suite = tmp_path / "mini-1.json"
     suite.write_text(json.dumps(MINI_SUITE))

@@ -22,7 +22,9 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.records import (
+from attest.statement import Statement, parse_statement, sign_statement, verify_statement
+from attest.tiles import MAX_ENTRY_SIZE
+from clients.probe.records import (
     ItemTooLargeError,
     RecordError,
     RecordHeader,
@@ -33,8 +35,6 @@ from attest.probe.records import (
     sign_records,
     to_milli,
 )
-from attest.statement import Statement, parse_statement, sign_statement, verify_statement
-from ledger.tiles import MAX_ENTRY_SIZE
 
 KEY = generate_private_key()
 SIGNERS = [("worker.example/w1", KEY)]

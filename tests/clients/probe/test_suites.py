@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from attest.predicates import Framing, ProbeItem
-from attest.probe.judges import _contains, keyword_tokens
-from attest.probe.suites import (
+from clients.probe.judges import _contains, keyword_tokens
+from clients.probe.suites import (
     FRAMINGS,
     SUITES_DIR,
     XSTEST_CSV,

@@ -15,8 +15,8 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.probe.suites import load_suite
-from attest.probe.summary import summarize
+from clients.probe.suites import load_suite
+from clients.probe.summary import summarize
 
 SUITE = load_suite("core")
 SEEN = CheckpointRef(origin="o", size=0, root=hashlib.sha256().hexdigest())

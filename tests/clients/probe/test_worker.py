@@ -23,10 +23,12 @@ from click.testing import CliRunner
 
 from attest.keys import generate_private_key, load_private_key, write_key_pair
 from attest.predicates import EmotionCalibration, ProbeRecord
-from attest.probe.emotions import calibration_dir, load_stimuli
-from attest.probe.model import LoadedModel, tiny_model
-from attest.probe.records import parse_part_run_id
-from attest.probe.worker import (
+from attest.statement import parse_statement, sign_statement
+from clients.cli import main as cli
+from clients.probe.emotions import calibration_dir, load_stimuli
+from clients.probe.model import LoadedModel, tiny_model
+from clients.probe.records import parse_part_run_id
+from clients.probe.worker import (
     LedgerTarget,
     LoggedCalibration,
     ProbeOptions,
@@ -38,8 +40,6 @@ from attest.probe.worker import (
     replay,
     run_probe,
 )
-from attest.statement import parse_statement, sign_statement
-from clients.cli import main as cli
 from clients.probe_cmd import probe as probe_cmd
 from clients.sdk import LedgerClient, verifier_from_vkey
 from tests.support import LedgerProcess, check_log, log_identity
@@ -333,7 +333,7 @@ def test_cli_probe_and_replay(suite_file: Path, ledger: Ledger, data: Path) -> N
 
 
 def test_cli_default_model_is_the_model_modules() -> None:
-    from attest.probe.model import DEFAULT_MODEL
     from clients import probe_cmd
+    from clients.probe.model import DEFAULT_MODEL
 
     assert probe_cmd.DEFAULT_MODEL == DEFAULT_MODEL
