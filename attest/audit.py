@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attest import merkle
+from attest.errors import AttestError
 from attest.tiles import (
     TILE_WIDTH,
     TileId,
@@ -21,12 +22,8 @@ from attest.tiles import (
 )
 
 
-class AuditError(Exception):
+class AuditError(AttestError):
     """What the log serves does not add up to its checkpoint."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 # (tile, width) -> tile bytes; (bundle index, width) -> list of entries.

@@ -77,3 +77,7 @@ class KeyNameError(AttestError):
 
 class StatementError(AttestError):
     """A payload that is not a valid in-toto Statement v1 with a known predicate."""
+
+
+class PolicyError(AttestError):
+    """A tlog-policy is malformed, or a checkpoint or proof does not satisfy it."""

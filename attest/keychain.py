@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from attest._wire import parse_verifier_key
 from attest.dsse import TrustedKey
+from attest.errors import AttestError
 from attest.keys import dsse_keyid, public_key_from_bytes
 from attest.predicates import (
     CONTINUITY,
@@ -58,12 +59,8 @@ SIGNER_ROLES: dict[str, frozenset[str]] = {
 STATEFUL = (KeyEvent, CredentialEvent, TokenKey)
 
 
-class KeyChainError(Exception):
+class KeyChainError(AttestError):
     """A statement is not authorised by the key chain at its index."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
+from attest.errors import AttestError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -43,12 +45,8 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 
-class ProofError(Exception):
+class ProofError(AttestError):
     """A proof did not verify. ``diagnostic`` is a one-line message for people."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 class RootMismatchError(ProofError):

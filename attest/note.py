@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from attest.errors import AttestError
 
 SIG_TYPE_ED25519 = 0x01
 """Signature type byte of plain Ed25519 note signatures."""
@@ -42,15 +43,10 @@ MAX_NOTE_SIZE = 1 << 20
 """Most bytes accepted in one note: 100 post-quantum signatures (~5 kB each) fit with room."""
 
 SIGNATURE_PREFIX = "\u2014 "  # em dash, space
-_VKEY_HASH = re.compile(r"[0-9a-fA-F]{8}")
 
 
-class NoteError(Exception):
+class NoteError(AttestError):
     """Base error of the signed-note family; `diagnostic` is what the CLI prints."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 class MalformedNoteError(NoteError):
@@ -281,56 +277,6 @@ class Ed25519NoteVerifier(NoteVerifier):
         except InvalidSignature:
             return False
         return True
-
-
-def parse_vkey(vkey: str) -> NoteVerifier:
-    """Parse a verifier key string `<name>+<hex key ID>+base64(type || public key)`.
-
-    Type 0x01 gives an `Ed25519NoteVerifier`, type 0x04 a `attest.cosignature.CosignatureVerifier`.
-    Raises MalformedKeyError for a bad name, key-ID syntax, base64 or key length, an unknown type,
-    or a key ID that does not match the name and key.
-    """
-    name, kid_hex, key_b64 = _split_vkey(vkey)
-    try:
-        material = decode_base64(key_b64)
-    except ValueError as e:
-        raise MalformedKeyError(f"verifier key {name}: bad base64: {e}") from e
-    if not material:
-        raise MalformedKeyError(f"verifier key {name}: no key material")
-    want = key_id(name, material[0], material[1:])
-    if bytes.fromhex(kid_hex) != want:
-        got = kid_hex.lower()
-        raise MalformedKeyError(
-            f"verifier key {name}: key ID {got} does not match, want {want.hex()}"
-        )
-    return _verifier_for_type(name, material[0], material[1:])
-
-
-def _split_vkey(vkey: str) -> tuple[str, str, str]:
-    # Split at the first two '+' only: the base64 part may itself contain '+'.
-    parts = vkey.split("+", 2)
-    if len(parts) != 3:
-        raise MalformedKeyError("verifier key is not <name>+<key ID>+<key>")
-    name, kid_hex, key_b64 = parts
-    if not is_valid_name(name):
-        raise MalformedKeyError(f"verifier key has invalid name {name!r}")
-    if not _VKEY_HASH.fullmatch(kid_hex):
-        raise MalformedKeyError(f"verifier key {name}: key ID {kid_hex!r} is not 8 hex digits")
-    return name, kid_hex, key_b64
-
-
-def _verifier_for_type(name: str, sig_type: int, public: bytes) -> NoteVerifier:
-    if sig_type not in (SIG_TYPE_ED25519, SIG_TYPE_COSIGNATURE_V1):
-        raise MalformedKeyError(f"verifier key {name}: unknown signature type 0x{sig_type:02x}")
-    if len(public) != ED25519_PUBLIC_KEY_SIZE:
-        raise MalformedKeyError(f"verifier key {name}: public key is {len(public)} bytes, want 32")
-    key = Ed25519PublicKey.from_public_bytes(public)
-    if sig_type == SIG_TYPE_ED25519:
-        return Ed25519NoteVerifier(name, key)
-    # Imported here: attest.cosignature builds on this module, so a top-level import would cycle.
-    from attest.cosignature import CosignatureVerifier
-
-    return CosignatureVerifier(name, key)
 
 
 def parse_signature_line(line: str) -> NoteSignature:

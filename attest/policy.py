@@ -40,6 +40,7 @@ from typing import TypeVar
 
 from attest.checkpoint import Checkpoint, CheckpointError, open_cosigned_checkpoint
 from attest.cosignature import CosignatureVerifier
+from attest.errors import PolicyError
 from attest.note import (
     Ed25519NoteVerifier,
     NoteError,
@@ -47,10 +48,9 @@ from attest.note import (
     NoteVerifier,
     decode_base64,
     parse_note,
-    parse_vkey,
 )
 from attest.tlog_proof import TlogProofError, parse_tlog_proof, verify_cosigned_tlog_proof
-from verifier.errors import PolicyError
+from attest.vkey import parse_vkey
 
 __all__ = [
     "NONE",

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from attest.errors import AttestError
 from attest.merkle import HASH_SIZE, node_hash, root_hash
 
 TILE_HEIGHT = 8
@@ -21,12 +22,8 @@ MAX_LEVEL = 63
 MAX_ENTRY_SIZE = 0xFFFF  # uint16 length prefix in entry bundles
 
 
-class TileError(ValueError):
+class TileError(AttestError, ValueError):
     """A tile path, tile body or entry bundle is malformed."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 @dataclass(frozen=True, order=True)

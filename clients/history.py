@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from attest.dsse import Envelope
-from attest.errors import AttestError
+from attest.errors import AttestError, PolicyError
 from attest.policy import Policy
 from attest.predicates import (
     CONTINUITY,
@@ -34,7 +34,6 @@ from attest.statement import Statement, parse_statement
 from clients.probe.suites import Suite, SuiteError, load_suite
 from clients.probe.summary import GroupSummary, summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
-from verifier.errors import PolicyError
 
 
 @dataclass(frozen=True)

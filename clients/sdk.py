@@ -19,6 +19,7 @@ from attest import merkle
 from attest.audit import AuditError, audit_tree
 from attest.checkpoint import Checkpoint, open_checkpoint
 from attest.dsse import Envelope
+from attest.errors import PolicyError
 from attest.note import (
     MAX_SIGNATURES,
     Note,
@@ -26,12 +27,11 @@ from attest.note import (
     NoteSignature,
     NoteVerifier,
     parse_note,
-    parse_vkey,
 )
 from attest.policy import Policy
 from attest.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
 from attest.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
-from verifier.errors import PolicyError
+from attest.vkey import parse_vkey
 from verifier.gossip import origin_hash
 
 

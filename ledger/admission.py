@@ -27,12 +27,13 @@ from attest.keychain import STATEFUL, KeyChain, KeyChainError
 from attest.predicates import ContinuityStatement, ProbeRecord
 from attest.statement import Statement, parse_statement
 from attest.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileError, decode_bundle
+from ledger.errors import LedgerError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
 
 DEFAULT_SKEW = 300  # seconds a statement's issued_at may lie ahead of the log's clock
 
 
-class AdmissionError(Exception):
+class AdmissionError(LedgerError):
     """The log refuses an entry. `status` (and `headers`) are what the API answers with."""
 
     def __init__(

@@ -33,6 +33,7 @@ from attest.tiles import (
 from attest.tlog_proof import TlogProof, format_tlog_proof
 from ledger import index
 from ledger.admission import AdmissionError
+from ledger.errors import LedgerError
 from ledger.log import LogRangeError
 from ledger.server import HostedLog, LedgerServer
 from ledger.storage import StorageError
@@ -44,7 +45,7 @@ MUTABLE = {"Cache-Control": "no-cache"}
 OCTETS = "application/octet-stream"
 
 
-class ApiError(Exception):
+class ApiError(LedgerError):
     """An error the API reports as `{error, detail}` with `status`."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:

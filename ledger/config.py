@@ -14,6 +14,7 @@ from typing import Any
 import tomli_w
 
 from attest.keys import generate_private_key, write_key_pair
+from ledger.errors import LedgerError
 
 CONFIG_NAME = "config.toml"
 DEFAULT_MAX_BODY = 256 * 1024
@@ -21,12 +22,8 @@ PARTITIONS = ("evidence", "attested", "anonymous")
 DEFAULT_TIER_QUORUM = {"medical": 2, "legal": 2, "security-research": 2}
 
 
-class ConfigError(Exception):
+class ConfigError(LedgerError):
     """The data directory or its config file is unusable."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 @dataclass(frozen=True)

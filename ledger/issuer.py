@@ -75,6 +75,7 @@ from attest.keys import load_private_key, verifier_key
 from attest.predicates import CheckpointRef, TokenKey
 from attest.statement import sign_statement
 from clients.sdk import ClientError, LedgerClient, verifier_from_vkey
+from ledger.errors import LedgerError
 
 __all__ = [
     "CONFIG_NAME",
@@ -135,7 +136,7 @@ _log = logging.getLogger("bledger.issuer")
 # -- errors -------------------------------------------------------------------------------------
 
 
-class IssuerError(Exception):
+class IssuerError(LedgerError):
     """Base class of the issuer's errors. `diagnostic` is one printable line."""
 
     status: int = 500

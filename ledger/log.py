@@ -21,17 +21,14 @@ from attest.tiles import (
     node_at_from_expanded,
     tile_width,
 )
+from ledger.errors import LedgerError
 from ledger.storage import Head, LogRow, StorageError, Store
 
 EXPANDED_CACHE = 4096
 
 
-class LogRangeError(ValueError):
+class LogRangeError(LedgerError, ValueError):
     """A request names an index or size the log does not have (yet)."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 @dataclass(frozen=True)

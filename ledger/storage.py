@@ -25,18 +25,15 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from attest.tiles import TILE_WIDTH, TileId
 from ledger import schema
+from ledger.errors import LedgerError
 
 # SQLite limits bound parameters per statement; stay well below the smallest default.
 _IN_CHUNK = 500
 _ROOT_CACHE = 65536
 
 
-class StorageError(Exception):
+class StorageError(LedgerError):
     """The database is missing something the log's invariants say must be there."""
-
-    def __init__(self, diagnostic: str) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic = diagnostic
 
 
 class ConflictError(StorageError):

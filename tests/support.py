@@ -39,7 +39,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from attest.checkpoint import Checkpoint
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
 from attest.keys import generate_private_key, load_private_key, write_key_pair
-from attest.note import parse_vkey
 from attest.predicates import (
     CheckpointRef,
     ContinuityStatement,
@@ -52,6 +51,7 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import Statement, sign_statement, statement_bytes
+from attest.vkey import parse_vkey
 from clients.probe.records import RecordHeader, probe_item, sign_records
 from clients.probe.suites import load_suite
 from clients.sdk import ClientError, LedgerClient

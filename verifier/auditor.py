@@ -42,19 +42,17 @@ from attest.anonymous import verify_one_time
 from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.cosignature import CosignatureSigner
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
-from attest.errors import AttestError
+from attest.errors import AttestError, PolicyError
 from attest.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
 from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
 from attest.keys import public_key_from_bytes as _public_key
 from attest.note import (
     Note,
-    NoteError,
     NoteSignature,
     NoteVerifier,
     add_signatures,
     encode_base64,
     parse_note,
-    parse_vkey,
 )
 from attest.policy import Policy
 from attest.predicates import FieldReport
@@ -71,6 +69,7 @@ from attest.tiles import (
     tile_width,
     tiles_for_size,
 )
+from attest.vkey import parse_vkey
 from ledger.admission import CitationError, EntryAt, check_citations, verify_signers
 from verifier.errors import VerifierError, WitnessConflict, WitnessError
 from verifier.gossip import (
@@ -306,7 +305,7 @@ def _followed(lc: dict[str, Any]) -> FollowedLog:
         fl.policy()
     except ConfigError:
         raise
-    except (NoteError, ValueError, VerifierError) as e:
+    except (AttestError, ValueError, VerifierError) as e:
         raise ConfigError(f"log {fl.name}: {getattr(e, 'diagnostic', e)}") from e
     return fl
 
@@ -1141,7 +1140,7 @@ class AuditNode:
         try:
             f.policy.check(note)
             result.witnessed = True
-        except VerifierError as e:
+        except PolicyError as e:
             result.warnings.append(f"witness policy: {e.diagnostic}")
         result.cosigners = [s.name for s in parse_note(note).signatures]
         return result

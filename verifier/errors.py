@@ -16,10 +16,6 @@ class VerifierError(Exception):
         self.diagnostic = diagnostic
 
 
-class PolicyError(VerifierError):
-    """A tlog-policy is malformed, or a checkpoint or proof does not satisfy it."""
-
-
 class WitnessError(VerifierError):
     """Talking to a tlog-witness did not yield a cosignature."""
 

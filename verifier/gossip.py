@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from attest import merkle
 from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.keychain import KeyChain
-from attest.note import NoteError, decode_base64, encode_base64, parse_vkey
+from attest.note import NoteError, decode_base64, encode_base64
+from attest.vkey import parse_vkey
 from verifier.errors import VerifierError
 
 if TYPE_CHECKING:

@@ -57,8 +57,8 @@ from attest.note import (
     encode_base64,
     is_valid_name,
     parse_note,
-    parse_vkey,
 )
+from attest.vkey import parse_vkey
 from verifier.errors import VerifierError
 
 __all__ = [

@@ -30,9 +30,9 @@ from attest.note import (
     key_id,
     open_note,
     parse_note,
-    parse_vkey,
     sign_note,
 )
+from attest.vkey import parse_vkey
 
 # C2SP tlog-cosignature.md: the example checkpoint with a witness cosignature, and the example of
 # the signed message. No public keys are published, so only structure and timestamps are checked.

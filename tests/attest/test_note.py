@@ -34,9 +34,9 @@ from attest.note import (
     open_note,
     parse_note,
     parse_signature_line,
-    parse_vkey,
     sign_note,
 )
+from attest.vkey import parse_vkey
 
 # golang.org/x/mod/sumdb/note package documentation, section "Example" (used as data only).
 # Ed25519 is deterministic, so signing GO_TEXT with this key must give GO_NOTE byte for byte.

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.cosignature import CosignatureSigner
+from attest.errors import PolicyError
 from attest.merkle import inclusion_proof, leaf_hash, root_hash
 from attest.note import (
     SIG_TYPE_COSIGNATURE_V1,
@@ -27,7 +28,7 @@ from attest.note import (
 )
 from attest.policy import NONE, PolicySyntaxError, QuorumError, parse_policy
 from attest.tlog_proof import TlogProof, format_tlog_proof
-from verifier.errors import PolicyError, VerifierError
+from verifier.errors import VerifierError
 
 
 def _key(seed: str) -> Ed25519PrivateKey:

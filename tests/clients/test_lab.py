@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from attest import merkle
 from attest.dsse import Envelope
 from attest.keys import load_private_key
-from attest.note import parse_vkey
 from attest.policy import Policy
 from attest.predicates import (
     CheckpointRef,
@@ -37,6 +36,7 @@ from attest.predicates import (
 )
 from attest.statement import parse_statement, sign_statement
 from attest.tlog_proof import parse_tlog_proof
+from attest.vkey import parse_vkey
 from clients.cli import main
 from clients.lab_cmd import lab
 from clients.probe.continuity import diff

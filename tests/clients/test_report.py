@@ -18,11 +18,11 @@ from attest import privacypass as pp
 from attest.anonymous import verify_one_time
 from attest.dsse import Envelope
 from attest.keys import verifier_key
-from attest.note import parse_vkey
 from attest.predicates import FieldReport
 from attest.receipt import open_receipt
 from attest.statement import parse_statement
 from attest.tlog_proof import parse_tlog_proof, verify_tlog_proof
+from attest.vkey import parse_vkey
 from clients.report_cmd import report
 from tests.ledger.test_issuer import (
     HOUR,

@@ -17,8 +17,9 @@ from attest import merkle
 from attest.cosignature import CosignatureSigner
 from attest.dsse import Envelope
 from attest.keys import generate_private_key
-from attest.note import Ed25519NoteSigner, parse_vkey
+from attest.note import Ed25519NoteSigner
 from attest.policy import Policy
+from attest.vkey import parse_vkey
 from clients.sdk import ClientError, LedgerClient, VerificationError, verifier_from_vkey
 from tests.support import LOG, Signer, log_identity, proxied, rewrite_json, running_server
 

@@ -17,8 +17,8 @@ import pytest
 from attest import merkle
 from attest.checkpoint import open_checkpoint
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
-from attest.note import parse_vkey
 from attest.tiles import MAX_ENTRY_SIZE
+from attest.vkey import parse_vkey
 from ledger.config import DEFAULT_MAX_BODY
 from tests.support import (
     LOG,

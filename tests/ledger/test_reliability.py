@@ -40,8 +40,9 @@ from attest import merkle
 from attest.audit import audit_tree
 from attest.checkpoint import Checkpoint, open_checkpoint
 from attest.dsse import Envelope
-from attest.note import NoteVerifier, parse_vkey
+from attest.note import NoteVerifier
 from attest.tiles import ENTRIES_LEVEL, TILE_WIDTH, decode_bundle, tile_width, tiles_for_size
+from attest.vkey import parse_vkey
 from clients.sdk import verify_submission
 from ledger import schema
 from ledger.config import load_config

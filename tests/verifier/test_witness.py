@@ -32,10 +32,10 @@ from attest.note import (
     add_signatures,
     encode_base64,
     parse_note,
-    parse_vkey,
 )
 from attest.policy import QuorumError, parse_policy
 from attest.tlog_proof import TlogProof, format_tlog_proof, parse_tlog_proof
+from attest.vkey import parse_vkey
 from tests.support import (
     LOG,
     PROJECT_ROOT,
