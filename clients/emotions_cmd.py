@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from clients.errors import diagnosed as _diagnosed
+from clients.probe import DEFAULT_MODEL
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,7 @@ class ModelArgs:
 
     def load(self) -> Any:
         """Load the model (converting and caching the bundled SmolLM2 on first use)."""
-        from clients.probe.model import DEFAULT_MODEL, load_model
+        from clients.probe.model import load_model
 
         model_cache = (
             self.root() / "models" / DEFAULT_MODEL if self.model == DEFAULT_MODEL else None
@@ -53,8 +54,6 @@ class ModelArgs:
 
 
 def _model_options(fn: F) -> F:
-    from clients.probe.model import DEFAULT_MODEL
-
     options = [
         click.option(
             "--model",

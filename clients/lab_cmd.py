@@ -44,6 +44,7 @@ from attest.predicates import (
 from attest.statement import sign_statement
 from clients.errors import diagnosed
 from clients.history import LoggedStatement, fetch_statements
+from clients.options import LedgerArgs
 from clients.probe.continuity import CellDiff, Continuity, diff, select_runs
 from clients.probe.suites import Suite, load_suite, suite_path
 from clients.sdk import ClientError, LedgerClient, Submitted
@@ -105,8 +106,6 @@ def continuity(
     """Sign and log that the model --to succeeds --from, with the behaviour diff of their
     logged probe records per category and tier."""
     before, after = _model_at(from_), _model_at(to)
-    # Imported here: clients.cli registers this module's group when it is imported.
-    from clients.cli import LedgerArgs
 
     signer = LedgerArgs(ledger, log_name, key, key_name, passphrase_env, vkey).signer()
     with trusted_client(ledger, log_name, policy_file, vkey, witness_urls) as (  # (1)

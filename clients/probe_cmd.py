@@ -18,20 +18,19 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from clients.errors import diagnosed
+from clients.options import LedgerArgs
+from clients.probe import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from clients.probe.model import LoadedModel
 
 __all__ = ["probe"]
 
-DEFAULT_MODEL: Final = "smollm2-135m-instruct"
-"""`clients.probe.model.DEFAULT_MODEL`, spelled out: importing that module imports torch, which
-would slow every `bledger` command down (a test checks the two agree)."""
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -101,7 +100,6 @@ def _need(kw: dict[str, Any], *names: str) -> None:
 
 
 def _signers(kw: dict[str, Any]) -> list[tuple[str, Any]]:
-    from clients.cli import LedgerArgs
 
     args = LedgerArgs(
         kw["ledger"], kw["log_name"], kw["key"], kw["key_name"], kw["passphrase_env"], kw["vkey"]

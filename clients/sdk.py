@@ -17,7 +17,7 @@ import httpx
 
 from attest import merkle
 from attest.audit import AuditError, audit_tree
-from attest.checkpoint import Checkpoint, open_checkpoint
+from attest.checkpoint import Checkpoint, open_checkpoint, origin_hash
 from attest.dsse import Envelope
 from attest.errors import PolicyError
 from attest.note import (
@@ -32,7 +32,6 @@ from attest.policy import Policy
 from attest.tiles import ENTRIES_LEVEL, TileError, TileId, decode_bundle, tile_path
 from attest.tlog_proof import TlogProof, parse_tlog_proof, verify_tlog_proof
 from attest.vkey import parse_vkey
-from verifier.gossip import origin_hash
 
 
 class ClientError(Exception):

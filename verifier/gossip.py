@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from attest import merkle
-from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint, origin_hash
 from attest.keychain import KeyChain
 from attest.note import NoteError, decode_base64, encode_base64
 from attest.vkey import parse_vkey
@@ -217,11 +217,6 @@ def _body(note: str) -> str:
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-
-
-def origin_hash(origin: str) -> str:
-    """The gossip path component of a log: lowercase hex SHA-256 of its origin line."""
-    return hashlib.sha256(origin.encode("utf-8")).hexdigest()
 
 
 # -- checking evidence offline (pure) ---------------------------------------------------------

