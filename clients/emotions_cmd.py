@@ -110,7 +110,9 @@ def _calibrate_and_save(
     layer_list = [int(x) for x in layers.split(",")] if layers else None
     stim = load_stimuli(stimuli) if stimuli else None
     start = time.perf_counter()
-    cal = calibrate(lm, layers=layer_list, n_pcs=n_pcs, stimuli=stim)
+    # Readings are kept batch by batch under the cache: Ctrl-C and run again to continue.
+    resume = calibration_dir(lm.identity, args.root())
+    cal = calibrate(lm, layers=layer_list, n_pcs=n_pcs, stimuli=stim, progress=True, resume=resume)
     seconds = time.perf_counter() - start
     if out is None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

