@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +83,41 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+# -- no process of ours outlives the run ------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process the suite started is still alive at its end (and end it).
+
+    Two ways to recognise one: a member of a process group started through
+    `tests.support.spawn`, or a process whose command line names the run's temporary
+    directory (servers get `--data` under it). Both catch uvicorn `--workers` children whose
+    supervisor was stopped alone.
+    """
+    import signal
+    import time
+
+    from tests.support import leftover_processes
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    # With a trailing slash: pytest-5/ must not match another run's pytest-50/.
+    paths = [f"{factory.getbasetemp()}/"] if factory is not None else []
+    # A process stopped a moment ago may still be exiting: give stragglers a few seconds.
+    deadline = time.monotonic() + 5
+    left = leftover_processes(paths)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = leftover_processes(paths)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"  pid {pid}: {cmd[:200]}" for pid, cmd in left]
+    message = "processes started by the tests are still running (now killed):\n" + "\n".join(lines)
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,8 +1,13 @@
 """Helpers for tests that run real servers: a `bledger serve` subprocess, signers, PostgreSQL.
 
+* `spawn` starts a process in its own process group (recorded in `STARTED_GROUPS`);
+  `stop_group` / `kill_group` end the whole group, so `--workers` children never outlive a
+  test, and `leftover_processes` is what tests/conftest.py checks at the end of the run.
 * `LedgerProcess` starts `python -m clients.cli serve` on a free loopback port, waits until
-  `GET /logs` answers, and can stop it (SIGTERM), kill it (`kill -9`) and start it again on the
-  same data directory, database and port. Each start's stdout/stderr go to files next to DATA.
+  `GET /logs` answers (within `start_timeout`, which scales with the time `import clients.cli`
+  takes here and with the number of processes), and can stop it (SIGTERM), kill it (`kill -9`)
+  and start it again on the same data directory, database and port. Each start's
+  stdout/stderr go to files next to DATA.
 * `Signer` makes signed DSSE envelopes quickly (one key, distinct payloads).
 * `check_log` re-audits the whole published log through HTTP (sunlight's `CheckLog` habit).
 * `proxied` gives a `LedgerClient` whose answers from the real server pass through a rewrite
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import signal
 import socket
 import struct
@@ -28,7 +34,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,6 +66,106 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG = "evidence"
 ORIGIN_PREFIX = "bledger.test/logs"
 START_TIMEOUT = 60.0  # generous: a deadline for a hung start, never a performance assertion
+
+
+# -- processes the suite starts ---------------------------------------------------------------
+
+STARTED_GROUPS: set[int] = set()
+"""Process groups of every process started through `spawn` (checked at the end of the run)."""
+
+
+def spawn(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen(args, **kwargs)` in a new session, so the process and everything it
+    starts (uvicorn's `--workers` children) form one process group that `stop_group` and
+    `kill_group` end together, and that the end-of-run check in tests/conftest.py watches."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(args, start_new_session=True, **kwargs)
+    STARTED_GROUPS.add(proc.pid)
+    return proc
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to process group `pgid`; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The live (not zombie) processes of group `pgid`, from /proc."""
+    return [pid for pid, group, _ in _processes() if group == pgid]
+
+
+def _processes() -> Iterator[tuple[int, int, str]]:
+    """(pid, process group, command line) of every live, non-zombie process (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            yield int(entry.name), int(fields[2]), cmdline.strip()
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM to `proc`'s whole process group, then SIGKILL to what is left after `timeout`."""
+    pgid = proc.pid
+    _signal_group(pgid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL to `proc`'s whole process group (the leader and every child), then reap it."""
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def leftover_processes(paths: Sequence[Path | str] = ()) -> list[tuple[int, str]]:
+    """Live processes the suite started and did not stop: members of a group `spawn` made,
+    and any process whose command line names one of `paths` (the run's temporary
+    directories, which only the suite's own processes name)."""
+    me = os.getpid()
+    needles = [str(p) for p in paths]
+    return [
+        (pid, cmd)
+        for pid, group, cmd in _processes()
+        if pid != me and (group in STARTED_GROUPS or any(n in cmd for n in needles))
+    ]
+
+
+_IMPORT_SECONDS: list[float] = []
+
+
+def import_seconds() -> float:
+    """How long `import clients.cli` (what `bledger serve` imports) takes on this machine now,
+    measured once per run in a fresh interpreter."""
+    if not _IMPORT_SECONDS:
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import clients.cli"], cwd=PROJECT_ROOT, check=True)
+        _IMPORT_SECONDS.append(time.monotonic() - t)
+    return _IMPORT_SECONDS[0]
+
+
+def start_timeout(processes: int = 1) -> float:
+    """A deadline for a hung start that scales with what the server must import: `processes`
+    interpreters importing the CLI on this machine, with room to spare (never a performance
+    assertion; the floor is `START_TIMEOUT`)."""
+    cores = os.cpu_count() or 1
+    return max(START_TIMEOUT, 30.0 + 10.0 * import_seconds() * max(1, processes / cores + 1))
 
 
 # -- the server subprocess --------------------------------------------------------------------
@@ -113,15 +219,21 @@ class ServiceProcess:
         out = self.log_path(self.starts, "stdout").open("wb")
         err = self.log_path(self.starts, "stderr").open("wb")
         with out, err:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 self.command(), cwd=PROJECT_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL
             )
         if wait:
             self._wait_ready()
 
+    def processes(self) -> int:
+        """How many interpreters a start imports the CLI in (the supervisor and its workers)."""
+        cmd = self.command()
+        n = int(cmd[cmd.index("--workers") + 1]) if "--workers" in cmd else 0
+        return 1 + n
+
     def _wait_ready(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + start_timeout(self.processes())
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 rc, self.proc = self.proc.returncode, None
@@ -138,30 +250,26 @@ class ServiceProcess:
         )
 
     def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
-        """Wait for the process to exit by itself; its exit code."""
+        """Wait for the process to exit by itself; its exit code (its group is then ended)."""
         assert self.proc is not None
         rc = self.proc.wait(timeout=timeout)
+        kill_group(self.proc)
         self.proc = None
         return rc
 
     def stop(self) -> None:
-        """Stop gracefully (SIGTERM); kill -9 if it does not exit within a while."""
+        """Stop gracefully (SIGTERM to the process group: the server and its `--workers`);
+        kill -9 what is left if it does not exit within a while."""
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_group(self.proc)
         self.proc = None
 
     def kill9(self) -> None:
-        """`kill -9` the process: no cleanup, no flush, connections reset."""
+        """`kill -9` the whole process group: no cleanup, no flush, connections reset."""
         if self.proc is None:
             return
-        self.proc.kill()
-        self.proc.wait()
+        kill_group(self.proc)
         self.proc = None
 
     def stderr(self) -> str:
