@@ -39,6 +39,7 @@ from clients.sdk import LedgerClient, verifier_from_vkey
 from ledger.config import CONFIG_NAME, init_data_dir
 from ledger.issuer import (
     ClientContext,
+    Issuer,
     IssuerConfig,
     IssuerConfigError,
     RateLimitedError,
@@ -491,46 +492,72 @@ def test_restart_keeps_its_published_key(tmp_path: Path) -> None:
 
 
 def test_rotation_with_overlap_and_refusal_after_expiry(tmp_path: Path) -> None:
-    """Key A (lifetime 10 s) gets successor B when 6 s remain; both are served and accepted
-    until A expires; then A is retired in the evidence log, and a token issued under A is
-    refused. (The overlap only has to outlast a few local requests.)"""
-    args = ("--key-lifetime", "10", "--key-overlap", "6", "--check-interval", "0.2")
-    with running_lab(tmp_path) as lab, running_issuer(lab, "issuer1", *args) as iss:
-        (a_entry,) = directory_keys(iss.base_url)
-        a = spki_of(a_entry)
-        token_a1 = get_token(iss.base_url, challenge_for(a, lab.url))
+    """Key A (lifetime 1 h) gets successor B when A enters its overlap (the last 10 min); both
+    are served and accepted until A expires; then A is retired in the evidence log, and a
+    token issued under A is refused while B keeps working.
 
-        wait_until("a successor key", lambda: len(directory_keys(iss.base_url)) == 2)
-        keys = [spki_of(e) for e in directory_keys(iss.base_url)]
+    The issuer's lifecycle runs on an injected clock moved by the test (no wall-clock waits);
+    the ledger and the key events' timestamps stay on real time.
+    """
+    now = [float(int(time.time()))]
+    with running_lab(tmp_path) as lab:
+        key_path, _ = lab.certify_issuer("issuer1")
+        cfg = init_issuer_dir(
+            tmp_path / "iss", ledger=lab.url, key=key_path, lifetime_s=HOUR, overlap_s=600
+        )
+        issuer = _issuer_on_clock(cfg, lambda: now[0])
+        issuer.rotate()
+        ((a_record, a),) = issuer.served()
+        token_a1 = _token(issuer, a, lab.url)
+
+        now[0] += HOUR - 700  # 700 s left: not yet in the overlap, nothing new
+        issuer.rotate()
+        assert [spki for _, spki in issuer.served()] == [a]
+
+        now[0] += 100  # 600 s left: the successor is published before A is served alone
+        issuer.rotate()
+        keys = [spki for _, spki in issuer.served()]
         b = keys[0]
         assert keys == [b, a], "the newer key is preferred, the old one still served"
         published = {tk.token_key_id() for tk in evidence_token_keys(lab.url)}
         assert {kid_of(a), kid_of(b)} <= published, "the successor was published first"
-        # During the overlap both keys are accepted, and the issuer still signs under A.
-        token_a2 = get_token(iss.base_url, challenge_for(a, lab.url))
-        token_b = get_token(iss.base_url, challenge_for(b, lab.url))
+        # During the overlap both keys are accepted.
+        token_a2 = _token(issuer, a, lab.url)
+        token_b = _token(issuer, b, lab.url)
         for token, text in ((token_a1, "under A"), (token_b, "under B")):
-            env = anonymous_envelope(lab.url, text)
-            r = post_anonymous(lab.url, env, pp.authorization(token))
+            r = post_anonymous(lab.url, anonymous_envelope(lab.url, text), pp.authorization(token))
             assert r.status_code == 202, r.text
 
-        wait_until("A's expiry", lambda: a not in map(spki_of, directory_keys(iss.base_url)))
-        wait_until(
-            "A's retirement in the evidence log",
-            lambda: any(
-                tk.action == "retire" and tk.token_key_id() == kid_of(a)
-                for tk in evidence_token_keys(lab.url)
-            ),
-        )
+        now[0] += 600  # A's not_after: the next lifecycle run retires it
+        issuer.rotate()
+        assert [spki for _, spki in issuer.served()] == [b]
+        retired = [tk for tk in evidence_token_keys(lab.url) if tk.action == "retire"]
+        assert [tk.token_key_id() for tk in retired] == [a_record.token_key_id]
         offered = [c.token_key for c in challenges(lab.url)]
         assert all(k is not None and pp.token_key_bytes(k) != a for k in offered)
         r = post_anonymous(lab.url, anonymous_envelope(lab.url, "late"), pp.authorization(token_a2))
         assert r.status_code == 403, r.text
         assert r.json()["error"] == "bad_token"
         # B keeps working.
-        token_b2 = get_token(iss.base_url, challenge_for(b, lab.url))
+        token_b2 = _token(issuer, b, lab.url)
         r = post_anonymous(lab.url, anonymous_envelope(lab.url, "B"), pp.authorization(token_b2))
         assert r.status_code == 202, r.text
+
+
+def _issuer_on_clock(cfg: IssuerConfig, clock: Callable[[], float]) -> Issuer:
+    """`open_issuer(cfg)` with the key lifecycle on `clock` (the publisher stays on real time:
+    the ledger checks key events' `issuedAt` against its own clock)."""
+    plain = open_issuer(cfg)
+    return Issuer(cfg, plain.store, plain.publisher, plain.attester, clock=clock)
+
+
+def _token(issuer: Issuer, spki: bytes, ledger_url: str) -> pp.Token:
+    """A token under `spki` for the ledger's challenge, issued in-process."""
+    challenge = challenge_for(spki, ledger_url)
+    assert challenge.token_key is not None
+    request, state = pp.begin_issuance(challenge.token_key, challenge.challenge)
+    response = issuer.issue(request.encode(), ClientContext("127.0.0.1"))
+    return pp.finalize_issuance(state, pp.TokenResponse.decode(response))
 
 
 def test_token_under_a_retired_key_is_refused(tmp_path: Path) -> None:
