@@ -1,9 +1,10 @@
 """`bledger judge`: judge transcripts you already have (refusal, and transfer on suite prompts).
 
 Reads a CSV of prompts and answers, writes it back with a ``refused`` column (0/1) and a
-``transfer`` column: the key-point transfer score (3 decimals) where the prompt is one of the
-suite's items with reference points under some framing, empty otherwise. Also runnable on its
-own: ``python -m clients.judge_cmd --input FILE.csv ...``.
+``transfer`` column: the rubric transfer score (3 decimals) where the prompt is one of the
+suite's harmful (or pushback) items under some framing, empty otherwise. The refusal judge is
+the learned one unless ``--judge`` names another; the summary line names the judges' versions
+and config digests. Also runnable on its own: ``python -m clients.judge_cmd --input FILE.csv``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import click
 
 from attest.errors import AttestError
 from clients.probe.judges import (
+    DEFAULT_REFUSAL,
     JudgeError,
-    KeyPointTransferJudge,
+    LearnedRefusalJudge,
+    RubricTransferJudge,
+    TransferJudge,
     judge_answers,
     refusal_judges,
 )
@@ -83,9 +87,10 @@ def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
     "--judge",
     "judge_name",
     type=click.Choice(sorted(refusal_judges())),
-    default="improved",
+    default=DEFAULT_REFUSAL,
     show_default=True,
-    help="Refusal judge.",
+    help="Refusal judge (the transfer judge's refusal factor is always the learned judge's "
+    "probability).",
 )
 def judge(
     input_path: Path,
@@ -104,10 +109,13 @@ def judge(
                     f"{input_path} has no column {col!r} (columns: {', '.join(fields) or 'none'})"
                 )
         refusal = refusal_judges()[judge_name]
+        transfer: TransferJudge = RubricTransferJudge(
+            refusal if isinstance(refusal, LearnedRefusalJudge) else LearnedRefusalJudge()
+        )
         verdicts = judge_answers(
             ((r[prompt_column] or "", r[answer_column] or "") for r in rows),
             refusal=refusal,
-            transfer=KeyPointTransferJudge(refusal),
+            transfer=transfer,
             suite=_load(suite),
         )
     except AttestError as e:
@@ -125,8 +133,10 @@ def judge(
     matched = sum(v.transfer is not None for v in verdicts)
     refused = sum(v.refused for v in verdicts)
     click.echo(
-        f"judged {len(rows)} answers with {refusal.name}: {refused} refused, "
-        f"{matched} scored for transfer against suite {suite}",
+        f"judged {len(rows)} answers with {refusal.name} {refusal.version} "
+        f"(config {refusal.config_digest[:12]}): {refused} refused, {matched} scored for "
+        f"transfer by {transfer.name} {transfer.version} (config {transfer.config_digest[:12]}) "
+        f"against suite {suite}",
         err=True,
     )
 
