@@ -76,7 +76,7 @@ from clients.probe.emotions import (
     load_calibration,
     save_calibration,
 )
-from clients.probe.judges import ImprovedRefusalJudge, KeyPointTransferJudge
+from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.model import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -475,8 +475,8 @@ def _answer(
     bar: tqdm[Any] | None,
 ) -> list[ProbeItem]:
     """Answer, judge and project `batch` (greedy, in order, `options.batch_size` at a time)."""
-    refusal = ImprovedRefusalJudge()
-    transfer = KeyPointTransferJudge()
+    refusal = LearnedRefusalJudge()
+    transfer = RubricTransferJudge(refusal)
     torch.manual_seed(options.seed)  # greedy decoding needs no RNG; this keeps it that way
     gens = []
     with emotion_capture(lm, cal) as cap:
