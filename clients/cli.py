@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import httpx
 
+from attest.checkpoint import Checkpoint
 from attest.jcs import canonical_loads
 from attest.keychain import ROLES
 from attest.keys import (
@@ -28,7 +30,7 @@ from attest.predicates import KEY_EVENT
 from attest.statement import predicate_model, sign_statement
 from clients.errors import diagnosed as _diagnosed
 from clients.options import LedgerArgs, Signing, key_stem, ledger_options, passphrase
-from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
+from clients.sdk import LedgerClient, LogInfo, VerificationError, verifier_from_vkey
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -309,8 +311,70 @@ def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
     """Fetch the checkpoint, every tile and entry, and recompute the root."""
     with LedgerClient(ledger) as client:
         info = _trusted_log(client, log_name, vkey)
-        cp = client.audit(log_name, verifier_from_vkey(info.vkey), info.origin)
+        cp = _audit_with_progress(client, log_name, verifier_from_vkey(info.vkey), info.origin)
     click.echo(f"ok: {cp.origin} size {cp.size} root {cp.root_hash.hex()} recomputed from tiles")
+
+
+def _audit_with_progress(client: LedgerClient, name: str, verifier: Any, origin: str) -> Checkpoint:
+    """`LedgerClient.audit` with a bar on stderr that advances per tile and entry bundle."""
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    from attest.audit import AuditError, audit_tree
+    from attest.tiles import TileId, tiles_for_size
+
+    cp, _ = client.checkpoint(name, verifier, origin)
+    tiles = list(tiles_for_size(cp.size))
+    total = len(tiles) + sum(1 for t, _ in tiles if t.level == 0)  # hash tiles + bundles
+    with tqdm(total=total, unit="tile", desc=f"{name}: {cp.size} entries", file=sys.stderr) as bar:
+
+        def tile(t: TileId, width: int) -> bytes:
+            data = client.tile(name, t, width)
+            bar.update()
+            return data
+
+        def bundle(index: int, width: int) -> list[bytes]:
+            entries = client.bundle(name, index, width)
+            bar.update()
+            return entries
+
+        try:
+            audit_tree(cp.size, cp.root_hash, tile, bundle)
+        except AuditError as e:
+            raise VerificationError(f"log {name} at size {cp.size}: {e.diagnostic}") from e
+    return cp
+
+
+class NotReadyError(click.ClickException):
+    """`bledger wait`: the server did not answer in time (or is not a ledger)."""
+
+
+@main.command("wait")
+@click.argument("url")
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait before giving up.",
+)
+@_diagnosed
+def wait(url: str, timeout: float) -> None:
+    """Wait until the ledger at URL answers GET URL/logs (polling, bounded by --timeout)."""
+    target = url.rstrip("/") + "/logs"
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            resp = httpx.get(target, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            if resp.status_code == 200 and isinstance(resp.json(), list):
+                click.echo(f"ready: {target}", err=True)
+                return
+            last = f"HTTP {resp.status_code}"
+        except (httpx.HTTPError, ValueError) as e:
+            last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if time.monotonic() >= deadline:
+            raise NotReadyError(f"no ledger answered GET {target} within {timeout:g} s ({last})")
+        time.sleep(0.2)
 
 
 def _register_subcommands() -> None:
@@ -321,6 +385,7 @@ def _register_subcommands() -> None:
     from clients.issuer_cmd import issuer
     from clients.judge_cmd import judge
     from clients.lab_cmd import lab
+    from clients.model_cmd import model
     from clients.probe_cmd import probe
     from clients.report_cmd import report
     from clients.verify_cmd import verify, verify_evidence
@@ -328,7 +393,7 @@ def _register_subcommands() -> None:
 
     commands = (
         *(witness, verify, verify_evidence, issuer, report, judge, emotions, probe),
-        *(demo, history, lab),
+        *(demo, history, lab, model),
     )
     for command in commands:
         main.add_command(command)

@@ -18,9 +18,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+import httpx
 
 from verifier.errors import VerifierError
 
@@ -95,10 +96,47 @@ def verify(
         node = AuditNode.open(data)
     except VerifierError as e:
         raise _fail(e) from e
+    _show_catch_up(node)
     all_peers = [*cfg.peers, *peers]
     if once:
         sys.exit(_run_once(node, all_peers))
     _serve(node, all_peers, poll if poll is not None else cfg.poll_seconds, host, port)
+
+
+def _show_catch_up(node: AuditNode) -> None:
+    """A progress bar on stderr per followed log while the node fetches entry bundles (catching
+    up on a large log takes minutes): the bar's total is the entries the latest checkpoint adds
+    to what the node had verified. Reads the node's HTTP traffic only (response hooks)."""
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    for origin, followed in node.logs.items():
+        bars: dict[str, Any] = {}
+
+        def on_response(
+            r: httpx.Response, origin: str = origin, bars: dict[str, Any] = bars
+        ) -> None:
+            path = r.request.url.path
+            if r.status_code != 200:
+                return
+            if path.endswith("/checkpoint"):
+                if "bar" in bars:
+                    bars.pop("bar").close()
+                lines = r.read().decode(errors="replace").split("\n")
+                head = node.state.head(origin)
+                old = 0 if head is None else head.size
+                size = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else old
+                if size - old >= 256:  # a few bundles or more: worth a bar
+                    bars["bar"] = tqdm(
+                        total=size - old, unit="entry", desc=f"auditing {origin}", file=sys.stderr
+                    )
+            elif "/tile/entries/" in path and "bar" in bars:
+                bar = bars["bar"]
+                width = int(path.rsplit(".p/", 1)[1]) if ".p/" in path else 256
+                bar.update(min(width, bar.total - bar.n))
+                if bar.n >= bar.total:
+                    bars.pop("bar").close()
+
+        followed.http.event_hooks["response"].append(on_response)
 
 
 def _follow(

