@@ -17,7 +17,10 @@ Rules (each tagged in the code):
        keys the operator allows directly (`--allow-key`) may sign what a worker may (probe
        records, calibrations, field reports), never a lab's continuity statement;
   (R7) an issuer's credential events and token keys are recorded against that issuer; only the
-       issuer that issued a credential (or published a token key) may revoke (or retire) it.
+       issuer that issued a credential (or published a token key) may revoke (or retire) it;
+  (R8) what is revoked stays revoked: a credential id is issued once per issuer (and a token key
+       published once, a key registered once, R5), so an issuance replayed after its revocation
+       is refused, whatever signatures it carries.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class KeyChain:
         # (holder raw key, tier) -> {issuer identity id: credential}
         self.credentials: dict[tuple[bytes, str], dict[int, Credential]] = {}
         self.holder_keyids: dict[str, bytes] = {}
+        self.credential_ids: set[tuple[int, str]] = set()  # (issuer id, credential id) (R8)
         self.token_keys: dict[str, PublishedTokenKey] = {}  # token key id (hex) -> key
         self.size = 0  # log size this state corresponds to (maintained by the caller)
 
@@ -130,6 +134,7 @@ class KeyChain:
         c.used, c.by_keyid = set(self.used), dict(self.by_keyid)
         c.credentials = {k: dict(v) for k, v in self.credentials.items()}
         c.holder_keyids, c.token_keys = dict(self.holder_keyids), dict(self.token_keys)
+        c.credential_ids = set(self.credential_ids)
         return c
 
     # -- lookups ------------------------------------------------------------------------------
@@ -217,9 +222,14 @@ class KeyChain:
         slot = self.credentials.setdefault((holder, p.tier), {})
         have = slot.get(issuer.id)
         if p.action == "issue":
+            if (issuer.id, p.credential_id) in self.credential_ids:  # (R8)
+                raise KeyChainError(
+                    f"credential {p.credential_id!r} was issued before; an id is issued once"
+                )
             if have is not None and have.revoked_at is None:
                 raise KeyChainError(f"issuer already holds a live credential for {p.tier}")
             slot[issuer.id] = Credential(p.credential_id, issuer.id, p.expires_at, index)
+            self.credential_ids.add((issuer.id, p.credential_id))
             self.holder_keyids[dsse_keyid(name, public_key_from_bytes(holder))] = holder
         else:  # (R7)
             if have is None or have.credential_id != p.credential_id or have.revoked_at:

@@ -11,7 +11,7 @@ import click
 
 from attest.policy import Policy
 from clients.history import policy_for
-from clients.sdk import LedgerClient
+from clients.sdk import ClientError, LedgerClient, VerificationError, verifier_from_vkey
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +54,29 @@ def trusted_client(
     if policy_file is not None and vkey is not None:
         raise click.UsageError("give --policy or --vkey, not both")
     with LedgerClient(ledger) as bare:
+        if vkey is not None:
+            check_pinned_key(bare, ledger, log_name, vkey)
         policy = policy_for(bare, log_name, policy_file, vkey)
     urls = tuple(witness_urls) or tuple(w.url for w in policy.witnesses.values() if w.url)
     with LedgerClient(ledger, witness_urls=urls) as client:
         yield client, policy
+
+
+def check_pinned_key(client: LedgerClient, ledger: str, log_name: str, vkey: str) -> None:
+    """Raise `ClientError` unless `vkey` verifies the signature on the log's latest checkpoint,
+    with a message about the key the user pinned (not about a policy they never wrote)."""
+    verifier = verifier_from_vkey(vkey)
+    info = client.log_info(log_name)
+    try:
+        client.checkpoint(log_name, verifier, info.origin)
+    except VerificationError as e:
+        raise ClientError(
+            f"the key given with --vkey ({verifier.name}+{verifier.key_id.hex()}) does not "
+            f"match the signature of log {log_name} at {ledger} "
+            f"(origin {info.origin}, signed by {_key_label(info.vkey)}): {e.diagnostic}"
+        ) from e
+
+
+def _key_label(vkey: str) -> str:
+    """NAME+KEYID of a verifier key (its public key left out), for messages."""
+    return "+".join(vkey.split("+")[:2])

@@ -1,9 +1,11 @@
 """Admission rules: what each log accepts, and the leaf bytes it stores for it.
 
-A rule works in two phases:
+The rules themselves are `attest.admission` (pure, shared with audit nodes); this module wires
+them to the log's storage and clock, and maps their failures to HTTP answers in one table
+(`STATUS`). A rule works in two phases:
 
 * `admit(body)`, in the request handler, without locks: parse the DSSE envelope and its
-  statement, check the statement's anti-backdating fields, verify the signatures. Returns an
+  statement, check the statement's anti-backdating fields, verify every signature. Returns an
   `Admitted` (the canonical leaf bytes plus what was verified) or raises `AdmissionError`.
 * `begin(txn)`, in the sequencer, under the log's lock: a `BatchCheck` that decides, entry by
   entry in index order, whether the statement is authorised *at its index* (key chains), so a
@@ -17,20 +19,38 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
-from attest import merkle
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
+from attest import admission as rules
+from attest.admission import DEFAULT_SKEW as DEFAULT_SKEW
+from attest.admission import AdmissionRefused, statement_digest
+from attest.dsse import Envelope, TrustedKey
 from attest.errors import AttestError
 from attest.keychain import STATEFUL, KeyChain, KeyChainError
-from attest.predicates import ContinuityStatement, ProbeRecord
 from attest.statement import Statement, parse_statement
-from attest.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, TileError, decode_bundle
+from attest.tiles import TILE_WIDTH, TileError, decode_bundle
 from ledger.errors import LedgerError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
 
-DEFAULT_SKEW = 300  # seconds a statement's issued_at may lie ahead of the log's clock
+STATUS: Final[dict[str, tuple[int, str]]] = {
+    # reason (attest.admission.AdmissionRefused.reason) -> (HTTP status, error code)
+    "malformed": (400, "malformed_envelope"),
+    "not-canonical": (400, "malformed_envelope"),
+    "too-large": (413, "entry_too_large"),
+    "payload-type": (400, "wrong_payload_type"),
+    "invalid": (400, "invalid_statement"),
+    "unknown-checkpoint": (400, "unknown_checkpoint"),
+    "future": (400, "future_statement"),
+    "signature": (403, "untrusted_signature"),
+    "key-chain": (403, "not_authorised"),
+    "citation": (422, "bad_citation"),
+    "wrong-partition": (400, "wrong_partition"),
+    "unknown-tier": (403, "unknown_tier"),
+    "credentials": (403, "credential_quorum"),
+    "coarse-time": (400, "exact_time"),
+}
+"""How the log answers each refusal of `attest.admission`: the one place the two meet."""
 
 
 class AdmissionError(LedgerError):
@@ -44,14 +64,25 @@ class AdmissionError(LedgerError):
         self.headers = dict(headers or {})
 
 
+def refused(e: AdmissionRefused) -> AdmissionError:
+    """The log's answer to a refusal by `attest.admission` (`STATUS`)."""
+    status, error = STATUS.get(e.reason, STATUS.get(e.stage, (400, "refused")))
+    return AdmissionError(status, error, e.diagnostic)
+
+
 @dataclass(frozen=True)
 class Admitted:
-    """An entry that passed the stateless checks: leaf bytes, statement, verified signers."""
+    """An entry that passed the stateless checks: leaf bytes, statement, verified signers.
+
+    `digest` is the statement digest the log deduplicates on (`attest.admission.
+    statement_digest`); None for bytes admitted without a rule (the sequencer derives it).
+    """
 
     leaf: bytes
     statement: Statement | None = None
     payload: bytes = b""
     signers: frozenset[bytes] = frozenset()
+    digest: bytes | None = field(default=None, compare=False)
 
 
 class BatchCheck(Protocol):
@@ -88,33 +119,38 @@ class AdmissionRule(Protocol):
 def parse_envelope(body: bytes) -> Envelope:
     """Parse a posted DSSE envelope, mapping every parse failure to a 400."""
     try:
-        return Envelope.from_json(body)
-    except AttestError as e:
-        raise AdmissionError(400, "malformed_envelope", e.diagnostic) from e
+        return rules.parse_envelope(body)
+    except AdmissionRefused as e:
+        raise refused(e) from e
 
 
 def leaf_data(env: Envelope) -> bytes:
     """The canonical bytes the log stores, checked against the tiles' 64 KiB entry limit."""
-    data = env.canonical_bytes()
-    if len(data) > MAX_ENTRY_SIZE:
-        raise AdmissionError(
-            413,
-            "entry_too_large",
-            f"canonical entry is {len(data)} bytes; entries are at most {MAX_ENTRY_SIZE}",
-        )
-    return data
+    try:
+        return rules.leaf_data(env)
+    except AdmissionRefused as e:
+        raise refused(e) from e
 
 
 def parse_payload(env: Envelope) -> Statement:
     """The envelope's in-toto statement, strictly parsed (400 when it is not one of ours)."""
-    if env.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise AdmissionError(
-            400, "wrong_payload_type", f"payloadType must be {IN_TOTO_PAYLOAD_TYPE!r}"
-        )
     try:
-        return parse_statement(env.payload)
-    except AttestError as e:
-        raise AdmissionError(400, "invalid_statement", e.diagnostic) from e
+        return rules.parse_payload(env)
+    except AdmissionRefused as e:
+        raise refused(e) from e
+
+
+def check_seen(
+    store: Store, log_id: int, origin: str, stmt: Statement, now: int, skew: int
+) -> None:
+    """Anti-backdating (`attest.admission.check_seen`) against the checkpoints this log
+    published, and no claim from the future."""
+    try:
+        rules.check_seen(
+            stmt, origin, lambda size: store.published_root(log_id, size), now=now, skew=skew
+        )
+    except AdmissionRefused as e:
+        raise refused(e) from e
 
 
 class EvidenceRule:
@@ -165,23 +201,24 @@ class EvidenceRule:
     # (phase 1) ----------------------------------------------------------------------------
 
     def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
-        """Parse, check anti-backdating and verify signatures against the known keys."""
+        """Parse, check anti-backdating and verify every signature against the known keys."""
         env = parse_envelope(body)
         leaf = leaf_data(env)
         stmt = parse_payload(env)
         check_seen(self.store, self.log_id, self.origin, stmt, int(self.clock()), self.skew)
         try:
             keys = self._verify(env, stmt)
-        except AttestError:
+        except AdmissionRefused:
             self.refresh()  # a key registered through another process since our last batch
             try:
                 keys = self._verify(env, stmt)
-            except AttestError as e:
-                raise AdmissionError(403, "untrusted_signature", e.diagnostic) from e
-        return Admitted(leaf, stmt, env.payload, frozenset(k.raw() for k in keys))
+            except AdmissionRefused as e:
+                raise refused(e) from e
+        signers = frozenset(k.raw() for k in keys)
+        return Admitted(leaf, stmt, env.payload, signers, statement_digest(env))
 
     def _verify(self, env: Envelope, stmt: Statement) -> list[TrustedKey]:
-        return verify_signers(env, stmt, self.chain, self.fixed)
+        return rules.verify_signers(env, stmt, self.chain, self.fixed)
 
     # (phase 2) ----------------------------------------------------------------------------
 
@@ -218,15 +255,12 @@ class _EvidenceBatch:
         if entry.statement is None:
             raise AdmissionError(400, "invalid_statement", "the evidence log stores statements")
         try:
-            self.chain.apply(index, entry.statement, entry.signers)
-        except KeyChainError as e:
-            raise AdmissionError(403, "not_authorised", e.diagnostic) from e
-        # Only a key event changes the chain, and it cites nothing: a refusal below leaves the
-        # batch's state as it was.
-        try:
-            check_citations(entry.statement, index, self.rule.origin, self._entry_at)
-        except CitationError as e:
-            raise AdmissionError(422, "bad_citation", e.diagnostic) from e
+            rules.authorise(self.chain, index, entry.statement, entry.signers)
+            # Only a key event changes the chain, and it cites nothing: a refusal below leaves
+            # the batch's state as it was.
+            rules.check_citations(entry.statement, index, self.rule.origin, self._entry_at)
+        except AdmissionRefused as e:
+            raise refused(e) from e
         if isinstance(entry.statement.predicate, STATEFUL):
             self.rows.append(KeyEventRow(index, entry.payload, entry.signers))
         self.fresh[index] = entry.leaf
@@ -258,115 +292,6 @@ class _EvidenceBatch:
 
 
 _BUNDLE_CACHE = 8  # entry bundles (up to 16 MiB each) a batch keeps while checking citations
-
-
-class CitationError(Exception):
-    """A continuity statement cites a log entry that is not what it says.
-
-    `cited` is the index of the entry the failure rests on, when one does (a wrong leaf hash,
-    not a probe record of that model); None when the reference alone shows it (another log, an
-    index not below the statement's).
-    """
-
-    def __init__(self, diagnostic: str, cited: int | None = None) -> None:
-        super().__init__(diagnostic)
-        self.diagnostic, self.cited = diagnostic, cited
-
-
-EntryAt = Callable[[int], bytes | None]
-"""The log's entry at an index below the one being checked; None when the caller does not hold
-it (that reference is then not checked against its entry)."""
-
-
-def check_citations(stmt: Statement, index: int, origin: str, entry_at: EntryAt) -> None:
-    """Check the entries a continuity statement at `index` of log `origin` cites (any other
-    statement cites nothing and passes).
-
-    Plan, for each LogEntryRef of `predecessor_records` and `successor_records`:
-    1. it names this log (`origin`) and an index below `index`;
-    2. the entry there (`entry_at`) has the leaf hash it cites (RFC 9162 leaf hash);
-    3. that entry is a probe record of the model on its side: name, version and weights digest.
-
-    Pure: auditors replaying the log call it with entries they verified. Raises CitationError.
-    """
-    p = stmt.predicate
-    if not isinstance(p, ContinuityStatement):
-        return
-    sides = (
-        ("predecessor", p.predecessor, p.predecessor_records),
-        ("successor", p.successor, p.successor_records),
-    )
-    for side, model, refs in sides:
-        for ref in refs:
-            where = f"{side} record {ref.origin} #{ref.index}"
-            if ref.origin != origin:  # (1)
-                raise CitationError(f"{where} is not in this log ({origin})")
-            if ref.index >= index:
-                raise CitationError(f"{where} is not below the statement's own index {index}")
-            data = entry_at(ref.index)
-            if data is None:
-                continue
-            leaf = merkle.leaf_hash(data).hex()  # (2)
-            if leaf != ref.leaf_hash:
-                raise CitationError(
-                    f"{where} is cited with leaf hash {ref.leaf_hash}, the entry's is {leaf}",
-                    ref.index,
-                )
-            try:  # (3)
-                cited = parse_statement(Envelope.from_json(data).payload).predicate
-            except AttestError:
-                cited = None
-            if not isinstance(cited, ProbeRecord):
-                raise CitationError(f"{where} is not a probe record", ref.index)
-            if cited.model != model:
-                got, want = cited.model, model
-                raise CitationError(
-                    f"{where} is a probe record of {got.name}@{got.version} "
-                    f"({got.weights_sha256[:12]}…), not of {want.name}@{want.version} "
-                    f"({want.weights_sha256[:12]}…)",
-                    ref.index,
-                )
-
-
-def check_seen(
-    store: Store, log_id: int, origin: str, stmt: Statement, now: int, skew: int
-) -> None:
-    """Anti-backdating: a checkpoint this log published, and no claim from the future."""
-    p = stmt.predicate
-    seen = p.seen_checkpoint
-    if seen.origin != origin:
-        raise AdmissionError(
-            400,
-            "unknown_checkpoint",
-            f"statement saw a checkpoint of {seen.origin!r}, not of this log ({origin!r})",
-        )
-    root = store.published_root(log_id, seen.size)
-    if root is None or root.hex() != seen.root:
-        raise AdmissionError(
-            400,
-            "unknown_checkpoint",
-            f"this log never published a checkpoint of size {seen.size} with root {seen.root}",
-        )
-    if p.issued_at > now + skew:
-        raise AdmissionError(
-            400,
-            "future_statement",
-            f"issuedAt {p.issued_at} lies {p.issued_at - now} s in the future "
-            f"(allowed skew {skew} s)",
-        )
-
-
-def verify_signers(
-    env: Envelope, stmt: Statement, chain: KeyChain, fixed: Sequence[TrustedKey] = ()
-) -> list[TrustedKey]:
-    """The keys whose signatures on `env` verify: keys the chain knows by the envelope's keyids,
-    a key event's own keys (proof of possession), and `fixed` keys (roots, allowed keys).
-
-    Pure: auditors replaying the log call it with their own chain. Raises AttestError when no
-    signature verifies.
-    """
-    trusted = chain.candidates((s.keyid for s in env.signatures), stmt)
-    return verify_envelope(env, [*trusted, *fixed], threshold=1)
 
 
 def _replayed(chain: KeyChain, rows: list[KeyEventRow], size: int) -> KeyChain:

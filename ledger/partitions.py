@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from attest import admission as rules
 from attest import merkle
+from attest.admission import AdmissionRefused, statement_digest
 from attest.anonymous import verify_one_time
-from attest.dsse import Envelope, TrustedKey, verify_envelope
 from attest.errors import AttestError
-from attest.keys import public_key_from_bytes
 from attest.note import NoteSigner
 from attest.predicates import FieldReport
 from attest.privacypass import (
@@ -50,6 +50,7 @@ from ledger.admission import (
     leaf_data,
     parse_envelope,
     parse_payload,
+    refused,
 )
 from ledger.log import Log
 from ledger.sequencer import Sequencer
@@ -61,12 +62,10 @@ DEFAULT_QUORUM = 2
 
 
 def _field_report(stmt: Statement, tier: str) -> FieldReport:
-    p = stmt.predicate
-    if not isinstance(p, FieldReport) or p.tier != tier:
-        raise AdmissionError(
-            400, "wrong_partition", f"the {tier} log takes field reports filed as {tier!r}"
-        )
-    return p
+    try:
+        return rules.field_report(stmt, tier)
+    except AdmissionRefused as e:
+        raise refused(e) from e
 
 
 class AttestedRule:
@@ -89,45 +88,24 @@ class AttestedRule:
         self.quorum, self.clock, self.skew = dict(quorum), clock, skew
 
     def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
-        """Plan: (1) parse; (2) anti-backdating; (3) the tier has a quorum; (4) a holder key
-        signed; (5) enough distinct issuers vouch for that key in that tier, now."""
+        """Plan: (1) parse; (2) anti-backdating; (3) a field report in a tier with a quorum;
+        (4) every signature by a credential-holder key; (5) enough distinct issuers vouch for
+        one of those keys in that tier, now (`attest.admission.admit_attested`)."""
         env = parse_envelope(body)  # (1)
         leaf = leaf_data(env)
         stmt = parse_payload(env)
-        report = _field_report(stmt, "attested")
+        _field_report(stmt, "attested")
         now = int(self.clock())
         check_seen(self.store, self.log_id, self.origin, stmt, now, self.skew)  # (2)
-        tier = str(report.credential_tier)
-        k = self.quorum.get(tier)
-        if k is None:  # (3)
-            raise AdmissionError(403, "unknown_tier", f"this log admits no tier {tier!r}")
-        keys = self._holder_keys(env)  # (4)
-        best = 0
-        for key in keys:  # (5)
-            issuers = self.evidence.chain.credential_issuers(key.raw(), tier, now)
-            if len(issuers) >= k:
-                return Admitted(leaf, stmt, env.payload, frozenset({key.raw()}))
-            best = max(best, len(issuers))
-        raise AdmissionError(
-            403,
-            "credential_quorum",
-            f"{best} distinct issuer(s) vouch for the signing key in tier {tier!r}; {k} needed",
-        )
-
-    def _holder_keys(self, env: Envelope) -> list[TrustedKey]:
         for attempt in range(2):
-            chain = self.evidence.chain
-            trusted = [
-                TrustedKey(s.keyid, public_key_from_bytes(chain.holder_keyids[s.keyid]))
-                for s in env.signatures
-                if s.keyid in chain.holder_keyids
-            ]
-            try:
-                return verify_envelope(env, trusted, threshold=1)
-            except AttestError as e:
-                if attempt:
-                    raise AdmissionError(403, "untrusted_signature", e.diagnostic) from e
+            try:  # (3)-(5)
+                holder = rules.admit_attested(env, stmt, self.evidence.chain, self.quorum.get, now)
+            except AdmissionRefused as e:
+                if attempt or e.stage not in ("signature", "credentials"):
+                    raise refused(e) from e
                 self.evidence.refresh()  # a credential logged through another process
+                continue
+            return Admitted(leaf, stmt, env.payload, frozenset({holder}), statement_digest(env))
         raise AssertionError("unreachable")
 
     def begin(self, txn: WriteTxn) -> BatchCheck:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import random
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -37,11 +38,12 @@ from typing import Any, Literal, NoReturn, cast
 import httpx
 import tomli_w
 
+from attest import admission as rules
 from attest import merkle
-from attest.anonymous import verify_one_time
+from attest.admission import AdmissionRefused, EntryAt
 from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.cosignature import CosignatureSigner
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, TrustedKey, verify_envelope
+from attest.dsse import Envelope, TrustedKey
 from attest.errors import AttestError, PolicyError
 from attest.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
 from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
@@ -55,7 +57,6 @@ from attest.note import (
     parse_note,
 )
 from attest.policy import Policy
-from attest.predicates import FieldReport
 from attest.statement import Statement, parse_statement
 from attest.tiles import (
     ENTRIES_LEVEL,
@@ -70,7 +71,6 @@ from attest.tiles import (
     tiles_for_size,
 )
 from attest.vkey import parse_vkey
-from ledger.admission import CitationError, EntryAt, check_citations, verify_signers
 from verifier.errors import VerifierError, WitnessConflict, WitnessError
 from verifier.gossip import (
     Evidence,
@@ -103,6 +103,7 @@ timeout_seconds = 10
 backoff_base_seconds = 5      # a log that fails is retried after 5, 10, 20, ... seconds
 backoff_max_seconds = 600
 peers = []                    # other audit nodes' gossip URLs, e.g. "http://10.0.0.2:8090"
+recheck_bundles = 4           # verified entry bundles each step re-reads and re-hashes
 
 # [[logs]]
 # name = "evidence"
@@ -124,7 +125,7 @@ DEFAULT_ATTESTED_QUORUM = 2
 """Distinct credential issuers an attested report's key needs, unless the config says otherwise
 (the server's default quorum for every professional tier)."""
 
-HOUR = 3600
+HOUR = rules.HOUR
 """Anonymous statements carry `issuedAt` rounded down to a multiple of this (coarse time)."""
 
 
@@ -231,6 +232,7 @@ class NodeConfig:
     timeout_seconds: float = 10.0
     backoff_base_seconds: float = 5.0
     backoff_max_seconds: float = 600.0
+    recheck_bundles: int = 4
 
 
 def init_node_dir(data: Path) -> NodeConfig:
@@ -273,6 +275,7 @@ def load_node_config(data: Path) -> NodeConfig:
             timeout_seconds=float(node.get("timeout_seconds", 10)),
             backoff_base_seconds=float(node.get("backoff_base_seconds", 5)),
             backoff_max_seconds=float(node.get("backoff_max_seconds", 600)),
+            recheck_bundles=int(node.get("recheck_bundles", 4)),
         )
     except FileNotFoundError as e:
         raise ConfigError(f"{path} does not exist; run `bledger verify --data {data}`") from e
@@ -396,14 +399,20 @@ def node_cosigner(cfg: NodeConfig) -> CosignatureSigner:
 Verdict = Literal["consistent", "undecided", "misbehaviour"]
 """What comparing a gossiped checkpoint with the node's view concluded."""
 
-RootAt = Callable[[int], bytes]
+RootAt = Callable[[int], bytes | None]
 """The root of the log's tree at a size (for anti-backdating checks)."""
+
+
+def _invalid(index: int, e: AdmissionRefused) -> EntryInvalid:
+    """An `attest.admission` refusal as the node reports it, with the same stage."""
+    return EntryInvalid(index, e.stage, e.diagnostic, e.cited)
 
 
 def validate_statement(
     index: int, entry: bytes, origin: str, root_at: RootAt | None
 ) -> tuple[Envelope, Statement]:
-    """Steps 1-3 of every partition's validation: the envelope, the statement, anti-backdating.
+    """Steps 1-3 of every partition's validation: the envelope, the statement, anti-backdating
+    (`attest.admission.admit_statement`, the rules the log admitted it by).
 
     Plan (each step tagged; raises EntryInvalid naming the step):
     1. the entry parses as a DSSE envelope whose canonical bytes are exactly the entry;
@@ -414,26 +423,9 @@ def validate_statement(
     Pure. Returns the envelope and its statement.
     """
     try:
-        env = Envelope.from_json(entry)
-    except AttestError as e:
-        raise EntryInvalid(index, "envelope", e.diagnostic) from e
-    if env.canonical_bytes() != entry:  # (1)
-        raise EntryInvalid(index, "envelope", "entry is not the canonical bytes of its envelope")
-    if env.payload_type != IN_TOTO_PAYLOAD_TYPE:  # (2)
-        raise EntryInvalid(index, "statement", f"payloadType {env.payload_type!r}")
-    try:
-        stmt = parse_statement(env.payload)
-    except AttestError as e:
-        raise EntryInvalid(index, "statement", e.diagnostic) from e
-    seen = stmt.predicate.seen_checkpoint  # (3)
-    if seen.origin != origin:
-        raise EntryInvalid(index, "backdating", f"saw a checkpoint of {seen.origin!r}")
-    if seen.size > index:
-        raise EntryInvalid(index, "backdating", f"saw size {seen.size}, beyond its own index")
-    if root_at is not None and root_at(seen.size).hex() != seen.root:
-        raise EntryInvalid(
-            index, "backdating", f"saw root {seen.root} at size {seen.size}, the log's differs"
-        )
+        env, _, stmt = rules.admit_statement(entry, origin, root_at, index=index, stored=True)
+    except AdmissionRefused as e:  # (1)-(3)
+        raise _invalid(index, e) from e
     return env, stmt
 
 
@@ -451,10 +443,12 @@ def validate_entry(
 
     Plan (each step tagged; raises EntryInvalid naming the step):
     1-3. `validate_statement`: envelope, statement, anti-backdating;
-    4. a signature verifies against a key the chain knows, a key event's own key, or `fixed`;
-    5. the key chain authorises the statement at `index` (and moves on, if it is a key event);
+    4. every signature verifies under the key its keyid names: a key the chain knows, a key
+       event's own key, or `fixed` (`attest.admission.verify_signers`);
+    5. the key chain authorises the statement at `index` (and moves on, if it is a key event;
+       an issuance whose credential id was seen before is refused: revocation is final);
     6. a continuity statement cites only probe records of its models in this log below `index`,
-       with their leaf hashes (`ledger.admission.check_citations`; the cited entries come from
+       with their leaf hashes (`attest.admission.check_citations`; the cited entries come from
        `entry_at`, verified by the caller: without it, or where it returns None, only the
        references themselves are checked). Stage "citation".
 
@@ -462,34 +456,17 @@ def validate_entry(
     """
     env, stmt = validate_statement(index, entry, origin, root_at)  # (1)-(3)
     try:
-        keys = verify_signers(env, stmt, chain, fixed)  # (4)
-    except AttestError as e:
-        raise EntryInvalid(index, "signature", e.diagnostic) from e
-    signers = frozenset(k.raw() for k in keys)
-    try:
-        chain.apply(index, stmt, signers)  # (5)
-    except KeyChainError as e:
-        raise EntryInvalid(index, "key-chain", e.diagnostic) from e
-    try:
-        check_citations(stmt, index, origin, entry_at or _held_nothing)  # (6)
-    except CitationError as e:
-        raise EntryInvalid(index, "citation", e.diagnostic, e.cited) from e
+        keys = rules.verify_signers(env, stmt, chain, fixed)  # (4)
+        signers = frozenset(k.raw() for k in keys)
+        rules.authorise(chain, index, stmt, signers)  # (5)
+        rules.check_citations(stmt, index, origin, entry_at or _held_nothing)  # (6)
+    except AdmissionRefused as e:
+        raise _invalid(index, e) from e
     return stmt, signers
 
 
 def _held_nothing(index: int) -> bytes | None:
     return None
-
-
-def _field_report(index: int, stmt: Statement, tier: str) -> FieldReport:
-    """The statement's field report, filed in `tier` (EntryInvalid at stage "partition")."""
-    p = stmt.predicate
-    if not isinstance(p, FieldReport):
-        kind = stmt.predicate_type.rsplit("/", 2)[-2]
-        raise EntryInvalid(index, "partition", f"a {kind} statement in the {tier} log")
-    if p.tier != tier:
-        raise EntryInvalid(index, "partition", f"a field report filed as {p.tier!r}")
-    return p
 
 
 def validate_anonymous_entry(
@@ -505,17 +482,15 @@ def validate_anonymous_entry(
     6. exactly one signature, by the one-time key its keyid *is* (`anonymous+<id>+<key>`), and
        it verifies (stage "signature").
 
-    Nothing else: no key chain, no signer identity. Not checked, because the log never stores
-    it: the Privacy Pass token that authorised the write (its issuer, key and single use). Pure.
+    Steps 4-6 are `attest.admission.admit_anonymous`. Nothing else: no key chain, no signer
+    identity. Not checked, because the log never stores it: the Privacy Pass token that
+    authorised the write (its issuer, key and single use). Pure.
     """
     env, stmt = validate_statement(index, entry, origin, root_at)  # (1)-(3)
-    report = _field_report(index, stmt, "anonymous")  # (4)
-    if report.issued_at % HOUR:  # (5)
-        raise EntryInvalid(index, "coarse-time", f"issuedAt {report.issued_at} is not a whole hour")
     try:
-        verify_one_time(env)  # (6)
-    except AttestError as e:
-        raise EntryInvalid(index, "signature", e.diagnostic) from e
+        rules.admit_anonymous(env, stmt)  # (4)-(6)
+    except AdmissionRefused as e:
+        raise _invalid(index, e) from e
     return stmt
 
 
@@ -535,46 +510,29 @@ def validate_attested_entry(
        (stage "partition");
     -- only with `evidence`, the chain of the server's evidence log as the node verified it
        (None: the node does not follow that log, and the checks stop here) --
-    5. a signature verifies under a key the chain knows as a credential holder: one a logged
-       credential event named, found by the envelope's keyid (stage "signature");
+    5. every signature verifies under a key the chain knows as a credential holder: one a
+       logged credential event named, found by the signature's keyid (stage "signature");
     6. at least `quorum` distinct issuer identities issued a credential for that key in tier T,
        at some evidence index the node verified (stage "credentials").
 
-    Not checked, because the logs are not ordered against each other (an attested index says
-    nothing about the evidence log's size when the entry was admitted): that those credentials
-    were unrevoked, unexpired and their issuers valid *when* the entry was admitted, nor that
-    they were logged before it (a log could backfill them); that the server's quorum for T is
-    `quorum`. A credential revoked or expired since still counts. Pure; returns the statement
-    and the holder keys whose signature verified.
+    Steps 4-6 are `attest.admission.admit_attested` without a `now`. Not checked, because the
+    logs are not ordered against each other (an attested index says nothing about the evidence
+    log's size when the entry was admitted): that those credentials were unrevoked, unexpired
+    and their issuers valid *when* the entry was admitted, nor that they were logged before it
+    (a log could backfill them); that the server's quorum for T is `quorum`. A credential
+    revoked or expired since still counts (an issuance replayed after its revocation does not:
+    the evidence log's chain refuses it). Pure; returns the statement and the holder key whose
+    signature verified.
     """
     env, stmt = validate_statement(index, entry, origin, root_at)  # (1)-(3)
-    report = _field_report(index, stmt, "attested")  # (4)
-    tier = str(report.credential_tier)  # the schema requires it for attested reports
-    if evidence is None:
-        return stmt, frozenset()
-    trusted = [
-        TrustedKey(s.keyid, _public_key(evidence.holder_keyids[s.keyid]))
-        for s in env.signatures
-        if s.keyid in evidence.holder_keyids
-    ]
-    if not trusted:  # (5)
-        raise EntryInvalid(index, "signature", "no signature by a key any credential names")
     try:
-        keys = verify_envelope(env, trusted, threshold=1)
-    except AttestError as e:
-        raise EntryInvalid(index, "signature", e.diagnostic) from e
-    best = 0
-    for key in keys:  # (6)
-        issuers = len(evidence.credentials.get((key.raw(), tier), {}))
-        if issuers >= quorum:
-            return stmt, frozenset({key.raw()})
-        best = max(best, issuers)
-    raise EntryInvalid(
-        index,
-        "credentials",
-        f"{best} distinct issuer(s) ever credentialed the signing key in tier {tier!r}; "
-        f"{quorum} needed",
-    )
+        rules.field_report(stmt, "attested")  # (4)
+        if evidence is None:
+            return stmt, frozenset()
+        holder = rules.admit_attested(env, stmt, evidence, lambda tier: quorum, None)  # (5)-(6)
+    except AdmissionRefused as e:
+        raise _invalid(index, e) from e
+    return stmt, frozenset({holder})
 
 
 def validate_partition_entry(
@@ -727,6 +685,46 @@ _NO_EVIDENCE_LOG = (
 )
 
 
+class Recheck:
+    """Which entry bundles the node verified before are re-read and re-hashed at each step.
+
+    Each log is swept in a random order (`rng`, injectable for tests), `per_round` bundles a
+    step, without replacement: a sweep re-reads every bundle below the verified head when it
+    started within ceil(B / per_round) steps, B bundles, and the next sweep starts over. So a
+    bundle edited in place after the node verified it is caught within `bound(B)` =
+    2 * ceil(B / per_round) steps (it may be edited just after this sweep read it), and the log
+    cannot tell which bundle comes next. `per_round` None: every bundle, every step (`--full`);
+    0: none.
+    """
+
+    def __init__(self, per_round: int | None, rng: random.Random | None = None) -> None:
+        self.per_round, self.rng = per_round, rng or random.SystemRandom()
+        self._sweeps: dict[str, list[int]] = {}
+
+    def bound(self, bundles: int) -> int | None:
+        """Steps within which an edit of any of `bundles` bundles is re-read (None: never)."""
+        if self.per_round is None:
+            return 1
+        return 2 * -(-bundles // self.per_round) if self.per_round > 0 else None
+
+    def pick(self, origin: str, size: int) -> list[int]:
+        """The bundles of the tree of `size` to re-read at this step of log `origin`."""
+        bundles = -(-size // TILE_WIDTH)
+        if self.per_round is None:
+            return list(range(bundles))
+        want = min(self.per_round, bundles)
+        sweep = [n for n in self._sweeps.get(origin, []) if n < bundles]
+        picked: list[int] = []
+        while len(picked) < want:
+            if not sweep:
+                rest = [n for n in range(bundles) if n not in picked]
+                self.rng.shuffle(rest)
+                sweep = [*picked, *rest]  # pop() takes from the end: this step's come last
+            picked.append(sweep.pop())
+        self._sweeps[origin] = sweep
+        return picked
+
+
 class AuditNode:
     """An audit node following the logs of its config; see the module docstring.
 
@@ -741,8 +739,11 @@ class AuditNode:
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        full: bool = False,
+        rng: random.Random | None = None,
     ) -> None:
         self.cfg, self.state, self.clock = cfg, state, clock
+        self.recheck = Recheck(None if full else cfg.recheck_bundles, rng)
         self.cosigner = node_cosigner(cfg)
         self._transport = transport
         self.logs: dict[str, _Followed] = {}
@@ -761,10 +762,14 @@ class AuditNode:
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        full: bool = False,
+        rng: random.Random | None = None,
     ) -> AuditNode:
-        """The node of DATA (creating DATA on first run)."""
+        """The node of DATA (creating DATA on first run); `full`: re-read every verified entry
+        bundle at every step (`Recheck`)."""
         cfg = init_node_dir(data)
-        return cls(cfg, State(data / STATE_NAME), clock=clock, transport=transport)
+        state = State(data / STATE_NAME)
+        return cls(cfg, state, clock=clock, transport=transport, full=full, rng=rng)
 
     def _open(self, lc: FollowedLog) -> _Followed:
         http = httpx.Client(
@@ -831,6 +836,8 @@ class AuditNode:
         """Fetch, verify and persist the log's latest checkpoint; then cosign and push it.
 
         Plan (each step tagged in `_step`):
+        0. re-read and re-hash a sample of the entry bundles verified before (`Recheck`): an
+           entry edited in place is misbehaviour (entry-mismatch);
         1. fetch the checkpoint (LogUnavailable, with back-off, when the log does not answer);
         2. verify the log's signature and origin (LogUnavailable: an unsigned answer proves
            nothing about the log);
@@ -870,6 +877,8 @@ class AuditNode:
     def _step(self, f: _Followed) -> StepResult:
         origin = f.cfg.origin
         head = self.state.head(origin)
+        if head is not None:
+            self._recheck(f, head)  # (0)
         note = self._get(f, f"/logs/{f.cfg.name}/checkpoint").content  # (1)
         try:
             cp, _ = open_checkpoint(note, f.verifier, origin)  # (2)
@@ -918,6 +927,24 @@ class AuditNode:
         if r.status_code != 200:
             raise LogUnavailable(f"{f.cfg.origin}: GET {path}: HTTP {r.status_code}")
         return r
+
+    # -- (0): entries verified before ------------------------------------------------------------
+
+    def _recheck(self, f: _Followed, head: VerifiedHead) -> int:
+        """Re-read the bundles `Recheck` picks and hash each entry against the leaf the node
+        verified under `head`; misbehaviour on a difference. Returns how many were re-read."""
+        picked = self.recheck.pick(f.cfg.origin, head.size)
+        tree = TreeTiles(lambda t: self.state.tile(f.cfg.origin, t))
+        ours = self._head_note(f, head)
+        for n in picked:
+            width = tile_width(0, n, head.size)
+            entries = self._bundle(f, n, width, ours)
+            leaves = split_hashes(tree.read(TileId(0, n)))[:width]
+            for i, entry in enumerate(entries):
+                if merkle.leaf_hash(entry) != leaves[i]:
+                    index = n * TILE_WIDTH + i
+                    self._misbehaved(self._entry_mismatch(f, ours, tree, head.size, index, entry))
+        return len(picked)
 
     # -- (3)-(6): the tree ----------------------------------------------------------------------
 

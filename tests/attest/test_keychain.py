@@ -146,9 +146,11 @@ def test_lab_registered_without_operator_is_refused(chain: Chain) -> None:
 
 def test_worker_certified_by_unregistered_lab_is_refused(chain: Chain) -> None:
     lab, worker = key("lab"), key("worker")
+    # Every signature must verify under a key the log knows: the unregistered lab's does not.
     chain.refused(
-        chain.event("register", "worker", vkey(worker)), [lab, worker], 403, "not_authorised"
+        chain.event("register", "worker", vkey(worker)), [lab, worker], 403, "untrusted_signature"
     )
+    chain.refused(chain.event("register", "worker", vkey(worker)), [worker], 403, "not_authorised")
     chain.refused(chain.report("x"), [worker], 403, "untrusted_signature")
 
 

@@ -447,6 +447,7 @@ def test_forged_anonymous_entry_is_caught(
         # the honest tree sees two roots for one size; a fresh node sees a consistent tree whose
         # entry 0 breaks the anonymous partition's coarse-time rule.
         op.write(op.forge(honest, 0, bad, resign=True))
+        honest_node.recheck.per_round = 0  # else it re-reads bundle 0 first (entry-mismatch)
         with pytest.raises(LogMisbehaved) as e:
             honest_node.step(anon)
         assert e.value.evidence.kind == "split-view"
