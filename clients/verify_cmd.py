@@ -60,6 +60,12 @@ def _fail(e: VerifierError) -> click.ClickException:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With --follow: the witness policy file (C2SP tlog-policy).",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Re-read and re-hash every entry bundle verified before, at every step (default: "
+    "the config's recheck_bundles per step).",
+)
 def verify(
     data: Path,
     once: bool,
@@ -72,6 +78,7 @@ def verify(
     allow_keys: tuple[str, ...],
     witnesses: tuple[str, ...],
     policy: Path | None,
+    full: bool,
 ) -> None:
     """Run an audit node over DATA: verify every checkpoint, tile and entry of the logs it
     follows, cosign what it verified, push it to witnesses, and gossip with peers."""
@@ -93,7 +100,7 @@ def verify(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        node = AuditNode.open(data)
+        node = AuditNode.open(data, full=full)
     except VerifierError as e:
         raise _fail(e) from e
     _show_catch_up(node)
