@@ -119,14 +119,25 @@ class LedgerClient:
         timeout: float = 60.0,
         client: httpx.Client | None = None,
         witness_urls: Sequence[str] = (),
+        tiles_url: str | None = None,
     ):
         """`witness_urls`: where to gather cosignatures when the log's own checkpoint does not
-        meet a policy (audit nodes' URLs); by default none."""
+        meet a policy (audit nodes' URLs); by default none. `tiles_url`: where the log's
+        checkpoint, tiles and entry bundles are published as static objects (a directory behind
+        a web server, an S3 bucket, a CDN; C2SP tlog-tiles paths under `logs/<name>/`); by
+        default the server itself."""
         self._http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._tiles = (
+            httpx.Client(base_url=tiles_url.rstrip("/"), timeout=timeout)
+            if tiles_url
+            else self._http
+        )
         self._witness_urls = tuple(witness_urls)
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connection pools."""
+        if self._tiles is not self._http:
+            self._tiles.close()
         self._http.close()
 
     def __enter__(self) -> LedgerClient:
@@ -135,13 +146,15 @@ class LedgerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _get(self, path: str) -> httpx.Response:
+    def _get(self, path: str, *, static: bool = False) -> httpx.Response:
+        """GET `path` from the server, or from the tile URL when `static` and one is set."""
+        http = self._tiles if static else self._http
         try:
-            r = self._http.get(path)
+            r = http.get(path)
         except httpx.HTTPError as e:
-            raise ClientError(f"GET {path}: {e}") from e
+            raise ClientError(f"GET {http.base_url}{path}: {e}") from e
         if r.status_code != 200:
-            raise ClientError(f"GET {path}: HTTP {r.status_code}: {_detail(r)}")
+            raise ClientError(f"GET {http.base_url}{path}: HTTP {r.status_code}: {_detail(r)}")
         return r
 
     def logs(self) -> list[LogInfo]:
@@ -159,7 +172,7 @@ class LedgerClient:
         self, name: str, verifier: NoteVerifier, origin: str
     ) -> tuple[Checkpoint, bytes]:
         """The latest checkpoint, verified with the log's key; also its signed note bytes."""
-        note = self._get(f"/logs/{name}/checkpoint").content
+        note = self._get(f"/logs/{name}/checkpoint", static=True).content
         try:
             cp, _ = open_checkpoint(note, verifier, origin)
         except NoteError as e:
@@ -179,7 +192,7 @@ class LedgerClient:
            over the body, so lines from different copies combine), and return the largest
            checkpoint the policy accepts, merged or as one copy served it.
         """
-        note = self._get(f"/logs/{name}/checkpoint").content  # (1)
+        note = self._get(f"/logs/{name}/checkpoint", static=True).content  # (1)
         try:
             return policy.check(note), note
         except PolicyError as e:
@@ -326,11 +339,12 @@ class LedgerClient:
 
     def tile(self, name: str, tile: TileId, width: int) -> bytes:
         """A hash tile at `width` (unverified bytes: verify them against a checkpoint)."""
-        return self._get(f"/logs/{name}/{tile_path(tile, width)}").content
+        return self._get(f"/logs/{name}/{tile_path(tile, width)}", static=True).content
 
     def bundle(self, name: str, index: int, width: int) -> list[bytes]:
         """An entry bundle at `width` (unverified: check against the level-0 tile)."""
-        data = self._get(f"/logs/{name}/{tile_path(TileId(ENTRIES_LEVEL, index), width)}").content
+        path = f"/logs/{name}/{tile_path(TileId(ENTRIES_LEVEL, index), width)}"
+        data = self._get(path, static=True).content
         try:
             return decode_bundle(data)
         except TileError as e:
