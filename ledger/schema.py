@@ -82,6 +82,17 @@ leaves = Table(
     Column("idx", BigInteger, nullable=False),
 )
 
+# Statement-digest index: one entry per signed statement, whatever its signatures. The digest
+# is SHA-256 of the DSSE PAE bytes (`attest.admission.statement_digest`); the primary key
+# refuses a second entry of one statement, also when two processes race.
+statements = Table(
+    "statements",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("digest", LargeBinary(32), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+)
+
 # Key events of the evidence log, in index order: the key chain is rebuilt from these rows
 # (replayed with `attest.keychain`) when a process starts or another process has sequenced.
 key_events = Table(

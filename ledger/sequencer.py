@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from attest import merkle
+from attest.admission import entry_statement_digest
 from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.note import NoteSigner
 from attest.tiles import (
@@ -78,20 +79,29 @@ class Sequencer:
     ) -> list[Sequenced | AdmissionError]:
         """Integrate a batch of entries in one transaction; returns one result per entry.
 
-        Entries already in the log (or repeated within the batch) keep their first index.
-        With an admission rule, each new entry is authorised at the index it would get; a
-        refused entry gets its AdmissionError as result and takes no index. `pending_done`
-        names queued entries (anonymous log) that leave the queue in the same transaction.
+        Entries already in the log (or repeated within the batch) keep their first index, and so
+        does every envelope of a statement already in the log, whatever its signatures (one
+        entry per statement digest, `attest.admission.statement_digest`): the answer names
+        the entry the log holds, with `duplicate` set. With an admission rule, each new entry
+        is authorised at the index it would get; a refused entry gets its AdmissionError as
+        result and takes no index. `pending_done` names queued entries (anonymous log) that
+        leave the queue in the same transaction.
         """
         items = [e if isinstance(e, Admitted) else Admitted(e) for e in entries]
         hashes = [merkle.leaf_hash(a.leaf) for a in items]
+        digests = [entry_statement_digest(a.leaf) if a.digest is None else a.digest for a in items]
         with self.log.store.writer(self.log.id) as txn:
             head = txn.head
             check = None if self.rule is None else self.rule.begin(txn)
-            plan = _assign(items, hashes, txn.lookup_leaves(set(hashes)), head.size, check)
+            known = _Known(
+                txn.lookup_leaves(set(hashes)),
+                txn.lookup_statements({d for d in digests if d is not None}),
+                txn,
+            )
+            plan = _assign(items, hashes, digests, known, head.size, check)
             if not plan.fresh:
                 txn.delete_pending(pending_done)
-                return plan.results(hashes, head)
+                return plan.results(head)
             new_size = head.size + len(plan.fresh)
             tiles = integrate(head.size, txn.read_tile, plan.fresh_hashes).tiles
             bundles = _append_bundles(txn, head.size, plan.fresh)
@@ -105,6 +115,7 @@ class Sequencer:
                     tiles=tiles,
                     bundles=bundles,
                     leaves=list(zip(plan.fresh_hashes, range(head.size, new_size), strict=True)),
+                    statements=plan.statements,
                     created_at=int(self.clock()),
                     key_events=() if check is None else check.key_events(),
                     pending_done=pending_done,
@@ -116,7 +127,7 @@ class Sequencer:
         self.log.remember_edge(tiles)
         if check is not None:
             check.commit(new_size)
-        return plan.results(hashes, new_head)
+        return plan.results(new_head)
 
     # -- the asynchronous front ---------------------------------------------------------------
 
@@ -180,35 +191,69 @@ class Sequencer:
                 fut.set_result(res)
 
 
+class _Known:
+    """What the log already holds, as of the batch's transaction: leaf hashes and statement
+    digests, each with its index."""
+
+    def __init__(self, leaves: dict[bytes, int], statements: dict[bytes, int], txn: WriteTxn):
+        self.leaves, self.statements, self.txn = leaves, statements, txn
+        self.fresh: dict[int, bytes] = {}  # index -> leaf hash, for this batch's entries
+
+    def find(self, leaf_hash: bytes, digest: bytes | None) -> tuple[int, bytes] | None:
+        """The index and leaf hash of the entry that holds this leaf or this statement."""
+        index = self.leaves.get(leaf_hash)
+        if index is not None:
+            return index, leaf_hash
+        index = None if digest is None else self.statements.get(digest)
+        if index is None:
+            return None
+        return index, self.fresh.get(index) or self._stored_leaf(index)
+
+    def add(self, index: int, leaf_hash: bytes, digest: bytes | None) -> None:
+        """Record an entry this batch appends."""
+        self.leaves[leaf_hash] = index
+        self.fresh[index] = leaf_hash
+        if digest is not None:
+            self.statements[digest] = index
+
+    def _stored_leaf(self, index: int) -> bytes:
+        n, offset = divmod(index, TILE_WIDTH)
+        tile = self.txn.read_tile(TileId(0, n))
+        return tile[offset * merkle.HASH_SIZE : (offset + 1) * merkle.HASH_SIZE]
+
+
 @dataclass
 class _Plan:
     """Where each entry of a batch goes: new entries, and per entry an index or a refusal."""
 
     fresh: list[bytes] = field(default_factory=list)
     fresh_hashes: list[bytes] = field(default_factory=list)
-    outcome: list[tuple[int, bool] | AdmissionError] = field(default_factory=list)
+    statements: list[tuple[bytes, int]] = field(default_factory=list)  # (digest, index) of new
+    outcome: list[tuple[int, bytes, bool] | AdmissionError] = field(default_factory=list)
 
-    def results(self, hashes: Sequence[bytes], head: Head) -> list[Sequenced | AdmissionError]:
+    def results(self, head: Head) -> list[Sequenced | AdmissionError]:
         out: list[Sequenced | AdmissionError] = []
-        for h, o in zip(hashes, self.outcome, strict=True):
-            out.append(o if isinstance(o, AdmissionError) else Sequenced(o[0], h, head, o[1]))
+        for o in self.outcome:
+            out.append(o if isinstance(o, AdmissionError) else Sequenced(o[0], o[1], head, o[2]))
         return out
 
 
 def _assign(
     items: Sequence[Admitted],
     hashes: Sequence[bytes],
-    known: dict[bytes, int],
+    digests: Sequence[bytes | None],
+    known: _Known,
     size: int,
     check: BatchCheck | None,
 ) -> _Plan:
-    """Give each entry its index: existing ones keep theirs, new ones are appended in order
-    once the admission check (if any) authorises them at that index."""
-    seen = dict(known)
+    """Give each entry its index: an entry whose leaf or statement the log holds gets that
+    entry's index and leaf hash (a duplicate); new ones are appended in order once the
+    admission check (if any) authorises them at that index."""
     plan = _Plan()
-    for a, h in zip(items, hashes, strict=True):
-        if h in seen:
-            plan.outcome.append((seen[h], True))
+    for a, h, d in zip(items, hashes, digests, strict=True):
+        held = known.find(h, d)
+        if held is not None:
+            plan.outcome.append((*held, True))
             continue
         index = size + len(plan.fresh)
         if check is not None:
@@ -217,10 +262,12 @@ def _assign(
             except AdmissionError as e:
                 plan.outcome.append(e)
                 continue
-        seen[h] = index
+        known.add(index, h, d)
         plan.fresh.append(a.leaf)
         plan.fresh_hashes.append(h)
-        plan.outcome.append((index, False))
+        if d is not None:
+            plan.statements.append((d, index))
+        plan.outcome.append((index, h, False))
     return plan
 
 

@@ -72,6 +72,7 @@ class Batch:
     created_at: int
     key_events: Sequence[KeyEventRow] = ()
     pending_done: Sequence[bytes] = ()  # leaf hashes leaving the anonymous log's queue
+    statements: Sequence[tuple[bytes, int]] = ()  # (statement digest, index) of new entries
 
 
 @dataclass(frozen=True)
@@ -432,6 +433,18 @@ class WriteTxn:
             found.update({bytes(h): int(ix) for h, ix in rows})
         return found
 
+    def lookup_statements(self, digests: Iterable[bytes]) -> dict[bytes, int]:
+        """Indices of the entries holding these statement digests (one entry per statement,
+        whatever its signatures: `attest.admission.statement_digest`)."""
+        wanted, found = list(digests), {}
+        st = schema.statements.c
+        for i in range(0, len(wanted), _IN_CHUNK):
+            q = select(st.digest, st.idx).where(
+                st.log_id == self.log_id, st.digest.in_(wanted[i : i + _IN_CHUNK])
+            )
+            found.update({bytes(d): int(ix) for d, ix in self.conn.execute(q)})
+        return found
+
     def _insert_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> None:
         """The leaf-hash index rows of a batch: COPY on PostgreSQL, executemany on SQLite."""
         if self.store.dialect == "postgresql":
@@ -471,6 +484,13 @@ class WriteTxn:
             raise ConflictError(f"log head moved away from size {batch.old_size}")
         if batch.leaves:
             self._insert_leaves(batch.leaves)
+        if batch.statements:
+            # The primary key (log, digest) is what keeps one entry per statement should two
+            # writers ever sequence the same statement: the second batch fails as a whole.
+            c.execute(
+                schema.statements.insert(),
+                [{"log_id": log_id, "digest": d, "idx": i} for d, i in batch.statements],
+            )
         if batch.bundles:
             self._upsert(
                 schema.bundles,
