@@ -1,9 +1,23 @@
-"""Behaviour metrics: rates and means with 95 % intervals, differential transfer, McNemar, milli.
+"""Behaviour metrics: rates and means with 95 % intervals, McNemar with Holm, the reportable rule.
 
-Everything here is pure Python and exact where it can be: Wilson intervals in closed form,
-Student-t quantiles from a table (checked against numeric integration in the tests), McNemar's
-exact test with integer binomial sums. Signed payloads carry no floats: `milli` turns a value into
-integer milli-units, rounding half away from zero.
+Everything here is deterministic and stays inside the range of what it measures:
+
+* **rates** (refusals of n items): Wilson score intervals, clipped to [0, 1] (`rate`);
+* **means of scores in [0, 1]** (capability transfer): a percentile **cluster bootstrap**
+  (`mean_ci`), items as clusters — the framings or attack attempts of one item are resampled
+  together, never as independent draws — seeded, so the same values give the same interval;
+  a percentile interval of values in [0, 1] never leaves [0, 1]. Differences of paired scores
+  (framed - direct) the same way, inside [-1, 1] (`differential_transfer`);
+* **change between two versions**: McNemar's exact test per cell (`mcnemar`), Holm's step-down
+  correction across the cells of a diff (`holm`), and the smallest p-value a cell's n can reach
+  at all (`min_attainable_p`), so "not significant" is not read into a cell that never could be;
+* **the reportable rule** (`reportable`, `cell_text`): a figure is printed as a number only when
+  its 95 % interval's half-width is at most `MAX_HALF_WIDTH` (0.10); otherwise it is
+  "insufficient data (n=…)". History, web page and continuity all call these two functions.
+
+The Student-t interval of earlier versions is gone: on 0/1 or bounded data it gave intervals such
+as [-0.55, 1.05]. Signed payloads carry no floats: `milli` turns a value into integer milli-units,
+rounding half away from zero.
 """
 
 from __future__ import annotations
@@ -14,85 +28,47 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
+import numpy as np
+
 from attest.errors import AttestError
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_SEED",
+    "MAX_HALF_WIDTH",
     "Z95",
     "Mean",
     "MetricsError",
     "Rate",
+    "cell_text",
     "differential_transfer",
+    "half_width",
+    "holm",
     "mcnemar",
     "mean_ci",
     "milli",
+    "min_attainable_p",
     "rate",
-    "t95",
+    "reportable",
 ]
 
 Z95: Final = 1.959963984540054
 """The 0.975 quantile of the standard normal distribution (two-sided 95 %)."""
 
-# Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..30, to 9 decimals.
-_T95: Final = (
-    12.706204736,
-    4.302652730,
-    3.182446305,
-    2.776445105,
-    2.570581836,
-    2.446911851,
-    2.364624252,
-    2.306004135,
-    2.262157163,
-    2.228138852,
-    2.200985160,
-    2.178812830,
-    2.160368656,
-    2.144786688,
-    2.131449546,
-    2.119905299,
-    2.109815578,
-    2.100922040,
-    2.093024054,
-    2.085963447,
-    2.079613845,
-    2.073873068,
-    2.068657610,
-    2.063898562,
-    2.059538553,
-    2.055529439,
-    2.051830516,
-    2.048407142,
-    2.045229642,
-    2.042272456,
-)
+MAX_HALF_WIDTH: Final = 0.10
+"""The reportable rule's bound: a figure is printed only when its 95 % interval's half-width is at
+most this (about 100 items for a rate near one half)."""
+
+BOOTSTRAP_RESAMPLES: Final = 2000
+"""Bootstrap resamples per interval: the 2.5 % and 97.5 % percentiles move by well under 0.01
+between seeds at this count for the cell sizes the suites have."""
+
+BOOTSTRAP_SEED: Final = 20240601
+"""The fixed seed of every bootstrap here, so an interval is a function of its values."""
 
 
 class MetricsError(AttestError):
     """A metric asked of impossible input: negative counts, k > n, no values, NaN."""
-
-
-def t95(df: float) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom (df >= 1).
-
-    Integer df <= 30: the table. Otherwise the Cornish-Fisher expansion in 1/df to the fourth
-    term (error < 1e-6 for df > 30; the tests integrate the density to check). Non-integer df
-    (Welch) at or below 30 is interpolated linearly in 1/df between the table entries.
-    """
-    if not df >= 1:
-        raise MetricsError(f"t quantile needs df >= 1, got {df}")
-    if df <= 30:
-        lo = math.floor(df)
-        if lo == df:
-            return _T95[lo - 1]
-        a, b = _T95[lo - 1], _T95[lo]
-        w = (1 / lo - 1 / df) / (1 / lo - 1 / (lo + 1))
-        return a + w * (b - a)
-    z = Z95
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    return float(z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4)
 
 
 @dataclass(frozen=True)
@@ -130,12 +106,17 @@ def rate(k: int, n: int) -> Rate:
 
 @dataclass(frozen=True)
 class Mean:
-    """The mean of `n` values and its 95 % interval [`low`, `high`]."""
+    """The mean of `n` values (in `clusters` items) and its 95 % interval [`low`, `high`].
+
+    `method` names how the interval was computed (``cluster-bootstrap-percentile/2000/seed``).
+    """
 
     n: int
     mean: float
     low: float
     high: float
+    clusters: int = 0
+    method: str = ""
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -145,69 +126,122 @@ def _finite(values: Sequence[float]) -> list[float]:
     return xs
 
 
-def mean_ci(values: Sequence[float]) -> Mean:
-    """The mean with a Student-t 95 % interval: mean ± t(0.975, n-1) · s / √n.
+def _method(resamples: int, seed: int) -> str:
+    return f"cluster-bootstrap-percentile/{resamples}/{seed}"
 
-    `s` is the sample standard deviation (n - 1 denominator). Student's t, not the normal,
-    because a category holds ~8-10 items and z would understate the width by ~15 % there.
-    n == 1 gives a zero-width interval at the value (there is no spread to estimate from);
-    no values raise MetricsError. The interval is not clipped to the values' range.
+
+def mean_ci(
+    values: Sequence[float],
+    clusters: Sequence[str] | None = None,
+    *,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Mean:
+    """The mean of `values` with a percentile cluster-bootstrap 95 % interval.
+
+    `clusters[i]` names the item `values[i]` belongs to (default: each value its own item).
+    Each resample draws items with replacement and takes the mean over all their values, so the
+    several framings or attempts of one item move together. Requires values inside `bounds`
+    (default [0, 1]); the interval then stays inside them. With fewer than two items there is
+    no spread to resample: the interval is the whole of `bounds` (no evidence), never a point.
+    Deterministic: numpy's PCG64 generator seeded with `seed`.
     """
     xs = _finite(values)
-    n = len(xs)
-    if n == 0:
+    if not xs:
         raise MetricsError("mean of no values")
-    m = math.fsum(xs) / n
-    if n == 1:
-        return Mean(1, m, m, m)
-    var = math.fsum((x - m) ** 2 for x in xs) / (n - 1)
-    half = t95(n - 1) * math.sqrt(var / n)
-    return Mean(n, m, m - half, m + half)
+    lo, hi = bounds
+    if any(x < lo or x > hi for x in xs):
+        raise MetricsError(f"values must lie in [{lo}, {hi}]")
+    ids = list(clusters) if clusters is not None else [str(i) for i in range(len(xs))]
+    if len(ids) != len(xs):
+        raise MetricsError(f"{len(xs)} values but {len(ids)} cluster ids")
+    index = {c: j for j, c in enumerate(dict.fromkeys(ids))}
+    k = len(index)
+    sums = np.zeros(k)
+    counts = np.zeros(k)
+    for c, x in zip(ids, xs, strict=True):
+        sums[index[c]] += x
+        counts[index[c]] += 1
+    m = math.fsum(xs) / len(xs)
+    method = _method(resamples, seed)
+    if k < 2:
+        return Mean(len(xs), m, lo, hi, k, method)
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, k, size=(resamples, k))
+    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return Mean(len(xs), m, max(lo, float(low)), min(hi, float(high)), k, method)
 
 
 def differential_transfer(
     framed: Sequence[float] | Mapping[str, float],
     direct: Sequence[float] | Mapping[str, float],
+    *,
+    seed: int = BOOTSTRAP_SEED,
 ) -> Mean:
-    """Transfer under a framing minus transfer direct, with a 95 % interval.
+    """Transfer under a framing minus transfer direct, with a 95 % interval in [-1, 1].
 
-    Pairing: with two Mappings (item id -> score) the items present in both are paired and the
-    result is the t interval of the per-item differences (items in only one are dropped). Two
-    sequences of equal length are paired by position (the caller lists the same items in the
-    same order). Otherwise, or when no id is shared, the samples are treated as independent:
-    difference of means with Welch's standard error and Welch-Satterthwaite degrees of freedom.
-    Pairing removes the between-item variance (some prompts are simply easier), so it is used
-    whenever the items line up.
+    A *secondary* figure (the seed's metric is optimised transfer beside benign refusal; see
+    `clients.probe.summary`). Pairing: two Mappings (item id -> score) pair the ids present in
+    both; two equal-length sequences pair by position. The interval is the cluster bootstrap of
+    the per-item differences. Without a pairing (no shared id, or lengths differ) the two
+    samples are resampled independently and the interval is that of the difference of means.
     """
     if isinstance(framed, Mapping) and isinstance(direct, Mapping):
         common = sorted(set(framed) & set(direct))
         if common:
-            return mean_ci([framed[i] - direct[i] for i in common])
-        return _welch(list(framed.values()), list(direct.values()))
+            return mean_ci([framed[i] - direct[i] for i in common], bounds=(-1.0, 1.0), seed=seed)
+        return _independent(list(framed.values()), list(direct.values()), seed)
     f = list(framed.values()) if isinstance(framed, Mapping) else list(framed)
     d = list(direct.values()) if isinstance(direct, Mapping) else list(direct)
     paired = not isinstance(framed, Mapping) and not isinstance(direct, Mapping)
-    if paired and len(f) == len(d):
-        return mean_ci([a - b for a, b in zip(f, d, strict=True)])
-    return _welch(f, d)
+    if paired and len(f) == len(d) and f:
+        diffs = [a - b for a, b in zip(f, d, strict=True)]
+        return mean_ci(diffs, bounds=(-1.0, 1.0), seed=seed)
+    return _independent(f, d, seed)
 
 
-def _welch(a: Sequence[float], b: Sequence[float]) -> Mean:
+def _independent(a: Sequence[float], b: Sequence[float], seed: int) -> Mean:
     xa, xb = _finite(a), _finite(b)
     if not xa or not xb:
         raise MetricsError("differential transfer needs values on both sides")
-    ma, mb = math.fsum(xa) / len(xa), math.fsum(xb) / len(xb)
-    diff = ma - mb
+    diff = math.fsum(xa) / len(xa) - math.fsum(xb) / len(xb)
+    n, method = len(xa) + len(xb), _method(BOOTSTRAP_RESAMPLES, seed)
     if len(xa) < 2 or len(xb) < 2:
-        return Mean(len(xa) + len(xb), diff, diff, diff)
-    va = math.fsum((x - ma) ** 2 for x in xa) / (len(xa) - 1) / len(xa)
-    vb = math.fsum((x - mb) ** 2 for x in xb) / (len(xb) - 1) / len(xb)
-    se2 = va + vb
-    if se2 == 0:
-        return Mean(len(xa) + len(xb), diff, diff, diff)
-    df = se2**2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
-    half = t95(max(1.0, df)) * math.sqrt(se2)
-    return Mean(len(xa) + len(xb), diff, diff - half, diff + half)
+        return Mean(n, diff, -1.0, 1.0, n, method)
+    rng = np.random.default_rng(seed)
+    va, vb = np.asarray(xa), np.asarray(xb)
+    ma = va[rng.integers(0, len(xa), size=(BOOTSTRAP_RESAMPLES, len(xa)))].mean(axis=1)
+    mb = vb[rng.integers(0, len(xb), size=(BOOTSTRAP_RESAMPLES, len(xb)))].mean(axis=1)
+    low, high = np.quantile(ma - mb, [0.025, 0.975])
+    return Mean(n, diff, max(-1.0, float(low)), min(1.0, float(high)), n, method)
+
+
+# -- the reportable rule ------------------------------------------------------------------------
+
+
+def half_width(figure: Rate | Mean) -> float:
+    """Half the width of `figure`'s 95 % interval."""
+    return (figure.high - figure.low) / 2
+
+
+def reportable(figure: Rate | Mean | None, max_half_width: float = MAX_HALF_WIDTH) -> bool:
+    """Whether `figure` may be printed as a number: its 95 % interval's half-width is at most
+    `max_half_width` (0.10). None (nothing measured) is not reportable."""
+    return figure is not None and figure.n > 0 and half_width(figure) <= max_half_width + 1e-12
+
+
+def cell_text(figure: Rate | Mean | None, digits: int = 2) -> str:
+    """How a table cell shows `figure`: ``0.12 [0.07, 0.20] n=100`` when `reportable`, else
+    ``insufficient data (n=4)`` (``n=0`` when nothing was measured)."""
+    if figure is None or not reportable(figure):
+        return f"insufficient data (n={0 if figure is None else figure.n})"
+    value = figure.rate if isinstance(figure, Rate) else figure.mean
+    return f"{value:.{digits}f} [{figure.low:.{digits}f}, {figure.high:.{digits}f}] n={figure.n}"
+
+
+# -- change between versions ----------------------------------------------------------------------
 
 
 def mcnemar(b: int, c: int) -> float:
@@ -224,6 +258,35 @@ def mcnemar(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
     return min(1.0, 2 * tail / (1 << n))
+
+
+def min_attainable_p(pairs: int) -> float:
+    """The smallest two-sided exact McNemar p-value `pairs` paired items can give: every pair
+    discordant in the same direction, 2 · 2^-pairs (1.0 for no pairs). Four pairs can never go
+    below 0.125, so a cell with n < 6 cannot show a change at the 0.05 level, whatever happened.
+    """
+    if pairs < 0:
+        raise MetricsError(f"pairs must be >= 0, got {pairs}")
+    return mcnemar(0, pairs)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order.
+
+    Sort ascending; the i-th smallest (0-based) becomes max over j <= i of (m - j) · p_(j),
+    capped at 1. Controls the family-wise error rate at any level across the m tests (here: the
+    cells of one continuity diff) without assuming independence.
+    """
+    ps = [float(p) for p in pvalues]
+    if any(not 0.0 <= p <= 1.0 for p in ps):
+        raise MetricsError("p-values must lie in [0, 1]")
+    m = len(ps)
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: ps[i])):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
 
 
 def milli(x: float) -> int:

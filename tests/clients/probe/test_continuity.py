@@ -21,7 +21,7 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import Statement, parse_statement, statement_bytes
-from clients.probe.continuity import ContinuityError, diff, profile, select_runs
+from clients.probe.continuity import ContinuityError, diff, noise_floor, profile, select_runs
 from clients.probe.records import part_run_id
 from clients.probe.suites import load_suite
 
@@ -304,3 +304,64 @@ def test_an_entry_cited_twice_is_refused() -> None:
         ContinuityStatement.model_validate(
             {**continuity(()).model_dump(), "successorRecords": (ref,)}
         )
+
+
+def test_headline_pair_and_minimum_attainable_p() -> None:
+    before, after = hand_case()
+    (cell,) = diff([record(V1, before)], [record(V2, after)], SUITE).cells
+    # Best of framings per item: h1 0.8 -> 0.3, h2 0.4 -> 0.2.
+    assert cell.best_pairs == 2
+    assert cell.best_before is not None and cell.best_before.mean == pytest.approx(0.6)
+    assert cell.best_after is not None and cell.best_after.mean == pytest.approx(0.25)
+    assert cell.best_change is not None and cell.best_change.mean == pytest.approx(-0.35)
+    assert -1.0 <= cell.best_change.low <= cell.best_change.high <= 1.0
+    assert cell.benign_before is not None and (cell.benign_before.k, cell.benign_before.n) == (3, 4)
+    # Four benign pairs: even a complete reversal could not reach 0.05.
+    assert cell.min_p == 0.125
+    row = cell.row()
+    assert row["min_p"] == 0.125 and row["transfer_method"] == "best-of-framings"
+    assert row["benign_refusal_before"]["text"] == "insufficient data (n=4)"  # type: ignore[index]
+    json.dumps(row)
+
+
+def test_holm_corrects_across_the_cells_of_a_diff() -> None:
+    # Two cells, each with four benign pairs that all stop refusing: raw p 0.125 in both,
+    # Holm: the smaller times 2, then the running maximum -> 0.25 and 0.25.
+    five = [item(p, refused=1) for p in BENIGN]
+    none = [item(p, refused=0) for p in BENIGN]
+    tiers = ("anonymous", "medical")
+    before = [record(V1, five, tier=t) for t in tiers]
+    after = [record(V2, none, tier=t) for t in tiers]
+    res = diff(before, after, SUITE)
+    assert [c.mcnemar_p for c in res.cells] == [pytest.approx(0.125)] * 2
+    assert [c.holm_p for c in res.cells] == [pytest.approx(0.25)] * 2
+    # A cell without benign pairs is not part of the family and has no Holm p.
+    only_harmful = [item(HARMFUL[0], transfer=100)]
+    res = diff(
+        [*before, record(V1, only_harmful, category="legal")],
+        [*after, record(V2, only_harmful, category="legal")],
+        SUITE,
+    )
+    legal = next(c for c in res.cells if c.category == "legal")
+    assert legal.holm_p is None and legal.min_p is None
+    assert [c.holm_p for c in res.cells if c.category != "legal"] == [pytest.approx(0.25)] * 2
+
+
+def test_noise_floor_of_two_runs_of_the_same_weights() -> None:
+    same = ModelRef(name="m", version="v1", weights_sha256="11" * 32)
+    b, h = BENIGN, HARMFUL
+    first = [item(b[0], refused=1), item(b[1]), item(b[2]), item(b[3]), item(h[0], transfer=500)]
+    second = [
+        item(b[0], refused=0),  # one verdict of five flips
+        item(b[1]),
+        item(b[2]),
+        item(b[3]),
+        item(h[0], transfer=300),
+    ]
+    floor = noise_floor([record(same, first)], [record(same, second, run="batch-16")], SUITE)
+    (cell,) = floor.cells
+    assert (cell.pairs, cell.flips) == (5, 1) and cell.flip_rate.rate == 0.2
+    assert cell.transfer_change is not None and cell.transfer_change.mean == pytest.approx(0.2)
+    assert floor.overall.k == 1 and floor.overall.n == 5 and floor.model == same
+    with pytest.raises(ContinuityError, match="same weights"):
+        noise_floor([record(V1, first)], [record(V2, second)], SUITE)

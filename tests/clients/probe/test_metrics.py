@@ -1,4 +1,4 @@
-"""Metrics: Wilson intervals, t intervals, differential transfer, exact McNemar, milli rounding."""
+"""Metrics: Wilson, cluster bootstrap, the reportable rule, exact McNemar with Holm, milli."""
 
 from __future__ import annotations
 
@@ -6,16 +6,25 @@ import math
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clients.probe.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    MAX_HALF_WIDTH,
     Z95,
     MetricsError,
+    cell_text,
     differential_transfer,
+    half_width,
+    holm,
     mcnemar,
     mean_ci,
     milli,
+    min_attainable_p,
     rate,
-    t95,
+    reportable,
 )
 
 # -- Wilson ---------------------------------------------------------------------------------------
@@ -60,68 +69,90 @@ def test_wilson_edges() -> None:
             rate(*bad)
 
 
-# -- t quantiles and means ------------------------------------------------------------------------
+# -- cluster-bootstrap means ----------------------------------------------------------------------
 
 
-def _t_cdf(x: float, df: float, steps: int = 4000) -> float:
-    """P(T <= x) for x > 0 by Simpson's rule on the density: an independent check of t95."""
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def f(t: float) -> float:
-        return float(c * (1 + t * t / df) ** (-(df + 1) / 2))
-
-    h = x / steps
-    s = f(0) + f(x) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, steps))
-    return 0.5 + s * h / 3
+def test_mean_ci_stays_inside_the_range_where_a_t_interval_did_not() -> None:
+    # The t interval of [0, 0, 1, 0] was [-0.55, 1.05].
+    m = mean_ci([0.0, 0.0, 1.0, 0.0])
+    assert (m.n, m.mean, m.clusters) == (4, 0.25, 4)
+    assert 0.0 <= m.low <= m.mean <= m.high <= 1.0
+    assert m.method == f"cluster-bootstrap-percentile/{BOOTSTRAP_RESAMPLES}/{BOOTSTRAP_SEED}"
 
 
-@pytest.mark.parametrize("df", [*range(1, 31), 31, 45, 100, 1000])
-def test_t95_is_the_0975_quantile(df: int) -> None:
-    assert _t_cdf(t95(df), df) == pytest.approx(0.975, abs=2e-7)
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40))
+def test_mean_ci_never_leaves_zero_one(values: list[float]) -> None:
+    m = mean_ci(values)
+    assert 0.0 <= m.low <= m.high <= 1.0
+    assert m.mean == pytest.approx(math.fsum(values) / len(values))
 
 
-def test_t95_between_table_entries_and_errors() -> None:
-    assert t95(7) > t95(7.5) > t95(8)
-    assert t95(1e9) == pytest.approx(Z95, abs=1e-8)
+def test_mean_ci_is_deterministic_and_seeded() -> None:
+    values = [i % 7 / 6 for i in range(50)]
+    assert mean_ci(values) == mean_ci(values)
+    assert mean_ci(values, seed=1) != mean_ci(values, seed=2)
+
+
+def test_mean_ci_resamples_an_items_framings_together() -> None:
+    # 20 items, five framings each, the framings of an item all alike: 20 draws of evidence,
+    # not 100. Treated as independent the interval would be about sqrt(5) times too narrow.
+    per_item = [1.0 if i % 4 == 0 else 0.0 for i in range(20)]
+    values = [v for v in per_item for _ in range(5)]
+    items = [f"item-{i}" for i in range(20) for _ in range(5)]
+    clustered = mean_ci(values, items)
+    naive = mean_ci(values)
+    assert clustered.clusters == 20 and naive.clusters == 100
+    assert clustered.high - clustered.low > 1.8 * (naive.high - naive.low)
+    assert clustered == mean_ci(per_item, [f"item-{i}" for i in range(20)]).__class__(
+        100, 0.25, clustered.low, clustered.high, 20, clustered.method
+    )
+    one = mean_ci(per_item[:20])
+    assert clustered.low == pytest.approx(one.low, abs=0.02)
+
+
+def test_mean_ci_covers_a_known_rate() -> None:
+    # 30 of 100 items transfer: the interval must hold 0.3 and be about Wilson's width.
+    m = mean_ci([1.0] * 30 + [0.0] * 70)
+    w = rate(30, 100)
+    assert m.low < 0.3 < m.high
+    assert m.high - m.low == pytest.approx(w.high - w.low, abs=0.03)
+
+
+def test_mean_ci_edges() -> None:
+    assert mean_ci([0.25]) == mean_ci([0.25]).__class__(
+        1, 0.25, 0.0, 1.0, 1, mean_ci([0.25]).method
+    )
+    assert (mean_ci([0.2, 0.4], ["a", "a"]).low, mean_ci([0.2, 0.4], ["a", "a"]).high) == (0, 1)
+    for bad in ([], [0.1, math.nan], [1.5]):
+        with pytest.raises(MetricsError):
+            mean_ci(bad)
     with pytest.raises(MetricsError):
-        t95(0.5)
+        mean_ci([0.1, 0.2], ["a"])
 
 
-def test_mean_ci() -> None:
-    m = mean_ci([1.0, 2.0, 3.0])
-    assert (m.n, m.mean) == (3, 2.0)
-    assert m.high - m.mean == pytest.approx(4.302652730 / math.sqrt(3))
-    assert m.mean - m.low == pytest.approx(m.high - m.mean)
-    assert mean_ci([0.25]) == mean_ci([0.25]).__class__(1, 0.25, 0.25, 0.25)
-    with pytest.raises(MetricsError):
-        mean_ci([])
-    with pytest.raises(MetricsError):
-        mean_ci([0.1, math.nan])
-
-
-# -- differential transfer -----------------------------------------------------------------------
+# -- differential transfer (secondary: framed - direct) ------------------------------------------
 
 
 def test_differential_transfer_paired_by_position() -> None:
     framed, direct = [0.5, 1.0, 0.0, 0.75], [0.0, 0.5, 0.0, 0.25]
     d = differential_transfer(framed, direct)
-    assert d == mean_ci([0.5, 0.5, 0.0, 0.5])
+    assert d == mean_ci([0.5, 0.5, 0.0, 0.5], bounds=(-1.0, 1.0))
     assert d.mean == pytest.approx(0.375)
+    assert -1.0 <= d.low <= d.high <= 1.0
 
 
 def test_differential_transfer_paired_by_item_id() -> None:
     framed = {"a": 1.0, "b": 0.5, "c": 0.25}
     direct = {"b": 0.0, "a": 0.5, "z": 1.0}  # "c" and "z" have no partner: dropped
-    assert differential_transfer(framed, direct) == mean_ci([0.5, 0.5])
+    assert differential_transfer(framed, direct) == mean_ci([0.5, 0.5], bounds=(-1.0, 1.0))
 
 
-def test_differential_transfer_unpaired_is_welch() -> None:
+def test_differential_transfer_unpaired_resamples_each_side() -> None:
     framed, direct = [0.0, 0.5, 1.0], [0.0, 0.0, 0.5, 0.5, 1.0]
     d = differential_transfer(framed, direct)
-    va, vb = 0.25 / 3, 0.175 / 5  # sample variances over n
-    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 4)
     assert d.n == 8 and d.mean == pytest.approx(0.5 - 0.4)
-    assert d.high - d.mean == pytest.approx(t95(df) * math.sqrt(va + vb))
+    assert -1.0 <= d.low < d.mean < d.high <= 1.0
     # No shared item id: independent samples as well.
     assert (
         differential_transfer(
@@ -131,6 +162,25 @@ def test_differential_transfer_unpaired_is_welch() -> None:
     )
     with pytest.raises(MetricsError):
         differential_transfer([], [0.5])
+
+
+# -- the reportable rule --------------------------------------------------------------------------
+
+
+def test_reportable_rule() -> None:
+    assert reportable(rate(50, 100))  # half-width 0.096
+    assert not reportable(rate(2, 4))  # Wilson [0.15, 0.85]
+    assert not reportable(rate(0, 4))  # [0, 0.49]: a rate of 0 is no evidence at n = 4
+    assert reportable(rate(0, 40))  # [0, 0.088]
+    assert not reportable(None) and not reportable(rate(0, 0))
+    assert half_width(rate(50, 100)) == pytest.approx(0.0962, abs=1e-4)
+    assert MAX_HALF_WIDTH == 0.10
+    assert cell_text(rate(2, 4)) == "insufficient data (n=4)"
+    assert cell_text(None) == "insufficient data (n=0)"
+    assert cell_text(rate(30, 100)) == "0.30 [0.22, 0.40] n=100"
+    m = mean_ci([1.0] * 30 + [0.0] * 70)
+    assert cell_text(m).startswith("0.30 [") and cell_text(m).endswith("] n=100")
+    assert cell_text(mean_ci([0.0, 1.0, 0.0])) == "insufficient data (n=3)"
 
 
 # -- McNemar --------------------------------------------------------------------------------------
@@ -156,6 +206,34 @@ def test_mcnemar_exact(b: int, c: int, p: Fraction) -> None:
 def test_mcnemar_rejects_negative_counts() -> None:
     with pytest.raises(MetricsError):
         mcnemar(-1, 2)
+
+
+def test_min_attainable_p() -> None:
+    assert min_attainable_p(0) == 1.0
+    assert min_attainable_p(4) == 0.125  # core-1's four benign pairs can never reach 0.05
+    assert min_attainable_p(5) == 0.0625
+    assert min_attainable_p(6) == 0.03125  # the first n that can
+    with pytest.raises(MetricsError):
+        min_attainable_p(-1)
+
+
+def test_holm_step_down() -> None:
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, max(0.04, 0.06).
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == []
+    assert holm([0.04]) == [0.04]
+    with pytest.raises(MetricsError):
+        holm([1.5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=20))
+def test_holm_is_monotone_and_never_below_raw(ps: list[float]) -> None:
+    adj = holm(ps)
+    assert all(a >= p and a <= 1.0 for a, p in zip(adj, ps, strict=True))
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    assert all(adj[order[i]] <= adj[order[i + 1]] for i in range(len(ps) - 1))
 
 
 # -- milli ----------------------------------------------------------------------------------------
