@@ -146,7 +146,14 @@ class AnonymousRule:
 
     def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
         """Plan: (1) parse; (2) a field report filed anonymously at a whole hour; (3)
-        anti-backdating; (4) one-time signature; (5) a valid token; (6) spend it, atomically."""
+        anti-backdating; (4) one-time signature; (5) a valid token; (6) spend it and queue the
+        entry, in one transaction.
+
+        After (6) the entry is durably queued for the next batch (`AnonymousQueue.accept` only
+        signs its receipt). The same write retried with the same token is admitted again (the
+        entry is already queued or logged), so a client whose answer was lost to a crash gets
+        its receipt; the token on another entry is refused with `token_spent`.
+        """
         env = parse_envelope(body)  # (1)
         leaf = leaf_data(env)
         stmt = parse_payload(env)
@@ -161,7 +168,11 @@ class AnonymousRule:
         except AttestError as e:
             raise AdmissionError(403, "untrusted_signature", e.diagnostic) from e
         token = self._token(authorization)  # (5)
-        if not self.store.spend_token(self.log_id, token.token_key_id, token.nonce):  # (6)
+        hour = int(self.clock()) // HOUR * HOUR
+        leaf_hash = merkle.leaf_hash(leaf)
+        if not self.store.redeem(  # (6)
+            self.log_id, token.token_key_id, token.nonce, leaf_hash, leaf, hour
+        ):
             raise AdmissionError(403, "token_spent", "this token was already redeemed")
         return Admitted(leaf, stmt, env.payload, frozenset())
 
@@ -244,12 +255,11 @@ class AnonymousQueue:
         return log.store, log.id, log.row.origin
 
     def accept(self, admitted: Admitted) -> Accepted:
-        """Queue an admitted entry durably and sign a receipt for it."""
-        store, log_id, origin = self._log
+        """Sign a receipt for an entry `AnonymousRule.admit` has queued (with its token spent,
+        in the same transaction): the receipt is a promise the log can keep across a crash."""
+        _, _, origin = self._log
         leaf = merkle.leaf_hash(admitted.leaf)
         now = int(self.clock())
-        store.add_pending(log_id, leaf, admitted.leaf, now // HOUR * HOUR)
-        # Crash point: queued and committed; the receipt below is a promise the log keeps.
         # The deadline is rounded to the batch interval: it says which batch, not which second.
         step = max(1, int(self.interval))
         deadline = (now // step + 2) * step

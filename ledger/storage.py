@@ -287,18 +287,52 @@ class Store:
 
     # -- the anonymous log ----------------------------------------------------------------------
 
-    def add_pending(self, log_id: int, leaf_hash: bytes, entry: bytes, hour: int) -> None:
-        """Queue an entry for the anonymous log's next batch (idempotent per leaf hash).
+    def redeem(
+        self,
+        log_id: int,
+        token_key_id: bytes,
+        nonce: bytes,
+        leaf_hash: bytes,
+        entry: bytes,
+        hour: int,
+    ) -> bool:
+        """Spend a token and queue its entry for the anonymous log's next batch, in one
+        transaction: a crash at any point leaves both written or neither.
 
-        Durable on return: the receipt the caller then signs is a promise the log can keep
-        across a crash.
+        Returns True when the entry is queued (or already queued, or already in the log);
+        False when the token was spent before and the entry is neither queued nor logged
+        (the token was spent on another entry). So a client that retries the same write
+        with the same token after a crash gets its receipt again, never `token_spent`.
+        The spent-token row holds only the token's key id and nonce: nothing links it to
+        the entry it paid for.
         """
+        spent = schema.spent_tokens.insert().values(
+            log_id=log_id, token_key_id=token_key_id, nonce=nonce
+        )
         dialect = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = dialect.insert(schema.pending).values(
+        queued = dialect.insert(schema.pending).values(
             log_id=log_id, leaf_hash=leaf_hash, entry=entry, received_hour=hour
         )
-        with self._write.begin() as conn:
-            conn.execute(stmt.on_conflict_do_nothing())
+        try:
+            with self._write.begin() as conn:
+                conn.execute(spent)
+                # Crash point: nothing is committed; the token is unspent, the entry unqueued.
+                conn.execute(queued.on_conflict_do_nothing())
+            # Crash point: both committed; the receipt the caller signs is a promise the log
+            # can keep, and a retry with the same token finds the entry below.
+            return True
+        except IntegrityError:
+            return self.holds_leaf(log_id, leaf_hash)
+
+    def holds_leaf(self, log_id: int, leaf_hash: bytes) -> bool:
+        """Whether the anonymous log has this entry queued or integrated."""
+        p, lv = schema.pending.c, schema.leaves.c
+        queued = select(p.leaf_hash).where(p.log_id == log_id, p.leaf_hash == leaf_hash)
+        logged = select(lv.idx).where(lv.log_id == log_id, lv.leaf_hash == leaf_hash)
+        with self._read.connect() as conn:
+            return (
+                conn.execute(queued).first() is not None or conn.execute(logged).first() is not None
+            )
 
     def pending(self, log_id: int, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to `limit` queued (leaf hash, entry) pairs, in no meaningful order."""
@@ -306,18 +340,6 @@ class Store:
         q = select(p.leaf_hash, p.entry).where(p.log_id == log_id).limit(limit)
         with self._read.connect() as conn:
             return [(bytes(h), bytes(e)) for h, e in conn.execute(q)]
-
-    def spend_token(self, log_id: int, token_key_id: bytes, nonce: bytes) -> bool:
-        """Record a redeemed token; False when it was spent before (the primary key decides)."""
-        ins = schema.spent_tokens.insert().values(
-            log_id=log_id, token_key_id=token_key_id, nonce=nonce
-        )
-        try:
-            with self._write.begin() as conn:
-                conn.execute(ins)
-        except IntegrityError:
-            return False
-        return True
 
     # -- the read index -----------------------------------------------------------------------
 

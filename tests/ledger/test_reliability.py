@@ -27,6 +27,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,23 +35,39 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, select
 
 from attest import merkle
+from attest import privacypass as pp
+from attest.anonymous import sign_one_time
 from attest.audit import audit_tree
 from attest.checkpoint import Checkpoint, open_checkpoint
 from attest.dsse import Envelope
+from attest.keys import generate_private_key, write_key_pair
 from attest.note import NoteVerifier
+from attest.predicates import CheckpointRef, FieldReport, ModelId
+from attest.statement import Statement, statement_bytes
 from attest.tiles import ENTRIES_LEVEL, TILE_WIDTH, decode_bundle, tile_width, tiles_for_size
 from attest.vkey import parse_vkey
 from clients.sdk import verify_submission
 from ledger import schema
-from ledger.config import load_config
+from ledger.config import init_data_dir, load_config
 from ledger.log import Log
 from ledger.server import LedgerServer
 from ledger.storage import Head
+from tests.ledger.test_issuer import (
+    HOUR,
+    IssuerProcess,
+    Lab,
+    _set_anonymous_interval,
+    anonymous_info,
+    challenges,
+    get_token,
+)
 from tests.support import (
     LOG,
+    ORIGIN_PREFIX,
     PROJECT_ROOT,
     LedgerProcess,
     Signer,
@@ -614,3 +631,151 @@ def check_store(log: Log, head: Head) -> None:
         lambda t, w: log.tile(t, size),
         lambda i, w: log.bundle(i, size),
     )
+
+
+# -- kill -9 with anonymous tokens in flight ----------------------------------------------------
+
+ANON_KILLS = 20
+ANON_WRITERS = 6
+TOKENS_PER_WRITER = 40
+
+
+@dataclass
+class TokenWrite:
+    """One anonymous write: its envelope, the token paying for it, and how it ended."""
+
+    envelope: Envelope
+    auth: str
+    nonce: bytes
+    leaf_hash: bytes
+    outcome: str = "unsent"  # "receipt", an error code, or "unsent"
+    retries: int = 0  # attempts whose answer was lost (connection reset or refused)
+
+
+def _anonymous_lab(root: Path, db: str | None) -> tuple[LedgerProcess, Ed25519PrivateKey]:
+    """A ledger (data in ROOT/ledger, the anonymous log batching every 200 ms) that registers
+    the returned lab key at start; not started."""
+    root.mkdir(parents=True, exist_ok=True)
+    lab_key = generate_private_key()
+    pub = write_key_pair(root / "lab.pem", lab_key)
+    init_data_dir(root / "ledger", origin_prefix=ORIGIN_PREFIX, db=db)
+    _set_anonymous_interval(root / "ledger", 200)
+    extra = ("--allow-lab", str(pub), "--anonymous-interval-ms", "200")
+    return LedgerProcess(root / "ledger", db, extra_args=extra), lab_key
+
+
+def _token_writes(lab_url: str, issuer_url: str, n: int) -> list[TokenWrite]:
+    """`n` anonymous reports, each with its own token from the issuer (minted up front)."""
+    _, origin = anonymous_info(lab_url)
+    challenge = challenges(lab_url)[0]
+    empty = CheckpointRef(origin=origin, size=0, root=merkle.EMPTY_ROOT.hex())
+    out = []
+    with httpx.Client(timeout=60.0) as http:
+        for i in range(n):
+            report = FieldReport(
+                seen_checkpoint=empty,
+                issued_at=int(time.time()) // HOUR * HOUR,
+                model=ModelId(name="test-model", version="1"),
+                category="grief",
+                tier="anonymous",
+                text=f"seed {SEED} report {i}",
+            )
+            env = sign_one_time(statement_bytes(Statement.of(report)))
+            token = get_token(issuer_url, challenge, client=http)
+            leaf = merkle.leaf_hash(env.canonical_bytes())
+            out.append(TokenWrite(env, pp.authorization(token), token.nonce, leaf))
+    return out
+
+
+def _redeem_until_answered(srv: LedgerProcess, w: TokenWrite) -> None:
+    """Post `w` until the server answers (a crash loses answers, not the write's token)."""
+    headers = {"Content-Type": "application/json", "Authorization": w.auth}
+    deadline = time.monotonic() + 10 * PROGRESS_DEADLINE
+    with httpx.Client(timeout=30.0) as http:
+        while time.monotonic() < deadline:
+            try:
+                r = http.post(
+                    f"{srv.base_url}/logs/anonymous/entries",
+                    content=w.envelope.canonical_bytes(),
+                    headers=headers,
+                )
+            except httpx.HTTPError:
+                w.retries += 1
+                time.sleep(0.05)  # the server is down or died mid-request: retry, same token
+                continue
+            w.outcome = "receipt" if r.status_code == 202 else str(r.json().get("error"))
+            return
+    w.outcome = "no answer"
+
+
+def test_kill_9_with_anonymous_tokens_in_flight(backend_db: str | None, tmp_path: Path) -> None:
+    """Writers redeem one token per report while the ledger is `kill -9`ed 20 times. Each write
+    is retried with its own token until answered: every one ends with a receipt (a retry after
+    a crash never meets `token_spent`), every receipted report reaches the log, and every token
+    the database marks spent paid for an entry that is in the log."""
+    rng = random.Random(SEED)
+    srv, lab_key = _anonymous_lab(tmp_path, backend_db)
+    iss: IssuerProcess | None = None
+    try:
+        srv.start()
+        key_path, _ = Lab(tmp_path, srv, lab_key).certify_issuer("issuer1")
+        iss = IssuerProcess(tmp_path / "issuer", srv.base_url, key_path, ("--rate", "9999/hour"))
+        iss.start()
+        writes = _token_writes(srv.base_url, iss.base_url, ANON_WRITERS * TOKENS_PER_WRITER)
+        iss.stop()  # every token is minted: the issuer plays no part in the crashes
+
+        def writer(k: int) -> None:
+            for w in writes[k::ANON_WRITERS]:
+                _redeem_until_answered(srv, w)
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(ANON_WRITERS)]
+        for t in threads:
+            t.start()
+        for _ in range(ANON_KILLS):
+            time.sleep(rng.uniform(0.1, 0.6))
+            srv.kill9()
+            srv.start()
+        for t in threads:
+            t.join(timeout=10 * PROGRESS_DEADLINE)
+            assert not t.is_alive(), "a writer thread hung"
+        _check_anonymous_after_crashes(srv, writes)
+        assert "Traceback" not in srv.stderr_all(), srv.stderr_all()[-4000:]
+    except BaseException as e:
+        e.add_note(f"seed {SEED}; server stderr tail:\n{srv.stderr_tail()}")
+        raise
+    finally:
+        if iss is not None:
+            iss.stop()
+        try:
+            srv.stop()
+        finally:
+            srv.kill9()
+
+
+def _check_anonymous_after_crashes(srv: LedgerProcess, writes: Sequence[TokenWrite]) -> None:
+    outcomes = Counter(w.outcome for w in writes)
+    assert outcomes == {"receipt": len(writes)}, outcomes
+    assert sum(w.retries for w in writes) > 0, "positive control: crashes hit writes in flight"
+    with httpx.Client(base_url=srv.base_url, timeout=30.0) as http:
+        for w in writes:  # (1) every receipted report reaches the log
+            leaf = base64.urlsafe_b64encode(w.leaf_hash).decode()
+            path = f"/logs/anonymous/proof/inclusion-by-hash?leaf_hash={leaf}"
+            deadline = time.monotonic() + PROGRESS_DEADLINE
+            while http.get(path).status_code != 200:
+                assert time.monotonic() < deadline, "a receipted report never reached the log"
+                time.sleep(0.1)
+    vkey, origin = log_identity(srv.base_url, "anonymous")
+    assert check_log(srv.base_url, vkey, origin, "anonymous").size == len(writes)
+    # (2) no token burnt without its entry: the spent tokens are exactly the writes' tokens.
+    engine = create_engine(load_config(srv.data).db)
+    try:
+        with engine.connect() as conn:
+            log_id = conn.execute(
+                select(schema.logs.c.id).where(schema.logs.c.name == "anonymous")
+            ).scalar_one()
+            t = schema.spent_tokens.c
+            q = select(t.nonce).where(t.log_id == log_id)
+            spent = [bytes(n) for n in conn.execute(q).scalars()]
+    finally:
+        engine.dispose()
+    assert sorted(spent) == sorted(w.nonce for w in writes)
