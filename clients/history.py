@@ -34,6 +34,7 @@ from attest.statement import Statement, parse_statement
 from clients.probe.suites import Suite, SuiteError, load_suite
 from clients.probe.summary import GroupSummary, summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
+from clients.text import difference, proportion
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,38 @@ class Row:
     records: tuple[int, ...]
     verified: bool
 
+    def display(self) -> dict[str, str]:
+        """Each figure as the tables show it (`clients.text`: value, 95 % interval, n), the
+        framed and differential transfers as ``framing figure`` joined by ``; ``. The web page
+        shows these strings, so the CLI's table and the page's cannot differ."""
+        s = self.summary
+        refusal = s.benign_refusal
+        direct = s.direct_transfer
+        return {
+            "benign_refusal": "-" if refusal is None else proportion(refusal.rate, refusal.n),
+            "direct_transfer": "-" if direct is None else proportion(direct.mean, direct.n),
+            "framed_transfer": "; ".join(
+                f"{f} {proportion(m.mean, m.n)}" for f, m in s.framed_transfer.items()
+            )
+            or "-",
+            "differential_transfer": "; ".join(
+                f"{f} {difference(m.mean, m.n, direct.mean, direct.n)}"
+                for f, m in s.framed_transfer.items()
+                if direct is not None and f in s.differential_transfer
+            )
+            or "-",
+        }
+
     def to_json(self) -> dict[str, Any]:
-        """The summary's flat view, plus `records` (log indices) and `verified`."""
+        """The summary's flat view, plus `records` (log indices), `verified` and `display`."""
         out = self.summary.row()
         del out["model"]
-        return {**out, "records": list(self.records), "verified": self.verified}
+        return {
+            **out,
+            "records": list(self.records),
+            "verified": self.verified,
+            "display": self.display(),
+        }
 
 
 @dataclass(frozen=True)

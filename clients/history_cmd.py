@@ -25,41 +25,21 @@ from clients.probe.metrics import mcnemar
 from clients.text import aligned
 from clients.trust import trust_options, trusted_client
 
-_FRAMING_SHORT = {
-    "fictional": "fic",
-    "professional-claim": "pro",
-    "decomposition": "dec",
-    "language-shift": "lang",
-}
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
 
 def _refusal(r: Row) -> str:
-    b = r.summary.benign_refusal
-    return "-" if b is None else f"{_pct(b.rate)} [{_pct(b.low)}-{_pct(b.high)}] n={b.n}"
+    return r.display()["benign_refusal"]
 
 
 def _direct(r: Row) -> str:
-    d = r.summary.direct_transfer
-    return "-" if d is None else f"{d.mean:.2f} n={d.n}"
+    return r.display()["direct_transfer"]
 
 
 def _framed(r: Row) -> str:
-    parts = [
-        f"{_FRAMING_SHORT.get(f, f)} {m.mean:.2f}" for f, m in r.summary.framed_transfer.items()
-    ]
-    return ", ".join(parts) or "-"
+    return r.display()["framed_transfer"]
 
 
 def _differential(r: Row) -> str:
-    parts = [
-        f"{_FRAMING_SHORT.get(f, f)} {m.mean:+.2f}"
-        for f, m in r.summary.differential_transfer.items()
-    ]
-    return ", ".join(parts) or "-"
+    return r.display()["differential_transfer"]
 
 
 def _emotions(r: Row, top: int = 3) -> str:
@@ -78,9 +58,9 @@ COLUMNS = (
     ("tier", lambda r: r.summary.tier),
     ("items", lambda r: str(r.summary.items)),
     ("benign refusal [95% CI]", _refusal),
-    ("direct", _direct),
-    ("framed", _framed),
-    ("differential", _differential),
+    ("direct transfer [95% CI]", _direct),
+    ("framed transfer [95% CI]", _framed),
+    ("differential (framed - direct) [95% CI]", _differential),
     ("emotions (top 3)", _emotions),
     ("records", _records),
     ("", lambda r: "verified" if r.verified else "NOT VERIFIED"),

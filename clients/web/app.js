@@ -216,7 +216,7 @@ async function pool(items, limit, fn) {
 // The log's checkpoint, and how far it could be checked: {cp, note, key, keySource, signature,
 // error}. `signature` is "verified", "unsupported" or "failed".
 async function checkCheckpoint(logName, pinned) {
-  const out = { keySource: pinned ? "pinned" : "server", signature: "failed" };
+  const out = { keySource: pinned ? "pinned" : "server", pinned, signature: "failed" };
   try {
     const logs = await getJSON("../logs");
     const info = logs.find((l) => l.name === logName);
@@ -385,8 +385,6 @@ function s(tag, attrs = {}, ...children) {
 }
 
 const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(2));
-const interval = (m, key = "mean") =>
-  m ? `${fmt(m[key])} [${fmt(m.low)}, ${fmt(m.high)}] n=${m.n}` : "–";
 
 function setStatus(el, status, text) {
   el.dataset.status = status;
@@ -445,7 +443,8 @@ function intervalChart(kind, title, rows, series) {
       if (!v) return;
       const y = top + i * band + 4 + line * (j + 0.5);
       const color = COLORS[j % COLORS.length];
-      const tip = s("title", {}, `${row.label}, ${name}: ${fmt(v.value)} [${fmt(v.low)}, ${fmt(v.high)}], n=${v.n}`);
+      const clip = (u) => Math.max(0, Math.min(1, u)); // a figure in [0, 1] has its interval there too
+      const tip = s("title", {}, `${row.label}, ${name}: ${fmt(v.value)} [${fmt(clip(v.low))}, ${fmt(clip(v.high))}], n=${v.n}`);
       const g = s("g", { class: "point" }, tip);
       g.append(s("line", { x1: x(v.low), x2: x(v.high), y1: y, y2: y, stroke: color, "stroke-width": 2 }));
       for (const end of [v.low, v.high]) {
@@ -555,14 +554,17 @@ function chartsFor(history) {
 function trustPanel(ck) {
   const box = h("section", { id: "trust" }, h("h2", { text: "Log checkpoint" }));
   const status = h("p", { id: "checkpoint" });
-  if (ck.error) setStatus(status, "failed", `NOT verified: ${ck.error}`);
+  if (ck.error && ck.keySource === "pinned") {
+    setStatus(status, "failed", `NOT verified: the key pinned in the URL does not match the log's signature (${ck.error})`);
+  } else if (ck.error) setStatus(status, "failed", `NOT verified: ${ck.error}`);
   else if (ck.signature === "unsupported") setStatus(status, "included", "signature NOT checked: this browser's WebCrypto has no Ed25519");
   else setStatus(status, "verified", `signature verified (${ck.key.name})`);
   box.append(status);
   if (ck.cp) {
     box.append(h("p", { class: "mono", text: `origin ${ck.cp.origin} · size ${ck.cp.size} · root ${hex(ck.cp.root)}` }));
   }
-  const keyText = ck.key ? ck.key.text : "(none)";
+  // The key as pinned, even when it does not parse: the user must see what they pinned.
+  const keyText = ck.key ? ck.key.text : (ck.pinned ?? "(none)");
   if (ck.keySource === "pinned") {
     box.append(h("p", { class: "keysource pinned" }, "Verifier key pinned in the URL: ", h("code", { text: keyText })));
     if (ck.info && ck.info.vkey !== keyText) {
@@ -641,13 +643,19 @@ function diffTable(diff) {
 
 function rowsTable(history, vstate) {
   const sec = h("section", { id: "rows" }, h("h2", { text: "Numbers" }));
-  const t = h("table", {}, h("tr", {}, ...["version", "category", "tier", "items", "benign refusal", "direct transfer", "differential transfer (framed − direct)", "records"].map((x) => h("th", { text: x }))));
+  // The same columns and cells as `bledger history`: the figures are the strings the server
+  // formatted once for both (value [95 % interval] n=N, or "insufficient data (n=N)").
+  const heads = ["version", "category", "tier", "items", "benign refusal [95% CI]", "direct transfer [95% CI]",
+    "framed transfer [95% CI]", "differential (framed - direct) [95% CI]", "records"];
+  const t = h("table", {}, h("tr", {}, ...heads.map((x) => h("th", { text: x }))));
   for (const r of history.rows) {
-    const diff = Object.entries(r.differential_transfer ?? {}).map(([f, m]) => `${f} ${interval(m)}`).join("; ");
+    const d = r.display ?? {};
     const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
     vstate.rows.push({ r, st });
+    const cells = [r.version, r.category, r.tier, r.items, d.benign_refusal, d.direct_transfer,
+      d.framed_transfer, d.differential_transfer].map((x) => x ?? "-");
     t.append(h("tr", { "data-version": r.version, "data-category": r.category, "data-tier": r.tier },
-      ...[r.version, r.category, r.tier, r.items, interval(r.benign_refusal, "rate"), interval(r.direct_transfer), diff || "–"].map((x) => h("td", { text: String(x) })),
+      ...cells.map((x) => h("td", { class: "figure", text: String(x) })),
       h("td", {}, st)));
   }
   sec.append(t);

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -882,3 +883,56 @@ def test_history_plot(ledger: Ledger, tmp_path: Path) -> None:
     assert len(colours) > 50, "the charts are not one colour"
     # matplotlib's first two series colours (tab:blue, tab:orange) fill bars of each version.
     assert (0x1F, 0x77, 0xB4) in colours and (0xFF, 0x7F, 0x0E) in colours
+
+
+# -- one format for every figure (CLI and web page) -------------------------------------------
+
+
+def test_a_proportion_shows_its_wilson_interval_and_n() -> None:
+    from clients.text import proportion
+
+    # 0 of 4: Wilson's interval is [0, 0.49], never the zero-width [0, 0] of a t interval.
+    assert proportion(0.0, 4) == "0.00 [0.00, 0.49] n=4"
+    assert proportion(1.0, 4) == "1.00 [0.51, 1.00] n=4"
+    # A small mean near 0: the interval stays inside [0, 1] (a t interval went below 0).
+    assert proportion(0.1, 10) == "0.10 [0.02, 0.40] n=10"
+
+
+def test_a_figure_from_too_few_items_shows_no_number() -> None:
+    from clients.text import MIN_N, difference, proportion
+
+    assert proportion(0.5, MIN_N - 1) == f"insufficient data (n={MIN_N - 1})"
+    assert difference(0.5, 1, 0.2, 8) == "insufficient data (n=1)"
+    assert proportion(0.5, MIN_N).endswith(f"n={MIN_N}")
+
+
+def test_a_difference_has_an_interval_inside_its_range() -> None:
+    from clients.text import difference
+
+    # Every framed answer transfers, no direct one does: +1, its interval within [-1, 1].
+    assert difference(1.0, 4, 0.0, 4) == "+1.00 [+0.31, +1.00] n=4"
+    # The same on both sides: centred on 0, never the zero-width [0, 0].
+    assert difference(0.0, 4, 0.0, 4) == "+0.00 [-0.49, +0.49] n=4"
+
+
+def test_every_figure_of_the_table_has_its_interval_and_n(ledger: Ledger) -> None:
+    code, out, err = run(MODEL, "--ledger", ledger.base_url, "--vkey", ledger.vkey)
+    assert code == 0, err
+    header, *rows = out.splitlines()[1:6]
+    assert "direct transfer [95% CI]" in header and "framed transfer [95% CI]" in header
+    figure = r"[+-]?\d\.\d\d \[[+-]?\d\.\d\d, [+-]?\d\.\d\d\] n=\d+"
+    for row in rows:
+        found = re.findall(figure, row)
+        # benign refusal, direct, 4 framings, 4 differentials
+        assert len(found) == 10, row
+        for f in found:
+            low, high = (float(x) for x in re.findall(r"\[(\S+), (\S+)\]", f)[0])
+            assert low < high, f"zero-width interval in {row}"
+    with LedgerClient(ledger.base_url) as c:
+        statements = fetch_statements(c, LOG, ledger.policy, model=MODEL)
+    shown = build_history(MODEL, statements, size=ledger.size).to_json()["rows"]
+    # The JSON the web page shows carries the very strings of the CLI's cells.
+    for r in shown:
+        (line,) = [x for x in rows if x.split()[:3] == [r["version"], r["category"], r["tier"]]]
+        for cell in r["display"].values():
+            assert cell in line, (cell, line)

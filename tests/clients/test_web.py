@@ -265,6 +265,21 @@ def test_pinned_key(ledger: Ledger, page: Page) -> None:
         assert status == "failed" and text.startswith("NOT verified"), (i, text)
 
 
+def test_a_wrong_pinned_key_is_shown_as_pinned(ledger: Ledger, page: Page) -> None:
+    """A pinned key that fails (here: its key id does not match its key) is shown as the user
+    pinned it, and the failure is about that key, not "(none)"."""
+    name, _, key = ledger.vkey.split("+", 2)
+    wrong = f"{name}+00000000+{key}"
+    _checked(page, f"{ledger.base_url}/ui/?vkey={wrong}#/model/{MODEL}")
+    checkpoint = page.locator("#checkpoint")
+    assert checkpoint.get_attribute("data-status") == "failed"
+    assert "the key pinned in the URL does not match the log's signature" in (
+        checkpoint.inner_text()
+    )
+    trust = page.locator("#trust").inner_text()
+    assert f"Verifier key pinned in the URL: {wrong}" in trust and "(none)" not in trust
+
+
 def test_without_ed25519_nothing_is_called_verified(ledger: Ledger, page: Page) -> None:
     """A browser whose WebCrypto lacks Ed25519: proofs are checked, the signature is not, and
     the page says so instead of "verified"."""
@@ -436,3 +451,31 @@ def test_inclusion_verifier_on_published_vectors(ledger: Ledger, page: Page) -> 
     for name, text in texts.items():
         want_err = json.loads(text)["wantErr"]
         assert got[name].startswith("error") == want_err, (name, got[name])
+
+
+def test_the_numbers_table_is_the_cli_table(ledger: Ledger, page: Page) -> None:
+    """Every figure on the page is the string `bledger history` prints for the same cell."""
+    from click.testing import CliRunner
+
+    from clients.cli import main
+
+    res = CliRunner().invoke(main, ["history", MODEL, "--ledger", ledger.base_url,
+                                    "--vkey", ledger.vkey])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cli_rows = res.stdout.splitlines()[2:6]
+    _checked(page, ledger.page_url)
+    heads = page.locator("#rows th").all_inner_texts()
+    assert heads[4:8] == [
+        "benign refusal [95% CI]",
+        "direct transfer [95% CI]",
+        "framed transfer [95% CI]",
+        "differential (framed - direct) [95% CI]",
+    ]
+    rows = page.locator("#rows tr[data-version]")
+    assert rows.count() == 4
+    for i in range(rows.count()):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        (line,) = [x for x in cli_rows if x.split()[:3] == cells[:3]]
+        for figure in cells[4:8]:
+            assert re.search(r"n=\d+$", figure), figure
+            assert figure in line, (figure, line)
