@@ -29,25 +29,19 @@ import contextlib
 import logging
 import random
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
 import httpx
-import tomli_w
 
-from attest import admission as rules
 from attest import merkle
-from attest.admission import AdmissionRefused, EntryAt
+from attest.admission import EntryAt
 from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from attest.cosignature import CosignatureSigner
 from attest.dsse import Envelope, TrustedKey
 from attest.errors import AttestError, PolicyError
-from attest.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
-from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
-from attest.keys import public_key_from_bytes as _public_key
+from attest.keychain import STATEFUL, KeyChain
 from attest.note import (
     Note,
     NoteSignature,
@@ -64,15 +58,27 @@ from attest.tiles import (
     TileError,
     TileId,
     decode_bundle,
-    node_at_from_tiles,
     split_hashes,
     tile_path,
     tile_width,
     tiles_for_size,
 )
-from attest.vkey import parse_vkey
+from verifier.config import (
+    DEFAULT_ATTESTED_QUORUM,
+    PARTITIONS,
+    STATE_NAME,
+    ConfigError,
+    FollowedLog,
+    NodeConfig,
+    follow_log,
+    init_node_dir,
+    load_node_config,
+    node_cosigner,
+    save_logs,
+)
 from verifier.errors import VerifierError, WitnessConflict, WitnessError
-from verifier.gossip import (
+from verifier.evidence import (
+    PROVABLE_KINDS,
     Evidence,
     EvidenceEntry,
     EvidenceKind,
@@ -82,9 +88,49 @@ from verifier.gossip import (
     Partition,
     SeenProof,
     implied_old_root,
+    verify_evidence,
+)
+from verifier.revalidate import (
+    EntryInvalid,
+    RootAt,
+    replay_chain,
+    validate_anonymous_entry,
+    validate_attested_entry,
+    validate_entry,
+    validate_partition_entry,
+    validate_statement,
 )
 from verifier.state import SeenCheckpoint, State, StateConflict, StoredKeyEvent, VerifiedHead
+from verifier.tree import TreeMismatch, TreeTiles
 from verifier.witness_client import add_checkpoint, verify_cosignatures
+
+# The node, and the names of its config (verifier.config) and entry rules
+# (verifier.revalidate) that callers import from here.
+__all__ = [
+    "DEFAULT_ATTESTED_QUORUM",
+    "PARTITIONS",
+    "AuditNode",
+    "ConfigError",
+    "EntryInvalid",
+    "FollowedLog",
+    "LogMisbehaved",
+    "LogUnavailable",
+    "NodeConfig",
+    "Recheck",
+    "StepResult",
+    "TreeTiles",
+    "Verdict",
+    "follow_log",
+    "init_node_dir",
+    "load_node_config",
+    "replay_chain",
+    "save_logs",
+    "validate_anonymous_entry",
+    "validate_attested_entry",
+    "validate_entry",
+    "validate_partition_entry",
+    "validate_statement",
+]
 
 log = logging.getLogger("bledger.verifier")
 
@@ -471,13 +517,13 @@ class AuditNode:
         try:
             self._load_tiles(f, tree, cp, refetch=False)
             return tree
-        except _TreeMismatch as first:
+        except TreeMismatch as first:
             log.warning("%s: %s; refetching every tile", origin, first)
         # The node's stored tiles may be what disagrees (a forked history): start afresh.
         fresh = TreeTiles(lambda t: None)
         try:
             self._load_tiles(f, fresh, cp, refetch=True)
-        except _TreeMismatch as e:
+        except TreeMismatch as e:
             self._misbehaved(self._observation(f, "bad-data", seen, str(e)))
         return fresh
 
@@ -489,20 +535,20 @@ class AuditNode:
                 continue
             data = self._get(f, f"/logs/{f.cfg.name}/{tile_path(tid, width)}").content
             if len(data) != width * merkle.HASH_SIZE:
-                raise _TreeMismatch(f"tile {tid.level}/{tid.index} has {len(data)} bytes")
+                raise TreeMismatch(f"tile {tid.level}/{tid.index} has {len(data)} bytes")
             tree.fetched[tid] = data
         for tid, data in tree.fetched.items():
             if len(data) == TILE_WIDTH * merkle.HASH_SIZE:
                 parent = tree.read(TileId(tid.level + 1, tid.index // TILE_WIDTH))
                 off = (tid.index % TILE_WIDTH) * merkle.HASH_SIZE
                 if merkle.root_hash(split_hashes(data)) != parent[off : off + merkle.HASH_SIZE]:
-                    raise _TreeMismatch(f"tile {tid.level}/{tid.index} does not hash to its parent")
+                    raise TreeMismatch(f"tile {tid.level}/{tid.index} does not hash to its parent")
         try:
             root = tree.root(cp.size)
         except TileError as e:
-            raise _TreeMismatch(e.diagnostic) from e
+            raise TreeMismatch(e.diagnostic) from e
         if root != cp.root_hash:
-            raise _TreeMismatch(
+            raise TreeMismatch(
                 f"tiles give root {root.hex()}, the checkpoint says {cp.root_hash.hex()}"
             )
 
@@ -803,8 +849,6 @@ class AuditNode:
 
     def import_evidence(self, body: str, source: str) -> Evidence | None:
         """Store a peer's evidence if it proves misbehaviour offline of a log we follow."""
-        from verifier.gossip import PROVABLE_KINDS, verify_evidence
-
         ev = Evidence.from_json(body)
         if ev.origin not in self.logs or ev.kind not in PROVABLE_KINDS:
             return None

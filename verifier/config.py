@@ -2,67 +2,27 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import logging
-import random
-import time
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn, cast
+from typing import Any
 
 import httpx
 import tomli_w
 
-from attest import admission as rules
-from attest import merkle
-from attest.admission import AdmissionRefused, EntryAt
-from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.cosignature import CosignatureSigner
-from attest.dsse import Envelope, TrustedKey
-from attest.errors import AttestError, PolicyError
-from attest.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
+from attest.dsse import TrustedKey
+from attest.errors import AttestError
+from attest.keychain import vkey_raw
 from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
 from attest.keys import public_key_from_bytes as _public_key
 from attest.note import (
-    Note,
-    NoteSignature,
     NoteVerifier,
-    add_signatures,
-    encode_base64,
-    parse_note,
 )
 from attest.policy import Policy
-from attest.statement import Statement, parse_statement
-from attest.tiles import (
-    ENTRIES_LEVEL,
-    TILE_WIDTH,
-    TileError,
-    TileId,
-    decode_bundle,
-    node_at_from_tiles,
-    split_hashes,
-    tile_path,
-    tile_width,
-    tiles_for_size,
-)
 from attest.vkey import parse_vkey
-from verifier.errors import VerifierError, WitnessConflict, WitnessError
-from verifier.gossip import (
-    Evidence,
-    EvidenceEntry,
-    EvidenceKind,
-    EvidenceNote,
-    EvidenceProof,
-    InvalidEntryContext,
-    Partition,
-    SeenProof,
-    implied_old_root,
-)
-from verifier.state import SeenCheckpoint, State, StateConflict, StoredKeyEvent, VerifiedHead
-from verifier.witness_client import add_checkpoint, verify_cosignatures
+from verifier.errors import VerifierError
 
 CONFIG_NAME = "config.toml"
 KEY_PATH = "keys/auditor.pem"
@@ -104,7 +64,6 @@ DEFAULT_ATTESTED_QUORUM = 2
 
 class ConfigError(VerifierError):
     """The node's data directory or config is unusable."""
-
 
 
 # -- config -----------------------------------------------------------------------------------

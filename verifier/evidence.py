@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import threading
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from collections.abc import Sequence
+from typing import Annotated, Final, Literal
 
-import httpx
-from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from attest import merkle
-from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint, origin_hash
+from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.keychain import KeyChain
 from attest.note import NoteError, decode_base64, encode_base64
 from attest.vkey import parse_vkey
+from verifier.config import FollowedLog
 from verifier.errors import VerifierError
-
-if TYPE_CHECKING:
-    from verifier.auditor import AuditNode, StepResult
+from verifier.revalidate import EntryInvalid, validate_entry, validate_partition_entry
 
 FORMAT: Final = "bledger-evidence/v1"
 MAX_NOTE = 64 * 1024
@@ -174,7 +165,7 @@ class Evidence(_Wire):
     def digest(self) -> str:
         """What identifies the misbehaviour, whoever observed it and whenever: kind, origin,
         the checkpoint bodies (not their signature lines) and the entry index."""
-        bodies = sorted(_body(n.note) for n in self.checkpoints)
+        bodies = sorted(note_body(n.note) for n in self.checkpoints)
         index = None if self.entry is None else self.entry.index
         key = json.dumps([self.kind, self.origin, bodies, index])
         return hashlib.sha256(key.encode()).hexdigest()
@@ -184,7 +175,8 @@ class Evidence(_Wire):
         return self.model_copy(update={"received_from": source})
 
 
-def _body(note: str) -> str:
+def note_body(note: str) -> str:
+    """A signed note without its signature lines."""
     return note[: note.rfind("\n\n") + 1] if "\n\n" in note else note
 
 
@@ -348,14 +340,6 @@ def _entry_mismatch(ev: Evidence, cps: list[Checkpoint]) -> str:
 
 
 def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
-    # Imported here: the auditor builds evidence with this module, and the entry rules are its.
-    from verifier.auditor import (
-        EntryInvalid,
-        FollowedLog,
-        validate_entry,
-        validate_partition_entry,
-    )
-
     ctx, entry = ev.context, ev.entry
     if ctx is None or entry is None or len(cps) != 1:
         raise EvidenceError("invalid-entry evidence needs one checkpoint, an entry and context")

@@ -26,30 +26,58 @@ with nothing but the log's verifier key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from attest import merkle
-from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint, origin_hash
-from attest.keychain import KeyChain
-from attest.note import NoteError, decode_base64, encode_base64
-from attest.vkey import parse_vkey
+from attest.checkpoint import Checkpoint, origin_hash
+from attest.note import NoteError
+from verifier.auditor import AuditNode, StepResult
 from verifier.errors import VerifierError
+from verifier.evidence import (
+    MAX_NOTE,
+    MAX_POSTED_EVIDENCE,
+    PROVABLE_KINDS,
+    Evidence,
+    EvidenceEntry,
+    EvidenceError,
+    EvidenceKind,
+    EvidenceNote,
+    EvidenceProof,
+    InvalidEntryContext,
+    SeenProof,
+    note_body,
+    verify_evidence,
+)
 
-if TYPE_CHECKING:
-    from verifier.auditor import AuditNode, StepResult
+# Gossip, and the names of the evidence format (verifier.evidence) that callers import from here.
+__all__ = [
+    "PROVABLE_KINDS",
+    "Evidence",
+    "EvidenceEntry",
+    "EvidenceError",
+    "EvidenceKind",
+    "EvidenceNote",
+    "EvidenceProof",
+    "InvalidEntryContext",
+    "NodeLoop",
+    "RoundReport",
+    "SeenProof",
+    "create_gossip_app",
+    "gossip_round",
+    "origin_hash",
+    "status",
+    "verify_evidence",
+]
 
 log = logging.getLogger("bledger.verifier")
 
@@ -265,7 +293,7 @@ def create_gossip_app(node: AuditNode, loop: NodeLoop | None = None) -> FastAPI:
         if len(body) > MAX_NOTE:
             return error(413, "too_large", f"a checkpoint note is at most {MAX_NOTE} bytes")
         try:
-            origin = Checkpoint.parse(_body(body.decode("utf-8"))).origin
+            origin = Checkpoint.parse(note_body(body.decode("utf-8"))).origin
         except (UnicodeDecodeError, NoteError) as e:
             return error(400, "malformed", getattr(e, "diagnostic", str(e)))
         if origin not in node.logs:

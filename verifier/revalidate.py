@@ -2,71 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import logging
-import random
-import time
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, NoReturn, cast
-
-import httpx
-import tomli_w
 
 from attest import admission as rules
-from attest import merkle
 from attest.admission import AdmissionRefused, EntryAt
-from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from attest.cosignature import CosignatureSigner
 from attest.dsse import Envelope, TrustedKey
-from attest.errors import AttestError, PolicyError
-from attest.keychain import STATEFUL, KeyChain, KeyChainError, vkey_raw
-from attest.keys import dsse_keyid, generate_private_key, load_private_key, write_key_pair
-from attest.keys import public_key_from_bytes as _public_key
-from attest.note import (
-    Note,
-    NoteSignature,
-    NoteVerifier,
-    add_signatures,
-    encode_base64,
-    parse_note,
-)
-from attest.policy import Policy
+from attest.errors import AttestError
+from attest.keychain import KeyChain, KeyChainError
 from attest.statement import Statement, parse_statement
-from attest.tiles import (
-    ENTRIES_LEVEL,
-    TILE_WIDTH,
-    TileError,
-    TileId,
-    decode_bundle,
-    node_at_from_tiles,
-    split_hashes,
-    tile_path,
-    tile_width,
-    tiles_for_size,
-)
-from attest.vkey import parse_vkey
-from verifier.errors import VerifierError, WitnessConflict, WitnessError
-from verifier.gossip import (
-    Evidence,
-    EvidenceEntry,
-    EvidenceKind,
-    EvidenceNote,
-    EvidenceProof,
-    InvalidEntryContext,
-    Partition,
-    SeenProof,
-    implied_old_root,
-)
-from verifier.state import SeenCheckpoint, State, StateConflict, StoredKeyEvent, VerifiedHead
-from verifier.witness_client import add_checkpoint, verify_cosignatures
+from verifier.config import DEFAULT_ATTESTED_QUORUM, ConfigError
+from verifier.errors import VerifierError
+from verifier.state import StoredKeyEvent
 
 HOUR = rules.HOUR
 """Anonymous statements carry `issuedAt` rounded down to a multiple of this (coarse time)."""
-
 
 
 class EntryInvalid(VerifierError):
@@ -79,7 +28,6 @@ class EntryInvalid(VerifierError):
     def __init__(self, index: int, stage: str, problem: str, cited: int | None = None) -> None:
         super().__init__(f"entry {index} fails {stage}: {problem}")
         self.index, self.stage, self.problem, self.cited = index, stage, problem, cited
-
 
 
 RootAt = Callable[[int], bytes | None]
