@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
@@ -31,6 +31,10 @@ from attest.statement import predicate_model, sign_statement
 from clients.errors import diagnosed as _diagnosed
 from clients.options import LedgerArgs, Signing, key_stem, ledger_options, passphrase
 from clients.sdk import LedgerClient, LogInfo, VerificationError, verifier_from_vkey
+from clients.serve_options import limit_options
+
+if TYPE_CHECKING:
+    from ledger.serving import Limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +82,7 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A .pub PEM whose signatures the evidence log admits (repeatable).",
 )
+@limit_options
 @_diagnosed
 def serve(
     data: Path,
@@ -89,14 +94,20 @@ def serve(
     workers: int,
     anonymous_interval_ms: int | None,
     allow_keys: tuple[Path, ...],
+    limits: Limits,
 ) -> None:
-    """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run."""
-    import uvicorn
+    """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run.
 
+    The port is bound before anything else: a port held by another process is an error
+    (exit status 1), never a "serving on" followed by a crash.
+    """
     from clients.web import create_app  # the API of ledger.api plus the web page at /ui/
     from ledger.config import init_data_dir
     from ledger.server import LedgerServer
+    from ledger.serving import bind
+    from ledger.serving import serve as serve_app
 
+    sock = bind(host, port)
     cfg = init_data_dir(data, origin_prefix=origin_prefix or f"{host}:{port}/logs", db=db)
     server = LedgerServer.from_config(
         cfg,
@@ -108,9 +119,9 @@ def serve(
         click.echo(f"log {h.name} ({h.partition}) origin {h.origin}\n  vkey {h.vkey}")
         click.echo(f"  operator {h.operator_vkey}")
     click.echo(f"serving on http://{host}:{port}  (API docs at /docs)", err=True)
-    # No access log: the anonymous log must not record who wrote, and no log records addresses.
+    # No access log (ledger.serving): the anonymous log must not record who wrote.
     if workers == 1:
-        uvicorn.run(create_app(server), host=host, port=port, log_level="warning", access_log=False)
+        serve_app(create_app(server), sock, limits)
         return
     from ledger.asgi import ENV
 
@@ -122,15 +133,7 @@ def serve(
             "anonymous_interval_ms": anonymous_interval_ms,
         }
     )
-    uvicorn.run(
-        "clients.web:asgi_app",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-    )
+    serve_app("clients.web:asgi_app", sock, limits, workers=workers, factory=True)
 
 
 # -- keys -------------------------------------------------------------------------------------

@@ -8,10 +8,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from clients.serve_options import limit_options
 from ledger.issuer import IssuerError, create_issuer_app, init_issuer_dir, open_issuer, parse_rate
+
+if TYPE_CHECKING:
+    from ledger.serving import Limits
 
 
 @click.group()
@@ -41,6 +46,7 @@ def issuer() -> None:
 @click.option(
     "--check-interval", type=float, help="Seconds between key lifecycle runs (default 60)."
 )
+@limit_options
 def serve(
     data: Path,
     ledger: str | None,
@@ -53,15 +59,22 @@ def serve(
     key_lifetime: int | None,
     key_overlap: int | None,
     check_interval: float | None,
+    limits: Limits,
 ) -> None:
     """Serve the issuer directory and POST /token-request; publish token keys to the ledger.
 
     Before serving, a current token key is ensured and published to the ledger's evidence log
     (signed by --key); the command fails if the ledger refuses it. Client addresses are used for
-    rate limiting in memory only: no access log is written.
+    rate limiting in memory only: no access log is written. The client address is the
+    socket's, unless the peer is a --trusted-proxy: then its X-Forwarded-For is believed.
     """
-    import uvicorn
+    from ledger.serving import ServeError, bind
+    from ledger.serving import serve as serve_app
 
+    try:
+        sock = bind(host, port)  # before anything is published: a taken port fails first
+    except ServeError as e:
+        raise click.ClickException(e.diagnostic) from e
     _log_key_events()
     passphrase = None
     if passphrase_env is not None:
@@ -88,14 +101,8 @@ def serve(
     for record, _ in iss.served():
         click.echo(f"  token key {record.token_key_id} valid until {record.not_after}")
     click.echo(f"serving on http://{host}:{port}", err=True)
-    # access_log=False: the issuer must not record who asked for tokens.
-    uvicorn.run(
-        create_issuer_app(iss, rotate_on_start=False),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-    )
+    # No access log (ledger.serving): the issuer must not record who asked for tokens.
+    serve_app(create_issuer_app(iss, rotate_on_start=False), sock, limits)
 
 
 def _log_key_events() -> None:

@@ -54,6 +54,7 @@ from clients.sdk import verify_submission
 from ledger import schema
 from ledger.config import init_data_dir, load_config
 from ledger.log import Log
+from ledger.sequencer import Sequenced
 from ledger.server import LedgerServer
 from ledger.storage import Head
 from tests.ledger.test_issuer import (
@@ -550,7 +551,9 @@ def test_crash_point(point: CrashPoint, backend_db: str | None, tmp_path: Path) 
         # (4): "failed" vs "failed but persisted": re-submitting B (the caller never got an
         # answer) appends it where it would have gone, or finds it there already.
         hosted.sequencer.rule = None  # as in the child: the writer path alone
-        again = hosted.sequencer.integrate(b)
+        results = hosted.sequencer.integrate(b)
+        again = [r for r in results if isinstance(r, Sequenced)]
+        assert len(again) == len(results), results
         assert [r.index for r in again] == list(range(BATCH_A, BATCH_A + BATCH_B))
         assert all(r.duplicate is point.persisted for r in again)
         after = hosted.log.head()

@@ -1,0 +1,224 @@
+"""Hardening of the served processes, tried from outside as an attacker would (loopback only).
+
+* A retried anonymous write with the same token after a lost answer gets its receipt again; the
+  token on another report is `token_spent` (the spend and the queueing are one transaction).
+* The issuer's rate limit keys on the socket's address: a forged X-Forwarded-For from a peer
+  that is not a `--trusted-proxy` changes nothing; from a trusted proxy it is believed.
+* `bledger serve` on a port another process holds exits non-zero with a clear message and never
+  says "serving on".
+* Connection exhaustion: 2,000 idle sockets from one address leave the server answering another
+  client (the per-client cap closes the excess at once), even with the server's file limit at
+  1,024; a connection that never completes its request headers, or trickles them, gets 408 and
+  is closed after the header timeout.
+
+Counts and deadlines are bounded; no test asserts on how long anything took.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from attest import merkle
+from attest import privacypass as pp
+from tests.ledger.test_issuer import (
+    REQUEST_TYPE,
+    anonymous_envelope,
+    challenge_for,
+    challenges,
+    directory_keys,
+    get_token,
+    post_anonymous,
+    running_issuer,
+    running_lab,
+    spki_of,
+)
+from tests.support import PROJECT_ROOT, LedgerProcess
+
+ATTACKER = "127.0.0.2"  # the idle sockets' source address
+DEADLINE = 60.0  # for a hung server: fails the test instead of hanging it
+
+
+# -- (3) the anonymous write is idempotent per token and report ---------------------------------
+
+
+def test_anonymous_retry_with_the_same_token_gets_the_receipt(tmp_path: Path) -> None:
+    with running_lab(tmp_path) as lab, running_issuer(lab, "issuer1", "--rate", "50/hour") as iss:
+        auth = pp.authorization(get_token(iss.base_url, challenges(lab.url)[0]))
+        env = anonymous_envelope(lab.url, "said once, sent twice")
+        first = post_anonymous(lab.url, env, auth)
+        assert first.status_code == 202, first.text
+        # The answer was lost (a crash, a dropped connection): the client sends it again.
+        again = post_anonymous(lab.url, env, auth)
+        assert again.status_code == 202, again.text
+        leaf = merkle.leaf_hash(env.canonical_bytes())
+        assert first.json()["leaf_hash"] == again.json()["leaf_hash"]
+        assert base64.b64decode(again.json()["leaf_hash"]) == leaf
+        # The same token on another report is refused.
+        other = post_anonymous(lab.url, anonymous_envelope(lab.url, "another report"), auth)
+        assert (other.status_code, other.json()["error"]) == (403, "token_spent")
+
+
+# -- (4) X-Forwarded-For only from trusted proxies ----------------------------------------------
+
+
+def _token_request(issuer_url: str, challenge: pp.PrivateTokenChallenge, xff: str) -> int:
+    assert challenge.token_key is not None
+    request, _ = pp.begin_issuance(challenge.token_key, challenge.challenge)
+    r = httpx.post(
+        issuer_url + "/token-request",
+        content=request.encode(),
+        headers={"Content-Type": REQUEST_TYPE, "X-Forwarded-For": xff},
+        timeout=60.0,
+    )
+    return r.status_code
+
+
+def test_forged_x_forwarded_for_does_not_bypass_the_rate_limit(tmp_path: Path) -> None:
+    with running_lab(tmp_path) as lab:
+        with running_issuer(lab, "issuer1", "--rate", "2/hour") as iss:
+            challenge = challenge_for(spki_of(directory_keys(iss.base_url)[0]), lab.url)
+            statuses = [
+                _token_request(iss.base_url, challenge, f"198.51.100.{i}") for i in range(4)
+            ]
+            assert statuses == [200, 200, 429, 429], "the forged header chose the bucket"
+        # Behind a proxy the operator names, the header is the client's address.
+        proxied = ("--rate", "2/hour", "--trusted-proxy", "127.0.0.1/32")
+        with running_issuer(lab, "issuer2", *proxied) as iss:
+            challenge = challenge_for(spki_of(directory_keys(iss.base_url)[0]), lab.url)
+            statuses = [
+                _token_request(iss.base_url, challenge, f"198.51.100.{i}") for i in range(4)
+            ]
+            assert statuses == [200] * 4
+            same = [_token_request(iss.base_url, challenge, "203.0.113.9") for _ in range(3)]
+            assert same == [200, 200, 429]
+
+
+# -- (8) a port someone else holds --------------------------------------------------------------
+
+
+def test_serve_on_a_taken_port_fails_before_saying_serving(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        cmd = [sys.executable, "-m", "clients.cli", "serve", "--data", str(tmp_path / "data")]
+        cmd += ["--host", "127.0.0.1", "--port", str(port)]
+        res = subprocess.run(
+            cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=DEADLINE, check=False
+        )
+    assert res.returncode != 0
+    assert f"127.0.0.1:{port} is already in use" in res.stderr, res.stderr
+    assert "serving on" not in res.stdout + res.stderr
+    assert not (tmp_path / "data").exists(), "nothing is created before the port is held"
+
+
+# -- (5) connection exhaustion ------------------------------------------------------------------
+
+
+class LimitedLedger(LedgerProcess):
+    """A ledger whose process may open at most 1,024 files (soft and hard), as on many hosts."""
+
+    def command(self) -> list[str]:
+        return ["prlimit", "--nofile=1024:1024", *super().command()]
+
+
+def _open_idle(n: int, address: str, port: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(10.0)
+        s.bind((address, 0))
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    try:
+        return s.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+@contextlib.contextmanager
+def _closing(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
+    try:
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _require_sources(n: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 256:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with socket.socket() as s:
+        try:
+            s.bind((ATTACKER, 0))
+        except OSError as e:
+            pytest.skip(f"cannot bind {ATTACKER}: {e}")
+
+
+def test_idle_sockets_from_one_host_do_not_lock_others_out(tmp_path: Path) -> None:
+    idle, cap = 2000, 16
+    _require_sources(idle)
+    limits = ("--per-client-connections", str(cap), "--header-timeout", "600")
+    srv = LimitedLedger(tmp_path / "data", extra_args=(*limits, "--max-connections", "512"))
+    srv.start()
+    try:
+        with _closing(_open_idle(idle, ATTACKER, srv.port)) as socks:
+            deadline = time.monotonic() + DEADLINE
+            while sum(_closed_by_server(s) for s in socks) < idle - cap:
+                assert time.monotonic() < deadline, "the server did not shed the excess"
+                time.sleep(0.2)
+            r = httpx.get(f"{srv.base_url}/logs", timeout=DEADLINE)
+            assert r.status_code == 200
+            still_open = [s for s in socks if not _closed_by_server(s)]
+            assert len(still_open) == cap, "the cap, not a timeout, shed the idle sockets"
+    finally:
+        srv.stop()
+
+
+def test_a_request_that_never_completes_its_headers_is_closed(tmp_path: Path) -> None:
+    srv = LedgerProcess(tmp_path / "data", extra_args=("--header-timeout", "1"))
+    srv.start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=DEADLINE)
+        trickle = socket.create_connection(("127.0.0.1", srv.port), timeout=DEADLINE)
+        with silent, trickle:
+            trickle.sendall(b"GET /logs HTTP/1.1\r\nHost: x\r\n")
+            trickle.settimeout(0.3)
+            answer = b""
+            deadline = time.monotonic() + DEADLINE
+            while not answer.endswith(b"\r\n\r\n") or b"408" not in answer:
+                assert time.monotonic() < deadline, "a trickling request was never cut off"
+                with contextlib.suppress(OSError):
+                    trickle.sendall(b"X")  # one more byte of a header that never ends
+                with contextlib.suppress(TimeoutError):
+                    chunk = trickle.recv(1024)
+                    if chunk == b"":
+                        break
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert silent.recv(1024).startswith(b"HTTP/1.1 408")
+            assert silent.recv(1024) == b"", "closed after the 408"
+        # And the server still serves.
+        assert httpx.get(f"{srv.base_url}/logs", timeout=DEADLINE).status_code == 200
+    finally:
+        srv.stop()
