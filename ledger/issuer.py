@@ -74,7 +74,7 @@ from attest.errors import AttestError
 from attest.keys import load_private_key, verifier_key
 from attest.predicates import CheckpointRef, TokenKey
 from attest.statement import sign_statement
-from clients.sdk import ClientError, LedgerClient, verifier_from_vkey
+from ledger.client import LedgerAPI, LedgerClientError
 from ledger.errors import LedgerError
 
 __all__ = [
@@ -499,7 +499,7 @@ class EvidencePublisher:
         signer: tuple[str, Ed25519PrivateKey],
         store: KeyStore,
         *,
-        client: LedgerClient | None = None,
+        client: LedgerAPI | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger_url = ledger_url
@@ -508,8 +508,8 @@ class EvidencePublisher:
         self._client = client
         self._clock = clock
 
-    def _open(self) -> LedgerClient:
-        return self._client or LedgerClient(self.ledger_url, timeout=30.0)
+    def _open(self) -> LedgerAPI:
+        return self._client or LedgerAPI(self.ledger_url, timeout=30.0)
 
     def sign(self, action: str, token_key: bytes, not_after: int) -> Envelope:
         """A TokenKey statement about `token_key` (SPKI DER), signed by the issuer key."""
@@ -518,7 +518,7 @@ class EvidencePublisher:
             if self._client is None:
                 stack.callback(client.close)
             vkey, origin = self._pinned(client)
-            cp, _ = client.checkpoint(EVIDENCE_LOG, verifier_from_vkey(vkey), origin)
+            cp = client.checkpoint(EVIDENCE_LOG, vkey, origin)
         predicate = TokenKey(
             seen_checkpoint=CheckpointRef(origin=cp.origin, size=cp.size, root=cp.root_hash.hex()),
             issued_at=int(self._clock()),
@@ -535,9 +535,9 @@ class EvidencePublisher:
             if self._client is None:
                 stack.callback(client.close)
             vkey, origin = self._pinned(client)
-            client.submit(EVIDENCE_LOG, env, verifier_from_vkey(vkey), origin)
+            client.submit(EVIDENCE_LOG, env, vkey, origin)
 
-    def _pinned(self, client: LedgerClient) -> tuple[str, str]:
+    def _pinned(self, client: LedgerAPI) -> tuple[str, str]:
         info = client.log_info(EVIDENCE_LOG)
         if self.store.evidence_vkey is None or self.store.evidence_origin is None:
             self.store.evidence_vkey, self.store.evidence_origin = info.vkey, info.origin
@@ -673,7 +673,7 @@ class Issuer:
     def _sign(self, action: str, spki: bytes, not_after: int) -> Envelope:
         try:
             return self.publisher.sign(action, spki, not_after)
-        except ClientError as e:
+        except LedgerClientError as e:
             raise PublicationError(
                 f"cannot prepare the token key {action}: ledger at {self.cfg.ledger}: "
                 f"{e.diagnostic}"
@@ -682,7 +682,7 @@ class Issuer:
     def _submit(self, env_json: str, action: str, kid: str) -> None:
         try:
             self.publisher.submit(Envelope.from_json(env_json))
-        except ClientError as e:
+        except LedgerClientError as e:
             hint = ""
             if "not_authorised" in e.diagnostic or "untrusted_signature" in e.diagnostic:
                 hint = (
