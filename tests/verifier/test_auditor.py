@@ -9,6 +9,7 @@ checkpoint, a key the auditor was never told about, a server that goes away.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sqlite3
 import threading
@@ -26,7 +27,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from attest.keys import verifier_key
-from attest.tiles import decode_bundle, encode_bundle
+from attest.tiles import TILE_WIDTH, decode_bundle, encode_bundle
 from clients.cli import main as bledger
 from clients.verify_cmd import verify, verify_evidence
 from ledger.config import init_data_dir
@@ -45,6 +46,7 @@ from verifier.auditor import (
     FollowedLog,
     LogMisbehaved,
     LogUnavailable,
+    Recheck,
     follow_log,
     load_node_config,
     save_logs,
@@ -548,3 +550,65 @@ def test_evidence_format_is_documented() -> None:
             assert f"`{name}`" in text or f'"{name}"' in text, (model.__name__, name)
     for kind in get_args(EvidenceKind):
         assert f"`{kind}`" in text, kind
+
+
+# -- finding 9: entries verified before are read again ---------------------------------------
+
+
+def test_in_place_edit_of_an_audited_bundle_is_caught(
+    tmp_path: Path, alice: Signer, node_factory: list[AuditNode]
+) -> None:
+    """An entry edited in place after the node verified it, with the log not growing since, is
+    caught by the node's next step (it re-reads a sample of verified bundles each step); and
+    `bledger verify --full` re-reads all of them."""
+    data = tmp_path / "data"
+    with running_server(data, allow_keys=(alice.pub,)) as srv:
+        for i in range(3):
+            submit(srv.base_url, alice, f"n{i}")
+        fl = follow(tmp_path / "node", srv.base_url, alice)
+        follow(tmp_path / "full", srv.base_url, alice)
+        node = open_node(tmp_path / "node", node_factory)
+        assert node.step(fl.origin).size == 3
+        assert node.step(fl.origin).new_entries == 0  # re-read, nothing changed
+        full = AuditNode.open(tmp_path / "full", full=True)
+        try:
+            assert full.step(fl.origin).size == 3
+        finally:
+            full.close()
+
+    rewrite_entry(data / "ledger.db", 1)
+
+    with running_server(data, allow_keys=(alice.pub,)) as srv:
+        fl = follow(tmp_path / "node", srv.base_url, alice)  # the server's port changed
+        node = open_node(tmp_path / "node", node_factory)
+        with pytest.raises(LogMisbehaved) as caught:
+            node.step(fl.origin)
+        ev = caught.value.evidence
+        assert ev.kind == "entry-mismatch" and ev.entry is not None and ev.entry.index == 1
+        assert "entry 1" in check_evidence(ev.to_json(), fl.vkey)
+
+        follow(tmp_path / "full", srv.base_url, alice)
+        res = CliRunner().invoke(verify, ["--data", str(tmp_path / "full"), "--once", "--full"])
+        assert res.exit_code == 2, res.output
+        assert f"ALARM {fl.origin}: entry-mismatch" in res.output
+
+
+@pytest.mark.parametrize("per_round", [1, 3, 4, 16])
+@pytest.mark.parametrize("bundles", [1, 2, 5, 37])
+def test_recheck_rereads_every_bundle_within_its_bound(per_round: int, bundles: int) -> None:
+    """Whenever a bundle is edited, the sweep re-reads it within `Recheck.bound` steps, and no
+    step reads a bundle twice (random order, seeded here)."""
+    recheck = Recheck(per_round, random.Random(per_round * 1000 + bundles))
+    bound = recheck.bound(bundles)
+    assert bound is not None
+    steps = [recheck.pick("log", bundles * TILE_WIDTH - 1) for _ in range(6 * bound)]
+    for picked in steps:
+        assert len(picked) == len(set(picked)) == min(per_round, bundles)
+    for edited in range(bundles):
+        for t0 in range(len(steps) - bound):
+            assert any(edited in steps[t] for t in range(t0, t0 + bound)), (edited, t0)
+
+
+def test_recheck_full_and_none() -> None:
+    assert Recheck(None).pick("log", 3 * TILE_WIDTH) == [0, 1, 2]
+    assert Recheck(0).pick("log", 3 * TILE_WIDTH) == [] and Recheck(0).bound(3) is None
