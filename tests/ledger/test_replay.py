@@ -13,8 +13,10 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -22,8 +24,9 @@ from alembic.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attest import merkle
 from attest.admission import statement_digest
-from attest.dsse import Envelope
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, sign_envelope
 from attest.keys import dsse_keyid
 from attest.predicates import CredentialEvent
 from attest.statement import sign_statement
@@ -35,6 +38,8 @@ from ledger.storage import Batch, Store
 from tests.attest.test_keychain import NOW, Chain, Signer, key, vkey
 from tests.ledger.test_partitions import Attested, issuers
 from tests.ledger.test_sequencer import TestLog
+from tests.support import Signer as SupportSigner
+from tests.support import envelope_body, running_server, statement_payload
 
 JSON = dict[str, Any]
 
@@ -203,8 +208,6 @@ def test_statements_race_to_one_entry(db_url: str) -> None:
 
 
 def sign_statement_bytes(payload: bytes, signers: list[Signer]) -> bytes:
-    from attest.dsse import sign_envelope
-
     return sign_envelope("application/x-test", payload, signers).canonical_bytes()
 
 
@@ -315,3 +318,47 @@ def test_revoked_credential_does_not_come_back(chain: Chain) -> None:
     chain.restart()
     resigned = post(chain, issuance(chain, i1, nurse, "i1", "issue").to_json())
     assert isinstance(resigned, AdmissionError) and resigned.error == "not_authorised"
+
+
+def test_reposted_statement_answers_with_the_logged_entry_over_http(tmp_path: Path) -> None:
+    """Finding 1 through `bledger serve`: a re-post of a published statement with fewer
+    signatures answers 200 with the logged entry's index, leaf hash and inclusion proof and
+    `duplicate: true`; with a junk signature added it is refused (403)."""
+    alice = SupportSigner.create(tmp_path / "keys", "alice")
+    bob = SupportSigner.create(tmp_path / "keys", "bob")
+    payload = statement_payload("replayed")
+    env = sign_envelope(
+        IN_TOTO_PAYLOAD_TYPE, payload, [(alice.name, alice.key), (bob.name, bob.key)]
+    )
+    url = "/logs/evidence/entries"
+    with running_server(tmp_path / "data", allow_keys=(alice.pub, bob.pub)) as srv:
+        first = httpx.post(srv.base_url + url, content=envelope_body(env), timeout=30)
+        assert first.status_code == 200, first.text
+        assert first.json()["duplicate"] is False
+        thinner = Envelope(env.payload_type, env.payload, env.signatures[1:])
+        again = httpx.post(srv.base_url + url, content=envelope_body(thinner), timeout=30)
+        assert again.status_code == 200, again.text
+        body = again.json()
+        assert body["duplicate"] is True
+        assert (body["index"], body["leaf_hash"]) == (
+            first.json()["index"],
+            first.json()["leaf_hash"],
+        )
+        leaf = base64.b64decode(body["leaf_hash"])
+        assert leaf == merkle.leaf_hash(env.canonical_bytes())
+        size, root = _checkpoint_size_root(body["checkpoint"])
+        proof = [base64.b64decode(h) for h in body["inclusion_proof"]]
+        merkle.verify_inclusion(leaf, body["index"], size, proof, root)
+        junk = Envelope(
+            env.payload_type,
+            env.payload,
+            (*env.signatures, Signature(env.signatures[0].keyid, os.urandom(64))),
+        )
+        refused = httpx.post(srv.base_url + url, content=envelope_body(junk), timeout=30)
+        assert refused.status_code == 403 and refused.json()["error"] == "untrusted_signature"
+        assert httpx.get(srv.base_url + "/logs/evidence/checkpoint").text.split("\n")[1] == "1"
+
+
+def _checkpoint_size_root(note: str) -> tuple[int, bytes]:
+    lines = note.split("\n")
+    return int(lines[1]), base64.b64decode(lines[2])
