@@ -3,6 +3,8 @@
     python bench/probe_bench.py                 # SmolLM2-135M-Instruct on the CPU
     python bench/probe_bench.py --tiny          # the tiny random model: a smoke run
     python bench/probe_bench.py --batch-sizes 1,8 --prompts 16 --json
+    python bench/probe_bench.py judges [--answers N]       # judge throughput, answers/s
+    python bench/probe_bench.py suite-cost [--tiny] [--prompts N]   # cost of the full suite
 
 For each batch size, the same prompts (the first ``--prompts`` probes of the core suite, in
 suite order) are answered greedily twice per repetition: plain `generate`, then `generate` inside
@@ -156,6 +158,11 @@ def machine() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print a table (or JSON)."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["judges"]:
+        return judges_main(args_in[1:])
+    if args_in[:1] == ["suite-cost"]:
+        return suite_cost_main(args_in[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -227,6 +234,105 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "meets" if worst <= TARGET_OVERHEAD else "misses"
     print(f"capture overhead: worst median {100 * worst:+.1f} % — {verdict} the ≤ 10 % target")
     print(f"machine: {result['machine']}")
+    return 0
+
+
+# -- judges and suite cost -----------------------------------------------------------------------
+
+
+def _answer_set(n: int) -> list[tuple[str, str]]:
+    """`n` (prompt, answer) pairs: the XSTest dev completions when present (real answers of
+    ~180 words on average), else the project's labels, repeated to length `n`."""
+    from pathlib import Path
+
+    from clients.probe.judges import load_labels
+    from clients.probe.judges.train import load_xstest_dir
+
+    dev = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "xstest-completions-dev"
+    if dev.is_dir():
+        pairs = [(r.prompt, r.answer) for rows in load_xstest_dir(dev).values() for r in rows]
+    else:
+        pairs = [(r.prompt, r.answer) for r in load_labels()]
+    return [pairs[i % len(pairs)] for i in range(n)]
+
+
+def judge_throughput(pairs: Sequence[tuple[str, str]], reps: int = 3) -> list[dict[str, Any]]:
+    """Answers per second of every refusal judge and of the rubric transfer judge on `pairs`
+    (one thread, one answer at a time, as the worker calls them), median of `reps`; the
+    XSTest string match, the baseline, runs in the same process on the same answers."""
+    from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge, refusal_judges
+
+    learned = LearnedRefusalJudge()
+    rubric = RubricTransferJudge(learned)
+    runs: list[tuple[str, Any]] = [(n, j.refused) for n, j in refusal_judges().items()]
+    runs.append(("learned (batch: probabilities)", None))
+    runs.append(("rubric transfer (score)", rubric.score))
+    rows: list[dict[str, Any]] = []
+    for name, fn in runs:
+        times = []
+        for _ in range(reps):
+            if fn is None:
+                t, _ = _timed(
+                    lambda: learned.probabilities([p for p, _ in pairs], [a for _, a in pairs])
+                )
+            else:
+                t, _ = _timed(lambda fn=fn: [fn(p, a) for p, a in pairs])
+            times.append(t)
+        med = statistics.median(times)
+        rows.append({"judge": name, "answers": len(pairs), "s": med, "answers_s": len(pairs) / med})
+    base = float(next(r for r in rows if r["judge"] == "strmatch-xstest")["answers_s"])
+    for r in rows:
+        r["vs_strmatch"] = r["answers_s"] / base
+    return rows
+
+
+def judges_main(argv: Sequence[str]) -> int:
+    """``python bench/probe_bench.py judges``: judge throughput against the string match."""
+    ap = argparse.ArgumentParser(prog="probe_bench.py judges")
+    ap.add_argument("--answers", type=int, default=900)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    pairs = _answer_set(args.answers)
+    words = statistics.mean(len(a.split()) for _, a in pairs)
+    rows = judge_throughput(pairs, args.reps)
+    print(f"{len(pairs)} answers (mean {words:.0f} words), median of {args.reps}, one thread")
+    print("judge | s | answers/s | vs strmatch-xstest")
+    print("----- | - | --------- | ------------------")
+    for r in rows:
+        print(f"{r['judge']} | {r['s']:.3f} | {r['answers_s']:.0f} | {r['vs_strmatch']:.4f}x")
+    print(f"machine: {machine()}")
+    return 0
+
+
+def suite_cost_main(argv: Sequence[str]) -> int:
+    """``python bench/probe_bench.py suite-cost``: probes in each shipped suite and the
+    generation time they would take here, from a rate measured on the full suite's first
+    prompts (plain greedy generation, the worker's defaults unless given)."""
+    ap = argparse.ArgumentParser(prog="probe_bench.py suite-cost")
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    args = ap.parse_args(argv)
+    suites = {name: probes(load_suite(name)) for name in ("core", "xstest", "full")}
+    lm = open_model("tiny" if args.tiny else args.model, device="cpu")
+    sample = [(p.system, p.user) for p in suites["full"][: args.prompts]]
+    _plain(lm, sample[:2], 2, 4)  # warm-up
+    t, gens = _timed(lambda: _plain(lm, sample, args.batch_size, args.max_new_tokens))
+    per_prompt = t / len(sample)
+    tokens = sum(len(g.answer_ids) for g in gens)
+    print(
+        f"model {lm.identity.name}, batch {args.batch_size}, max {args.max_new_tokens} new "
+        f"tokens: {len(sample)} full-suite prompts in {t:.1f} s ({tokens / t:.1f} tok/s, "
+        f"{per_prompt:.2f} s/prompt)"
+    )
+    print("suite | probes | estimated generation time here")
+    print("----- | ------ | ------------------------------")
+    for name, plan in suites.items():
+        est = len(plan) * per_prompt
+        print(f"{name} | {len(plan)} | {est / 60:.1f} min")
+    print(f"machine: {machine()}")
     return 0
 
 
