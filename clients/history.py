@@ -56,7 +56,9 @@ class LoggedStatement:
 
     @property
     def signer(self) -> str:
-        """The key name in the first signature's keyid hint (the log checked the signature)."""
+        """The key name in the first signature's keyid: a key that verified, since a log
+        refuses an envelope unless every signature verifies under the key its keyid names, and
+        audit nodes re-check that rule on every entry (`attest.admission`)."""
         keyid = self.envelope.signatures[0].keyid if self.envelope.signatures else ""
         return keyid.split("+", 1)[0]
 

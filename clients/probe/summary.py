@@ -23,12 +23,14 @@ Every figure travels with its n and interval; whether a table may print it as a 
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from attest.predicates import ProbeRecord
+from attest.statement import Statement, statement_bytes
 from clients.probe.metrics import (
     Mean,
     MetricsError,
@@ -142,11 +144,17 @@ def summarize(records: Iterable[ProbeRecord], suite: Suite) -> list[GroupSummary
     """One summary per (model, version, category, tier) found in `records`, in sorted order.
 
     Item kinds come from `suite` (by prompt id); items the suite does not know are counted but
-    enter no rate.
+    enter no rate. Each record counts once: copies of one signed statement (a log that held the
+    same statement twice, a reader that fetched it twice) are one record, by statement digest.
     """
     kinds = {item.id: item.kind for item in suite.items}
     groups: dict[tuple[str, str, str, str], list[_Row]] = defaultdict(list)
+    seen: set[bytes] = set()
     for rec in records:
+        digest = hashlib.sha256(statement_bytes(Statement.of(rec))).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
         key = (rec.model.name, rec.model.version, rec.category, rec.tier)
         for it in rec.items:
             emotions = {k: v.mean_milli for k, v in it.emotions.items()}

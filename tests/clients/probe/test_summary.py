@@ -112,8 +112,10 @@ def test_headline_is_best_of_framings_transfer_beside_benign_refusal() -> None:
 def test_a_powered_cell_prints_numbers() -> None:
     # 100 benign answers, 30 refused: Wilson half-width < 0.10, so the cell is a number.
     benign = next(i.id for i in SUITE.items if i.kind == "benign")
-    recs = [
-        record("v1", "benign-adjacent", [item(benign, "direct", int(n < 30), 0)])
+    recs = [  # 100 runs (a record of the same run twice counts once)
+        record("v1", "benign-adjacent", [item(benign, "direct", int(n < 30), 0)]).model_copy(
+            update={"run_id": f"r{n}"}
+        )
         for n in range(100)
     ]
     (g,) = summarize(recs, SUITE)
@@ -129,3 +131,17 @@ def test_transfer_intervals_never_leave_zero_one() -> None:
     (g,) = summarize([record("v1", cat, items)], SUITE)
     assert g.direct_transfer is not None
     assert 0.0 <= g.direct_transfer.low <= g.direct_transfer.high <= 1.0
+
+
+def test_a_record_counts_once_however_often_it_is_read() -> None:
+    """Finding 1: copies of one signed statement (replayed into a log, or read twice) shift no
+    rate; two records with the same items but another run are two records."""
+    benign = [i.id for i in SUITE.items if i.kind == "benign"][:4]
+    rec = record("v1", "benign-adjacent", [item(b, "direct", 1, 0) for b in benign[:1]])
+    other = record("v1", "benign-adjacent", [item(b, "direct", 0, 0) for b in benign[1:4]])
+    (once,) = summarize([rec, other], SUITE)
+    (replayed,) = summarize([rec, rec, rec, other], SUITE)
+    assert replayed == once and once.items == 4
+    again = rec.model_copy(update={"run_id": "r2"})
+    (twice,) = summarize([rec, again, other], SUITE)
+    assert twice.items == 5
