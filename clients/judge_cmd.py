@@ -27,6 +27,7 @@ from clients.probe.judges import (
     judge_answers,
     refusal_judges,
 )
+from clients.probe.judges.rules import read_csv
 from clients.probe.suites import Suite, load_suite
 
 REFUSED_COLUMN = "refused"
@@ -43,16 +44,12 @@ def _load(suite: str) -> Suite | None:
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    try:
-        # utf-8-sig: spreadsheets often prepend a byte-order mark, which would rename column 1.
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
-    except OSError as e:
-        raise JudgeError(f"cannot read {path}: {e.strerror}") from e
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise JudgeError(f"{path} is not a UTF-8 CSV file: {e}") from e
+    # read_csv names the file and line of a ragged row, and reads utf-8-sig: spreadsheets often
+    # prepend a byte-order mark, which would rename column 1.
+    rows = [r for _, r in read_csv(path, ())]
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    return header, rows
 
 
 def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:

@@ -326,6 +326,10 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "no suite named 'nonesuch'" in r.output
     r = CliRunner().invoke(judge, ["--input", str(tmp_path / "missing.csv")])
     assert r.exit_code != 0 and "cannot read" in r.output
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text('prompt,completion\nq,"a\nb"\nq,a,extra\n')
+    r = CliRunner().invoke(judge, ["--input", str(ragged)])
+    assert r.exit_code != 0 and "ragged.csv:4: row has more fields than the header's 2" in r.output
 
 
 # -- the learned refusal judge and the rubric transfer judge ------------------------------------
