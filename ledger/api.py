@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,6 +44,52 @@ Index = Annotated[int, Query(ge=0, le=MAX_INDEX)]
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 MUTABLE = {"Cache-Control": "no-cache"}
 OCTETS = "application/octet-stream"
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code and a human-readable line."""
+
+    error: str
+    detail: str
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses: each is an `ErrorBody` in JSON."""
+    return {s: {"model": ErrorBody, "description": _WHY[s]} for s in statuses}
+
+
+_WHY = {
+    400: "Malformed request or statement",
+    401: "A token is required (the anonymous log); see WWW-Authenticate",
+    403: "Not authorised: signature, key chain, credential or token refused",
+    404: "No such log, entry, tile or tree size",
+    413: "Request body or entry too large",
+    422: "A citation in the statement does not resolve",
+}
+
+
+def _body(media_type: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": schema}}}
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_ENVELOPE_SCHEMA = {
+    "type": "object",
+    "required": ["payloadType", "payload", "signatures"],
+    "properties": {
+        "payloadType": {"type": "string"},
+        "payload": {"type": "string", "description": "base64 of the in-toto Statement"},
+        "signatures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sig"],
+                "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
+            },
+        },
+    },
+}
+_JSON_OBJECT = {"type": "object"}
 
 
 class ApiError(LedgerError):
@@ -117,7 +164,32 @@ def create_app(server: LedgerServer) -> FastAPI:
     app.add_middleware(BodyLimit, limit=server.max_body_bytes)
     _install_error_handlers(app)
     _install_routes(app, server)
+    _document_errors_as_served(app)
     return app
+
+
+def _document_errors_as_served(app: FastAPI) -> None:
+    """FastAPI documents a 422 validation error on every route with parameters; this API
+    answers 400 `{error, detail}` instead (`_install_error_handlers`). Drop those 422s (a
+    route that does answer 422, like a write with a bad citation, lists its own)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build()
+        for path in doc.get("paths", {}).values():
+            for op in path.values():
+                res = op.get("responses", {})
+                if "HTTPValidationError" in str(res.get("422", {})):
+                    del res["422"]
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -162,7 +234,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             raise ApiError(404, "unknown_log", f"no log named {name!r}")
         return h
 
-    @app.get("/logs")
+    @app.get("/logs", responses=_errors(400))
     def list_logs() -> list[dict[str, str]]:
         """Every log of this server: name, origin, verifier key, partition."""
         return [
@@ -176,13 +248,24 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             for h in server.logs.values()
         ]
 
-    @app.get("/logs/{name}/checkpoint")
+    @app.get(
+        "/logs/{name}/checkpoint",
+        response_class=Response,
+        responses={
+            200: _body("text/plain", "The signed checkpoint note", {"type": "string"}),
+            **_errors(400, 404),
+        },
+    )
     def checkpoint(name: str) -> Response:
         """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
         head = hosted(name).log.head()
         return Response(head.checkpoint, media_type="text/plain; charset=utf-8", headers=MUTABLE)
 
-    @app.get("/logs/{name}/tile/{level}/{path:path}")
+    @app.get(
+        "/logs/{name}/tile/{level}/{path:path}",
+        response_class=Response,
+        responses={200: _body(OCTETS, "Tile or entry bundle bytes", _BINARY), **_errors(400, 404)},
+    )
     def tile(name: str, level: str, path: str) -> Response:
         """A hash tile or entry bundle (C2SP tlog-tiles), full or partial."""
         h = hosted(name)
@@ -197,7 +280,21 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             raise LogRangeError(f"tile {level}/{path} does not exist (yet)")
         return Response(data[: width * 32], media_type=OCTETS, headers=IMMUTABLE)
 
-    @app.post("/logs/{name}/entries", response_model=None)
+    @app.post(
+        "/logs/{name}/entries",
+        response_model=None,
+        responses={
+            200: _body("application/json", "Sequenced, with its proofs", _JSON_OBJECT),
+            202: _body("application/json", "Anonymous log: queued, with a receipt", _JSON_OBJECT),
+            **_errors(400, 401, 403, 404, 413, 422),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ENVELOPE_SCHEMA}},
+            }
+        },
+    )
     async def add_entry(name: str, request: Request) -> dict[str, Any] | JSONResponse:
         """Admit, sequence and prove one DSSE envelope; returns once it is in a checkpoint.
 
@@ -230,7 +327,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             "tlog_proof": format_tlog_proof(TlogProof(seq.index, proof.hashes, note)),
         }
 
-    @app.get("/logs/{name}/entries/{index}")
+    @app.get("/logs/{name}/entries/{index}", responses=_errors(400, 404))
     def get_entry(name: str, index: int) -> dict[str, Any]:
         """The entry at `index`: its canonical bytes (base64) and leaf hash."""
         if not 0 <= index <= MAX_INDEX:
@@ -238,7 +335,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         data = hosted(name).log.entry(index)
         return {"index": index, "leaf_hash": b64(merkle.leaf_hash(data)), "entry": b64(data)}
 
-    @app.get("/logs/{name}/proof/inclusion")
+    @app.get("/logs/{name}/proof/inclusion", responses=_errors(400, 404))
     def inclusion(name: str, index: Index, size: Index | None = None) -> dict[str, Any]:
         """RFC 9162 inclusion proof of entry `index` in the tree of `size` (default: latest)."""
         log = hosted(name).log
@@ -246,7 +343,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         p = log.inclusion_proof(index, size)
         return {"index": p.index, "size": p.size, "inclusion_proof": [b64(x) for x in p.hashes]}
 
-    @app.get("/logs/{name}/proof/inclusion-by-hash")
+    @app.get("/logs/{name}/proof/inclusion-by-hash", responses=_errors(400, 404))
     def inclusion_by_hash(name: str, leaf_hash: str, size: Index | None = None) -> dict[str, Any]:
         """Inclusion proof of the entry whose leaf hash is `leaf_hash` (base64)."""
         log = hosted(name).log
@@ -258,7 +355,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         p = log.inclusion_proof(index, size)
         return {"index": p.index, "size": p.size, "inclusion_proof": [b64(x) for x in p.hashes]}
 
-    @app.get("/logs/{name}/proof/consistency")
+    @app.get("/logs/{name}/proof/consistency", responses=_errors(400, 404))
     def consistency(name: str, first: Index, second: Index) -> dict[str, Any]:
         """RFC 9162 consistency proof between two tree sizes."""
         p = hosted(name).log.consistency_proof(first, second)
@@ -269,7 +366,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         }
 
 
-    @app.get("/logs/{name}/index")
+    @app.get("/logs/{name}/index", responses=_errors(400, 404))
     def statement_index(
         name: str,
         model: str | None = None,
