@@ -782,3 +782,100 @@ def _check_anonymous_after_crashes(srv: LedgerProcess, writes: Sequence[TokenWri
     finally:
         engine.dispose()
     assert sorted(spent) == sorted(w.nonce for w in writes)
+
+
+# -- crash points of a redemption ---------------------------------------------------------------
+
+REDEEM_CHILD = textwrap.dedent(
+    '''
+    """Redeem one token for one entry in the anonymous log and die (os._exit) at POINT."""
+    import json, os, sys
+    from pathlib import Path
+
+    from sqlalchemy import event
+
+    from ledger.config import init_data_dir
+    from ledger.server import LedgerServer
+    from ledger.storage import Store
+
+    data, db, point = sys.argv[1], sys.argv[2] or None, sys.argv[3]
+    kid, nonce, leaf = (bytes.fromhex(x) for x in sys.argv[4:7])
+
+
+    def crash():
+        print(json.dumps({"crashed": point}), flush=True)
+        os._exit(137)
+
+
+    cfg = init_data_dir(Path(data), origin_prefix="crash.test/logs", db=db)
+    log_id = LedgerServer.from_config(cfg).logs["anonymous"].log.id  # migrated, logs created
+    store = Store(cfg.db)  # a store of its own, whose statements the hooks below watch
+    statements = {
+        "after_spend_insert": "INSERT INTO spent_tokens",
+        "after_queue_insert": "INSERT INTO pending",
+    }
+
+
+    @event.listens_for(store._write, "after_cursor_execute")
+    def after_statement(conn, cursor, statement, params, context, executemany):
+        if point in statements and statement.lstrip().startswith(statements[point]):
+            crash()
+
+
+    @event.listens_for(store._write, "commit")
+    def before_commit(conn):
+        if point == "before_db_commit":
+            crash()
+
+
+    store.redeem(log_id, kid, nonce, leaf, b"entry bytes", 3600)
+    crash()  # "after_redeem": committed, the caller never answered
+    '''
+)
+
+# In the order `Store.redeem` passes them; True where the redemption is committed.
+REDEEM_POINTS = [
+    ("after_spend_insert", False),
+    ("after_queue_insert", False),
+    ("before_db_commit", False),
+    ("after_redeem", True),
+]
+
+
+@pytest.mark.parametrize(("point", "persisted"), REDEEM_POINTS, ids=[p for p, _ in REDEEM_POINTS])
+def test_redeem_crash_point(
+    point: str, persisted: bool, backend_db: str | None, tmp_path: Path
+) -> None:
+    """Whatever point a redemption dies at, the token is spent exactly when its entry is
+    queued; retrying it then succeeds, and the token on another entry is refused."""
+    kid, nonce, leaf = b"k" * 32, os.urandom(32), merkle.leaf_hash(b"entry bytes")
+    script = tmp_path / "redeem_child.py"
+    script.write_text(REDEEM_CHILD)
+    args = [str(tmp_path / "data"), backend_db or "", point, kid.hex(), nonce.hex(), leaf.hex()]
+    child = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PROGRESS_DEADLINE,
+    )
+    assert child.returncode == 137, f"child exited with {child.returncode}:\n{child.stderr}"
+    assert child.stdout.splitlines()[-1] == json.dumps({"crashed": point})
+
+    server = LedgerServer.from_config(load_config(tmp_path / "data"))
+    try:
+        store, log_id = server.store, server.logs["anonymous"].log.id
+        t = schema.spent_tokens.c
+        with store._read.connect() as conn:
+            spent = conn.execute(select(t.nonce).where(t.log_id == log_id)).scalars().all()
+        assert (len(spent) == 1) is persisted, "the token is spent iff the redemption committed"
+        assert store.holds_leaf(log_id, leaf) is persisted, "queued iff the token is spent"
+        assert [r[0] for r in store.pending(log_id, 10)] == ([leaf] if persisted else [])
+        # The client retries the same write with the same token: it goes through.
+        assert store.redeem(log_id, kid, nonce, leaf, b"entry bytes", 3600)
+        assert store.holds_leaf(log_id, leaf)
+        other = merkle.leaf_hash(b"another entry")
+        assert not store.redeem(log_id, kid, nonce, other, b"another entry", 3600)
+        assert not store.holds_leaf(log_id, other)
+    finally:
+        server.store.close()
