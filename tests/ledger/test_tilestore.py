@@ -24,7 +24,7 @@ from ledger.log import Log
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 from ledger.tilestore import DirTileStore, Publisher, Stored, TileStore, TileStoreError
-from tests.support import free_port, stop_group
+from tests.support import free_port, kill_group, stop_group
 
 ORIGIN = "test.example/logs/evidence"
 
@@ -274,7 +274,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.2)
         yield url
     finally:
-        stop_group(proc)
+        kill_group(proc)  # its data is a temporary directory: no graceful 10-15 s shutdown
 
 
 def _boto(endpoint: str) -> object:
