@@ -2,7 +2,9 @@
 
 Each worker process opens the same database and runs its own sequencers; the head-row lock makes
 them take turns, so one batch at a time is integrated per log whichever process received it.
-The parent process has already migrated the database and registered bootstrap keys.
+The parent process has already migrated the database and registered bootstrap keys, and
+holds the listening socket (`ledger.serving.bind`); each worker asks Linux to stop it when the
+parent dies (`ledger.serving.die_with_parent`), so a killed supervisor leaves no worker behind.
 """
 
 from __future__ import annotations
