@@ -18,20 +18,15 @@ from typing import TextIO
 import click
 
 from attest.errors import AttestError
-from clients.probe.judges import (
-    DEFAULT_REFUSAL,
-    JudgeError,
-    LearnedRefusalJudge,
-    RubricTransferJudge,
-    TransferJudge,
-    judge_answers,
-    refusal_judges,
-)
-from clients.probe.judges.rules import read_csv
 from clients.probe.suites import Suite, load_suite
 
 REFUSED_COLUMN = "refused"
 TRANSFER_COLUMN = "transfer"
+
+# The judges import numpy; `bledger` registers this command at start-up and must not. These two
+# mirror `clients.probe.judges.refusal_judges()` and `DEFAULT_REFUSAL` (a test keeps them equal).
+JUDGE_NAMES = ("strmatch-xstest", "strmatch-jailbreakbench", "improved", "learned")
+DEFAULT_JUDGE = "learned"
 
 
 def _load(suite: str) -> Suite | None:
@@ -44,6 +39,8 @@ def _load(suite: str) -> Suite | None:
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    from clients.probe.judges.rules import read_csv
+
     # read_csv names the file and line of a ragged row, and reads utf-8-sig: spreadsheets often
     # prepend a byte-order mark, which would rename column 1.
     rows = [r for _, r in read_csv(path, ())]
@@ -83,8 +80,8 @@ def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
 @click.option(
     "--judge",
     "judge_name",
-    type=click.Choice(sorted(refusal_judges())),
-    default=DEFAULT_REFUSAL,
+    type=click.Choice(sorted(JUDGE_NAMES)),
+    default=DEFAULT_JUDGE,
     show_default=True,
     help="Refusal judge (the transfer judge's refusal factor is always the learned judge's "
     "probability).",
@@ -98,6 +95,15 @@ def judge(
     judge_name: str,
 ) -> None:
     """Add refusal and transfer judgements to a CSV of prompts and answers."""
+    from clients.probe.judges import (
+        JudgeError,
+        LearnedRefusalJudge,
+        RubricTransferJudge,
+        TransferJudge,
+        judge_answers,
+        refusal_judges,
+    )
+
     try:
         fields, rows = _read(input_path)
         for col in (prompt_column, answer_column):

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
-import numpy as np
-
 from attest.errors import AttestError
 
 __all__ = [
@@ -158,16 +156,19 @@ def mean_ci(
         raise MetricsError(f"{len(xs)} values but {len(ids)} cluster ids")
     index = {c: j for j, c in enumerate(dict.fromkeys(ids))}
     k = len(index)
-    sums = np.zeros(k)
-    counts = np.zeros(k)
+    sum_of = [0.0] * k
+    count_of = [0] * k
     for c, x in zip(ids, xs, strict=True):
-        sums[index[c]] += x
-        counts[index[c]] += 1
+        sum_of[index[c]] += x
+        count_of[index[c]] += 1
     m = math.fsum(xs) / len(xs)
     method = _method(resamples, seed)
     if k < 2:
         return Mean(len(xs), m, lo, hi, k, method)
+    import numpy as np  # here, not at the top: the command line starts without numpy
+
     rng = np.random.default_rng(seed)
+    sums, counts = np.asarray(sum_of), np.asarray(count_of, dtype=np.float64)
     draw = rng.integers(0, k, size=(resamples, k))
     means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
     low, high = np.quantile(means, [0.025, 0.975])
@@ -210,6 +211,8 @@ def _independent(a: Sequence[float], b: Sequence[float], seed: int) -> Mean:
     n, method = len(xa) + len(xb), _method(BOOTSTRAP_RESAMPLES, seed)
     if len(xa) < 2 or len(xb) < 2:
         return Mean(n, diff, -1.0, 1.0, n, method)
+    import numpy as np  # here, not at the top: the command line starts without numpy
+
     rng = np.random.default_rng(seed)
     va, vb = np.asarray(xa), np.asarray(xb)
     ma = va[rng.integers(0, len(xa), size=(BOOTSTRAP_RESAMPLES, len(xa)))].mean(axis=1)

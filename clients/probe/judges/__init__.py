@@ -9,7 +9,7 @@ them (``python -m clients.probe.judges figures``) and how the parameters are tra
 
 Modules: `rules` (baselines, the improved rules, the hand labels, scoring), `learned` (features
 and the logistic-regression judge), `transfer` (transfer judges, judging transcripts), `train`
-(fitting the parameters), `validation` (the published figures).
+(fitting the parameters), `validation` (the published figures), `registry` (judges by name).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from clients.probe.judges.learned import (
     features,
     load_params,
 )
+from clients.probe.judges.registry import DEFAULT_REFUSAL, refusal_judges
 from clients.probe.judges.rules import (
     BASELINE_VALIDATION,
     JAILBREAKBENCH_PREFIXES,
@@ -95,17 +96,3 @@ __all__ = [
     "refusal_judges",
     "score_table",
 ]
-
-DEFAULT_REFUSAL = "learned"
-"""The refusal judge `bledger judge` and the probing worker use unless told otherwise."""
-
-
-def refusal_judges() -> dict[str, RefusalJudge]:
-    """Every shipped refusal judge by name: the baselines, the rules, then the learned default."""
-    judges: list[RefusalJudge] = [
-        StringMatchRefusalJudge("xstest"),
-        StringMatchRefusalJudge("jailbreakbench"),
-        ImprovedRefusalJudge(),
-        LearnedRefusalJudge(),
-    ]
-    return {j.name: j for j in judges}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from clients.probe.judges.learned import LearnedRefusalJudge
+from clients.probe.judges.registry import refusal_judges
 from clients.probe.judges.rules import (
     ImprovedRefusalJudge,
     JudgeError,
@@ -235,8 +236,6 @@ def _select(rows: Sequence[LabelledAnswer], split: str) -> list[LabelledAnswer]:
 
 def score_table(rows: Sequence[LabelledAnswer], split: str) -> str:
     """A markdown table of every refusal judge's scores on `split` (one of `SPLITS`)."""
-    from clients.probe.judges import refusal_judges  # the registry sits above this module
-
     if split not in SPLITS:
         raise JudgeError(f"unknown split {split!r} ({', '.join(SPLITS)})")
     chosen = _select(rows, split)

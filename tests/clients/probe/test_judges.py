@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clients.judge_cmd import judge
+from clients.judge_cmd import DEFAULT_JUDGE, JUDGE_NAMES, judge
 from clients.probe.judges import (
     BASELINE_VALIDATION,
+    DEFAULT_REFUSAL,
     JAILBREAKBENCH_PREFIXES,
     LEARNED_VALIDATION,
     PARAMS_JSON,
@@ -213,6 +214,8 @@ def test_scores_arithmetic() -> None:
         "improved",
         "learned",
     }
+    # bledger judge lists them without importing the judges (numpy) at start-up.
+    assert tuple(refusal_judges()) == JUDGE_NAMES and DEFAULT_JUDGE == DEFAULT_REFUSAL
 
 
 # -- transfer -----------------------------------------------------------------------------------
