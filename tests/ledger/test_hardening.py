@@ -31,6 +31,7 @@ import pytest
 
 from attest import merkle
 from attest import privacypass as pp
+from ledger.serving import Limits, ServeError
 from tests.ledger.test_issuer import (
     REQUEST_TYPE,
     anonymous_envelope,
@@ -222,3 +223,25 @@ def test_a_request_that_never_completes_its_headers_is_closed(tmp_path: Path) ->
         assert httpx.get(f"{srv.base_url}/logs", timeout=DEADLINE).status_code == 200
     finally:
         srv.stop()
+
+
+def test_the_file_limit_is_raised_to_its_hard_value() -> None:
+    code = "from ledger.serving import raise_file_limit; print(raise_file_limit())"
+    res = subprocess.run(
+        ["prlimit", "--nofile=256:1024", sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    assert res.stdout.strip() == "1024"
+
+
+def test_trusted_proxies_are_networks() -> None:
+    limits = Limits(trusted_proxies=("10.0.0.0/8", "::1"))
+    assert limits.is_trusted("10.1.2.3") and limits.is_trusted("::1")
+    assert not limits.is_trusted("11.0.0.1") and not limits.is_trusted("not an address")
+    assert not Limits().is_trusted("127.0.0.1"), "no proxy is trusted unless named"
+    with pytest.raises(ServeError, match="not an address or CIDR"):
+        Limits(trusted_proxies=("10.0.0.0/33",))
