@@ -457,15 +457,36 @@ class WriteTxn:
 
     def lookup_statements(self, digests: Iterable[bytes]) -> dict[bytes, int]:
         """Indices of the entries holding these statement digests (one entry per statement,
-        whatever its signatures: `attest.admission.statement_digest`)."""
+        whatever its signatures: `attest.admission.statement_digest`). Driver-level, as
+        `lookup_leaves`: it runs on every batch."""
         wanted, found = list(digests), {}
-        st = schema.statements.c
+        if self.store.dialect == "postgresql":
+            sql = "SELECT digest, idx FROM statements WHERE log_id = %s AND digest = ANY(%s)"
+            rows = self.conn.exec_driver_sql(sql, (self.log_id, wanted)).all()
+            return {bytes(d): int(ix) for d, ix in rows}
         for i in range(0, len(wanted), _IN_CHUNK):
-            q = select(st.digest, st.idx).where(
-                st.log_id == self.log_id, st.digest.in_(wanted[i : i + _IN_CHUNK])
+            chunk = wanted[i : i + _IN_CHUNK]
+            sql = (
+                "SELECT digest, idx FROM statements WHERE log_id = ? AND digest IN "
+                f"({', '.join('?' * len(chunk))})"
             )
-            found.update({bytes(d): int(ix) for d, ix in self.conn.execute(q)})
+            rows = self.conn.exec_driver_sql(sql, (self.log_id, *chunk)).all()
+            found.update({bytes(d): int(ix) for d, ix in rows})
         return found
+
+    def _insert_statements(self, statements: Sequence[tuple[bytes, int]]) -> None:
+        """The statement-digest rows of a batch: COPY on PostgreSQL, executemany on SQLite."""
+        if self.store.dialect == "postgresql":
+            raw = self.conn.connection.driver_connection
+            copy_sql = "COPY statements (log_id, digest, idx) FROM STDIN"
+            with raw.cursor() as cur, cur.copy(copy_sql) as copy:  # type: ignore[union-attr]
+                for d, i in statements:
+                    copy.write_row((self.log_id, d, i))
+            return
+        self.conn.exec_driver_sql(
+            "INSERT INTO statements (log_id, digest, idx) VALUES (?, ?, ?)",
+            [(self.log_id, d, i) for d, i in statements],
+        )
 
     def _insert_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> None:
         """The leaf-hash index rows of a batch: COPY on PostgreSQL, executemany on SQLite."""
@@ -509,10 +530,7 @@ class WriteTxn:
         if batch.statements:
             # The primary key (log, digest) is what keeps one entry per statement should two
             # writers ever sequence the same statement: the second batch fails as a whole.
-            c.execute(
-                schema.statements.insert(),
-                [{"log_id": log_id, "digest": d, "idx": i} for d, i in batch.statements],
-            )
+            self._insert_statements(batch.statements)
         if batch.bundles:
             self._upsert(
                 schema.bundles,
