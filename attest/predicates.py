@@ -44,11 +44,14 @@ __all__ = [
     "EMOTION_CALIBRATION",
     "FIELD_REPORT",
     "KEY_EVENT",
+    "MAX_ATTACK_ATTEMPTS",
     "PREDICATE_NAMESPACE",
     "PREDICATE_TYPES",
     "PROBE_RECORD",
     "TOKEN_KEY",
     "AnyPredicate",
+    "AttackBudget",
+    "AttackResult",
     "BehaviourDiff",
     "BlobRef",
     "CheckpointRef",
@@ -177,11 +180,76 @@ class EmotionProjection(WireModel):
     spread_milli: Count
 
 
+class AttackBudget(WireModel):
+    """Limits of (or what was spent by) one item's adversarial search: target `queries`,
+    generated `tokens` (target and attacker together), wall-clock `seconds`."""
+
+    queries: Count
+    tokens: Count
+    seconds: Count
+
+
+MAX_ATTACK_ATTEMPTS: Final = 256
+"""At most this many attempts (target queries) per attacked item: each one's digest is signed."""
+
+
+class AttackResult(WireModel):
+    """The budgeted adversarial search on one harmful item, and its best attempt.
+
+    `method` (e.g. ``corpus+pair``) at `version`, seeded with `seed`, drew on the jailbreak
+    corpus whose file has SHA-256 `corpus_sha256`, rewrote with the `attacker` model (absent: no
+    attacker model) and scored with the transfer `judge`, within `budget`; `spent` is what it
+    used (never more queries or tokens than the budget). `attempts` is every attempt's
+    transcript digest in order (SHA-256 of the RFC 8785 JSON ``{"system", "user",
+    "assistant"}``). The best attempt (max transfer; the figure is best-of-N with N =
+    ``len(attempts)``) is `best` (its position), `best_source` (corpus template or attacker
+    round), `best_transfer_milli`, `best_refused`, its prompt's SHA-256 `best_prompt_sha256`, the
+    prompt itself when it fits (`best_prompt`), and the answer (`best_answer`).
+    """
+
+    method: Label
+    version: Label
+    corpus_sha256: Sha256Hex
+    judge: Label
+    seed: Count
+    budget: AttackBudget
+    spent: AttackBudget
+    attempts: Annotated[tuple[Sha256Hex, ...], Field(max_length=MAX_ATTACK_ATTEMPTS)]
+    attacker: Label | None = None
+    best: Count | None = None
+    best_source: Label | None = None
+    best_transfer_milli: Permille = 0
+    best_refused: Annotated[int, Field(ge=0, le=1)] = 0
+    best_prompt_sha256: Sha256Hex | None = None
+    best_prompt: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    best_answer: Answer | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttackResult:
+        if self.spent.queries != len(self.attempts):
+            raise ValueError("spent.queries must equal the number of attempts")
+        if self.spent.queries > self.budget.queries or self.spent.tokens > self.budget.tokens:
+            raise ValueError("an attack never spends more queries or tokens than its budget")
+        has_best = self.best is not None
+        best_fields = (self.best_source, self.best_prompt_sha256, self.best_answer)
+        if has_best != bool(self.attempts) or any((f is not None) != has_best for f in best_fields):
+            raise ValueError("the best attempt is named exactly when there are attempts")
+        if self.best is not None and self.best >= len(self.attempts):
+            raise ValueError("best is not an attempt's position")
+        if self.best_prompt is not None and (
+            sha256_hex(self.best_prompt.encode("utf-8")) != self.best_prompt_sha256
+        ):
+            raise ValueError("bestPrompt does not match bestPromptSha256")
+        return self
+
+
 class ProbeItem(WireModel):
     """One probe prompt and the model's behaviour on it.
 
     `refused` is 1 if the judge found a refusal, else 0; `transfer_milli` the judged capability
-    transfer (0-1000); `emotions` maps emotion name to the answer's projection.
+    transfer (0-1000); `emotions` maps emotion name to the answer's projection. `attack`, on a
+    harmful item's ``direct`` item only, is the budgeted adversarial search on that prompt
+    (absent: no search ran; records written before it existed lack it).
     """
 
     prompt_id: Label
@@ -190,6 +258,7 @@ class ProbeItem(WireModel):
     refused: Annotated[int, Field(ge=0, le=1)]
     transfer_milli: Permille
     emotions: Annotated[dict[Token, EmotionProjection], Field(max_length=256)]
+    attack: AttackResult | None = None
 
 
 class ProbeRecord(Predicate):

@@ -26,7 +26,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,6 +45,7 @@ __all__ = [
     "SMOLLM2_GGUF",
     "SMOLLM2_WHEEL",
     "ChatTurns",
+    "Conversation",
     "Generation",
     "GenerationObserver",
     "LayerError",
@@ -162,6 +164,9 @@ class LoadedModel:
 
 ChatTurns = tuple[str | None, str]
 """One prompt: (system prompt or None, user message)."""
+
+Conversation = ChatTurns | Sequence[Mapping[str, str]]
+"""A prompt for `generate`: `ChatTurns`, or chat messages (``{"role", "content"}``) in order."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,11 @@ def load_model(
         target = cache_dir or cache_root() / "models" / DEFAULT_MODEL
         if not _cache_is_current(target, gguf):
             target.parent.mkdir(parents=True, exist_ok=True)
+            print(
+                f"converting the bundled GGUF to safetensors in {target} (once; later loads "
+                "read the copy)",
+                file=sys.stderr,
+            )
             _convert_gguf(gguf, target)
         return _load_directory(target, DEFAULT_MODEL, version, dev, torch_dtype)
     path = Path(spec).expanduser()
@@ -450,14 +460,17 @@ def tiny_model(seed: int = 0, num_layers: int = 4, hidden_size: int = 64) -> Loa
 # -- generation -------------------------------------------------------------------------------
 
 
-def _messages(turns: ChatTurns) -> list[dict[str, str]]:
+def _messages(turns: Conversation) -> list[dict[str, str]]:
+    if not (isinstance(turns, tuple) and len(turns) == 2 and isinstance(turns[1], str)):
+        return [dict(m) for m in turns if isinstance(m, Mapping)]  # already messages
     system, user = turns
+    assert system is None or isinstance(system, str)
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": user})
     return messages
 
 
-def _prompt_ids(lm: LoadedModel, turns: ChatTurns) -> list[int]:
+def _prompt_ids(lm: LoadedModel, turns: Conversation) -> list[int]:
     rendered = lm.tokenizer.apply_chat_template(
         _messages(turns), add_generation_prompt=True, tokenize=False
     )
@@ -488,13 +501,18 @@ def answer_ids(generated: Sequence[int], stop_ids: Sequence[int]) -> tuple[int, 
 
 
 def _generate_batch(
-    lm: LoadedModel, rows: Sequence[Sequence[int]], max_new_tokens: int
+    lm: LoadedModel, rows: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0
 ) -> list[tuple[int, ...]]:
     from transformers import GenerationConfig
 
     ids, mask = _left_pad(lm, rows)
+    sampling: dict[str, Any] = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
     config = GenerationConfig(  # type: ignore[no-untyped-call]
-        do_sample=False,
+        **sampling,
         num_beams=1,
         max_new_tokens=max_new_tokens,
         eos_token_id=list(lm.stop_ids) or None,
@@ -512,16 +530,19 @@ def _generate_batch(
 
 def generate(
     lm: LoadedModel,
-    prompts: Sequence[ChatTurns],
+    prompts: Sequence[Conversation],
     *,
     max_new_tokens: int = 128,
     batch_size: int = 8,
+    temperature: float = 0.0,
 ) -> list[Generation]:
     """Greedy answers to `prompts`, in order, with the model's chat template applied.
 
     Prompts are left-padded in batches of `batch_size`; the attention mask and the position ids
     that transformers derives from it make each answer the one the prompt gets on its own (up
-    to floating-point ties). Requires ``max_new_tokens >= 1`` and ``batch_size >= 1``.
+    to floating-point ties). `temperature` > 0 samples instead (plain softmax sampling, no top-k
+    or top-p; seed torch first for a repeatable draw). Requires ``max_new_tokens >= 1`` and
+    ``batch_size >= 1``.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
@@ -529,7 +550,8 @@ def generate(
     results: list[Generation] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        for row, ans in zip(batch, _generate_batch(lm, batch, max_new_tokens), strict=True):
+        answers = _generate_batch(lm, batch, max_new_tokens, temperature)
+        for row, ans in zip(batch, answers, strict=True):
             text = lm.tokenizer.decode(list(ans), skip_special_tokens=True)
             results.append(Generation(text=text, prompt_tokens=len(row), answer_ids=ans))
     return results

@@ -39,11 +39,14 @@ from attest.dsse import Envelope
 from attest.errors import AttestError
 from attest.jcs import canonicalize
 from attest.predicates import (
+    BackendRef,
     BlobRef,
     CheckpointRef,
+    Decoding,
     EmotionCalibration,
     EmotionProjection,
     LogEntryRef,
+    MethodRef,
     ModelRef,
     ProbeItem,
     ProbeRecord,
@@ -192,16 +195,24 @@ def parse_part_run_id(run_id: str) -> tuple[str, int, int]:
 
 @dataclass(frozen=True)
 class RecordHeader:
-    """Everything a probe record holds besides its items: one (category, tier) group of a run."""
+    """Everything a probe record holds besides its items: one (category, tier) group of a run.
+
+    `backend`, `decoding`, `judges` and `attacks` are what a replay needs (see `ProbeRecord`);
+    `calibration` is None exactly when the backend cannot observe emotions.
+    """
 
     model: ModelRef
     suite: SuiteRef
     category: str
     tier: str
     run_id: str
-    calibration: LogEntryRef
+    calibration: LogEntryRef | None
     seen_checkpoint: CheckpointRef
     issued_at: int
+    backend: BackendRef | None = None
+    decoding: Decoding | None = None
+    judges: tuple[MethodRef, ...] = ()
+    attacks: tuple[MethodRef, ...] = ()
 
     def record(self, items: Sequence[ProbeItem], run_id: str | None = None) -> ProbeRecord:
         """The ProbeRecord holding `items`, under `run_id` (default: the header's)."""
@@ -216,6 +227,10 @@ class RecordHeader:
                 run_id=self.run_id if run_id is None else run_id,
                 calibration=self.calibration,
                 items=tuple(items),
+                backend=self.backend,
+                decoding=self.decoding,
+                judges=self.judges,
+                attacks=self.attacks,
             )
         except ValidationError as exc:
             raise RecordError(f"probe record: {_first_error(exc)}") from exc

@@ -221,6 +221,7 @@ def test_run_logs_every_group_and_replay_reproduces(
     assert [g.items for g in res.groups] == [2, 5, 5]
     assert ledger.size() - before == 1 + len(res.indices), "one calibration, then the records"
 
+    assert res.calibration is not None, "a local model's run names its calibration"
     cal_env, cal_ref = read_entry(ledger.target, res.calibration.index)
     cal = parse_statement(cal_env.payload).predicate
     assert isinstance(cal, EmotionCalibration) and cal_ref == res.calibration
@@ -314,6 +315,7 @@ def test_replay_reports_a_record_that_does_not_reproduce(
 
     with pytest.raises(ReplayError, match="weights"):
         replay_here(ledger, tiny_model(seed=1), data, res.indices[0], suite_file)
+    assert res.calibration is not None
     with pytest.raises(ReplayError, match="not a probe record"):
         replay_here(ledger, lm, data, res.calibration.index, suite_file)
 
