@@ -42,9 +42,11 @@ __all__ = [
     "CONTINUITY",
     "CREDENTIAL_EVENT",
     "EMOTION_CALIBRATION",
+    "EVAL_SAMPLE",
     "FIELD_REPORT",
     "KEY_EVENT",
     "MAX_ATTACK_ATTEMPTS",
+    "MAX_NEW_TOKENS_LIMIT",
     "PREDICATE_NAMESPACE",
     "PREDICATE_TYPES",
     "PROBE_RECORD",
@@ -52,17 +54,22 @@ __all__ = [
     "AnyPredicate",
     "AttackBudget",
     "AttackResult",
+    "BackendRef",
     "BehaviourDiff",
     "BlobRef",
     "CheckpointRef",
     "ContinuityStatement",
     "CredentialEvent",
+    "Decoding",
     "EmotionCalibration",
     "EmotionProjection",
+    "EvalSample",
+    "EvalScore",
     "FieldReport",
     "Framing",
     "KeyEvent",
     "LogEntryRef",
+    "MethodRef",
     "ModelId",
     "ModelRef",
     "Predicate",
@@ -83,15 +90,20 @@ KEY_EVENT: Final = PREDICATE_NAMESPACE + "key-event/v1"
 CREDENTIAL_EVENT: Final = PREDICATE_NAMESPACE + "credential-event/v1"
 FIELD_REPORT: Final = PREDICATE_NAMESPACE + "field-report/v1"
 TOKEN_KEY: Final = PREDICATE_NAMESPACE + "token-key/v1"
+EVAL_SAMPLE: Final = PREDICATE_NAMESPACE + "eval-sample/v1"
 
 ANONYMOUS_TIER: Final = "anonymous"
 """The access tier of a cooperative user with no credential; every other tier is professional."""
+
+MAX_NEW_TOKENS_LIMIT: Final = 65536
+"""The largest `Decoding.max_new_tokens` a record may state."""
 
 Framing = Literal["direct", "fictional", "professional-claim", "decomposition", "language-shift"]
 """How a probe prompt is framed: as is, or under one of the adversarial framings."""
 
 Digest = Annotated[str, StringConstraints(min_length=2, max_length=256, pattern=r"^[0-9a-f]+$")]
 Answer = Annotated[str, StringConstraints(max_length=32768)]
+PromptText = Annotated[str, StringConstraints(max_length=8192)]
 ReportText = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 
 
@@ -261,11 +273,65 @@ class ProbeItem(WireModel):
     attack: AttackResult | None = None
 
 
+class MethodRef(WireModel):
+    """A versioned method that produced a figure (a judge, an attack): its `name`, its
+    `version`, and the SHA-256 of its configuration (`config_digest`)."""
+
+    name: Label
+    version: Label
+    config_digest: Sha256Hex
+
+
+class Decoding(WireModel):
+    """How answers were decoded: what a replay must use to get the same tokens.
+
+    `temperature_milli` 0 is greedy decoding; `seed` seeds the backend's sampler (and, for a
+    local model, torch); `batch_size` is how many prompts shared a forward pass (left padding
+    can change the last digits of a float, so a replay uses the same).
+    """
+
+    max_new_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS_LIMIT)]
+    temperature_milli: Annotated[int, Field(ge=0, le=10_000)]
+    seed: Count
+    batch_size: Annotated[int, Field(ge=1, le=4096)]
+
+
+class BackendRef(WireModel):
+    """What produced the answers, as far as the worker can observe it.
+
+    `kind` ``local``: weights loaded by the worker (the record's model digest is their SHA-256),
+    on `device` in `dtype`, with the tokenizer (`tokenizer_sha256`: SHA-256 of its canonical
+    vocabulary and special tokens) and chat template (`chat_template_sha256`) named;
+    `rendered_prompt` is the chat template applied to the record's system prompt and the user
+    message ``{user}``: it shows any system prompt the template injects by itself.
+    `kind` ``openai``: an OpenAI-compatible endpoint (`endpoint`, its URL without credentials)
+    that reported serving `endpoint_model`; the worker cannot see weights, template or
+    activations, so those fields are absent and `emotions` is ``not-observable``.
+    `kind` ``vllm``: weights loaded by the worker into vLLM (no activations either).
+    `libraries` maps a library to its version (python, torch, transformers, httpx, vllm).
+    """
+
+    kind: Literal["local", "openai", "vllm"]
+    endpoint: Label | None = None
+    endpoint_model: Label | None = None
+    device: Label | None = None
+    dtype: Token | None = None
+    tokenizer_sha256: Sha256Hex | None = None
+    chat_template_sha256: Sha256Hex | None = None
+    rendered_prompt: PromptText | None = None
+    libraries: Annotated[dict[Token, Label], Field(default_factory=dict, max_length=32)]
+    emotions: Literal["observed", "not-observable"] = "observed"
+
+
 class ProbeRecord(Predicate):
     """A probing run of one model over one suite, for one category and access tier.
 
-    `calibration` points at the logged EmotionCalibration the emotion projections used.
-    Subject: the model weights.
+    `calibration` points at the logged EmotionCalibration the emotion projections used (absent
+    when the backend cannot observe activations: `backend.emotions` is then
+    ``not-observable`` and no item has emotions). `backend`, `decoding`, `judges` (refusal
+    judge first, then the transfer judge) and `attacks` are what a replay needs to reproduce
+    the answers and judgements from the log alone; records written before they existed lack
+    them. Subject: the model weights (for an API model, see `BackendRef`).
     """
 
     PREDICATE_TYPE: ClassVar[str] = PROBE_RECORD
@@ -275,8 +341,21 @@ class ProbeRecord(Predicate):
     category: Token
     tier: Token
     run_id: Label
-    calibration: LogEntryRef
+    calibration: LogEntryRef | None = None
     items: Annotated[tuple[ProbeItem, ...], Field(min_length=1, max_length=4096)]
+    backend: BackendRef | None = None
+    decoding: Decoding | None = None
+    judges: Annotated[tuple[MethodRef, ...], Field(max_length=16)] = ()
+    attacks: Annotated[tuple[MethodRef, ...], Field(max_length=64)] = ()
+
+    @model_validator(mode="after")
+    def _emotions_need_a_calibration(self) -> ProbeRecord:
+        observed = self.backend is None or self.backend.emotions == "observed"
+        if observed and self.calibration is None:
+            raise ValueError("a record with observed emotions names its calibration")
+        if not observed and any(i.emotions for i in self.items):
+            raise ValueError("emotions are not observable on this backend, yet an item has some")
+        return self
 
     def subjects(self) -> tuple[ResourceDescriptor, ...]:
         """The probed model."""
@@ -528,6 +607,63 @@ class TokenKey(Predicate):
         return (ResourceDescriptor(name="token-key", digest={"sha256": self.token_key_id()}),)
 
 
+class EvalScore(WireModel):
+    """One scorer's verdict on an eval sample: the scorer's `name`, its `value` as RFC 8785
+    canonical JSON text (``"C"``, ``1``, ``0.5``, ``true``: exact, no float in the payload),
+    and the `answer` the scorer extracted, if any."""
+
+    scorer: Label
+    value: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    answer: PromptText | None = None
+
+
+class EvalSample(Predicate):
+    """One sample of an evaluation run by another tool (UK AISI Inspect), as its log says.
+
+    `tool` / `tool_version` name the harness (``inspect_ai`` and its version), `task` /
+    `task_version` the task, `eval_id` the eval in the harness's log, `model` the model as the
+    harness named it (no weights: the harness loaded them, not us), `sample_id` / `epoch` the
+    sample. `input_sha256` / `target_sha256` are SHA-256 of the RFC 8785 canonical JSON of the
+    sample's input and target; `answer_sha256` of the answer's UTF-8 text, and `answer` the
+    text itself when it fits in a log entry. `scores` are the scorers' verdicts;
+    `generate_config` is the canonical JSON of the eval's generate config and `config_sha256`
+    its SHA-256. Token usage when the log has it. Subject: the sample's input, named after the
+    model.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = EVAL_SAMPLE
+
+    tool: Token
+    tool_version: Label
+    task: Label
+    task_version: Label
+    eval_id: Label
+    model: ModelId
+    sample_id: Label
+    epoch: Count
+    input_sha256: Sha256Hex
+    target_sha256: Sha256Hex
+    answer_sha256: Sha256Hex
+    answer: Answer | None = None
+    scores: Annotated[tuple[EvalScore, ...], Field(max_length=64)]
+    generate_config: PromptText
+    config_sha256: Sha256Hex
+    input_tokens: Count | None = None
+    output_tokens: Count | None = None
+
+    @model_validator(mode="after")
+    def _answer_matches_digest(self) -> EvalSample:
+        if self.answer is not None and sha256_hex(self.answer.encode()) != self.answer_sha256:
+            raise ValueError("answer does not hash to answerSha256")
+        if sha256_hex(self.generate_config.encode()) != self.config_sha256:
+            raise ValueError("generateConfig does not hash to configSha256")
+        return self
+
+    def subjects(self) -> tuple[ResourceDescriptor, ...]:
+        """The sample's input, named after the model."""
+        return (ResourceDescriptor(name=self.model.name, digest={"sha256": self.input_sha256}),)
+
+
 AnyPredicate = (
     ProbeRecord
     | EmotionCalibration
@@ -536,6 +672,7 @@ AnyPredicate = (
     | CredentialEvent
     | FieldReport
     | TokenKey
+    | EvalSample
 )
 """Any predicate model of this project."""
 
@@ -549,6 +686,7 @@ PREDICATE_TYPES: Final[dict[str, type[Predicate]]] = {
         CredentialEvent,
         FieldReport,
         TokenKey,
+        EvalSample,
     )
 }
 """Predicate-type URI to model class: the registry `parse_statement` dispatches on."""

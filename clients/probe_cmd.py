@@ -2,8 +2,11 @@
 
 Three modes, one command (wired into `clients.cli.main`):
 
-* ``bledger probe --model M --suite S --ledger URL --key WORKER.pem`` — probe and log records;
-* ``bledger probe --replay INDEX --ledger URL`` — re-run a logged record, report what reproduced;
+* ``bledger probe --model M --suite S --ledger URL --key WORKER.pem`` — probe and log records
+  (``--backend openai --endpoint URL --model NAME``: a model behind an OpenAI-compatible API;
+  ``--backend vllm``: a local directory loaded into vLLM on a GPU);
+* ``bledger probe --replay INDEX --ledger URL`` — re-run a logged record with the settings it
+  records (decoding, device, dtype, endpoint), report what reproduced and what differs;
 * ``bledger probe --queue DB_URL --enqueue --model M --suite S`` — add jobs, one per (category,
   tier); ``bledger probe --queue DB_URL --ledger URL --key WORKER.pem`` — claim, run, complete.
 
@@ -32,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["probe"]
 
 
-
 def _names(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -43,7 +45,43 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.command("probe")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model spec or directory.")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model spec or directory; with --backend openai, the model id to ask the endpoint for.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "openai", "vllm"]),
+    default="local",
+    show_default=True,
+    help="What answers: local weights (transformers), an OpenAI-compatible endpoint, or vLLM.",
+)
+@click.option("--endpoint", help="With --backend openai: the API base URL, e.g. http://h:p/v1.")
+@click.option(
+    "--api-key-env", help="With --backend openai: environment variable holding the API key."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="With --backend openai: seconds without an answer before a request times out.",
+)
+@click.option(
+    "--requests-per-second",
+    type=click.FloatRange(min=0.001),
+    help="With --backend openai: space requests to at most this rate.",
+)
+@click.option(
+    "--temperature",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 10.0),
+    help="0 is greedy; above 0 samples, seeded by --seed.",
+)
 @click.option("--version", default="v1", show_default=True, help="Version label of the model.")
 @click.option("--suite", default="core", show_default=True, help="Suite name, NAME@VERSION.")
 @click.option(
@@ -61,11 +99,15 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 )
 @click.option("--key-name", help="Key name used in the keyid (default: the file stem).")
 @click.option("--passphrase-env", help="Environment variable holding the key's passphrase.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--dtype", help="float32, bfloat16 or float16 (default: per device).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", help="auto, cpu, cuda or cuda:N (default: auto; a replay: the record's).")
+@click.option("--dtype", help="float32, bfloat16 or float16 (default: per device; replay: record).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="[default: 8; a replay: the record's]"
+)
+@click.option(
+    "--max-new-tokens", type=click.IntRange(min=1), help="[default: 128; a replay: the record's]"
+)
+@click.option("--seed", type=click.IntRange(min=0), help="[default: 0; a replay: the record's]")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option(
     "--data-dir",
@@ -123,11 +165,17 @@ def _options(kw: dict[str, Any], **over: Any) -> Any:
         "suite_path": kw["suite_file"],
         "categories": _names(kw["categories"]),
         "tiers": _names(kw["tiers"]),
-        "device": kw["device"],
+        "device": kw["device"] or "auto",
         "dtype": kw["dtype"],
-        "batch_size": kw["batch_size"],
-        "max_new_tokens": kw["max_new_tokens"],
-        "seed": kw["seed"],
+        "batch_size": kw["batch_size"] or 8,
+        "max_new_tokens": kw["max_new_tokens"] or 128,
+        "seed": 0 if kw["seed"] is None else kw["seed"],
+        "temperature": kw["temperature"],
+        "backend": kw["backend"],
+        "endpoint": kw["endpoint"],
+        "api_key_env": kw["api_key_env"],
+        "timeout_s": kw["timeout_s"],
+        "requests_per_second": kw["requests_per_second"],
     }
     values.update(over)
     return ProbeOptions(**values)
@@ -139,7 +187,7 @@ def _result_json(res: Any) -> dict[str, Any]:
         "runDir": str(res.run_dir),
         "model": res.model.model_dump(mode="json"),
         "suite": res.suite.model_dump(mode="json"),
-        "calibration": res.calibration.model_dump(mode="json"),
+        "calibration": None if res.calibration is None else res.calibration.model_dump(mode="json"),
         "groups": [
             {"category": g.category, "tier": g.tier, "items": g.items, "indices": list(g.indices)}
             for g in res.groups
@@ -183,13 +231,17 @@ def _replay(kw: dict[str, Any]) -> None:
         batch_size=kw["batch_size"],
         max_new_tokens=kw["max_new_tokens"],
         seed=kw["seed"],
+        endpoint=kw["endpoint"],
+        api_key_env=kw["api_key_env"],
         data=kw["data_dir"],
         tolerance_milli=REPLAY_TOLERANCE_MILLI if tolerance is None else tolerance,
         progress=not kw["quiet"],
     )
+    for d in report.settings:
+        click.echo(f"setting {d.field}: logged {d.logged!r}, now {d.now!r}", err=True)
     for it in report.items:
         mark = "ok  " if it.reproduced else "DIFF"
-        answer = "same" if it.answer_matches else "differs"
+        answer = "same" if it.answer_matches else f"differs from character {it.first_difference}"
         click.echo(
             f"{mark} {it.prompt_id} [{it.framing}] answer {answer},"
             f" emotions max Δ {it.max_emotion_delta_milli} milli",
@@ -243,10 +295,10 @@ def _work(kw: dict[str, Any], queue: Any) -> None:
                 raise ProbeRunError(
                     f"--suite-file is {suite.name}@{suite.version}, the job wants {spec.suite}"
                 )
-        if (spec.model, spec.version) not in loaded:
+        if kw["backend"] == "local" and (spec.model, spec.version) not in loaded:
             loaded.clear()  # one model in memory at a time
             loaded[(spec.model, spec.version)] = open_model(
-                spec.model, version=spec.version, device=kw["device"], dtype=kw["dtype"]
+                spec.model, version=spec.version, device=kw["device"] or "auto", dtype=kw["dtype"]
             )
         res = run_probe(
             _options(
@@ -259,7 +311,7 @@ def _work(kw: dict[str, Any], queue: Any) -> None:
             ),
             target,
             signers,
-            lm=loaded[(spec.model, spec.version)],
+            lm=loaded.get((spec.model, spec.version)),
             data=kw["data_dir"],
             calibration_index=kw["calibration"],
             progress=not kw["quiet"],

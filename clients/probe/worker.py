@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -57,31 +56,41 @@ from attest.errors import AttestError
 from attest.jcs import canonicalize
 from attest.policy import Policy
 from attest.predicates import (
+    BackendRef,
     BlobRef,
     CheckpointRef,
     EmotionCalibration,
     LogEntryRef,
+    MethodRef,
     ModelRef,
     ProbeItem,
     ProbeRecord,
     SuiteRef,
 )
 from attest.statement import parse_statement, sign_statement
+from clients.probe.backends import (
+    Backend,
+    BackendGeneration,
+    DecodingConfig,
+    LocalBackend,
+    OpenAIBackend,
+    VLLMBackend,
+    turns,
+)
 from clients.probe.emotions import (
     Calibration,
     Stimuli,
     calibrate,
     calibration_dir,
-    emotion_capture,
     load_calibration,
     save_calibration,
 )
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.model import (
     DEFAULT_MODEL,
+    Generation,
     LoadedModel,
     cache_root,
-    generate,
     load_model,
     tiny_model,
 )
@@ -112,6 +121,7 @@ __all__ = [
     "RunStateError",
     "data_dir",
     "ensure_calibration",
+    "open_backend",
     "open_model",
     "read_entry",
     "replay",
@@ -198,10 +208,48 @@ class ProbeOptions:
     batch_size: int = 8
     max_new_tokens: int = 128
     seed: int = 0
+    temperature: float = 0.0
+    backend: str = "local"
+    endpoint: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 60.0
+    requests_per_second: float | None = None
 
     def load_suite(self) -> Suite:
         """The suite these options name."""
         return load_suite(self.suite, self.suite_path)
+
+    def decoding(self) -> DecodingConfig:
+        """The decoding config these options give."""
+        return DecodingConfig(self.max_new_tokens, self.temperature, self.seed, self.batch_size)
+
+
+def open_backend(options: ProbeOptions, lm: LoadedModel | None = None) -> Backend:
+    """The backend `options` name: ``local`` (`lm`, or `open_model`), ``openai`` (`endpoint`,
+    the model id `model`), or ``vllm`` (a local directory `model`)."""
+    if options.backend == "local":
+        return LocalBackend(
+            lm
+            or open_model(
+                options.model, version=options.version, device=options.device, dtype=options.dtype
+            )
+        )
+    if options.backend == "openai":
+        if options.endpoint is None:
+            raise ProbeRunError("the openai backend needs --endpoint (e.g. http://host:port/v1)")
+        return OpenAIBackend(
+            options.endpoint,
+            options.model,
+            version=options.version,
+            api_key_env=options.api_key_env,
+            timeout_s=options.timeout_s,
+            requests_per_second=options.requests_per_second,
+        )
+    if options.backend == "vllm":
+        return VLLMBackend(
+            options.model, version=options.version, dtype=options.dtype or "auto", seed=options.seed
+        )
+    raise ProbeRunError(f"unknown backend {options.backend!r}: use local, openai or vllm")
 
 
 # -- the ledger -------------------------------------------------------------------------------
@@ -467,41 +515,70 @@ def ensure_calibration(
 # -- answering --------------------------------------------------------------------------------
 
 
+def _judges() -> tuple[LearnedRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
+    """The refusal and transfer judges every record is judged with, and their refs."""
+    refusal = LearnedRefusalJudge()
+    transfer = RubricTransferJudge(refusal)
+    refs = tuple(
+        MethodRef(name=j.name, version=j.version, config_digest=j.config_digest)
+        for j in (refusal, transfer)
+    )
+    return refusal, transfer, refs
+
+
 def _answer(
-    lm: LoadedModel,
-    cal: Calibration,
+    backend: Backend,
+    cal: Calibration | None,
     batch: Sequence[Probe],
     options: ProbeOptions,
     bar: tqdm[Any] | None,
+    *,
+    done: Sequence[ProbeItem] = (),
+    keep: Callable[[Sequence[ProbeItem]], None] | None = None,
 ) -> list[ProbeItem]:
-    """Answer, judge and project `batch` (greedy, in order, `options.batch_size` at a time)."""
-    refusal = LearnedRefusalJudge()
-    transfer = RubricTransferJudge(refusal)
-    torch.manual_seed(options.seed)  # greedy decoding needs no RNG; this keeps it that way
-    gens = []
-    with emotion_capture(lm, cal) as cap:
-        for start in range(0, len(batch), options.batch_size):
-            chunk = batch[start : start + options.batch_size]
-            gens += generate(
-                lm,
-                [(p.system, p.user) for p in chunk],
-                max_new_tokens=options.max_new_tokens,
-                batch_size=options.batch_size,
+    """Answer, judge and project `batch` (in order, `options.batch_size` at a time).
+
+    `done` are the items of a previous, interrupted attempt (a whole number of batches): they
+    are kept and answering resumes after them; `keep(items so far)` is called after each batch,
+    so an endpoint that fails mid-group costs at most one batch. Emotions are read only when
+    the backend is local and `cal` is given.
+    """
+    refusal, transfer, _ = _judges()
+    config = options.decoding()
+    items = list(done)
+    if bar is not None:
+        bar.update(len(items))
+    for start in range(len(items), len(batch), options.batch_size):
+        chunk = batch[start : start + options.batch_size]
+        convs = [turns(p.system, p.user) for p in chunk]
+        summaries: list[dict[str, tuple[float, float]]]
+        if isinstance(backend, LocalBackend) and cal is not None:
+            with backend.emotion_capture(cal) as cap:
+                gens = backend.generate(convs, config)
+            summaries = cap.summaries([_model_generation(g) for g in gens])
+        else:
+            gens = backend.generate(convs, config)
+            summaries = [{} for _ in gens]
+        items += [
+            probe_item(
+                p.item.id,
+                p.framing,
+                g.text,
+                refused=refusal.refused(p.user, g.text),
+                transfer=transfer.transfer(p.item, g.text),
+                emotions=e,
             )
-            if bar is not None:
-                bar.update(len(chunk))
-        summaries = cap.summaries(gens)
-    return [
-        probe_item(
-            p.item.id,
-            p.framing,
-            g.text,
-            refused=refusal.refused(p.user, g.text),
-            transfer=transfer.transfer(p.item, g.text),
-            emotions=s,
-        )
-        for p, g, s in zip(batch, gens, summaries, strict=True)
-    ]
+            for p, g, e in zip(chunk, gens, summaries, strict=True)
+        ]
+        if keep is not None:
+            keep(items)
+        if bar is not None:
+            bar.update(len(chunk))
+    return items
+
+
+def _model_generation(g: BackendGeneration) -> Generation:
+    return Generation(g.text, g.prompt_tokens or 0, g.answer_ids or ())
 
 
 def _groups(plan: Sequence[Probe]) -> list[tuple[str, str, list[Probe]]]:
@@ -536,7 +613,7 @@ class RunResult:
     run_dir: Path
     model: ModelRef
     suite: SuiteRef
-    calibration: LogEntryRef
+    calibration: LogEntryRef | None
     groups: tuple[GroupResult, ...]
 
     @property
@@ -559,6 +636,9 @@ def _run_key(
         "seed": options.seed,
         "device": options.device,
         "dtype": options.dtype,
+        "temperature": options.temperature,
+        "backend": options.backend,
+        "endpoint": options.endpoint,
     }
 
 
@@ -603,6 +683,9 @@ class _Run:
     def items_path(self, category: str, tier: str) -> Path:
         return self.path / "items" / f"{_safe(category)}--{_safe(tier)}.json"
 
+    def partial_path(self, category: str, tier: str) -> Path:
+        return self.path / "items" / f"{_safe(category)}--{_safe(tier)}.partial.json"
+
     def envelope_dir(self, category: str, tier: str) -> Path:
         return self.path / "envelopes" / f"{_safe(category)}--{_safe(tier)}"
 
@@ -613,6 +696,7 @@ def run_probe(
     signers: Signers,
     *,
     lm: LoadedModel | None = None,
+    backend: Backend | None = None,
     run_dir: Path | None = None,
     data: Path | None = None,
     calibration_index: int | None = None,
@@ -625,22 +709,60 @@ def run_probe(
     """Probe a model over a suite and log one record (in parts) per (category, tier) group.
 
     Plan:
-    1. load the model (or use `lm`) and the suite; expand the probes into groups;
+    1. open the backend (`backend`, else `lm` or the model `options` name, on the backend they
+       name) and load the suite; expand the probes into groups;
     2. open the run directory (locked; resumed when its state exists);
-    3. take the run's calibration: the one a resumed run started with, else `ensure_calibration`
-       (entry `calibration_index`, this machine's latest, or a new one fitted on `stimuli`);
-       copy its vectors into the run directory;
-    4. for each group not yet done: answer + judge + project (crash point "generated": items
-       saved), sign with the latest verified checkpoint ("signed": envelopes saved), submit each
-       part and verify its proof ("posted"; "submitted": index saved), mark it done ("done").
+    3. for a local model, take the run's calibration: the one a resumed run started with, else
+       `ensure_calibration` (entry `calibration_index`, this machine's latest, or a new one
+       fitted on `stimuli`); copy its vectors into the run directory. Other backends cannot
+       observe activations: their records say so and name no calibration;
+    4. for each group not yet done: answer + judge + project, saving the items after every
+       batch (an interrupted group resumes after its last whole batch; crash point
+       "generated": items saved), sign with the latest verified checkpoint ("signed":
+       envelopes saved), submit each part and verify its proof ("posted"; "submitted": index
+       saved), mark it done ("done").
 
     `on_step(step, category, tier)` is called at each crash point (tests inject faults there);
     `stop` set before a submission raises RunAborted. Returns what was logged, resumed or not.
     """
     data = data or data_dir()
-    lm = lm or open_model(  # (1)
-        options.model, version=options.version, device=options.device, dtype=options.dtype
-    )
+    owned = backend is None
+    backend = backend or open_backend(options, lm)  # (1)
+    try:
+        return _run(
+            options,
+            target,
+            signers,
+            backend,
+            run_dir,
+            data,
+            calibration_index,
+            stimuli,
+            progress,
+            on_step,
+            stop,
+            clock,
+        )
+    finally:
+        if owned:
+            backend.close()
+
+
+def _run(
+    options: ProbeOptions,
+    target: LedgerTarget,
+    signers: Signers,
+    backend: Backend,
+    run_dir: Path | None,
+    data: Path,
+    calibration_index: int | None,
+    stimuli: Stimuli | None,
+    progress: bool,
+    on_step: StepHook | None,
+    stop: threading.Event | None,
+    clock: Callable[[], float],
+) -> RunResult:
+    model = backend.identity().model
     suite = options.load_suite()
     plan = probes(suite, categories=options.categories, tiers=options.tiers)
     if not plan:
@@ -649,28 +771,31 @@ def run_probe(
     suite_ref = SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest)
     with _open_log(target) as log:
         cells = [f"{c}/{t}" for c, t, _ in groups]
-        key = _run_key(options, model_ref(lm), suite_ref, log.origin, cells)
+        key = _run_key(options, model, suite_ref, log.origin, cells)
         path = run_dir or default_run_dir(key, data)
         with _locked(path / "lock", wait=False):  # (2)
             run = _Run(path, key, clock)
-            if "calibration" in run.state:  # (3)
-                cal = _load_logged(
-                    lm, log, run.state["calibration"]["index"], _Calibrations(data, lm)
-                )
-            else:
-                cal = ensure_calibration(
-                    lm,
-                    target,
-                    signers,
-                    index=calibration_index,
-                    data=data,
-                    stimuli=stimuli,
-                    clock=clock,
-                )
-                run.state["calibration"] = cal.ref.model_dump(mode="json")
-                run.save()
-            if not (path / "calibration.safetensors").exists():
-                _write_atomic(path / "calibration.safetensors", cal.data)
+            cal: LoggedCalibration | None = None
+            if isinstance(backend, LocalBackend):  # (3)
+                lm = backend.lm
+                if "calibration" in run.state:
+                    cal = _load_logged(
+                        lm, log, run.state["calibration"]["index"], _Calibrations(data, lm)
+                    )
+                else:
+                    cal = ensure_calibration(
+                        lm,
+                        target,
+                        signers,
+                        index=calibration_index,
+                        data=data,
+                        stimuli=stimuli,
+                        clock=clock,
+                    )
+                    run.state["calibration"] = cal.ref.model_dump(mode="json")
+                    run.save()
+                if not (path / "calibration.safetensors").exists():
+                    _write_atomic(path / "calibration.safetensors", cal.data)
             todo = sum(len(ps) for c, t, ps in groups if run.group(c, t)["status"] == "new")
             with tqdm(
                 total=todo, unit="prompt", file=sys.stderr, disable=not progress, desc="probing"
@@ -678,7 +803,7 @@ def run_probe(
                 runner = _GroupRunner(
                     run,
                     log,
-                    lm,
+                    backend,
                     cal,
                     suite_ref,
                     options,
@@ -689,7 +814,7 @@ def run_probe(
                     clock,
                 )
                 results = tuple(runner.process(c, t, ps) for c, t, ps in groups)  # (4)
-    return RunResult(run.run_id, path, model_ref(lm), suite_ref, cal.ref, results)
+    return RunResult(run.run_id, path, model, suite_ref, None if cal is None else cal.ref, results)
 
 
 @dataclass
@@ -698,8 +823,8 @@ class _GroupRunner:
 
     run: _Run
     log: _Log
-    lm: LoadedModel
-    cal: LoggedCalibration
+    backend: Backend
+    cal: LoggedCalibration | None
     suite: SuiteRef
     options: ProbeOptions
     signers: Signers
@@ -721,12 +846,31 @@ class _GroupRunner:
         return GroupResult(category, tier, len(group), indices, resumed)
 
     def _generate(self, category: str, tier: str, group: Sequence[Probe], state: Any) -> None:
-        items = _answer(self.lm, self.cal.calibration, group, self.options, self.bar)
+        partial = self.run.partial_path(category, tier)
+        done = (
+            [ProbeItem.model_validate(x) for x in _read_json(partial)] if partial.exists() else []
+        )
+
+        def keep(items: Sequence[ProbeItem]) -> None:
+            # If we crash after this, a resumed run answers only the batches after these.
+            _write_json(partial, [it.model_dump(mode="json") for it in items])
+
+        cal = None if self.cal is None else self.cal.calibration
+        items = _answer(self.backend, cal, group, self.options, self.bar, done=done, keep=keep)
         _write_json(
             self.run.items_path(category, tier), [it.model_dump(mode="json") for it in items]
         )
+        # What produced the answers is fixed now (an endpoint's reported model id is known only
+        # after it answered): a resumed run signs exactly this, even without asking again.
+        ref = self.backend.identity().backend
+        if isinstance(self.backend, LocalBackend):
+            ref = ref.model_copy(
+                update={"rendered_prompt": self.backend.rendered_prompt(group[0].system)}
+            )
+        state["backend"] = ref.model_dump(mode="json")
         state["status"] = "generated"
         self.run.save()
+        partial.unlink(missing_ok=True)
         self.step("generated", category, tier)
         # If we crash here, the answers are kept: a resumed run signs them without regenerating.
 
@@ -735,14 +879,17 @@ class _GroupRunner:
             ProbeItem.model_validate(x) for x in _read_json(self.run.items_path(category, tier))
         ]
         header = RecordHeader(
-            model=model_ref(self.lm),
+            model=self.backend.identity().model,
             suite=self.suite,
             category=category,
             tier=tier,
             run_id=self.run.run_id,
-            calibration=self.cal.ref,
+            calibration=None if self.cal is None else self.cal.ref,
             seen_checkpoint=self.log.seen(),
             issued_at=int(self.clock()),
+            backend=BackendRef.model_validate(state["backend"]),
+            decoding=self.options.decoding().wire(),
+            judges=_judges()[2],
         )
         parts = sign_records(header, items, self.signers)
         env_dir = self.run.envelope_dir(category, tier)
@@ -780,7 +927,10 @@ class _GroupRunner:
 
 @dataclass(frozen=True)
 class ItemReplay:
-    """One item of a replayed record: what was logged against what the model does now."""
+    """One item of a replayed record: what was logged against what the model does now.
+
+    `first_difference` is the character offset where the answers first differ (None: equal).
+    """
 
     prompt_id: str
     framing: str
@@ -791,6 +941,7 @@ class ItemReplay:
     max_emotion_delta_milli: int
     logged_answer: str
     replayed_answer: str
+    first_difference: int | None = None
 
     @property
     def reproduced(self) -> bool:
@@ -799,8 +950,24 @@ class ItemReplay:
 
 
 @dataclass(frozen=True)
+class FieldDiff:
+    """A recorded setting that is not what the replay ran with: the record's `field` (wire
+    path, e.g. ``backend.libraries.torch``), its `logged` value and the value `now`."""
+
+    field: str
+    logged: str | None
+    now: str | None
+
+
+@dataclass(frozen=True)
 class ReplayReport:
-    """The replay of one logged probe record."""
+    """The replay of one logged probe record.
+
+    `decoding` is the config the replay used (the record's, unless overridden); `settings`
+    lists every recorded setting that differs now (library versions, tokenizer, template,
+    rendered prompt, device, dtype, judges, decoding overrides): a replay whose answers differ
+    says here what else differed.
+    """
 
     index: int
     entry: LogEntryRef
@@ -809,9 +976,11 @@ class ReplayReport:
     suite: SuiteRef
     category: str
     tier: str
-    calibration: LogEntryRef
+    calibration: LogEntryRef | None
     tolerance_milli: int
     items: tuple[ItemReplay, ...]
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    settings: tuple[FieldDiff, ...] = ()
 
     @property
     def reproduced(self) -> bool:
@@ -828,9 +997,15 @@ class ReplayReport:
             "suite": self.suite.model_dump(mode="json"),
             "category": self.category,
             "tier": self.tier,
-            "calibration": self.calibration.model_dump(mode="json"),
+            "calibration": None
+            if self.calibration is None
+            else self.calibration.model_dump(mode="json"),
             "toleranceMilli": self.tolerance_milli,
+            "decoding": self.decoding.wire().model_dump(mode="json"),
             "reproduced": self.reproduced,
+            "settingsDiffer": [
+                {"field": d.field, "logged": d.logged, "now": d.now} for d in self.settings
+            ],
             "items": [
                 {
                     "promptId": i.prompt_id,
@@ -844,7 +1019,11 @@ class ReplayReport:
                     **(
                         {}
                         if i.answer_matches
-                        else {"logged": i.logged_answer, "replayed": i.replayed_answer}
+                        else {
+                            "firstDifference": i.first_difference,
+                            "logged": i.logged_answer,
+                            "replayed": i.replayed_answer,
+                        }
                     ),
                 }
                 for i in self.items
@@ -868,6 +1047,75 @@ def _replay_model(
     return open_model(spec, version=record.model.version, device=device, dtype=dtype)
 
 
+def _replay_backend(
+    record: ProbeRecord,
+    lm: LoadedModel | None,
+    model: str | None,
+    endpoint: str | None,
+    api_key_env: str | None,
+    device: str | None,
+    dtype: str | None,
+) -> Backend:
+    """The backend the record names, on this machine: its device and dtype unless overridden."""
+    ref = record.backend
+    kind = "local" if ref is None else ref.kind
+    if kind == "openai":
+        assert ref is not None
+        url = endpoint or ref.endpoint
+        if url is None:
+            raise ReplayError(f"record {record.run_id} names no endpoint: give --endpoint")
+        return OpenAIBackend(
+            url, record.model.name, version=record.model.version, api_key_env=api_key_env
+        )
+    if kind != "local":
+        raise ReplayError(f"record {record.run_id} was probed on {kind}: replay it there")
+    if lm is None:
+        dev = device or (ref.device if ref is not None and ref.device else "auto")
+        typ = dtype or (ref.dtype if ref is not None else None)
+        lm = _replay_model(record, model, dev, typ)
+    return LocalBackend(lm)
+
+
+def _setting_diffs(
+    record: ProbeRecord, now: BackendRef, decoding: DecodingConfig, judges: Sequence[MethodRef]
+) -> tuple[FieldDiff, ...]:
+    """Every recorded setting that differs from what the replay runs with, by wire path."""
+    out: list[FieldDiff] = []
+    if record.backend is not None:
+        was = record.backend.model_dump(mode="json")
+        is_ = now.model_dump(mode="json")
+        for k in sorted(set(was) | set(is_)):
+            a, b = was.get(k), is_.get(k)
+            if isinstance(a, dict) or isinstance(b, dict):
+                a, b = a or {}, b or {}
+                for sub in sorted(set(a) | set(b)):
+                    if a.get(sub) != b.get(sub):
+                        out.append(FieldDiff(f"backend.{k}.{sub}", a.get(sub), b.get(sub)))
+            elif a != b and not (k == "endpointModel" and b is None):
+                out.append(FieldDiff(f"backend.{k}", _str(a), _str(b)))
+    if record.decoding is not None:
+        was_d = record.decoding.model_dump(mode="json")
+        for k, b in decoding.wire().model_dump(mode="json").items():
+            if was_d.get(k) != b:
+                out.append(FieldDiff(f"decoding.{k}", _str(was_d.get(k)), _str(b)))
+    logged_judges = {j.name: j for j in record.judges}
+    for j in judges:
+        old = logged_judges.get(j.name)
+        if record.judges and old != j:
+            out.append(
+                FieldDiff(
+                    f"judges.{j.name}",
+                    None if old is None else f"{old.version} {old.config_digest[:16]}",
+                    f"{j.version} {j.config_digest[:16]}",
+                )
+            )
+    return tuple(out)
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def replay(
     index: int,
     target: LedgerTarget,
@@ -875,50 +1123,102 @@ def replay(
     lm: LoadedModel | None = None,
     model: str | None = None,
     suite_path: Path | None = None,
-    device: str = "auto",
+    device: str | None = None,
     dtype: str | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int = 128,
-    seed: int = 0,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+    endpoint: str | None = None,
+    api_key_env: str | None = None,
     data: Path | None = None,
     tolerance_milli: int = REPLAY_TOLERANCE_MILLI,
     progress: bool = False,
 ) -> ReplayReport:
     """Re-run the probes of the probe record at `index` and compare with what was logged.
 
+    Every setting comes from the record (decoding, device, dtype, endpoint); an argument given
+    here overrides it, and the report lists the override among the settings that differ.
+    Records from before the record carried its decoding replay with `ProbeOptions`' defaults.
+
     Plan:
     1. fetch the entry and verify its inclusion in the latest verified checkpoint;
     2. parse it as a ProbeRecord;
-    3. load the model (`lm`, `model`, or the one the record names) and require its weights;
+    3. open its backend (`lm`, `model`, or the one the record names) and require its identity
+       (the weights for a local model; endpoint and model id for an API model);
     4. load the suite at the record's name and version and require its digest;
-    5. load the calibration entry the record names (inclusion verified, leaf hash equal);
+    5. load the calibration entry the record names, if any (inclusion verified, leaf equal);
     6. find each item's probe (prompt id, framing, the record's category and tier);
-    7. answer them again (same order, greedy, `batch_size`) and compare: answer text exactly,
-       refusal and transfer exactly, projections within `tolerance_milli`.
+    7. answer them again (same order, same decoding) and compare: answer text exactly,
+       refusal and transfer exactly, projections within `tolerance_milli`; compare every
+       recorded setting with the replay's (`ReplayReport.settings`).
     """
     with _open_log(target) as log:
         env, entry = log.entry(index)  # (1)
         record = parse_statement(env.payload).predicate  # (2)
         if not isinstance(record, ProbeRecord):
             raise ReplayError(f"entry {index} is a {record.PREDICATE_TYPE}, not a probe record")
-        lm = lm or _replay_model(record, model, device, dtype)  # (3)
-        if lm.identity.weights_sha256 != record.model.weights_sha256:
-            raise ReplayError(
-                f"record {index} probed weights {record.model.weights_sha256[:16]}…, "
-                f"the model loaded has {lm.identity.weights_sha256[:16]}…"
+        logged = (
+            DecodingConfig.from_wire(record.decoding)
+            if record.decoding is not None
+            else ProbeOptions().decoding()
+        )
+        decoding = DecodingConfig(
+            logged.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            logged.temperature,
+            logged.seed if seed is None else seed,
+            logged.batch_size if batch_size is None else batch_size,
+        )
+        backend = _replay_backend(record, lm, model, endpoint, api_key_env, device, dtype)  # (3)
+        try:
+            return _replay_with(
+                index,
+                entry,
+                record,
+                backend,
+                log,
+                suite_path,
+                decoding,
+                data,
+                tolerance_milli,
+                progress,
             )
-        suite = load_suite(f"{record.suite.name}@{record.suite.version}", suite_path)  # (4)
-        if suite.digest != record.suite.sha256:
-            raise ReplayError(
-                f"suite {record.suite.name}@{record.suite.version} on this machine "
-                f"has digest {suite.digest[:16]}…, the record {record.suite.sha256[:16]}…"
-            )
-        if record.calibration.origin != log.origin:  # (5)
+        finally:
+            if lm is None:
+                backend.close()
+
+
+def _replay_with(
+    index: int,
+    entry: LogEntryRef,
+    record: ProbeRecord,
+    backend: Backend,
+    log: _Log,
+    suite_path: Path | None,
+    decoding: DecodingConfig,
+    data: Path | None,
+    tolerance_milli: int,
+    progress: bool,
+) -> ReplayReport:
+    if backend.identity().model.weights_sha256 != record.model.weights_sha256:
+        what = "weights" if isinstance(backend, LocalBackend) else "endpoint and model id"
+        raise ReplayError(
+            f"record {index} probed {what} {record.model.weights_sha256[:16]}…, "
+            f"the backend opened has {backend.identity().model.weights_sha256[:16]}…"
+        )
+    suite = load_suite(f"{record.suite.name}@{record.suite.version}", suite_path)  # (4)
+    if suite.digest != record.suite.sha256:
+        raise ReplayError(
+            f"suite {record.suite.name}@{record.suite.version} on this machine "
+            f"has digest {suite.digest[:16]}…, the record {record.suite.sha256[:16]}…"
+        )
+    cal: LoggedCalibration | None = None
+    if record.calibration is not None and isinstance(backend, LocalBackend):  # (5)
+        if record.calibration.origin != log.origin:
             raise ReplayError(
                 f"record {index} used a calibration in another log ({record.calibration.origin})"
             )
-        store = _Calibrations(data or data_dir(), lm)
-        cal = _load_logged(lm, log, record.calibration.index, store)
+        store = _Calibrations(data or data_dir(), backend.lm)
+        cal = _load_logged(backend.lm, log, record.calibration.index, store)
         if cal.ref != record.calibration:
             raise ReplayError(
                 f"entry {record.calibration.index} is not the calibration the record names"
@@ -931,9 +1231,19 @@ def replay(
     if missing:
         raise ReplayError(f"suite has no probe {missing[0]!r} in {record.category}/{record.tier}")
     plan = [by_key[(i.prompt_id, i.framing)] for i in record.items]
-    options = ProbeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed)
+    options = ProbeOptions(
+        batch_size=decoding.batch_size,
+        max_new_tokens=decoding.max_new_tokens,
+        seed=decoding.seed,
+        temperature=decoding.temperature,
+    )
     with tqdm(total=len(plan), unit="prompt", file=sys.stderr, disable=not progress) as bar:
-        again = _answer(lm, cal.calibration, plan, options, bar)  # (7)
+        again = _answer(
+            backend, None if cal is None else cal.calibration, plan, options, bar
+        )  # (7)
+    now = backend.identity().backend
+    if isinstance(backend, LocalBackend):
+        now = now.model_copy(update={"rendered_prompt": backend.rendered_prompt(plan[0].system)})
     return ReplayReport(
         index=index,
         entry=entry,
@@ -947,6 +1257,16 @@ def replay(
         items=tuple(
             _compare(a, b, tolerance_milli) for a, b in zip(record.items, again, strict=True)
         ),
+        decoding=decoding,
+        settings=_setting_diffs(record, now, decoding, _judges()[2]),
+    )
+
+
+def _first_difference(a: str, b: str) -> int | None:
+    if a == b:
+        return None
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
     )
 
 
@@ -968,4 +1288,5 @@ def _compare(logged: ProbeItem, now: ProbeItem, tolerance: int) -> ItemReplay:
         max_emotion_delta_milli=worst,
         logged_answer=logged.answer,
         replayed_answer=now.answer,
+        first_difference=_first_difference(logged.answer, now.answer),
     )
