@@ -34,7 +34,7 @@ from attest.statement import Statement, parse_statement
 from clients.probe.suites import Suite, SuiteError, load_suite
 from clients.probe.summary import GroupSummary, summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
-from clients.text import difference, proportion
+from clients.text import shown
 
 
 @dataclass(frozen=True)
@@ -159,25 +159,21 @@ class Row:
     verified: bool
 
     def display(self) -> dict[str, str]:
-        """Each figure as the tables show it (`clients.text`: value, 95 % interval, n), the
-        framed and differential transfers as ``framing figure`` joined by ``; ``. The web page
-        shows these strings, so the CLI's table and the page's cannot differ."""
+        """Each figure as the tables show it (`clients.text.shown`), the framed transfers and
+        framed - direct as ``framing cell`` joined by ``; ``. The web page shows these strings,
+        so the CLI's table and the page's cannot differ."""
         s = self.summary
-        refusal = s.benign_refusal
         direct = s.direct_transfer
+        diffs = []
+        for f, m in s.differential_transfer.items():
+            sides = (s.framed_transfer[f], direct) if f in s.framed_transfer and direct else None
+            diffs.append(f"{f} {shown(m, sides=sides)}")
         return {
-            "benign_refusal": "-" if refusal is None else proportion(refusal.rate, refusal.n),
-            "direct_transfer": "-" if direct is None else proportion(direct.mean, direct.n),
-            "framed_transfer": "; ".join(
-                f"{f} {proportion(m.mean, m.n)}" for f, m in s.framed_transfer.items()
-            )
+            "benign_refusal": shown(s.benign_refusal),
+            "direct_transfer": shown(direct),
+            "framed_transfer": "; ".join(f"{f} {shown(m)}" for f, m in s.framed_transfer.items())
             or "-",
-            "differential_transfer": "; ".join(
-                f"{f} {difference(m.mean, m.n, direct.mean, direct.n)}"
-                for f, m in s.framed_transfer.items()
-                if direct is not None and f in s.differential_transfer
-            )
-            or "-",
+            "differential_transfer": "; ".join(diffs) or "-",
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -888,31 +888,33 @@ def test_history_plot(ledger: Ledger, tmp_path: Path) -> None:
 # -- one format for every figure (CLI and web page) -------------------------------------------
 
 
-def test_a_proportion_shows_its_wilson_interval_and_n() -> None:
-    from clients.text import proportion
+def test_a_zero_width_interval_is_never_shown() -> None:
+    """Every answer agreeing gives a resampling interval of zero width: the cell gets the
+    Wilson interval instead, and the reportable rule decides on that."""
+    from clients.probe.metrics import Mean, rate
+    from clients.text import shown
 
-    # 0 of 4: Wilson's interval is [0, 0.49], never the zero-width [0, 0] of a t interval.
-    assert proportion(0.0, 4) == "0.00 [0.00, 0.49] n=4"
-    assert proportion(1.0, 4) == "1.00 [0.51, 1.00] n=4"
-    # A small mean near 0: the interval stays inside [0, 1] (a t interval went below 0).
-    assert proportion(0.1, 10) == "0.10 [0.02, 0.40] n=10"
-
-
-def test_a_figure_from_too_few_items_shows_no_number() -> None:
-    from clients.text import MIN_N, difference, proportion
-
-    assert proportion(0.5, MIN_N - 1) == f"insufficient data (n={MIN_N - 1})"
-    assert difference(0.5, 1, 0.2, 8) == "insufficient data (n=1)"
-    assert proportion(0.5, MIN_N).endswith(f"n={MIN_N}")
+    assert shown(Mean(4, 0.0, 0.0, 0.0)) == "insufficient data (n=4)"  # Wilson [0, 0.49]
+    assert shown(Mean(400, 0.0, 0.0, 0.0)) == "0.00 [0.00, 0.01] n=400"
+    assert shown(rate(0, 4)) == "insufficient data (n=4)"
+    assert shown(None) == "-"
 
 
-def test_a_difference_has_an_interval_inside_its_range() -> None:
-    from clients.text import difference
+def test_an_interval_is_clipped_to_the_figures_range() -> None:
+    from clients.probe.metrics import Mean
+    from clients.text import shown
 
-    # Every framed answer transfers, no direct one does: +1, its interval within [-1, 1].
-    assert difference(1.0, 4, 0.0, 4) == "+1.00 [+0.31, +1.00] n=4"
-    # The same on both sides: centred on 0, never the zero-width [0, 0].
-    assert difference(0.0, 4, 0.0, 4) == "+0.00 [-0.49, +0.49] n=4"
+    assert shown(Mean(200, 0.02, -0.01, 0.05)) == "0.02 [0.00, 0.05] n=200"
+    half = Mean(400, 0.5, 0.45, 0.55)
+    assert shown(Mean(400, -0.99, -1.05, -0.93), sides=(half, half)) == "-0.99 [-1.00, -0.93] n=400"
+
+
+def test_a_zero_width_difference_gets_newcombes_interval() -> None:
+    from clients.probe.metrics import Mean
+    from clients.text import shown
+
+    half = Mean(400, 0.5, 0.45, 0.55)
+    assert shown(Mean(400, 0.0, 0.0, 0.0), sides=(half, half)) == "0.00 [-0.07, 0.07] n=400"
 
 
 def test_every_figure_of_the_table_has_its_interval_and_n(ledger: Ledger) -> None:
@@ -920,14 +922,13 @@ def test_every_figure_of_the_table_has_its_interval_and_n(ledger: Ledger) -> Non
     assert code == 0, err
     header, *rows = out.splitlines()[1:6]
     assert "direct transfer [95% CI]" in header and "framed transfer [95% CI]" in header
-    figure = r"[+-]?\d\.\d\d \[[+-]?\d\.\d\d, [+-]?\d\.\d\d\] n=\d+"
+    number = r"[+-]?\d\.\d\d \[([+-]?\d\.\d\d), ([+-]?\d\.\d\d)\] n=\d+"
+    figure = rf"(?:{number}|insufficient data \(n=\d+\))"
     for row in rows:
-        found = re.findall(figure, row)
-        # benign refusal, direct, 4 framings, 4 differentials
-        assert len(found) == 10, row
-        for f in found:
-            low, high = (float(x) for x in re.findall(r"\[(\S+), (\S+)\]", f)[0])
-            assert low < high, f"zero-width interval in {row}"
+        # at least: benign refusal, direct, 4 framings, 4 framed - direct
+        assert len(re.findall(figure, row)) >= 10, row
+        for low, high in re.findall(number, row):
+            assert float(low) < float(high), f"zero-width interval in {row}"
     with LedgerClient(ledger.base_url) as c:
         statements = fetch_statements(c, LOG, ledger.policy, model=MODEL)
     shown = build_history(MODEL, statements, size=ledger.size).to_json()["rows"]
