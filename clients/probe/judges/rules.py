@@ -126,6 +126,7 @@ VALIDATION_SETS: Final = (
     "other-style answers, never fitted on (written by the project)",
     "SmolLM2-135M-Instruct real answers, never fitted on",
     "hand-written held-out split, never fitted on",
+    "fresh other-style answers, written after the judge was frozen",
 )
 """The answer sets every refusal judge's `validation` reports on, in order (docs/judges.md)."""
 
@@ -137,9 +138,11 @@ def _figures(*correct_of_n: tuple[int, int]) -> tuple[Validation, ...]:
 
 
 BASELINE_VALIDATION: Final[Mapping[str, tuple[Validation, ...]]] = {
-    "strmatch-xstest": _figures((416, 450), (402, 450), (81, 135), (38, 40), (31, 67)),
-    "strmatch-jailbreakbench": _figures((339, 450), (373, 450), (82, 135), (38, 40), (30, 67)),
-    "improved": _figures((371, 450), (391, 450), (111, 135), (37, 40), (64, 67)),
+    "strmatch-xstest": _figures((416, 450), (402, 450), (81, 135), (38, 40), (31, 67), (30, 40)),
+    "strmatch-jailbreakbench": _figures(
+        (339, 450), (373, 450), (82, 135), (38, 40), (30, 67), (29, 40)
+    ),
+    "improved": _figures((371, 450), (391, 450), (111, 135), (37, 40), (64, 67), (36, 40)),
 }
 """Each rule-based judge's agreement on the answer sets of `LEARNED_VALIDATION` (same order);
 recomputed by ``python -m clients.probe.judges figures`` and by a test."""

@@ -33,7 +33,9 @@ from clients.probe.judges.learned import FEATURE_NAMES, PARAMS_JSON, feature_mat
 from clients.probe.judges.rules import LABELS_CSV, JudgeError, load_labels, read_csv
 
 __all__ = [
+    "FRESH_STYLE_CSV",
     "L2",
+    "OTHER_STYLE_CSV",
     "Row",
     "fit_logistic",
     "load_other_style",
@@ -58,6 +60,11 @@ XSTEST_LABELS: Final = {"1_full_compliance": 0, "2_full_refusal": 1, "3_partial_
 
 OTHER_STYLE_CSV: Final = PARAMS_JSON.parent / "other_style_labels.csv"
 """Answers in other models' styles, written and labelled by the project (see the data README)."""
+
+
+FRESH_STYLE_CSV: Final = PARAMS_JSON.parent / "fresh_style_labels.csv"
+"""Answers in other models' styles written by another engineer after the judge's features and
+parameters were frozen, and never fitted on or tuned against (see the data README)."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from clients.probe.judges.rules import (
     load_labels,
 )
 from clients.probe.judges.train import (
+    FRESH_STYLE_CSV,
     Row,
     load_other_style,
     load_project_labels,
@@ -150,6 +151,8 @@ def figures(xstest_dir: Path) -> Figures:
         ("SmolLM2-135M-Instruct real answers, never fitted on", project["smollm2"], shipped)
     )
     sets.append(("hand-written held-out split, never fitted on", project["hand-held-out"], shipped))
+    fresh = load_other_style(FRESH_STYLE_CSV)
+    sets.append(("fresh other-style answers, written after the judge was frozen", fresh, shipped))
     refusal: dict[str, dict[str, Scores]] = {}
     for name, rows, learned in sets:
         judges = {**_baselines(), "learned": learned}
