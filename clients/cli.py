@@ -82,6 +82,15 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A .pub PEM whose signatures the evidence log admits (repeatable).",
 )
+@click.option(
+    "--tiles",
+    default="db",
+    show_default=True,
+    metavar="STORE",
+    help="Also publish tiles, entry bundles and checkpoints as static objects: dir:PATH, or "
+    "s3://BUCKET[/PREFIX]?endpoint=URL (AWS credentials from the environment). 'db': the "
+    "server alone serves them.",
+)
 @limit_options
 @_diagnosed
 def serve(
@@ -94,9 +103,13 @@ def serve(
     workers: int,
     anonymous_interval_ms: int | None,
     allow_keys: tuple[Path, ...],
+    tiles: str,
     limits: Limits,
 ) -> None:
     """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run.
+
+    With --tiles, every batch is also published as static objects (tiles, entry bundles, then
+    the checkpoint) to a directory or an S3 bucket, which verifiers read instead of this server.
 
     The port is bound before anything else: a port held by another process is an error
     (exit status 1), never a "serving on" followed by a crash.
@@ -114,10 +127,15 @@ def serve(
         extra_allow_keys=allow_keys,
         extra_allow_labs=allow_labs,
         anonymous_interval_ms=anonymous_interval_ms,
+        tiles=tiles,
     )
+    for problem in server.catch_up_tiles():
+        click.echo(f"warning: tile store: {problem} (writes answer 503 until it does)", err=True)
     for h in server.logs.values():
         click.echo(f"log {h.name} ({h.partition}) origin {h.origin}\n  vkey {h.vkey}")
         click.echo(f"  operator {h.operator_vkey}")
+        if h.publisher is not None:
+            click.echo(f"  tiles {h.publisher.tiles.url}/{h.publisher.prefix}")
     click.echo(f"serving on http://{host}:{port}  (API docs at /docs)", err=True)
     # No access log (ledger.serving): the anonymous log must not record who wrote.
     if workers == 1:
@@ -131,6 +149,7 @@ def serve(
             "data": str(data),
             "allow_keys": [str(p) for p in allow_keys],
             "anonymous_interval_ms": anonymous_interval_ms,
+            "tiles": tiles,
         }
     )
     serve_app("clients.web:asgi_app", sock, limits, workers=workers, factory=True)
@@ -306,16 +325,32 @@ def log_group() -> None:
 
 
 @log_group.command("verify")
-@click.option("--ledger", required=True, help="Server URL, e.g. http://127.0.0.1:8080")
+@click.option("--ledger", help="Server URL, e.g. http://127.0.0.1:8080")
 @click.option("--log", "log_name", default="evidence", show_default=True)
 @click.option("--vkey", help="Pin the log's verifier key (default: trust what the server says).")
+@click.option(
+    "--tiles",
+    "tiles_url",
+    help="Read the checkpoint, tiles and bundles from this static URL (where `serve --tiles` "
+    "publishes, e.g. a bucket or CDN) instead of the server; with --vkey, no server is needed.",
+)
 @_diagnosed
-def log_verify(ledger: str, log_name: str, vkey: str | None) -> None:
+def log_verify(ledger: str | None, log_name: str, vkey: str | None, tiles_url: str | None) -> None:
     """Fetch the checkpoint, every tile and entry, and recompute the root."""
-    with LedgerClient(ledger) as client:
-        info = _trusted_log(client, log_name, vkey)
-        cp = _audit_with_progress(client, log_name, verifier_from_vkey(info.vkey), info.origin)
-    click.echo(f"ok: {cp.origin} size {cp.size} root {cp.root_hash.hex()} recomputed from tiles")
+    if ledger is None and not (tiles_url and vkey):
+        raise click.UsageError("give --ledger, or --tiles with --vkey")
+    with LedgerClient(ledger or "http://127.0.0.1:9", tiles_url=tiles_url) as client:
+        if ledger is None:
+            verifier = verifier_from_vkey(str(vkey))
+            origin = verifier.name  # a log's key is named after its origin
+        else:
+            info = _trusted_log(client, log_name, vkey)
+            verifier, origin = verifier_from_vkey(info.vkey), info.origin
+        cp = _audit_with_progress(client, log_name, verifier, origin)
+    where = f" at {tiles_url}" if tiles_url else ""
+    click.echo(
+        f"ok: {cp.origin} size {cp.size} root {cp.root_hash.hex()} recomputed from tiles{where}"
+    )
 
 
 def _audit_with_progress(client: LedgerClient, name: str, verifier: Any, origin: str) -> Checkpoint:

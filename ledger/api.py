@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ from ledger import index
 from ledger.admission import AdmissionError
 from ledger.errors import LedgerError
 from ledger.log import LogRangeError
+from ledger.sequencer import PublishError
 from ledger.server import HostedLog, LedgerServer
 from ledger.storage import StorageError
 
@@ -65,6 +67,7 @@ _WHY = {
     404: "No such log, entry, tile or tree size",
     413: "Request body or entry too large",
     422: "A citation in the statement does not resolve",
+    503: "Committed but not yet published to the tile store; a retry returns the same index",
 }
 
 
@@ -110,6 +113,7 @@ _ERRORS: dict[type[Exception], tuple[int, str]] = {
     TileError: (404, "bad_tile_path"),
     StorageError: (500, "storage_inconsistent"),
     merkle.ProofError: (400, "bad_proof_request"),
+    PublishError: (503, "not_published"),
 }
 
 
@@ -266,15 +270,23 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         response_class=Response,
         responses={200: _body(OCTETS, "Tile or entry bundle bytes", _BINARY), **_errors(400, 404)},
     )
-    def tile(name: str, level: str, path: str) -> Response:
-        """A hash tile or entry bundle (C2SP tlog-tiles), full or partial."""
+    def tile(name: str, level: str, path: str, request: Request) -> Response:
+        """A hash tile or entry bundle (C2SP tlog-tiles), full or partial. Entry bundles are
+        gzip-compressed on the wire for clients that accept it (tlog-tiles: SHOULD)."""
         h = hosted(name)
         lvl = parse_level(level)
         index, width = parse_index(path)
         if index > MAX_INDEX:  # no such tile, and the database's signed 64-bit index overflows
             raise LogRangeError(f"tile {level}/{path} does not exist")
         if lvl == ENTRIES_LEVEL:
-            return Response(_bundle(h, index, width), media_type=OCTETS, headers=IMMUTABLE)
+            data = _bundle(h, index, width)
+            if not _accepts_gzip(request.headers.get("accept-encoding", "")):
+                return Response(data, media_type=OCTETS, headers={**IMMUTABLE, **VARY})
+            return Response(
+                gzip.compress(data, compresslevel=6, mtime=0),
+                media_type=OCTETS,
+                headers={**IMMUTABLE, **VARY, "Content-Encoding": "gzip"},
+            )
         data = h.log.store.read_tile(h.log.id, TileId(lvl, index))
         if len(data) < width * 32:
             raise LogRangeError(f"tile {level}/{path} does not exist (yet)")
@@ -286,7 +298,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         responses={
             200: _body("application/json", "Sequenced, with its proofs", _JSON_OBJECT),
             202: _body("application/json", "Anonymous log: queued, with a receipt", _JSON_OBJECT),
-            **_errors(400, 401, 403, 404, 413, 422),
+            **_errors(400, 401, 403, 404, 413, 422, 503),
         },
         openapi_extra={
             "requestBody": {
@@ -405,6 +417,22 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
                 for r in rows
             ],
         }
+
+
+VARY = {"Vary": "Accept-Encoding"}
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (RFC 9110 §12.5.3; `q=0` refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return not params or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _bundle(h: HostedLog, index: int, width: int) -> bytes:

@@ -30,6 +30,7 @@ def server_from_env() -> LedgerServer:
         cfg,
         extra_allow_keys=[Path(p) for p in opts.get("allow_keys", [])],
         anonymous_interval_ms=opts.get("anonymous_interval_ms"),
+        tiles=opts.get("tiles"),
     )
 
 

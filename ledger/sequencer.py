@@ -31,8 +31,20 @@ from attest.tiles import (
     node_at_from_tiles,
 )
 from ledger.admission import AdmissionError, AdmissionRule, Admitted, BatchCheck
+from ledger.errors import LedgerError
 from ledger.log import Log
 from ledger.storage import Batch, Head, WriteTxn
+
+
+class PublishError(LedgerError):
+    """A batch committed to the database but could not be published to the tile store."""
+
+    def __init__(self, size: int, problem: str) -> None:
+        super().__init__(
+            f"committed (tree size {size}) but not yet published to the tile store: {problem}; "
+            "a retry returns the same index once the store answers"
+        )
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -63,10 +75,15 @@ class Sequencer:
         batch_delay: float = 0.0,
         clock: Callable[[], float] = time.time,
         rule: AdmissionRule | None = None,
+        publish: Callable[[int], object] | None = None,
     ) -> None:
+        """`publish(size)`, when given, makes the tile store hold a checkpoint of at least
+        `size` (`ledger.tilestore.Publisher.publish`); it runs after every batch, and no entry
+        of the batch is acknowledged before it returned."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.log, self.signer, self.clock, self.rule = log, signer, clock, rule
+        self.publish = publish
         self.batch_size, self.batch_delay = batch_size, batch_delay
         self._pending: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]] = []
         self._wake = asyncio.Event()
@@ -77,7 +94,31 @@ class Sequencer:
     def integrate(
         self, entries: Sequence[bytes | Admitted], *, pending_done: Sequence[bytes] = ()
     ) -> list[Sequenced | AdmissionError]:
-        """Integrate a batch of entries in one transaction; returns one result per entry.
+        """Integrate a batch of entries in one transaction, then publish the tree to the tile
+        store (if the log has one); returns one result per entry.
+
+        Raises PublishError when the batch committed but could not be published: nothing is
+        acknowledged, a retry gets the same indices back and publishes again.
+        """
+        results, size = self._integrate(entries, pending_done)
+        # Crash point: committed, not yet published; the next batch, a retry or the start-up
+        # catch-up publishes it (the store's checkpoint is written last, so readers see the
+        # previous tree until then).
+        self._publish(size)
+        return results
+
+    def _publish(self, size: int) -> None:
+        if self.publish is None:
+            return
+        try:
+            self.publish(size)
+        except LedgerError as e:
+            raise PublishError(size, e.diagnostic) from e
+
+    def _integrate(
+        self, entries: Sequence[bytes | Admitted], pending_done: Sequence[bytes]
+    ) -> tuple[list[Sequenced | AdmissionError], int]:
+        """The writer path: one transaction; the results and the tree size after it.
 
         Entries already in the log (or repeated within the batch) keep their first index, and so
         does every envelope of a statement already in the log, whatever its signatures (one
@@ -101,7 +142,7 @@ class Sequencer:
             plan = _assign(items, hashes, digests, known, head.size, check)
             if not plan.fresh:
                 txn.delete_pending(pending_done)
-                return plan.results(head)
+                return plan.results(head), head.size
             new_size = head.size + len(plan.fresh)
             tiles = integrate(head.size, txn.read_tile, plan.fresh_hashes).tiles
             bundles = _append_bundles(txn, head.size, plan.fresh)
@@ -127,7 +168,7 @@ class Sequencer:
         self.log.remember_edge(tiles)
         if check is not None:
             check.commit(new_size)
-        return plan.results(new_head)
+        return plan.results(new_head), new_size
 
     # -- the asynchronous front ---------------------------------------------------------------
 

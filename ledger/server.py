@@ -18,10 +18,12 @@ from attest.predicates import CheckpointRef, KeyEvent
 from attest.statement import sign_statement
 from ledger.admission import AdmissionError, AdmissionRule, EvidenceRule
 from ledger.config import DEFAULT_TIER_QUORUM, ConfigError, LogConfig, ServerConfig
+from ledger.errors import LedgerError
 from ledger.log import Log
 from ledger.partitions import AnonymousQueue, AnonymousRule, AttestedRule, anonymous_sequencer
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
+from ledger.tilestore import Publisher, open_tile_store
 
 OPERATOR_KEY_NAME = "operator"
 
@@ -38,6 +40,7 @@ class HostedLog:
     rule: AdmissionRule
     operator_vkey: str
     queue: AnonymousQueue | None = None  # the anonymous log's interval batches
+    publisher: Publisher | None = None  # where the log's tiles are published, if anywhere
 
     @property
     def origin(self) -> str:
@@ -66,8 +69,13 @@ class LedgerServer:
         extra_allow_keys: Sequence[Path] = (),
         extra_allow_labs: Sequence[str] = (),
         anonymous_interval_ms: int | None = None,
+        tiles: str | None = None,
     ) -> LedgerServer:
         """Open (and migrate) the database, set up every log, register bootstrap lab keys.
+
+        `tiles` names a tile store (`ledger.tilestore.open_tile_store`: `dir:PATH`,
+        `s3://BUCKET/PREFIX?endpoint=URL`) to which every log is published after each batch;
+        None or `db`: the database serves the tiles through the API only.
 
         The evidence log comes first: the other partitions consult its key chain.
         """
@@ -84,7 +92,25 @@ class LedgerServer:
         for lc in cfg.logs:
             if lc.partition != "evidence":
                 hosted.append(_host_partition(store, cfg, lc, ev, anonymous_interval_ms))
+        tile_store = open_tile_store(tiles or "db")
+        if tile_store is not None:
+            for h in hosted:
+                h.publisher = Publisher(store, h.log.id, h.name, h.origin, tile_store)
+                h.sequencer.publish = h.publisher.publish
         return cls(store, hosted, cfg.max_body_bytes)
+
+    def catch_up_tiles(self) -> list[str]:
+        """Publish what the database holds beyond the tile store's checkpoint (a crash between
+        a commit and its upload); returns one warning per log whose store did not answer."""
+        problems = []
+        for h in self.logs.values():
+            if h.publisher is None:
+                continue
+            try:
+                h.publisher.catch_up()
+            except LedgerError as e:
+                problems.append(f"log {h.name}: {e.diagnostic}")
+        return problems
 
     def start(self) -> None:
         """Start every sequencer (and the anonymous batches) on the running event loop."""

@@ -297,6 +297,9 @@ class Publisher:
         self.db, self.log_id, self.origin, self.tiles = db, log_id, origin, tiles
         self.prefix = f"logs/{name}"
         self._lock = threading.Lock()
+        # The largest size this process saw the store hold: a batch that is already covered
+        # (a duplicate, or a size another frontend published) costs no request to the store.
+        self._known = -1
 
     def published_size(self) -> tuple[int, Stored | None]:
         """The size of the checkpoint the store holds (0 when none), and that object."""
@@ -330,9 +333,12 @@ class Publisher:
         Idempotent: a crash anywhere is repaired by calling it again.
         """
         with self._lock:
+            if size <= self._known:
+                return self._known
             while True:
                 old, current = self.published_size()  # (1)
                 if old >= size:
+                    self._known = old
                     return old
                 note = self.db.checkpoint(self.log_id, size)
                 if note is None:
@@ -343,6 +349,7 @@ class Publisher:
                 if self.tiles.replace_checkpoint(  # (3)
                     f"{self.prefix}/checkpoint", note.encode("utf-8"), current
                 ):
+                    self._known = size
                     return size
 
     def _objects(self, old: int, size: int) -> None:

@@ -333,3 +333,61 @@ def test_s3_store_down_fails_clearly_and_loses_nothing(tmp_path: Path) -> None:
     with pytest.raises(TileStoreError, match=r"s3://public: cannot"):
         pub.add(10)
     assert pub.log.head().size == 10, "the database holds the batch; only publishing waits"
+
+
+# -- the server publishing, read without it -----------------------------------------------------
+
+
+def test_serve_publishes_and_log_verify_reads_only_the_static_url(
+    static_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from clients.cli import main
+    from tests.support import Signer, envelope_body, log_identity, post_entry, running_server
+
+    url, root = static_server
+    writer = Signer.create(tmp_path / "keys")
+    with running_server(
+        tmp_path / "data", allow_keys=(writer.pub,), extra_args=("--tiles", f"dir:{root}")
+    ) as srv:
+        for i in range(5):
+            post_entry(srv.base_url, envelope_body(writer.envelope(f"report {i}")))
+        vkey, _ = log_identity(srv.base_url)
+        gz = httpx.get(f"{srv.base_url}/logs/evidence/tile/entries/000.p/5")
+        assert gz.headers["content-encoding"] == "gzip"  # httpx asked for it and inflated it
+        plain = httpx.get(
+            f"{srv.base_url}/logs/evidence/tile/entries/000.p/5",
+            headers={"Accept-Encoding": "identity"},
+        )
+        assert "content-encoding" not in plain.headers and plain.content == gz.content
+    # The write server is gone; the static copy is all a verifier needs.
+    res = CliRunner().invoke(main, ["log", "verify", "--tiles", url, "--vkey", vkey])
+    assert res.exit_code == 0, res.output
+    assert "size 5 root" in res.output and url in res.output
+
+
+def test_serve_answers_503_while_the_store_is_down_and_the_retry_gets_the_same_index(
+    tmp_path: Path,
+) -> None:
+    from tests.support import Signer, envelope_body, running_server
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    writer = Signer.create(tmp_path / "keys")
+    body = envelope_body(writer.envelope("kept"))
+    with running_server(
+        tmp_path / "data", allow_keys=(writer.pub,), extra_args=("--tiles", f"dir:{blocked}")
+    ) as srv:
+        # The store refuses writes: a file where its `logs` directory must go (permissions
+        # would not stop root).
+        (blocked / "logs").write_text("not a directory")
+        r = httpx.post(f"{srv.base_url}/logs/evidence/entries", content=body, timeout=60)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "not_published"
+        assert httpx.get(f"{srv.base_url}/logs/evidence/checkpoint").text.split("\n")[1] == "1"
+        (blocked / "logs").unlink()  # the store is back
+        again = httpx.post(f"{srv.base_url}/logs/evidence/entries", content=body, timeout=60)
+        assert again.status_code == 200, again.text
+        assert again.json()["index"] == 0 and again.json()["duplicate"] is True
+        assert (blocked / "logs/evidence/checkpoint").read_text().split("\n")[1] == "1"
