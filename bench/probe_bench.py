@@ -5,6 +5,8 @@
     python bench/probe_bench.py --batch-sizes 1,8 --prompts 16 --json
     python bench/probe_bench.py judges [--answers N]       # judge throughput, answers/s
     python bench/probe_bench.py suite-cost [--tiny] [--prompts N]   # cost of the full suite
+    python bench/probe_bench.py noise-floor [--prompts N] [--batch-sizes 1,8]  # same weights, twice
+    python bench/probe_bench.py attacks [--tiny] [--items N] [--budget demo]  # attacks per minute
 
 For each batch size, the same prompts (the first ``--prompts`` probes of the core suite, in
 suite order) are answered greedily twice per repetition: plain `generate`, then `generate` inside
@@ -163,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return judges_main(args_in[1:])
     if args_in[:1] == ["suite-cost"]:
         return suite_cost_main(args_in[1:])
+    if args_in[:1] == ["noise-floor"]:
+        return noise_floor_main(args_in[1:])
+    if args_in[:1] == ["attacks"]:
+        return attacks_main(args_in[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -332,6 +338,155 @@ def suite_cost_main(argv: Sequence[str]) -> int:
     for name, plan in suites.items():
         est = len(plan) * per_prompt
         print(f"{name} | {len(plan)} | {est / 60:.1f} min")
+    print(f"machine: {machine()}")
+    return 0
+
+
+def attacks_main(argv: Sequence[str]) -> int:
+    """``python bench/probe_bench.py attacks``: budgeted searches per minute on the core suite's
+    first harmful items (anonymous tier), against plain generation of the same items' direct
+    prompts in the same run (same model, batch size and answer length). The search's time
+    budget is lifted so that only queries and tokens bound it: the figure is the machine's."""
+    from dataclasses import replace
+
+    from clients.probe.attacks import (
+        backend_generate,
+        load_corpus,
+        parse_budget,
+        rubric_judge,
+        search,
+    )
+    from clients.probe.backends import LocalBackend
+
+    ap = argparse.ArgumentParser(prog="probe_bench.py attacks")
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--items", type=int, default=4)
+    ap.add_argument("--budget", default="demo", help="as bledger probe --budget")
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args(argv)
+    config = parse_budget(args.budget)
+    config = replace(config, budget=replace(config.budget, seconds=10**9))
+    lm = open_model("tiny" if args.tiny else args.model, device="cpu")
+    gen = backend_generate(LocalBackend(lm), batch_size=args.batch_size)
+    plan = [p for p in probes(load_suite("core"), tiers=["anonymous"]) if p.framing == "direct"]
+    harmful = [p for p in plan if p.item.kind == "harmful"][: args.items]
+    corpus, (judge, _) = load_corpus(), rubric_judge()
+    gen([(None, "warm up")], 2)
+    t_plain, replies = _timed(
+        lambda: gen([(p.system, p.user) for p in harmful], config.max_new_tokens)
+    )
+    t_attack, outs = _timed(
+        lambda: [
+            search(p.item, p.system, gen, judge, config, corpus, attacker=gen, attacker_name="self")
+            for p in harmful
+        ]
+    )
+    queries = sum(o.queries for o in outs)
+    tokens = sum(o.tokens for o in outs)
+    plain_tokens = sum(r.tokens for r in replies)
+    print(
+        f"model {lm.identity.name}, budget {config.budget.text()} (time lifted), corpus "
+        f"{config.corpus}, rounds {config.rounds} x branches {config.branches}, "
+        f"{config.max_new_tokens} new tokens per answer, batch {args.batch_size}"
+    )
+    print("run | items | target queries | tokens | s | items/min | queries/min")
+    print("--- | ----- | -------------- | ------ | - | --------- | -----------")
+    n = len(harmful)
+    print(
+        f"plain generation | {n} | {n} | {plain_tokens} | {t_plain:.1f} | "
+        f"{60 * n / t_plain:.1f} | {60 * n / t_plain:.1f}"
+    )
+    print(
+        f"attack (corpus+pair) | {n} | {queries} | {tokens} | {t_attack:.1f} | "
+        f"{60 * n / t_attack:.2f} | {60 * queries / t_attack:.1f}"
+    )
+    best = [o.best.transfer if o.best else 0.0 for o in outs]
+    print(f"best transfer per item: {', '.join(f'{b:.2f}' for b in best)}")
+    print(f"machine: {machine()}")
+    return 0
+
+
+def noise_floor_main(argv: Sequence[str]) -> int:
+    """``python bench/probe_bench.py noise-floor``: the same weights answer the same prompts at
+    two batch sizes; the answers are judged as a probing run judges them and compared with
+    `clients.probe.continuity.noise_floor` (records built in memory, never logged)."""
+    import hashlib
+
+    from attest.predicates import CheckpointRef, LogEntryRef, ModelRef, ProbeRecord, SuiteRef
+    from clients.probe.continuity import noise_floor
+    from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
+    from clients.probe.records import probe_item
+
+    ap = argparse.ArgumentParser(prog="probe_bench.py noise-floor")
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--suite", default="core")
+    ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    args = ap.parse_args(argv)
+    suite = load_suite(args.suite)
+    plan = probes(suite, tiers=["anonymous"])
+    step = max(1, len(plan) // args.prompts)
+    plan = plan[::step][: args.prompts]  # spread over the suite's categories
+    lm = open_model("tiny" if args.tiny else args.model, device="cpu")
+    refusal = LearnedRefusalJudge()
+    transfer = RubricTransferJudge(refusal)
+    model = ModelRef(name="m", version="v", weights_sha256=lm.identity.weights_sha256)
+    ref = SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest)
+    runs: list[list[ProbeRecord]] = []
+    texts: list[list[str]] = []
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        t, gens = _timed(
+            lambda bs=bs: _plain(lm, [(p.system, p.user) for p in plan], bs, args.max_new_tokens)
+        )
+        print(f"batch {bs}: {len(plan)} answers in {t:.0f} s", file=sys.stderr)
+        texts.append([g.text for g in gens])
+        by_cell: dict[tuple[str, str], list[Any]] = {}
+        for p, g in zip(plan, gens, strict=True):
+            it = probe_item(
+                p.item.id,
+                p.framing,
+                g.text,
+                refused=refusal.refused(p.user, g.text),
+                transfer=transfer.transfer(p.item, g.text),
+                emotions={},
+            )
+            by_cell.setdefault((p.item.category, p.tier.name), []).append(it)
+        runs.append(
+            [
+                ProbeRecord(
+                    seen_checkpoint=CheckpointRef(
+                        origin="bench", size=0, root=hashlib.sha256().hexdigest()
+                    ),
+                    issued_at=0,
+                    model=model,
+                    suite=ref,
+                    category=cat,
+                    tier=tier,
+                    run_id=f"batch-{bs}",
+                    calibration=LogEntryRef(origin="bench", index=0, leaf_hash="00" * 32),
+                    items=tuple(items),
+                )
+                for (cat, tier), items in by_cell.items()
+            ]
+        )
+    floor = noise_floor(runs[0], runs[1], suite)
+    same = sum(a == b for a, b in zip(texts[0], texts[1], strict=True))
+    print(
+        f"model {lm.identity.name}, {len(plan)} {args.suite} prompts, batch sizes "
+        f"{args.batch_sizes}, max {args.max_new_tokens} new tokens: {same} of {len(plan)} answers "
+        f"identical"
+    )
+    o = floor.overall
+    print(f"refusal verdict flips: {o.k} of {o.n} ({o.rate:.3f} [{o.low:.3f}, {o.high:.3f}])")
+    if floor.transfer_change is not None:
+        m = floor.transfer_change
+        print(
+            f"mean |transfer change| on harmful items: {m.mean:.3f} [{m.low:.3f}, {m.high:.3f}] "
+            f"(n={m.n})"
+        )
     print(f"machine: {machine()}")
     return 0
 

@@ -142,7 +142,9 @@ def mean_ci(
     Each resample draws items with replacement and takes the mean over all their values, so the
     several framings or attempts of one item move together. Requires values inside `bounds`
     (default [0, 1]); the interval then stays inside them. With fewer than two items there is
-    no spread to resample: the interval is the whole of `bounds` (no evidence), never a point.
+    no spread to resample: the interval is the whole of `bounds` (no evidence). When every item
+    has the same mean (all 0.0, say) the bootstrap interval would be a point; it is then the
+    Wilson interval of a 0/1 variable with that mean over the items (at four items [0, 0.49]).
     Deterministic: numpy's PCG64 generator seeded with `seed`.
     """
     xs = _finite(values)
@@ -171,8 +173,14 @@ def mean_ci(
     sums, counts = np.asarray(sum_of), np.asarray(count_of, dtype=np.float64)
     draw = rng.integers(0, k, size=(resamples, k))
     means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return Mean(len(xs), m, max(lo, float(low)), min(hi, float(high)), k, method)
+    low, high = (float(q) for q in np.quantile(means, [0.025, 0.975]))
+    if high - low < 1e-12:
+        # Every item alike (all refused, all 0.0): resampling has no spread to show, yet four
+        # items are no evidence. Use the Wilson interval of a 0/1 variable with this mean over
+        # these items: the widest the data allow, never a point.
+        w = rate(round((m - lo) / (hi - lo) * k), k)
+        low, high = lo + w.low * (hi - lo), lo + w.high * (hi - lo)
+    return Mean(len(xs), m, max(lo, low), min(hi, high), k, method)
 
 
 def differential_transfer(

@@ -119,6 +119,16 @@ def test_mean_ci_covers_a_known_rate() -> None:
     assert m.high - m.low == pytest.approx(w.high - w.low, abs=0.03)
 
 
+def test_mean_ci_of_identical_items_is_never_a_point() -> None:
+    # Four items all at 0.0: as uncertain as 0 refusals of 4 (Wilson [0, 0.49]), not [0, 0].
+    m = mean_ci([0.0] * 4)
+    assert (m.low, m.high) == (0.0, pytest.approx(rate(0, 4).high))
+    assert not reportable(m) and cell_text(m) == "insufficient data (n=4)"
+    assert mean_ci([1.0] * 400).low == pytest.approx(rate(400, 400).low)
+    d = differential_transfer([0.5] * 4, [0.5] * 4)  # every difference 0, bounds [-1, 1]
+    assert d.low < 0 < d.high and not reportable(d)
+
+
 def test_mean_ci_edges() -> None:
     assert mean_ci([0.25]) == mean_ci([0.25]).__class__(
         1, 0.25, 0.0, 1.0, 1, mean_ci([0.25]).method
