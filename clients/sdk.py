@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import httpx
 
 from attest import merkle
+from attest.admission import statement_digest
 from attest.audit import AuditError, audit_tree
 from attest.checkpoint import Checkpoint, open_checkpoint, origin_hash
 from attest.dsse import Envelope
@@ -65,6 +66,15 @@ class Submitted:
     duplicate: bool
     checkpoint: Checkpoint
     tlog_proof: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An envelope of a batch that the log refused, as the single-entry route would answer."""
+
+    status: int
+    error: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -361,9 +371,56 @@ class LedgerClient:
         if r.status_code != 200:
             raise ClientError(f"the log refused the entry: HTTP {r.status_code}: {_detail(r)}")
         body: dict[str, Any] = r.json()
-        text = str(body["tlog_proof"])
-        cp = verify_submission(text, envelope, verifier, origin)
-        return Submitted(int(body["index"]), bool(body.get("duplicate")), cp, text)
+        return self._submitted(name, body, envelope, verifier, origin)
+
+    def submit_batch(
+        self, name: str, envelopes: Sequence[Envelope], verifier: NoteVerifier, origin: str
+    ) -> list[Submitted | Refused]:
+        """Post up to 1,024 envelopes in one request (`POST /logs/{name}/entries/batch`) and
+        verify every returned tlog-proof offline; one result per envelope, in order."""
+        path = f"/logs/{name}/entries/batch"
+        try:
+            r = self._http.post(path, json={"envelopes": [e.to_json() for e in envelopes]})
+        except httpx.HTTPError as e:
+            raise ClientError(f"POST {path}: {e}") from e
+        if r.status_code != 200:
+            raise ClientError(f"the log refused the batch: HTTP {r.status_code}: {_detail(r)}")
+        results = r.json().get("results")
+        if not isinstance(results, list) or len(results) != len(envelopes):
+            raise VerificationError(f"POST {path}: want one result per envelope")
+        out: list[Submitted | Refused] = []
+        for env, res in zip(envelopes, results, strict=True):
+            if "tlog_proof" in res:
+                out.append(self._submitted(name, res, env, verifier, origin))
+            else:
+                out.append(Refused(int(res["status"]), str(res["error"]), str(res["detail"])))
+        return out
+
+    def _submitted(
+        self,
+        name: str,
+        body: dict[str, Any],
+        envelope: Envelope,
+        verifier: NoteVerifier,
+        origin: str,
+    ) -> Submitted:
+        """Check a write's answer: its tlog-proof proves `envelope`, or, for a duplicate, an
+        entry that carries the same statement (the log keeps one entry per statement, with the
+        signatures it was first posted with)."""
+        text, index = str(body["tlog_proof"]), int(body["index"])
+        duplicate = bool(body.get("duplicate"))
+        try:
+            cp = verify_submission(text, envelope, verifier, origin)
+        except VerificationError:
+            if not duplicate:
+                raise
+            logged = Envelope.from_json(self._entry_bytes(name, index))
+            if statement_digest(logged) != statement_digest(envelope):
+                raise VerificationError(
+                    f"entry {index}, answered as a duplicate, holds another statement"
+                ) from None
+            cp = verify_submission(text, logged, verifier, origin)
+        return Submitted(index, duplicate, cp, text)
 
     def audit(self, name: str, verifier: NoteVerifier, origin: str) -> Checkpoint:
         """Fetch the latest checkpoint, every tile and entry bundle, and recompute the root."""

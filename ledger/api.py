@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import gzip
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -34,10 +35,10 @@ from attest.tiles import (
 )
 from attest.tlog_proof import TlogProof, format_tlog_proof
 from ledger import index
-from ledger.admission import AdmissionError
+from ledger.admission import AdmissionError, Admitted
 from ledger.errors import LedgerError
 from ledger.log import LogRangeError
-from ledger.sequencer import PublishError
+from ledger.sequencer import PublishError, Sequenced
 from ledger.server import HostedLog, LedgerServer
 from ledger.storage import StorageError
 
@@ -122,8 +123,13 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+BATCH_BODY_LIMIT = 16 * 1024 * 1024
+"""Request body limit of the batch route (the others have the config's max_body_bytes)."""
+
+
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before the handler reads them."""
+    """Refuse request bodies over the route's limit with 413, before the handler reads them:
+    `limit` bytes, or `BATCH_BODY_LIMIT` on the batch route."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -132,9 +138,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = BATCH_BODY_LIMIT if scope["path"].endswith("/entries/batch") else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            resp = _error(413, "body_too_large", f"request body exceeds {limit} bytes")
+            await resp(scope, receive, send)
             return
         seen = 0
 
@@ -142,15 +150,11 @@ class BodyLimit:
             nonlocal seen
             msg = await receive()
             seen += len(msg.get("body", b""))
-            if seen > self.limit:
-                raise ApiError(413, "body_too_large", f"request body exceeds {self.limit} bytes")
+            if seen > limit:
+                raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
             return msg
 
         await self.app(scope, limited, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resp = _error(413, "body_too_large", f"request body exceeds {self.limit} bytes")
-        await resp(scope, receive, send)
 
 
 def create_app(server: LedgerServer) -> FastAPI:
@@ -339,6 +343,66 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             "tlog_proof": format_tlog_proof(TlogProof(seq.index, proof.hashes, note)),
         }
 
+    @app.post(
+        "/logs/{name}/entries/batch",
+        response_model=None,
+        responses={
+            200: _body(
+                "application/json",
+                "One result per envelope, in order: sequenced with its tlog-proof, or refused",
+                _JSON_OBJECT,
+            ),
+            **_errors(400, 404, 413),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["envelopes"],
+                            "properties": {
+                                "envelopes": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": MAX_BATCH,
+                                    "items": _ENVELOPE_SCHEMA,
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def add_entries(name: str, request: Request) -> dict[str, Any]:
+        """Admit, sequence and prove up to MAX_BATCH envelopes in one request (what probe
+        workers and bulk importers use); returns once every admitted one is in a checkpoint.
+
+        Each envelope is judged on its own: the answer lists, in order, either the entry
+        (`index`, `leaf_hash`, `duplicate`, `tlog_proof`) or the refusal (`status`, `error`,
+        `detail`, as the single-entry route would answer). The anonymous log takes one token
+        per entry and has no batch route.
+        """
+        h = hosted(name)
+        if h.queue is not None:
+            raise ApiError(400, "no_batch", "the anonymous log takes one token per entry")
+        bodies = _batch_bodies(await request.body())
+        admitted = await asyncio.to_thread(_admit_all, h, bodies)
+        added = await asyncio.gather(
+            *(h.sequencer.add(a) for a in admitted if not isinstance(a, LedgerError)),
+            return_exceptions=True,
+        )
+        results: list[dict[str, Any]] = []
+        sequenced = iter(added)
+        for a in admitted:
+            r: BaseException | Sequenced | LedgerError = (
+                a if isinstance(a, LedgerError) else next(sequenced)
+            )
+            results.append(_entry_result(h, r))
+        return {"results": results}
+
     @app.get("/logs/{name}/entries/{index}", responses=_errors(400, 404))
     def get_entry(name: str, index: int) -> dict[str, Any]:
         """The entry at `index`: its canonical bytes (base64) and leaf hash."""
@@ -417,6 +481,55 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
                 for r in rows
             ],
         }
+
+
+MAX_BATCH = 1024
+"""Envelopes one batch request may carry."""
+
+
+def _batch_bodies(raw: bytes) -> list[bytes]:
+    """The envelopes of a batch request, each re-encoded as the single-entry route's body."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise ApiError(400, "bad_request", f"body is not JSON: {e}") from e
+    envs = doc.get("envelopes") if isinstance(doc, dict) else None
+    if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_BATCH:
+        raise ApiError(
+            400, "bad_request", f"want {{\"envelopes\": [1 to {MAX_BATCH} DSSE envelopes]}}"
+        )
+    return [json.dumps(e).encode() for e in envs]
+
+
+def _admit_all(h: HostedLog, bodies: list[bytes]) -> list[Admitted | LedgerError]:
+    out: list[Admitted | LedgerError] = []
+    for body in bodies:
+        try:
+            out.append(h.rule.admit(body, None))
+        except LedgerError as e:
+            out.append(e)
+    return out
+
+
+def _entry_result(h: HostedLog, r: BaseException | Sequenced) -> dict[str, Any]:
+    """One element of a batch answer."""
+    if isinstance(r, Sequenced):
+        proof = h.log.inclusion_proof(r.index, r.head.size, checked=True)
+        note = r.head.checkpoint.encode()
+        return {
+            "index": r.index,
+            "leaf_hash": b64(r.leaf_hash),
+            "duplicate": r.duplicate,
+            "tlog_proof": format_tlog_proof(TlogProof(r.index, proof.hashes, note)),
+        }
+    if isinstance(r, AdmissionError):
+        return {"status": r.status, "error": r.error, "detail": r.diagnostic}
+    status, code = next(
+        ((st, c) for t, (st, c) in _ERRORS.items() if isinstance(r, t)), (500, "internal")
+    )
+    if status == 500:
+        raise r  # not a refusal of this entry: the server's own failure
+    return {"status": status, "error": code, "detail": getattr(r, "diagnostic", str(r))}
 
 
 VARY = {"Vary": "Accept-Encoding"}
