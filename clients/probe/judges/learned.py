@@ -450,6 +450,10 @@ LEARNED_VALIDATION: Final = _figures(
 """The shipped judge's agreement with human labels on answers it was not fitted on; recomputed
 from the data by ``python -m clients.probe.judges figures`` (and by a test)."""
 
+SHIPPED_CONFIG_DIGEST: Final = "2558dacbc0dd971c1bba914d304c3e743e4402c2728249c666fc27aa86a8e82b"
+"""The config digest `LEARNED_VALIDATION` was measured with: a judge carries those figures only
+when its feature code and parameters are exactly these (an edited parameter file does not)."""
+
 
 @dataclass(frozen=True, init=False, eq=False)
 class LearnedRefusalJudge:
@@ -459,8 +463,8 @@ class LearnedRefusalJudge:
     parameters come from a JSON file (default: the shipped `PARAMS_JSON`). `config_digest` is
     the SHA-256 of the RFC 8785 canonical JSON of ``{"features_version", "params"}``, so a
     recorded verdict names exactly the feature code and parameters that produced it.
-    `validation` carries the agreement figures of the shipped parameters (empty for another
-    parameter file: its figures are not known).
+    `validation` carries `LEARNED_VALIDATION` when the digest is `SHIPPED_CONFIG_DIGEST`, and is
+    empty otherwise (another parameter file's figures are not known).
     """
 
     name: str
@@ -473,24 +477,24 @@ class LearnedRefusalJudge:
     _threshold: float
 
     def __init__(self, params_path: Path = PARAMS_JSON) -> None:
-        shipped = params_path.resolve() == PARAMS_JSON
-        self._set(load_params(params_path), LEARNED_VALIDATION if shipped else ())
+        self._set(load_params(params_path))
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> LearnedRefusalJudge:
-        """A judge from an in-memory parameter object (as `train.params_for` returns); its
-        validation figures are not known, so `validation` is empty."""
+        """A judge from an in-memory parameter object (as `train.params_for` returns)."""
         judge = cls.__new__(cls)
-        judge._set(params, ())
+        judge._set(params)
         return judge
 
-    def _set(self, raw: Mapping[str, object], validation: tuple[Validation, ...]) -> None:
-        digest = canonicalize({"features_version": FEATURES_VERSION, "params": dict(raw)})
+    def _set(self, raw: Mapping[str, object]) -> None:
+        canon = canonicalize({"features_version": FEATURES_VERSION, "params": dict(raw)})
+        digest = hashlib.sha256(canon).hexdigest()
+        shipped = digest == SHIPPED_CONFIG_DIGEST
         for attr, value in (
             ("name", "learned"),
             ("version", f"{raw.get('version', '1')}.f{FEATURES_VERSION}"),
-            ("config_digest", hashlib.sha256(digest).hexdigest()),
-            ("validation", validation),
+            ("config_digest", digest),
+            ("validation", LEARNED_VALIDATION if shipped else ()),
             ("params", raw),
             ("_w", np.asarray(raw["weights"], dtype=np.float64)),
             ("_b", float(raw["bias"])),  # type: ignore[arg-type]

@@ -40,6 +40,7 @@ from clients.probe.judges import (
     refusal_judges,
     score_table,
 )
+from clients.probe.judges.learned import SHIPPED_CONFIG_DIGEST
 from clients.probe.judges.rules import VALIDATION_SETS
 from clients.probe.judges.train import main as train_main
 from clients.probe.judges.train import training_rows
@@ -396,6 +397,8 @@ def test_learned_judge_reads_other_styles() -> None:
 
 def test_learned_judge_identity(tmp_path: Path) -> None:
     assert (LEARNED.name, LEARNED.version) == ("learned", "2.f2")
+    # The published figures belong to these exact parameters: a re-fit must re-validate.
+    assert LEARNED.config_digest == SHIPPED_CONFIG_DIGEST
     assert (
         len(LEARNED.config_digest) == 64
         and LEARNED.config_digest == LearnedRefusalJudge().config_digest
