@@ -4,13 +4,16 @@ The method (after Anthropic's 2026 emotion-concepts work, applied to open models
 
 1. Stimuli: `clients/probe/data/emotions/stimuli.jsonl`, written for this project — for each of
    `EMOTIONS`, 40 short everyday texts that convey the emotion without naming it (a fixed split:
-   30 train, 10 held out), plus neutral, factual texts.
+   20 train, 10 select, 10 held out), plus neutral, factual texts (half for the neutral
+   components, half for the neutral-text null).
 2. Reading a text: its tokens' residual-stream vectors at one decoder layer, each at the token's
    own position, averaged over the text (`TOKEN_RULE`). Texts are read after `READING_PREFIX`,
    a start-of-turn token, so no text's first token is the model's attention sink (whose huge,
    content-free activation would otherwise swamp the mean of a short text).
 3. Difference of means: per emotion, the mean over its train texts minus the mean over all
-   emotions (that grand mean is kept as the calibration's `center`).
+   emotions (that grand mean is kept as the calibration's `center`). With ``method="lda"`` the
+   differences are then whitened by a shrunk covariance of the within-emotion and neutral
+   readings (a regularised linear discriminant).
 4. Neutral directions: the top `n_pcs` principal components of the neutral texts' readings
    (centred) are projected out of every vector, which is then scaled to unit length. They are
    projected out of the vectors only: since the vectors are orthogonal to them, those
@@ -21,9 +24,15 @@ The method (after Anthropic's 2026 emotion-concepts work, applied to open models
    that would otherwise decide the argmax (on SmolLM2, held-out accuracy falls from about 0.6
    to 0.1-0.4 without it; see docs/emotions.md). A score of 0 thus means "as much of this
    emotion as the average emotional stimulus".
-6. Layer: every layer in 30-80 % of the depth is fitted; the one whose vectors classify the
-   held-out texts best (argmax projection, top-1) is kept. Per-emotion held-out accuracy and
-   chance (1/E) are reported with it.
+6. Layer: every layer in 30-80 % of the depth is fitted on the train texts; the one whose
+   vectors classify the *select* texts best (argmax projection, top-1) is kept, refitted on
+   train + select, and scored on the held-out texts, which neither fitting nor the choice of
+   layer ever sees. Per-emotion held-out accuracy and chance (1/E) are reported with it.
+7. What noise gives: the projections of the null texts (neutral texts used for nothing else)
+   onto every vector, and `RANDOM_DIRECTIONS` seeded random unit directions in the vectors'
+   subspace, are kept with the calibration, so any projection can be read against both
+   (`Calibration.interpret`): a projection is a position along a direction, relative to
+   neutral text, not a measure of what the model feels.
 
 `emotion_capture` then reads the projections of every generated answer token while `generate`
 runs, and `score_texts` reads whole texts. Both use `residual_hook`, so no hook outlives them.
@@ -46,7 +55,7 @@ from typing import Any, Final
 import torch
 
 from attest.errors import AttestError
-from clients.probe.metrics import milli
+from clients.probe.metrics import milli, rate
 from clients.probe.model import (
     Generation,
     LoadedModel,
@@ -57,7 +66,12 @@ from clients.probe.model import (
 )
 
 __all__ = [
+    "DEFAULT_METHOD",
+    "DEFAULT_N_PCS",
+    "DEFAULT_SHRINKAGE",
     "EMOTIONS",
+    "METHODS",
+    "RANDOM_DIRECTIONS",
     "READING_PREFIX",
     "TOKEN_RULE",
     "Calibration",
@@ -66,23 +80,30 @@ __all__ = [
     "CaptureError",
     "EmotionCapture",
     "EmotionsError",
+    "Interpretation",
     "Stimuli",
     "StimuliError",
+    "StimulusReadings",
     "calibrate",
     "calibration_chunks",
     "calibration_dir",
     "classify",
     "difference_of_means",
     "emotion_capture",
+    "fit_calibration",
     "fit_layer",
     "grand_mean",
+    "interpret_texts",
     "latest_calibration",
     "load_calibration",
     "load_stimuli",
     "neutral_components",
     "project_out",
+    "random_directions",
+    "read_stimuli",
     "save_calibration",
     "score_texts",
+    "shrunk_covariance",
     "sweep_layers",
     "text_means",
 ]
@@ -123,7 +144,30 @@ SWEEP: Final = (0.3, 0.8)
 """The fraction of the depth whose layers `calibrate` sweeps by default."""
 
 STIMULI: Final = "stimuli.jsonl"
-_FORMAT: Final = "behaviour-ledger/emotion-calibration/v1"
+_FORMAT: Final = "behaviour-ledger/emotion-calibration/v2"
+_FORMATS: Final = ("behaviour-ledger/emotion-calibration/v1", _FORMAT)
+
+METHODS: Final = ("dom", "lda")
+"""How vectors are fitted: ``dom`` plain difference of means, ``lda`` difference of means
+whitened by a shrunk covariance (see `fit_layer`)."""
+
+DEFAULT_METHOD: Final = "dom"
+DEFAULT_SHRINKAGE: Final = 0.5
+DEFAULT_N_PCS: Final = 4
+"""The fitting `calibrate` uses unless told otherwise."""
+
+RANDOM_DIRECTIONS: Final = 64
+"""How many seeded random unit directions a calibration keeps as its random-direction baseline."""
+
+MEASURES: Final = (
+    "projection of the mean residual-stream reading onto each emotion direction, relative to "
+    "the calibration's center; read it against the neutral-text null and the random-direction "
+    "baseline, not as what the model feels"
+)
+"""What a summary measures, in the words every summary file and CLI output carries."""
+
+RANDOM_SEED: Final = 20260
+"""The default seed of those directions (recorded in each calibration)."""
 
 
 class EmotionsError(AttestError):
@@ -165,29 +209,45 @@ class CaptureError(EmotionsError):
 
 @dataclass(frozen=True)
 class Stimuli:
-    """The stimulus set: train and held-out texts per emotion, neutral texts, the file's digest."""
+    """The stimulus set and the file's digest.
+
+    Per emotion: `train` texts (fit the vectors), `select` texts (choose the layer) and
+    `held_out` texts (the test split: never used to fit or choose anything). `neutral` texts
+    give the neutral components; `null` neutral texts give the neutral-text null and nothing
+    else. A set without `select` texts has its layer chosen on `train` (recorded as such); one
+    without `null` texts takes its null from `neutral` (recorded as such).
+    """
 
     train: Mapping[str, tuple[str, ...]]
     held_out: Mapping[str, tuple[str, ...]]
     neutral: tuple[str, ...]
     sha256: str
+    select: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    null: tuple[str, ...] = ()
 
     @property
     def emotions(self) -> tuple[str, ...]:
         """The emotions present, in `EMOTIONS` order."""
         return tuple(e for e in EMOTIONS if e in self.train)
 
-    def subset(self, train: int, held_out: int, neutral: int) -> Stimuli:
-        """The first `train` / `held_out` texts per emotion and `neutral` neutral texts.
+    def subset(
+        self, train: int, held_out: int, neutral: int, *, select: int = 0, null: int = 0
+    ) -> Stimuli:
+        """The first `train` / `select` / `held_out` texts per emotion, `neutral` neutral and
+        `null` null texts.
 
         For quick calibrations (tests); the digest marks the result as a subset.
         """
         tag = f"{self.sha256}:subset:{train}:{held_out}:{neutral}"
+        if select or null:
+            tag += f":{select}:{null}"
         return Stimuli(
             train={e: t[:train] for e, t in self.train.items()},
             held_out={e: t[:held_out] for e, t in self.held_out.items()},
             neutral=self.neutral[:neutral],
             sha256=hashlib.sha256(tag.encode()).hexdigest(),
+            select={e: t[:select] for e, t in self.select.items() if select and t},
+            null=self.null[:null],
         )
 
 
@@ -199,13 +259,15 @@ def stimuli_path() -> Path:
 def load_stimuli(path: Path | None = None) -> Stimuli:
     """Read the stimulus file (JSON lines: ``id``, ``label``, ``split``, ``text``).
 
-    ``label`` is an emotion of `EMOTIONS` or ``neutral``; ``split`` is ``train`` or ``held_out``
-    for an emotion and ``neutral`` for a neutral text. The split is in the file, so it is fixed.
+    ``label`` is an emotion of `EMOTIONS` or ``neutral``; ``split`` is ``train``, ``select`` or
+    ``held_out`` for an emotion and ``neutral`` or ``null`` for a neutral text. The split is in
+    the file, so it is fixed.
     """
     data = (path or stimuli_path()).read_bytes()
-    train: dict[str, list[str]] = {e: [] for e in EMOTIONS}
-    held: dict[str, list[str]] = {e: [] for e in EMOTIONS}
-    neutral: list[str] = []
+    parts: dict[str, dict[str, list[str]]] = {
+        split: {e: [] for e in EMOTIONS} for split in ("train", "select", "held_out")
+    }
+    neutral: dict[str, list[str]] = {NEUTRAL: [], "null": []}
     seen: set[str] = set()
     for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if not line.strip():
@@ -215,17 +277,22 @@ def load_stimuli(path: Path | None = None) -> Stimuli:
             raise StimuliError(f"stimuli line {n}: duplicate id {row['id']!r}")
         seen.add(row["id"])
         label, split, text = row["label"], row["split"], row["text"]
-        if label == NEUTRAL and split == NEUTRAL:
-            neutral.append(text)
-        elif label in train and split in ("train", "held_out"):
-            (train if split == "train" else held)[label].append(text)
+        if label == NEUTRAL and split in neutral:
+            neutral[split].append(text)
+        elif label in EMOTIONS and split in parts:
+            parts[split][label].append(text)
         else:
             raise StimuliError(f"stimuli line {n}: unknown label/split {label!r}/{split!r}")
+    train, select, held = (
+        {e: tuple(t) for e, t in parts[k].items() if t} for k in ("train", "select", "held_out")
+    )
     return Stimuli(
-        train={e: tuple(t) for e, t in train.items() if t},
-        held_out={e: tuple(t) for e, t in held.items() if t},
-        neutral=tuple(neutral),
+        train=train,
+        held_out=held,
+        neutral=tuple(neutral[NEUTRAL]),
         sha256=hashlib.sha256(data).hexdigest(),
+        select=select,
+        null=tuple(neutral["null"]),
     )
 
 
@@ -245,6 +312,38 @@ def _stimulus_row(line: str, n: int) -> dict[str, str]:
 # -- the calibration --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Interpretation:
+    """One projection onto one emotion direction, put against what noise gives.
+
+    `projection` is ``(reading - center) · vector`` (the summary's mean). Against the
+    neutral-text null (the same projection of the calibration's null texts): `neutral_z` is
+    ``(projection - null mean) / null std``, `neutral_percentile` the share of null texts that
+    project lower, with its Wilson 95 % interval (`neutral_interval`; the null has finitely many
+    texts). Against the random-direction baseline (the same reading projected onto the
+    calibration's seeded random unit directions): `random_interval` is their 2.5-97.5 %
+    range and `random_percentile` the share of them the reading projects onto less.
+    """
+
+    projection: float
+    neutral_z: float
+    neutral_percentile: float
+    neutral_interval: tuple[float, float]
+    random_interval: tuple[float, float]
+    random_percentile: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, rounded to 4 decimals."""
+        return {
+            "projection": round(self.projection, 4),
+            "neutral_z": round(self.neutral_z, 4),
+            "neutral_percentile": round(self.neutral_percentile, 4),
+            "neutral_interval": [round(x, 4) for x in self.neutral_interval],
+            "random_interval": [round(x, 4) for x in self.random_interval],
+            "random_percentile": round(self.random_percentile, 4),
+        }
+
+
 @dataclass
 class Calibration:
     """Emotion vectors for one model and where they are read.
@@ -252,8 +351,12 @@ class Calibration:
     `vectors` [E, d] float32 are unit length, one row per emotion of `emotions`, orthogonal to
     `neutral_pcs` [k, d] (orthonormal rows); `center` [d] is subtracted from a reading before
     projecting (None: nothing is). `held_out_accuracy` is top-1 accuracy per emotion on
-    the held-out stimuli at `layer`, `chance` is 1/E, `layer_scores` the held-out accuracy (over
-    all held-out texts) of every layer swept. `reading_prefix` is put before every text read.
+    the held-out stimuli at `layer` (the test split: `layer` was chosen on `selected_on`),
+    `held_out_score` the same over all held-out texts, `chance` is 1/E, `layer_scores` the
+    accuracy on the `selected_on` texts of every layer swept. `reading_prefix` is put before
+    every text read. `method` and `shrinkage` say how the vectors were fitted (`fit_layer`).
+    `null_projections` [n, E] are the projections of the null texts (`null_source` says which
+    texts), `random_directions` [K, d] the random-direction baseline (seed `random_seed`).
     """
 
     model: ModelIdentity
@@ -268,6 +371,84 @@ class Calibration:
     center: torch.Tensor | None = None
     reading_prefix: str = ""
     stimuli_sha256: str = ""
+    method: str = "dom"
+    shrinkage: float = 0.0
+    selected_on: str = "held_out"
+    held_out_score: float | None = None
+    null_projections: torch.Tensor | None = None
+    null_source: str = ""
+    random_directions: torch.Tensor | None = None
+    random_seed: int = RANDOM_SEED
+
+    def centred_projections(self, readings: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """``(readings - center) @ directions.T`` for any directions [m, d] (float32)."""
+        directions = directions.float().to(readings.device)
+        out = readings.float() @ directions.T
+        if self.center is not None:
+            out = out - self.center.float().to(readings.device) @ directions.T
+        return out
+
+    def random_projections(self, readings: torch.Tensor) -> torch.Tensor:
+        """[n, d] readings onto the random-direction baseline: [n, K] (K = 0 without one)."""
+        if self.random_directions is None:
+            return torch.zeros(readings.shape[0], 0)
+        return self.centred_projections(readings, self.random_directions)
+
+    def interpret(
+        self, projections: torch.Tensor, random: torch.Tensor
+    ) -> dict[str, Interpretation]:
+        """Per emotion, one reading's projection [E] against the neutral null and against its
+        own projections onto the random directions [K] (see `Interpretation`).
+
+        Raises `CalibrationError` when the calibration has no null (a v1 file).
+        """
+        if self.null_projections is None or self.null_projections.shape[0] < 2:
+            raise CalibrationError("this calibration has no neutral-text null: calibrate again")
+        null = self.null_projections.double()
+        mean, std = null.mean(dim=0), null.std(dim=0).clamp_min(1e-12)
+        rand = random.double().flatten()
+        lo, hi = (
+            (float(torch.quantile(rand, 0.025)), float(torch.quantile(rand, 0.975)))
+            if rand.numel()
+            else (math.nan, math.nan)
+        )
+        out = {}
+        for i, emotion in enumerate(self.emotions):
+            x = float(projections[i])
+            below = int((null[:, i] < x).sum())
+            r = rate(below, null.shape[0])
+            out[emotion] = Interpretation(
+                projection=x,
+                neutral_z=(x - float(mean[i])) / float(std[i]),
+                neutral_percentile=r.rate,
+                neutral_interval=(r.low, r.high),
+                random_interval=(lo, hi),
+                random_percentile=float((rand < x).double().mean()) if rand.numel() else math.nan,
+            )
+        return out
+
+    def null_summary(self) -> dict[str, Any]:
+        """The neutral-text null per emotion (n, mean, std, 2.5 / 97.5 % quantiles) and the
+        random-direction baseline over the same texts (K, seed, 2.5 / 97.5 % quantiles)."""
+        if self.null_projections is None:
+            return {}
+        null = self.null_projections.double()
+        per = {
+            e: {
+                "mean": round(float(null[:, i].mean()), 4),
+                "std": round(float(null[:, i].std()), 4),
+                "q025": round(float(torch.quantile(null[:, i], 0.025)), 4),
+                "q975": round(float(torch.quantile(null[:, i], 0.975)), 4),
+            }
+            for i, e in enumerate(self.emotions)
+        }
+        out: dict[str, Any] = {"n": int(null.shape[0]), "source": self.null_source, "emotions": per}
+        if self.random_directions is not None:
+            out["random_directions"] = {
+                "k": int(self.random_directions.shape[0]),
+                "seed": self.random_seed,
+            }
+        return out
 
     def projections(self, readings: torch.Tensor) -> torch.Tensor:
         """``(readings - center) @ vectors.T``: [n, d] readings to [n, E] scores (float32)."""
@@ -298,10 +479,20 @@ class Calibration:
             "layer_scores": {str(k): v for k, v in sorted(self.layer_scores.items())},
             "reading_prefix": self.reading_prefix,
             "stimuli_sha256": self.stimuli_sha256,
+            "method": self.method,
+            "shrinkage": self.shrinkage,
+            "selected_on": self.selected_on,
+            "held_out_score": self.held_out_score,
+            "null_source": self.null_source,
+            "random_seed": self.random_seed,
         }
         tensors = {"vectors": _plain(self.vectors), "neutral_pcs": _plain(self.neutral_pcs)}
-        if self.center is not None:
-            tensors["center"] = _plain(self.center)
+        optional = {
+            "center": self.center,
+            "null_projections": self.null_projections,
+            "random_directions": self.random_directions,
+        }
+        tensors |= {k: _plain(t) for k, t in optional.items() if t is not None}
         blob: bytes = save(tensors, metadata={"calibration": json.dumps(meta, sort_keys=True)})
         return blob
 
@@ -317,7 +508,7 @@ class Calibration:
         Raises `CalibrationError` for bytes that do not decode and `CalibrationMismatchError`
         when the calibration names another model.
         """
-        meta, vectors, pcs, center = _decode(data)
+        meta, tensors = _decode(data)
         got = ModelIdentity(**meta["model"])
         if got != model:
             raise CalibrationMismatchError(got, model)
@@ -326,14 +517,23 @@ class Calibration:
             layer=int(meta["layer"]),
             token_rule=str(meta["token_rule"]),
             emotions=tuple(meta["emotions"]),
-            vectors=vectors,
-            neutral_pcs=pcs,
+            vectors=tensors["vectors"],
+            neutral_pcs=tensors["neutral_pcs"],
             held_out_accuracy={str(k): float(v) for k, v in meta["held_out_accuracy"].items()},
             chance=float(meta["chance"]),
             layer_scores={int(k): float(v) for k, v in meta["layer_scores"].items()},
-            center=center,
+            center=tensors.get("center"),
             reading_prefix=str(meta["reading_prefix"]),
             stimuli_sha256=str(meta["stimuli_sha256"]),
+            # A v1 file has none of what follows: its layer was chosen on the held-out texts.
+            method=str(meta.get("method", "dom")),
+            shrinkage=float(meta.get("shrinkage", 0.0)),
+            selected_on=str(meta.get("selected_on", "held_out")),
+            held_out_score=_opt_float(meta.get("held_out_score")),
+            null_projections=tensors.get("null_projections"),
+            null_source=str(meta.get("null_source", "")),
+            random_directions=tensors.get("random_directions"),
+            random_seed=int(meta.get("random_seed", RANDOM_SEED)),
         )
 
     def held_out_scores_milli(self) -> dict[str, int]:
@@ -353,14 +553,19 @@ class Calibration:
             "token_rule": self.token_rule,
             "emotions": list(self.emotions),
             "n_pcs": int(self.neutral_pcs.shape[0]),
+            "method": self.method,
+            "shrinkage": self.shrinkage,
+            "layer_selected_on": self.selected_on,
             "held_out_accuracy": self.held_out_accuracy,
-            "mean_held_out_accuracy": self.layer_scores.get(
-                self.layer, _mean(self.held_out_accuracy.values())
-            ),
+            "mean_held_out_accuracy": self.held_out_score
+            if self.held_out_score is not None
+            else _mean(self.held_out_accuracy.values()),
             "chance": self.chance,
             "layer_scores": {str(k): v for k, v in sorted(self.layer_scores.items())},
             "reading_prefix": self.reading_prefix,
             "stimuli_sha256": self.stimuli_sha256,
+            "null": self.null_summary(),
+            "measures": MEASURES,
             "sha256": self.digest,
         }
 
@@ -369,7 +574,11 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32, copy=True).contiguous().cpu()
 
 
-def _decode(data: bytes) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _opt_float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _decode(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     from safetensors.torch import load
 
     try:
@@ -379,15 +588,20 @@ def _decode(data: bytes) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, to
         center = tensors.get("center")
     except Exception as e:  # safetensors raises its own and builtin errors alike
         raise CalibrationError(f"not an emotion calibration: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise CalibrationError(f"not an emotion calibration: format is not {_FORMAT!r}")
+    if not isinstance(meta, dict) or meta.get("format") not in _FORMATS:
+        raise CalibrationError(f"not an emotion calibration: format is not one of {_FORMATS}")
     if vectors.dim() != 2 or vectors.shape[0] != len(meta["emotions"]):
         raise CalibrationError("calibration vectors do not match its emotion list")
     if pcs.dim() != 2 or pcs.shape[1] != vectors.shape[1]:
         raise CalibrationError("calibration neutral components do not match its vectors")
     if center is not None and center.shape != (vectors.shape[1],):
         raise CalibrationError("calibration center does not match its vectors")
-    return meta, vectors, pcs, center
+    null, rand = tensors.get("null_projections"), tensors.get("random_directions")
+    if null is not None and (null.dim() != 2 or null.shape[1] != vectors.shape[0]):
+        raise CalibrationError("calibration null does not match its emotion list")
+    if rand is not None and (rand.dim() != 2 or rand.shape[1] != vectors.shape[1]):
+        raise CalibrationError("calibration random directions do not match its vectors")
+    return meta, tensors
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -469,18 +683,48 @@ class LayerFit:
         return self.correct / self.total if self.total else 0.0
 
 
+def shrunk_covariance(groups: Sequence[torch.Tensor], shrinkage: float) -> torch.Tensor:
+    """The pooled covariance [d, d] of `groups` (each centred on its own mean), shrunk towards
+    the identity scaled to the same trace: ``(1 - shrinkage) S + shrinkage tr(S)/d I``.
+
+    Requires ``0 < shrinkage <= 1`` (the result is then invertible).
+    """
+    if not 0 < shrinkage <= 1:
+        raise ValueError(f"shrinkage must lie in (0, 1], got {shrinkage}")
+    resid = torch.cat([g.double() - g.double().mean(dim=0, keepdim=True) for g in groups])
+    cov = resid.T @ resid / max(resid.shape[0], 1)
+    d = cov.shape[0]
+    eye = torch.eye(d, dtype=cov.dtype)
+    out: torch.Tensor = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * eye
+    return out
+
+
 def fit_layer(
     emotions: Sequence[str],
     train: Sequence[torch.Tensor],
     held_out: Sequence[torch.Tensor],
     neutral: torch.Tensor,
     n_pcs: int,
+    *,
+    method: str = "dom",
+    shrinkage: float = 0.5,
 ) -> LayerFit:
     """Vectors from per-emotion train readings, cleaned of `n_pcs` neutral components, scored
     on held-out readings. `train[i]` / `held_out[i]` are [n, d] readings of `emotions[i]`.
+
+    ``method="dom"``: the differences of means. ``method="lda"``: the differences of means
+    multiplied by the inverse of `shrunk_covariance` of the within-emotion train readings and
+    the neutral readings, so directions along which texts vary for reasons other than the
+    emotion (topic, length, register) are weighted down — a regularised linear discriminant.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; want one of {METHODS}")
     pcs = neutral_components(neutral, n_pcs)
-    vectors = _unit(project_out(difference_of_means(train), pcs))
+    diffs = difference_of_means(train)
+    if method == "lda":
+        cov = shrunk_covariance([*train, neutral], shrinkage)
+        diffs = torch.linalg.solve(cov, diffs.double().T).T.to(diffs.dtype)
+    vectors = _unit(project_out(diffs, pcs))
     center = grand_mean(train)
     accuracy, correct, total = {}, 0, 0
     for i, (emotion, readings) in enumerate(zip(emotions, held_out, strict=True)):
@@ -488,6 +732,14 @@ def fit_layer(
         accuracy[emotion] = hits / len(readings) if len(readings) else 0.0
         correct, total = correct + hits, total + len(readings)
     return LayerFit(vectors, pcs, center, accuracy, correct, total)
+
+
+def random_directions(k: int, pcs: torch.Tensor, seed: int) -> torch.Tensor:
+    """`k` seeded random unit directions [k, d] orthogonal to the rows of `pcs` [n, d]: the
+    subspace the emotion vectors live in. Deterministic for a seed (a CPU generator)."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randn(k, pcs.shape[1], generator=g, dtype=torch.float64)
+    return _unit(project_out(raw, pcs.double())).float()
 
 
 def sweep_layers(num_layers: int, span: tuple[float, float] = SWEEP) -> list[int]:
@@ -550,7 +802,8 @@ def text_means(
         disable=not progress,
     ) as bar:
         if saved and progress:
-            bar.write(f"{desc}: {done} of {len(texts)} texts read earlier, kept in {chunks}")
+            message = f"{desc}: {done} of {len(texts)} texts read earlier, kept in {chunks}"
+            bar.write(message, file=sys.stderr)  # tqdm.write defaults to stdout
         # Reduce batch by batch: the per-token activations of every layer would not fit in memory.
         for start in starts:
             chunk = texts[start : start + batch_size]
@@ -614,15 +867,144 @@ def calibration_chunks(
     return root / f"partial-{hashlib.sha256(key).hexdigest()[:16]}"
 
 
+@dataclass(frozen=True)
+class StimulusReadings:
+    """One layer's readings of a stimulus set, cut into its splits: per emotion (in the order
+    of `Stimuli.emotions`) `train`, `select` and `held_out` [n, d]; `neutral` and `null` [n, d]."""
+
+    train: list[torch.Tensor]
+    select: list[torch.Tensor]
+    held_out: list[torch.Tensor]
+    neutral: torch.Tensor
+    null: torch.Tensor
+
+
+def read_stimuli(
+    lm: LoadedModel,
+    stim: Stimuli,
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    resume: Path | None = None,
+) -> dict[int, StimulusReadings]:
+    """Per layer, the readings of every text of `stim` (one forward pass per text, all layers
+    read in the same pass), cut into splits. `progress` and `resume` as for `calibrate`; the
+    partial readings stay under `resume` until the caller removes them (`calibration_chunks`).
+    """
+    emotions = stim.emotions
+    prefix = _default_prefix(lm)
+    groups = [stim.train, stim.select, stim.held_out]
+    texts = [t for g in groups for e in emotions for t in g.get(e, ())]
+    texts += list(stim.neutral) + list(stim.null)
+    chunks = (
+        None if resume is None else calibration_chunks(resume, lm, stim, layers, prefix, batch_size)
+    )
+    means = text_means(
+        lm,
+        texts,
+        layers,
+        prefix=prefix,
+        batch_size=batch_size,
+        progress=progress,
+        chunks=chunks,
+        desc="emotion calibration",
+    )
+    out = {}
+    for layer in layers:
+        rows, at = means[layer], 0
+        cut: list[list[torch.Tensor]] = []
+        for g in groups:
+            cut.append([])
+            for e in emotions:
+                n = len(g.get(e, ()))
+                cut[-1].append(rows[at : at + n])
+                at += n
+        n_neutral = len(stim.neutral)
+        out[layer] = StimulusReadings(
+            train=cut[0],
+            select=cut[1],
+            held_out=cut[2],
+            neutral=rows[at : at + n_neutral],
+            null=rows[at + n_neutral :],
+        )
+    return out
+
+
+def fit_calibration(
+    lm: LoadedModel,
+    stim: Stimuli,
+    readings: Mapping[int, StimulusReadings],
+    *,
+    n_pcs: int = DEFAULT_N_PCS,
+    method: str = DEFAULT_METHOD,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+    seed: int = RANDOM_SEED,
+) -> Calibration:
+    """The calibration `readings` (of `read_stimuli`) give: per layer, vectors fitted on the
+    train texts and scored on the select texts (on the train texts when the set has none);
+    the best layer (ties to the shallower) refitted on train + select and scored on the
+    held-out texts, which nothing here fits or chooses on. Its neutral-text null and
+    random-direction baseline are attached (see `Calibration`).
+    """
+    emotions = stim.emotions
+    sweep = sorted(readings)
+    selected_on = "select" if any(stim.select.get(e) for e in emotions) else "train"
+
+    def fit(
+        train: Sequence[torch.Tensor], score_on: Sequence[torch.Tensor], r: StimulusReadings
+    ) -> LayerFit:
+        return fit_layer(
+            emotions, train, score_on, r.neutral, n_pcs, method=method, shrinkage=shrinkage
+        )
+
+    scores: dict[int, float] = {}
+    for layer in sweep:
+        r = readings[layer]
+        scores[layer] = fit(r.train, r.select if selected_on == "select" else r.train, r).score
+    # Ties go to the shallower layer: max() keeps the first maximum in sweep order.
+    best = max(sweep, key=lambda layer: scores[layer])
+    r = readings[best]
+    train = [torch.cat([t, s]) for t, s in zip(r.train, r.select, strict=True)]
+    final = fit(train, r.held_out, r)
+    null, null_source = (r.null, "null") if r.null.shape[0] >= 2 else (r.neutral, "neutral")
+    cal = Calibration(
+        model=lm.identity,
+        layer=best,
+        token_rule=TOKEN_RULE,
+        emotions=emotions,
+        vectors=final.vectors.float(),
+        neutral_pcs=final.neutral_pcs.float(),
+        held_out_accuracy=final.held_out_accuracy,
+        chance=1.0 / len(emotions),
+        layer_scores=scores,
+        center=final.center.float(),
+        reading_prefix=_default_prefix(lm),
+        stimuli_sha256=stim.sha256,
+        method=method,
+        shrinkage=shrinkage if method == "lda" else 0.0,
+        selected_on=selected_on,
+        held_out_score=final.score,
+        null_source=null_source,
+        random_directions=random_directions(RANDOM_DIRECTIONS, final.neutral_pcs, seed),
+        random_seed=seed,
+    )
+    cal.null_projections = cal.projections(null)
+    return cal
+
+
 def calibrate(
     lm: LoadedModel,
     *,
     layers: Sequence[int] | None = None,
-    n_pcs: int = 4,
+    n_pcs: int = DEFAULT_N_PCS,
     stimuli: Stimuli | None = None,
     batch_size: int = 16,
     progress: bool = False,
     resume: Path | None = None,
+    method: str = DEFAULT_METHOD,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+    seed: int = RANDOM_SEED,
 ) -> Calibration:
     """Calibrate emotion vectors on `lm` (see the module docstring for the method).
 
@@ -631,67 +1013,21 @@ def calibrate(
     `progress`, a bar on stderr advances per stimulus batch. With `resume` (a directory), the
     readings are kept there batch by batch (`calibration_chunks`) until the calibration is
     complete, so an interrupted calibration continues where it stopped; they are removed once
-    the calibration is returned.
+    the calibration is returned. `method`, `shrinkage` and `seed`: see `fit_calibration`.
     """
     stim = stimuli or load_stimuli()
-    emotions = stim.emotions
     sweep = list(layers) if layers is not None else sweep_layers(lm.num_layers)
-    prefix = _default_prefix(lm)
-    texts = [t for e in emotions for t in stim.train[e]]
-    texts += [t for e in emotions for t in stim.held_out[e]]
-    texts += list(stim.neutral)
-    chunks = (
-        None if resume is None else calibration_chunks(resume, lm, stim, sweep, prefix, batch_size)
+    readings = read_stimuli(
+        lm, stim, sweep, batch_size=batch_size, progress=progress, resume=resume
     )
-    means = text_means(
-        lm,
-        texts,
-        sweep,
-        prefix=prefix,
-        batch_size=batch_size,
-        progress=progress,
-        chunks=chunks,
-        desc="emotion calibration",
+    cal = fit_calibration(
+        lm, stim, readings, n_pcs=n_pcs, method=method, shrinkage=shrinkage, seed=seed
     )
-
-    fits: dict[int, LayerFit] = {}
-    for layer in sweep:
-        train, held, neutral = _split(means[layer], stim, emotions)
-        fits[layer] = fit_layer(emotions, train, held, neutral, n_pcs)
-    # Ties go to the shallower layer: max() keeps the first maximum in sweep order.
-    best = max(sweep, key=lambda layer: fits[layer].score)
-    cal = Calibration(
-        model=lm.identity,
-        layer=best,
-        token_rule=TOKEN_RULE,
-        emotions=emotions,
-        vectors=fits[best].vectors.float(),
-        neutral_pcs=fits[best].neutral_pcs.float(),
-        held_out_accuracy=fits[best].held_out_accuracy,
-        chance=1.0 / len(emotions),
-        layer_scores={layer: fits[layer].score for layer in sweep},
-        center=fits[best].center.float(),
-        reading_prefix=prefix,
-        stimuli_sha256=stim.sha256,
-    )
-    if chunks is not None:
+    if resume is not None:
         # The caller stores the finished calibration; the partial readings are debris now.
+        chunks = calibration_chunks(resume, lm, stim, sweep, _default_prefix(lm), batch_size)
         shutil.rmtree(chunks, ignore_errors=True)
     return cal
-
-
-def _split(
-    readings: torch.Tensor, stim: Stimuli, emotions: Sequence[str]
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """Cut the readings of `calibrate`'s text order back into train, held-out and neutral."""
-    train, held, at = [], [], 0
-    for e in emotions:
-        train.append(readings[at : at + len(stim.train[e])])
-        at += len(stim.train[e])
-    for e in emotions:
-        held.append(readings[at : at + len(stim.held_out[e])])
-        at += len(stim.held_out[e])
-    return train, held, readings[at:]
 
 
 def _check_model(lm: LoadedModel, cal: Calibration) -> None:
@@ -707,6 +1043,20 @@ def score_texts(lm: LoadedModel, cal: Calibration, texts: Sequence[str]) -> list
     readings = text_means(lm, texts, [cal.layer], prefix=cal.reading_prefix)[cal.layer]
     projections = cal.projections(readings)
     return [dict(zip(cal.emotions, row.tolist(), strict=True)) for row in projections]
+
+
+def interpret_texts(
+    lm: LoadedModel, cal: Calibration, texts: Sequence[str]
+) -> list[dict[str, Interpretation]]:
+    """Per text, per emotion: its projection against the neutral null and the random-direction
+    baseline (`Calibration.interpret`). Raises `CalibrationError` for a calibration without a
+    null."""
+    _check_model(lm, cal)
+    if not texts:
+        return []
+    readings = text_means(lm, texts, [cal.layer], prefix=cal.reading_prefix)[cal.layer]
+    projections, random = cal.projections(readings), cal.random_projections(readings)
+    return [cal.interpret(p, r) for p, r in zip(projections, random, strict=True)]
 
 
 # -- reading answers while they are generated -------------------------------------------------
@@ -727,15 +1077,24 @@ class EmotionCapture:
     device: torch.device
     _vectors: torch.Tensor = field(init=False, repr=False)
     _offset: torch.Tensor = field(init=False, repr=False)
+    _n: int = field(init=False, repr=False)
     _passes: list[torch.Tensor] = field(default_factory=list, repr=False)
     _prompt_len: int | None = field(default=None, repr=False)
     _answers: list[tuple[int, ...]] = field(default_factory=list, repr=False)
     _rows: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self._vectors = self.calibration.vectors.float().to(self.device)
-        # (h - center) @ V.T == h @ V.T + offset, offset = -center @ V.T (one number per emotion).
-        self._offset = self.calibration.projections(torch.zeros(1, self._vectors.shape[1]))[0]
+        cal = self.calibration
+        # The random-direction baseline is read in the same matrix product as the emotions:
+        # columns [0, E) are the emotions, [E, E + K) the random directions.
+        directions = cal.vectors.float()
+        if cal.random_directions is not None:
+            directions = torch.cat([directions, cal.random_directions.float()])
+        self._n = cal.vectors.shape[0]
+        self._vectors = directions.to(self.device)
+        # (h - center) @ V.T == h @ V.T + offset, offset = -center @ V.T (one number per row).
+        zero = torch.zeros(1, directions.shape[1])
+        self._offset = cal.centred_projections(zero, directions)[0]
 
     # the residual hook
     def on_hidden(self, hidden: torch.Tensor) -> None:
@@ -766,7 +1125,26 @@ class EmotionCapture:
 
     def token_projections(self) -> list[torch.Tensor]:
         """Per answer so far, its read tokens' projections [tokens, E]."""
-        return list(self._rows)
+        return [rows[:, : self._n] for rows in self._rows]
+
+    def interpretations(self, generations: Sequence[Generation]) -> list[dict[str, Interpretation]]:
+        """Per generation, per emotion: its summary's mean against the neutral-text null and
+        the random-direction baseline (`Calibration.interpret`); same contract as `summaries`.
+        An answer with no token read is interpreted as a projection of 0 everywhere.
+        """
+        self._check(generations)
+        out = []
+        for rows in self._rows:
+            mean = rows.mean(dim=0) if rows.shape[0] else torch.zeros(rows.shape[1])
+            out.append(self.calibration.interpret(mean[: self._n], mean[self._n :]))
+        return out
+
+    def _check(self, generations: Sequence[Generation]) -> None:
+        if [g.answer_ids for g in generations] != self._answers:
+            raise CaptureError(
+                f"summaries() given {len(generations)} generation(s) that are not the "
+                f"{len(self._answers)} this capture saw produced"
+            )
 
     def summaries(self, generations: Sequence[Generation]) -> list[dict[str, tuple[float, float]]]:
         """Per generation, per emotion: (mean, spread = population std) over its answer tokens.
@@ -774,13 +1152,9 @@ class EmotionCapture:
         `generations` must be exactly what `generate` returned inside this capture, in order
         (several calls concatenated); an answer with no token read gets (0.0, 0.0).
         """
-        if [g.answer_ids for g in generations] != self._answers:
-            raise CaptureError(
-                f"summaries() given {len(generations)} generation(s) that are not the "
-                f"{len(self._answers)} this capture saw produced"
-            )
+        self._check(generations)
         out = []
-        for rows in self._rows:
+        for rows in self.token_projections():
             if rows.shape[0] == 0:
                 out.append({e: (0.0, 0.0) for e in self.calibration.emotions})
                 continue

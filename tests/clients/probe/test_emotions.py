@@ -14,18 +14,22 @@ import torch
 
 from clients.probe.emotions import (
     EMOTIONS,
+    RANDOM_DIRECTIONS,
     Calibration,
     CalibrationError,
     CalibrationMismatchError,
     CaptureError,
     Stimuli,
     StimuliError,
+    StimulusReadings,
     calibrate,
     calibration_dir,
     classify,
     difference_of_means,
     emotion_capture,
+    fit_calibration,
     fit_layer,
+    interpret_texts,
     latest_calibration,
     load_calibration,
     load_stimuli,
@@ -103,6 +107,12 @@ def tiny_cal(tiny_lm: LoadedModel, stimuli: Stimuli) -> Calibration:
     return calibrate(tiny_lm, stimuli=stimuli.subset(3, 2, 10), n_pcs=2)
 
 
+@pytest.fixture(scope="module")
+def split_cal(tiny_lm: LoadedModel, stimuli: Stimuli) -> Calibration:
+    """A tiny-model calibration with all five splits (train, select, held out, neutral, null)."""
+    return calibrate(tiny_lm, stimuli=stimuli.subset(3, 2, 10, select=2, null=10), n_pcs=2)
+
+
 # -- the stimulus set -------------------------------------------------------------------------
 
 
@@ -116,24 +126,27 @@ def test_emotion_list() -> None:
 def test_stimulus_counts(stimuli: Stimuli) -> None:
     assert stimuli.emotions == EMOTIONS
     for e in EMOTIONS:
-        assert (len(stimuli.train[e]), len(stimuli.held_out[e])) == (30, 10), e
-    assert len(stimuli.neutral) >= 80
-    every = [t for e in EMOTIONS for t in stimuli.train[e] + stimuli.held_out[e]]
-    every += stimuli.neutral
+        got = (len(stimuli.train[e]), len(stimuli.select[e]), len(stimuli.held_out[e]))
+        assert got == (20, 10, 10), e
+    assert len(stimuli.neutral) >= 40 and len(stimuli.null) >= 40
+    every = [
+        t for e in EMOTIONS for t in stimuli.train[e] + stimuli.select[e] + stimuli.held_out[e]
+    ]
+    every += stimuli.neutral + stimuli.null
     assert len(set(every)) == len(every)
 
 
 @pytest.mark.parametrize("emotion", EMOTIONS)
 def test_no_text_names_an_emotion(stimuli: Stimuli, emotion: str) -> None:
-    texts = stimuli.train[emotion] + stimuli.held_out[emotion]
-    for text in texts + stimuli.neutral:
+    texts = stimuli.train[emotion] + stimuli.select[emotion] + stimuli.held_out[emotion]
+    for text in texts + stimuli.neutral + stimuli.null:
         for named, pattern in NAMED.items():
             assert not re.search(rf"\b(?:{named}|{pattern})", text, re.I), (named, text)
 
 
 def test_texts_are_short(stimuli: Stimuli) -> None:
     for e in EMOTIONS:
-        for text in stimuli.train[e] + stimuli.held_out[e]:
+        for text in stimuli.train[e] + stimuli.select[e] + stimuli.held_out[e]:
             sentences = len(re.findall(r"[.!?](?:\s|$)", text))
             assert 1 <= sentences <= 3 and len(text) <= 300, text
 
@@ -143,7 +156,11 @@ def test_split_is_fixed_in_the_file() -> None:
     for row in rows:
         label, number = row["id"].rsplit("-", 1)
         assert label == row["label"]
-        want = "neutral" if label == "neutral" else "held_out" if int(number) % 4 == 0 else "train"
+        n = int(number)
+        if label == "neutral":
+            want = "null" if n % 2 == 0 else "neutral"
+        else:
+            want = {0: "held_out", 2: "select"}.get(n % 4, "train")
         assert row["split"] == want, row["id"]
     assert load_stimuli().sha256 == hashlib.sha256(stimuli_path().read_bytes()).hexdigest()
 
@@ -171,6 +188,59 @@ def test_duplicate_stimulus_id_rejected(tmp_path: Path) -> None:
         load_stimuli(tmp_path / "s.jsonl")
 
 
+# -- the outside scenarios --------------------------------------------------------------------
+
+
+def test_outside_scenarios(stimuli: Stimuli) -> None:
+    from clients.probe.emotion_eval import OUTSIDE_EMOTIONS, load_outside
+
+    rows = load_outside()
+    assert [r.label for r in rows].count("joyful") == 25
+    assert sorted({r.label for r in rows}) == sorted(OUTSIDE_EMOTIONS)
+    assert all(sum(r.label == e for r in rows) == 25 for e in OUTSIDE_EMOTIONS)
+    assert len({r.register for r in rows}) >= 10  # varied registers, unlike the stimuli
+    stimulus_texts = {
+        t for e in EMOTIONS for t in stimuli.train[e] + stimuli.select[e] + stimuli.held_out[e]
+    }
+    for r in rows:
+        assert r.text not in stimulus_texts
+        for named, pattern in NAMED.items():
+            assert not re.search(rf"\b(?:{named}|{pattern})", r.text, re.I), (named, r.id)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "a", "label": "calm", "register": "news", "text": "x"}', "label"),
+        ('{"id": "a", "label": "sad", "text": "x"}', "keys"),
+        ("{", "line 1: not JSON"),
+    ],
+)
+def test_bad_outside_rows_rejected(tmp_path: Path, line: str, message: str) -> None:
+    from clients.probe.emotion_eval import load_outside
+
+    path = tmp_path / "o.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(StimuliError, match=message):
+        load_outside(path)
+
+
+def test_top1_among_and_topic_fixed() -> None:
+    from clients.probe.emotion_eval import top1_among, topic_fixed
+
+    emotions = ("calm", "joyful", "sad", "angry", "afraid")
+    proj = torch.tensor([[9.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0, 0.0]])
+    # "calm" is not among the four, so its large score cannot make the first row wrong.
+    got = top1_among(proj, ["joyful", "angry"], emotions)
+    assert (got.k, got.n) == (1, 2)
+    among = ("joyful", "sad")
+    z = torch.tensor([[2.0, 0.0], [1.0, 3.0], [0.0, 1.0], [0.5, 0.0]])
+    fixed = topic_fixed(z, ["a", "a", "b", "b"], ["joyful", "sad", "joyful", "sad"], among)
+    # topic a: joyful ranks its joyful answer first, sad its sad answer; topic b: neither.
+    assert (fixed["rank"].k, fixed["rank"].n) == (2, 4)
+    assert (fixed["argmax"].k, fixed["argmax"].n) == (2, 4)
+
+
 # -- the math on synthetic activations --------------------------------------------------------
 
 
@@ -187,7 +257,8 @@ def _planted(
     def readings(e: int) -> torch.Tensor:
         noise = 0.3 * torch.randn(n, d, generator=g)
         along_w = (spread * torch.randn(n, 1, generator=g) + confound * (e - 2)) * w
-        return base + 2.0 * u[e] + noise + along_w
+        out: torch.Tensor = base + 2.0 * u[e] + noise + along_w
+        return out
 
     train = [readings(e) for e in range(5)]
     held = [readings(e) for e in range(5)]
@@ -268,6 +339,19 @@ def test_sweep_layers(layers: int, want: list[int]) -> None:
     assert sweep_layers(layers) == want
 
 
+def test_lda_discounts_a_noisy_direction_that_dom_follows() -> None:
+    # A confound along w (large variance, offset per emotion) and no neutral PCs projected out:
+    # the plain difference of means points partly along w and misclassifies; whitening by the
+    # shrunk within-emotion + neutral covariance weights w down.
+    _, w, train, held, neutral = _planted(confound=4.0, spread=8.0)
+    dom = fit_layer("abcde", train, held, neutral, n_pcs=0)
+    lda = fit_layer("abcde", train, held, neutral, n_pcs=0, method="lda", shrinkage=0.1)
+    assert lda.score > dom.score
+    assert float((lda.vectors @ w).abs().max()) < float((dom.vectors @ w).abs().max())
+    with pytest.raises(ValueError):
+        fit_layer("abcde", train, held, neutral, n_pcs=0, method="ridge")
+
+
 # -- calibration on the tiny model ------------------------------------------------------------
 
 
@@ -283,6 +367,133 @@ def test_calibrate_tiny(tiny_lm: LoadedModel, tiny_cal: Calibration) -> None:
     assert cal.chance == 1 / 20 and set(cal.held_out_accuracy) == set(EMOTIONS)
     assert all(0.0 <= a <= 1.0 for a in cal.held_out_accuracy.values())
     assert cal.reading_prefix == "<|im_start|>"
+
+
+def _synthetic_readings(
+    held_value: float | None, layers: tuple[int, ...] = (1, 2), seed: int = 3
+) -> tuple[Stimuli, dict[int, StimulusReadings]]:
+    """Readings of a 20-emotion stimulus set (3 train, 2 select, 2 held out per emotion), with
+    every held-out reading replaced by `held_value` when it is given."""
+    g = torch.Generator().manual_seed(seed)
+    stim = Stimuli(
+        train={e: ("t",) * 3 for e in EMOTIONS},
+        held_out={e: ("h",) * 2 for e in EMOTIONS},
+        neutral=("n",) * 8,
+        sha256="0" * 64,
+        select={e: ("s",) * 2 for e in EMOTIONS},
+        null=("z",) * 6,
+    )
+    dirs = torch.randn(20, 64, generator=g)
+    out = {}
+    for layer in layers:
+
+        def group(n: int, i: int) -> torch.Tensor:
+            return dirs[i] + torch.randn(n, 64, generator=g)
+
+        held = [group(2, i) for i in range(20)]
+        if held_value is not None:
+            held = [torch.full_like(h, held_value) for h in held]
+        out[layer] = StimulusReadings(
+            train=[group(3, i) for i in range(20)],
+            select=[group(2, i) for i in range(20)],
+            held_out=held,
+            neutral=torch.randn(8, 64, generator=g),
+            null=torch.randn(6, 64, generator=g),
+        )
+    return stim, out
+
+
+@pytest.mark.parametrize("method", ["dom", "lda"])
+def test_held_out_texts_never_reach_fitting_or_layer_choice(
+    tiny_lm: LoadedModel, method: str
+) -> None:
+    # NaN held-out readings would poison any mean, covariance or score they entered; the fit and
+    # the layer choice must come out finite and identical to those of ordinary held-out texts.
+    stim, clean = _synthetic_readings(None)
+    _, poisoned = _synthetic_readings(float("nan"))
+    a = fit_calibration(tiny_lm, stim, clean, n_pcs=2, method=method)
+    b = fit_calibration(tiny_lm, stim, poisoned, n_pcs=2, method=method)
+    assert a.selected_on == "select" and b.layer == a.layer
+    assert b.layer_scores == a.layer_scores
+    for name in ("vectors", "center", "neutral_pcs", "null_projections", "random_directions"):
+        got, want = getattr(b, name), getattr(a, name)
+        assert bool(torch.isfinite(got).all()) and torch.equal(got, want), name
+    assert a.held_out_score is not None and 0.0 <= a.held_out_score <= 1.0
+
+
+def test_layer_is_chosen_on_select_texts(tiny_lm: LoadedModel) -> None:
+    # Make layer 2's select texts unclassifiable (all equal): the sweep must prefer layer 1,
+    # whatever the held-out texts say, and the test figure is the held-out one.
+    stim, readings = _synthetic_readings(None)
+    r = readings[2]
+    readings[2] = dataclasses.replace(r, select=[torch.zeros_like(x) for x in r.select])
+    cal = fit_calibration(tiny_lm, stim, readings, n_pcs=2)
+    assert cal.layer_scores[1] > cal.layer_scores[2] and cal.layer == 1
+    hits = sum(round(a * 2) for a in cal.held_out_accuracy.values())
+    assert cal.held_out_score == hits / 40
+
+
+def test_null_and_random_baseline(
+    tiny_lm: LoadedModel, stimuli: Stimuli, split_cal: Calibration, tiny_cal: Calibration
+) -> None:
+    cal = split_cal
+    assert cal.null_source == "null" and cal.selected_on == "select"
+    assert cal.null_projections is not None and cal.random_directions is not None
+    null_texts = stimuli.subset(3, 2, 10, select=2, null=10).null
+    # The null is the projection of the null texts, read like any other text.
+    want = torch.tensor([list(x.values()) for x in score_texts(tiny_lm, cal, list(null_texts))])
+    torch.testing.assert_close(cal.null_projections, want, atol=1e-4, rtol=1e-4)
+    rand = cal.random_directions
+    assert rand.shape == (RANDOM_DIRECTIONS, 64)
+    torch.testing.assert_close(rand.norm(dim=1), torch.ones(RANDOM_DIRECTIONS))
+    assert float((rand @ cal.neutral_pcs.T).abs().max()) < 1e-5  # the vectors' subspace
+    # A set without null or select texts takes its null from the neutral texts and chooses
+    # its layer on the train texts, and says so.
+    assert (tiny_cal.null_source, tiny_cal.selected_on) == ("neutral", "train")
+
+
+def test_baseline_is_deterministic_for_a_seed(
+    tiny_lm: LoadedModel, stimuli: Stimuli, split_cal: Calibration
+) -> None:
+    stim = stimuli.subset(3, 2, 10, select=2, null=10)
+    again = calibrate(tiny_lm, stimuli=stim, n_pcs=2)
+    assert again.to_bytes() == split_cal.to_bytes()
+    other = calibrate(tiny_lm, stimuli=stim, n_pcs=2, seed=7)
+    assert other.random_directions is not None and split_cal.random_directions is not None
+    assert not torch.equal(other.random_directions, split_cal.random_directions)
+    assert torch.equal(other.vectors, split_cal.vectors) and other.random_seed == 7
+
+
+def test_interpret_against_null_and_random(split_cal: Calibration) -> None:
+    cal = dataclasses.replace(
+        split_cal, null_projections=torch.arange(10.0).repeat(20, 1).T.contiguous()
+    )
+    projections = torch.full((20,), 7.5)
+    random = torch.linspace(-10, 10, 101)
+    got = cal.interpret(projections, random)["calm"]
+    assert got.projection == 7.5
+    assert got.neutral_z == pytest.approx((7.5 - 4.5) / float(torch.arange(10.0).std()))
+    assert got.neutral_percentile == 0.8  # 0..7 of 0..9 lie below
+    assert got.neutral_interval[0] < 0.8 < got.neutral_interval[1]
+    assert got.random_interval == pytest.approx((-9.5, 9.5))
+    assert got.random_percentile == pytest.approx(88 / 101)
+    with pytest.raises(CalibrationError, match="null"):
+        dataclasses.replace(cal, null_projections=None).interpret(projections, random)
+
+
+def test_interpret_texts_and_round_trip(tiny_lm: LoadedModel, split_cal: Calibration) -> None:
+    back = Calibration.from_bytes(split_cal.to_bytes(), tiny_lm.identity)
+    assert back.null_source == "null" and back.method == split_cal.method
+    assert back.null_projections is not None and split_cal.null_projections is not None
+    assert torch.equal(back.null_projections, split_cal.null_projections)
+    texts = ["The kettle boiled.", "She laughed and laughed."]
+    (first, _) = interpret_texts(tiny_lm, back, texts)
+    (scores, _) = score_texts(tiny_lm, back, texts)
+    assert list(first) == list(EMOTIONS)
+    assert all(first[e].projection == pytest.approx(scores[e], abs=1e-5) for e in EMOTIONS)
+    summary = back.summary()
+    assert summary["null"]["n"] == 10 and summary["layer_selected_on"] == "select"
+    assert "not as what the model feels" in summary["measures"]
 
 
 def test_score_texts_is_mean_projection(tiny_lm: LoadedModel, tiny_cal: Calibration) -> None:
@@ -350,10 +561,16 @@ def test_calibration_files(tmp_path: Path, tiny_lm: LoadedModel, tiny_cal: Calib
 
 
 def _reference_rows(
-    lm: LoadedModel, cal: Calibration, prompt: tuple[str | None, str], answer: tuple[int, ...]
+    lm: LoadedModel,
+    cal: Calibration,
+    prompt: tuple[str | None, str],
+    answer: tuple[int, ...],
+    *,
+    random: bool = False,
 ) -> torch.Tensor:
     """Projections of `answer`'s tokens read at their own positions after the prompt: one
-    unpadded forward pass over prompt + answer, no generation, no cache."""
+    unpadded forward pass over prompt + answer, no generation, no cache (onto the random
+    directions instead of the emotions with `random`)."""
     from clients.probe.model import _prompt_ids
 
     prompt_ids = _prompt_ids(lm, prompt)
@@ -361,7 +578,8 @@ def _reference_rows(
     seen: list[torch.Tensor] = []
     with residual_hook(lm, cal.layer, seen.append), torch.inference_mode():
         lm.model(input_ids=ids)
-    return cal.projections(seen[0][0, len(prompt_ids) :])
+    answer_rows = seen[0][0, len(prompt_ids) :]
+    return cal.random_projections(answer_rows) if random else cal.projections(answer_rows)
 
 
 def test_capture_reads_answer_tokens_only(tiny_lm: LoadedModel, tiny_cal: Calibration) -> None:
@@ -395,6 +613,23 @@ def test_capture_batched_equals_unbatched(tiny_lm: LoadedModel, tiny_cal: Calibr
         mean, spread = summary["calm"]
         assert mean == pytest.approx(float(rows[:, 0].mean()), abs=1e-6)
         assert spread == pytest.approx(float(rows[:, 0].std(correction=0)), abs=1e-6)
+
+
+def test_capture_interpretations(tiny_lm: LoadedModel, split_cal: Calibration) -> None:
+    lm, _ = early_stopper(tiny_lm)
+    with emotion_capture(lm, split_cal) as cap:
+        gens = generate(lm, PROMPTS, max_new_tokens=6, batch_size=3)
+    summaries, readings = cap.summaries(gens), cap.interpretations(gens)
+    assert split_cal.random_directions is not None
+    for prompt, gen, summary, reading in zip(PROMPTS, gens, summaries, readings, strict=True):
+        assert {e: r.projection for e, r in reading.items()} == pytest.approx(
+            {e: m for e, (m, _) in summary.items()}, abs=1e-5
+        )
+        # The random baseline is the same answer tokens projected onto the random directions.
+        n = len(gen.answer_ids) - (len(gen.answer_ids) == 6)
+        rows = _reference_rows(lm, split_cal, prompt, gen.answer_ids[:n], random=True)
+        lo, hi = torch.quantile(rows.mean(dim=0).double(), torch.tensor([0.025, 0.975]).double())
+        assert reading["calm"].random_interval == pytest.approx((float(lo), float(hi)), abs=1e-4)
 
 
 def test_capture_empty_answer(tiny_lm: LoadedModel, tiny_cal: Calibration) -> None:
@@ -464,12 +699,13 @@ def test_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def small_stimuli(tmp_path: Path) -> Path:
-    """3 train + 1 held-out texts per emotion and 6 neutral texts from the bundled set."""
+    """2 train + 1 select + 1 held-out texts per emotion, 6 neutral and 6 null texts from the
+    bundled set."""
     keep = []
     for line in stimuli_path().read_text().splitlines():
         row = json.loads(line)
         number = int(row["id"].rsplit("-", 1)[1])
-        if number <= 3 or (row["label"] == "neutral" and number <= 6) or number == 4:
+        if number <= 12 if row["label"] == "neutral" else number <= 4:
             keep.append(line)
     path = tmp_path / "small.jsonl"
     path.write_text("\n".join(keep) + "\n")
@@ -494,6 +730,15 @@ def test_cli_calibrate_then_score(tmp_path: Path, tiny_dir: Path, small_stimuli:
     lines = [json.loads(x) for x in result.stdout.splitlines()]
     assert [x["text"] for x in lines] == ["The kettle boiled.", "We danced all night."]
     assert all(list(x["scores"]) == list(EMOTIONS) for x in lines)
+    # Each score comes with what it measures, its place in the neutral null and the random
+    # baseline of the same text.
+    first = lines[0]
+    assert "relative to the calibration's center" in first["measures"]
+    assert set(first["relative_to_neutral"]) == set(EMOTIONS)
+    low, high = first["relative_to_neutral"]["calm"]["interval"]
+    assert 0.0 <= low <= first["relative_to_neutral"]["calm"]["percentile"] <= high <= 1.0
+    lo, hi = first["random_direction"]["interval"]
+    assert lo < hi and set(first["random_direction"]["percentile"]) == set(EMOTIONS)
 
     out = tmp_path / "cal.safetensors"
     result = runner.invoke(emotions, ["calibrate", *common, "--out", str(out), "--n-pcs", "2"])
@@ -517,6 +762,40 @@ def test_cli_calibrate_then_score(tmp_path: Path, tiny_dir: Path, small_stimuli:
         ["score", *common, "--version", "v9", "--input", str(texts), "--calibration", str(out)],
     )
     assert result.exit_code != 0 and "calibration made on" in result.output
+
+
+def test_cli_evaluate(tmp_path: Path, tiny_dir: Path, small_stimuli: Path) -> None:
+    from click.testing import CliRunner
+
+    from clients.emotions_cmd import emotions
+    from clients.probe.emotion_eval import FRAMINGS, TOPICS, outside_path
+
+    outside = tmp_path / "outside.jsonl"
+    rows = outside_path().read_text().splitlines()
+    outside.write_text("\n".join(r for r in rows if r.split('"id": "')[1][-4:-1] in ("-01", "-02")))
+    common = ["--model", str(tiny_dir), "--cache-dir", str(tmp_path / "cache")]
+    common += ["--stimuli", str(small_stimuli), "--outside", str(outside)]
+    result = CliRunner().invoke(emotions, ["evaluate", *common, "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["outside"]["n"] == 8 and report["chance"] == 0.25
+    assert report["outside"]["top1"]["n"] == 8
+    assert len(report["topic_fixed"]["answers"]) == len(TOPICS) * len(FRAMINGS)
+    assert report["topic_fixed"]["rank"]["n"] == len(TOPICS) * len(FRAMINGS)
+
+    result = CliRunner().invoke(emotions, ["evaluate", *common, "--variants"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    names = [v["variant"] for v in report["variants"]]
+    assert report["chosen_on_select"] in names and len(names) == len(set(names)) >= 2
+
+
+def test_cli_defaults_are_the_library_defaults() -> None:
+    import clients.emotions_cmd as cmd
+    import clients.probe.emotions as lib
+
+    for name in ("DEFAULT_METHOD", "DEFAULT_SHRINKAGE", "DEFAULT_N_PCS"):
+        assert getattr(cmd, name) == getattr(lib, name), name
 
 
 def test_docs_example_runs() -> None:
