@@ -91,6 +91,14 @@ def main() -> None:
     "s3://BUCKET[/PREFIX]?endpoint=URL (AWS credentials from the environment). 'db': the "
     "server alone serves them.",
 )
+@click.option(
+    "--admission-workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processes that parse and verify posted envelopes (signatures on every core); 0: "
+    "the serving process does it.",
+)
 @limit_options
 @_diagnosed
 def serve(
@@ -104,6 +112,7 @@ def serve(
     anonymous_interval_ms: int | None,
     allow_keys: tuple[Path, ...],
     tiles: str,
+    admission_workers: int,
     limits: Limits,
 ) -> None:
     """Run a ledger server; creates DATA (config, log keys, SQLite database) on first run.
@@ -139,8 +148,15 @@ def serve(
     click.echo(f"serving on http://{host}:{port}  (API docs at /docs)", err=True)
     # No access log (ledger.serving): the anonymous log must not record who wrote.
     if workers == 1:
+        if admission_workers:
+            from ledger.admitters import PoolOptions
+
+            opts = PoolOptions(str(data), tuple(str(p) for p in allow_keys))
+            server.start_admission_workers(opts, admission_workers)
         serve_app(create_app(server), sock, limits)
         return
+    if admission_workers:
+        raise click.UsageError("--admission-workers needs --workers 1 (each is a process)")
     from ledger.asgi import ENV
 
     server.store.close()  # migrated and bootstrapped here; each worker opens its own
@@ -420,6 +436,7 @@ def _register_subcommands() -> None:
     from clients.demo import demo
     from clients.emotions_cmd import emotions
     from clients.history_cmd import history
+    from clients.inspect_cmd import import_group
     from clients.issuer_cmd import issuer
     from clients.judge_cmd import judge
     from clients.lab_cmd import lab
@@ -431,7 +448,7 @@ def _register_subcommands() -> None:
 
     commands = (
         *(witness, verify, verify_evidence, issuer, report, judge, emotions, probe),
-        *(demo, history, lab, model),
+        *(demo, history, lab, model, import_group),
     )
     for command in commands:
         main.add_command(command)

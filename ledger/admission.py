@@ -63,6 +63,10 @@ class AdmissionError(LedgerError):
         self.status, self.error, self.diagnostic = status, error, diagnostic
         self.headers = dict(headers or {})
 
+    def __reduce__(self) -> tuple[type[AdmissionError], tuple[int, str, str, dict[str, str]]]:
+        # Admission workers (`ledger.admitters`) send refusals back across processes.
+        return (type(self), (self.status, self.error, self.diagnostic, self.headers))
+
 
 def refused(e: AdmissionRefused) -> AdmissionError:
     """The log's answer to a refusal by `attest.admission` (`STATUS`)."""

@@ -35,7 +35,7 @@ from attest.tiles import (
 )
 from attest.tlog_proof import TlogProof, format_tlog_proof
 from ledger import index
-from ledger.admission import AdmissionError, Admitted
+from ledger.admission import AdmissionError
 from ledger.errors import LedgerError
 from ledger.log import LogRangeError
 from ledger.sequencer import PublishError, Sequenced
@@ -319,8 +319,15 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         """
         h = hosted(name)
         body, auth = await request.body(), request.headers.get("authorization")
-        # Admission verifies signatures and reads the database: keep it off the event loop.
-        admitted = await asyncio.to_thread(h.rule.admit, body, auth)
+        # Admission verifies signatures and reads the database: keep it off the event loop
+        # (and, with admission workers, off this process).
+        if h.queue is None and server.admission_pool is not None:
+            [one] = await asyncio.to_thread(server.admit, h, [body])
+            if isinstance(one, LedgerError):
+                raise one
+            admitted = one
+        else:
+            admitted = await asyncio.to_thread(h.rule.admit, body, auth)
         if h.queue is not None:
             acc = await asyncio.to_thread(h.queue.accept, admitted)
             return JSONResponse(
@@ -389,7 +396,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         if h.queue is not None:
             raise ApiError(400, "no_batch", "the anonymous log takes one token per entry")
         bodies = _batch_bodies(await request.body())
-        admitted = await asyncio.to_thread(_admit_all, h, bodies)
+        admitted = await asyncio.to_thread(server.admit, h, bodies)
         added = await asyncio.gather(
             *(h.sequencer.add(a) for a in admitted if not isinstance(a, LedgerError)),
             return_exceptions=True,
@@ -499,16 +506,6 @@ def _batch_bodies(raw: bytes) -> list[bytes]:
             400, "bad_request", f"want {{\"envelopes\": [1 to {MAX_BATCH} DSSE envelopes]}}"
         )
     return [json.dumps(e).encode() for e in envs]
-
-
-def _admit_all(h: HostedLog, bodies: list[bytes]) -> list[Admitted | LedgerError]:
-    out: list[Admitted | LedgerError] = []
-    for body in bodies:
-        try:
-            out.append(h.rule.admit(body, None))
-        except LedgerError as e:
-            out.append(e)
-    return out
 
 
 def _entry_result(h: HostedLog, r: BaseException | Sequenced) -> dict[str, Any]:

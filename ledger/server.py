@@ -16,8 +16,15 @@ from attest.keys import load_private_key, load_public_key, verifier_key
 from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, KeyEvent
 from attest.statement import sign_statement
-from ledger.admission import AdmissionError, AdmissionRule, EvidenceRule
-from ledger.config import DEFAULT_TIER_QUORUM, ConfigError, LogConfig, ServerConfig
+from ledger.admission import AdmissionError, AdmissionRule, Admitted, EvidenceRule
+from ledger.admitters import AdmissionPool, PoolOptions
+from ledger.config import (
+    DEFAULT_TIER_QUORUM,
+    ConfigError,
+    LogConfig,
+    ServerConfig,
+    load_config,
+)
 from ledger.errors import LedgerError
 from ledger.log import Log
 from ledger.partitions import AnonymousQueue, AnonymousRule, AttestedRule, anonymous_sequencer
@@ -60,6 +67,9 @@ class LedgerServer:
         self.store = store
         self.logs = {h.name: h for h in logs}
         self.max_body_bytes = max_body_bytes
+        # Phase 1 of admission in worker processes (`ledger.admitters`), when the operator
+        # asks for it; None: in this process.
+        self.admission_pool: AdmissionPool | None = None
 
     @classmethod
     def from_config(
@@ -120,12 +130,35 @@ class LedgerServer:
                 h.queue.start()
 
     async def stop(self) -> None:
-        """Stop every sequencer and close the database."""
+        """Stop every sequencer and the admission workers, and close the database."""
         for h in self.logs.values():
             if h.queue is not None:
                 await h.queue.stop()
             await h.sequencer.stop()
+        if self.admission_pool is not None:
+            self.admission_pool.close()
         self.store.close()
+
+    def rule_of(self, log: str) -> AdmissionRule:
+        """The admission rule of log `log` (what an admission worker needs)."""
+        return self.logs[log].rule
+
+    def start_admission_workers(self, opts: PoolOptions, workers: int) -> None:
+        """Run phase 1 of admission in `workers` processes from now on (`ledger.admitters`)."""
+        self.admission_pool = AdmissionPool(admission_worker_rules, opts, workers)
+
+    def admit(self, h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
+        """Phase 1 of admission for `bodies` (no token: not for the anonymous log), in the
+        worker processes when there are any; one result or refusal per body, in order."""
+        if self.admission_pool is not None and h.queue is None:
+            return self.admission_pool.admit(h.name, bodies)
+        out: list[Admitted | LedgerError] = []
+        for body in bodies:
+            try:
+                out.append(h.rule.admit(body, None))
+            except LedgerError as e:
+                out.append(e)
+        return out
 
 
 def _open_log(store: Store, lc: LogConfig) -> tuple[Log, Ed25519NoteSigner]:
@@ -213,3 +246,11 @@ def register_lab(h: HostedLog, rule: EvidenceRule, vkey: str, operator: Ed25519P
     (res,) = h.sequencer.integrate([rule.admit(env.canonical_bytes())])
     if isinstance(res, AdmissionError):
         raise ConfigError(f"registering lab key {vkey}: {res.diagnostic}")
+
+
+def admission_worker_rules(opts: PoolOptions) -> LedgerServer:
+    """An admission worker's rules: the same server, built from the same data directory (its
+    sequencers are never started; the serving process already migrated and registered)."""
+    return LedgerServer.from_config(
+        load_config(Path(opts.data)), extra_allow_keys=[Path(p) for p in opts.allow_keys]
+    )

@@ -76,3 +76,26 @@ def test_batch_bad_requests(tmp_path: Path) -> None:
         assert one.status_code == 200
         [only] = one.json()["results"]
         assert (only["status"], only["error"]) == (400, "malformed_envelope")
+
+
+def test_admission_workers_admit_and_refuse_like_the_serving_process(tmp_path: Path) -> None:
+    writer = Signer.create(tmp_path / "keys")
+    stranger = Signer.create(tmp_path / "other", "stranger")
+    with running_server(
+        tmp_path / "data",
+        allow_keys=(writer.pub,),
+        extra_args=("--admission-workers", "2"),
+    ) as srv:
+        vkey, origin = log_identity(srv.base_url)
+        one = post_entry(srv.base_url, envelope_body(writer.envelope("single")))
+        assert one["index"] == 0
+        refused = httpx.post(
+            f"{srv.base_url}/logs/evidence/entries",
+            content=envelope_body(stranger.envelope("no")),
+        )
+        assert (refused.status_code, refused.json()["error"]) == (403, "untrusted_signature")
+        batch = [writer.envelope(f"w {i}") for i in range(30)] + [stranger.envelope("no")]
+        with LedgerClient(srv.base_url) as c:
+            res = c.submit_batch("evidence", batch, verifier_from_vkey(vkey), origin)
+    assert [r.index for r in res[:30] if isinstance(r, Submitted)] == list(range(1, 31))
+    assert isinstance(res[30], Refused) and res[30].status == 403

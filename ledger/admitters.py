@@ -1,0 +1,109 @@
+"""Admission on every core: a pool of processes that run the stateless phase of admission.
+
+A write's CPU goes mostly to phase 1 of admission (`ledger.admission`): parsing the envelope and
+its statement (pydantic, RFC 8785) and verifying Ed25519 signatures, about 0.2 ms an entry, all
+under one interpreter lock. `bledger serve --admission-workers N` runs that phase in N worker
+processes instead, each holding its own copy of the server's rules over the same database.
+
+Why that is safe: phase 1 only *reads* (the key chain to find keys by keyid, the published roots
+for anti-backdating). A worker whose chain is behind refreshes it from the database before
+refusing a signature (`EvidenceRule.admit`), exactly as a second server process would; and the
+decision that depends on the entry's position — is the key authorised, unrevoked, *at this
+index* — stays in phase 2, under the sequencer's lock in the serving process. A worker that
+dies takes only its requests with it (they get a 500; nothing was acknowledged).
+
+The anonymous log is never admitted here: redeeming its token writes to the database.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger.admission import AdmissionRule, Admitted
+from ledger.errors import LedgerError
+from ledger.serving import die_with_parent
+
+__all__ = ["AdmissionPool", "PoolOptions", "Rules"]
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """What a worker needs to build the same rules as the serving process."""
+
+    data: str
+    allow_keys: tuple[str, ...] = ()
+
+
+class Rules(Protocol):
+    """What a worker admits with: the server's rule per log name."""
+
+    def rule_of(self, log: str) -> AdmissionRule:
+        """The admission rule of log `log`."""
+        ...
+
+
+_RULES: Rules | None = None  # this worker process's rules (set by its initializer)
+
+
+def _init(build: Callable[[PoolOptions], Rules], opts: PoolOptions, parent: int) -> None:
+    global _RULES
+    # Ctrl-C goes to the whole process group: let the serving process decide, not the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+    _RULES = build(opts)
+
+
+def _admit(log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
+    assert _RULES is not None, "worker not initialised"
+    rule = _RULES.rule_of(log)
+    out: list[Admitted | LedgerError] = []
+    for body in bodies:
+        try:
+            out.append(rule.admit(body, None))
+        except LedgerError as e:
+            out.append(e)
+    return out
+
+
+class AdmissionPool:
+    """N worker processes admitting envelopes for the logs of one data directory."""
+
+    def __init__(
+        self, build: Callable[[PoolOptions], Rules], opts: PoolOptions, workers: int
+    ) -> None:
+        """`build(opts)` runs once in each worker and returns its rules; it must be a
+        module-level function (workers are spawned fresh, never forked from a server with
+        open database connections and threads)."""
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init,
+            initargs=(build, opts, os.getpid()),
+        )
+
+    def admit(self, log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
+        """Admit `bodies` (in order) for log `log`, spread over the workers; blocks."""
+        if not bodies:
+            return []
+        chunk = max(1, -(-len(bodies) // self.workers))
+        parts = [bodies[i : i + chunk] for i in range(0, len(bodies), chunk)]
+        out: list[Admitted | LedgerError] = []
+        for got in self._pool.map(_admit, [log] * len(parts), parts):
+            out.extend(got)
+        return out
+
+    def close(self) -> None:
+        """Stop the workers (requests in flight finish first)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    return len(os.sched_getaffinity(0))
