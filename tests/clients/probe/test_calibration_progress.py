@@ -41,7 +41,11 @@ def _counting(monkeypatch: pytest.MonkeyPatch, stop_after: int | None) -> list[i
 
 
 def test_interrupted_calibration_resumes_where_it_stopped(
-    tiny_lm: LoadedModel, small: Stimuli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_lm: LoadedModel,
+    small: Stimuli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     whole = calibrate(tiny_lm, stimuli=small, n_pcs=2, batch_size=8)
     total = (
@@ -59,7 +63,13 @@ def test_interrupted_calibration_resumes_where_it_stopped(
     assert len(list(partial.glob("*.safetensors"))) == 5
 
     second = _counting(monkeypatch, stop_after=None)
-    resumed = calibrate(tiny_lm, stimuli=small, n_pcs=2, batch_size=8, resume=tmp_path)
+    capsys.readouterr()
+    resumed = calibrate(
+        tiny_lm, stimuli=small, n_pcs=2, batch_size=8, resume=tmp_path, progress=True
+    )
+    # It says so, on stderr (stdout may be a command's data).
+    out, err = capsys.readouterr()
+    assert "emotion calibration: 40 of 110 texts read earlier" in err and "earlier" not in out
     # Only the batches the interrupted call had not finished are run again ...
     assert len(second) == batches - 5
     # ... and the result is the calibration an uninterrupted call makes.
