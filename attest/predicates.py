@@ -63,6 +63,7 @@ __all__ = [
     "Decoding",
     "EmotionCalibration",
     "EmotionProjection",
+    "EmotionValidation",
     "EvalSample",
     "EvalScore",
     "FieldReport",
@@ -362,12 +363,39 @@ class ProbeRecord(Predicate):
         return (self.model.descriptor(),)
 
 
+class EmotionValidation(WireModel):
+    """How an emotion calibration was fitted and validated, and what noise gives.
+
+    `method` names the fitting (``dom`` difference of means, ``lda`` shrunk discriminant;
+    `shrinkage_milli` for lda), `layer_selected_on` the stimulus split the layer was chosen on
+    (``select``: never the held-out one), `held_out_milli` top-1 accuracy over the `held_out_n`
+    held-out texts at that layer, `chance_milli` 1/E. The neutral-text null: the mean and
+    spread (sample std) per emotion of the projections of `null_n` neutral texts used for
+    nothing else (`null_mean_milli`, `null_spread_milli`); the random-direction baseline is
+    `random_directions` seeded (`random_seed`) unit directions stored in the vectors blob.
+    """
+
+    method: Token
+    shrinkage_milli: Permille
+    layer_selected_on: Token
+    held_out_milli: Permille
+    held_out_n: Count
+    chance_milli: Permille
+    null_n: Count
+    null_mean_milli: Annotated[dict[Token, Milli], Field(max_length=256)]
+    null_spread_milli: Annotated[dict[Token, Count], Field(max_length=256)]
+    random_directions: Count
+    random_seed: Count
+
+
 class EmotionCalibration(Predicate):
     """Emotion concept vectors for one model: where they are read and how well they validate.
 
     `layer` is the residual-stream layer, `token_rule` which tokens are averaged (e.g.
     ``answer-mean``), `vectors` the blob holding the vectors, `held_out_scores_milli` the
-    per-emotion validation score on held-out data. Subjects: the model weights, the vectors blob.
+    per-emotion validation score on held-out data, `validation` (optional; absent in older
+    entries) how the layer was chosen and the null a projection is read against.
+    Subjects: the model weights, the vectors blob.
     """
 
     PREDICATE_TYPE: ClassVar[str] = EMOTION_CALIBRATION
@@ -377,6 +405,7 @@ class EmotionCalibration(Predicate):
     token_rule: Token
     vectors: BlobRef
     held_out_scores_milli: Annotated[dict[Token, Milli], Field(min_length=1, max_length=256)]
+    validation: EmotionValidation | None = None
 
     def subjects(self) -> tuple[ResourceDescriptor, ...]:
         """The model and the vectors blob."""

@@ -55,6 +55,7 @@ from typing import Any, Final
 import torch
 
 from attest.errors import AttestError
+from attest.predicates import EmotionValidation
 from clients.probe.metrics import milli, rate
 from clients.probe.model import (
     Generation,
@@ -375,6 +376,7 @@ class Calibration:
     shrinkage: float = 0.0
     selected_on: str = "held_out"
     held_out_score: float | None = None
+    held_out_n: int = 0
     null_projections: torch.Tensor | None = None
     null_source: str = ""
     random_directions: torch.Tensor | None = None
@@ -426,6 +428,33 @@ class Calibration:
                 random_percentile=float((rand < x).double().mean()) if rand.numel() else math.nan,
             )
         return out
+
+    def validation(self) -> EmotionValidation:
+        """What the EmotionCalibration predicate's `validation` carries (milli-units): the
+        method, the split the layer was chosen on, the held-out accuracy and its n, and the
+        neutral-text null per emotion. Raises `CalibrationError` without a null (a v1 file)."""
+        if self.null_projections is None or self.null_projections.shape[0] < 2:
+            raise CalibrationError("this calibration has no neutral-text null: calibrate again")
+        null = self.null_projections.double()
+        return EmotionValidation(
+            method=self.method,
+            shrinkage_milli=milli(self.shrinkage),
+            layer_selected_on=self.selected_on,
+            held_out_milli=milli(self.held_out_score or 0.0),
+            held_out_n=self.held_out_n,
+            chance_milli=milli(self.chance),
+            null_n=int(null.shape[0]),
+            null_mean_milli={
+                e: milli(float(null[:, i].mean())) for i, e in enumerate(self.emotions)
+            },
+            null_spread_milli={
+                e: milli(float(null[:, i].std())) for i, e in enumerate(self.emotions)
+            },
+            random_directions=0
+            if self.random_directions is None
+            else int(self.random_directions.shape[0]),
+            random_seed=self.random_seed,
+        )
 
     def null_summary(self) -> dict[str, Any]:
         """The neutral-text null per emotion (n, mean, std, 2.5 / 97.5 % quantiles) and the
@@ -483,6 +512,7 @@ class Calibration:
             "shrinkage": self.shrinkage,
             "selected_on": self.selected_on,
             "held_out_score": self.held_out_score,
+            "held_out_n": self.held_out_n,
             "null_source": self.null_source,
             "random_seed": self.random_seed,
         }
@@ -530,6 +560,7 @@ class Calibration:
             shrinkage=float(meta.get("shrinkage", 0.0)),
             selected_on=str(meta.get("selected_on", "held_out")),
             held_out_score=_opt_float(meta.get("held_out_score")),
+            held_out_n=int(meta.get("held_out_n", 0)),
             null_projections=tensors.get("null_projections"),
             null_source=str(meta.get("null_source", "")),
             random_directions=tensors.get("random_directions"),
@@ -985,6 +1016,7 @@ def fit_calibration(
         shrinkage=shrinkage if method == "lda" else 0.0,
         selected_on=selected_on,
         held_out_score=final.score,
+        held_out_n=final.total,
         null_source=null_source,
         random_directions=random_directions(RANDOM_DIRECTIONS, final.neutral_pcs, seed),
         random_seed=seed,

@@ -45,6 +45,7 @@ from attest.predicates import (
     Decoding,
     EmotionCalibration,
     EmotionProjection,
+    EmotionValidation,
     LogEntryRef,
     MethodRef,
     ModelRef,
@@ -156,10 +157,12 @@ def calibration_predicate(
     held_out_scores: Mapping[str, float],
     seen_checkpoint: CheckpointRef,
     issued_at: int,
+    validation: EmotionValidation | None = None,
 ) -> EmotionCalibration:
     """The EmotionCalibration predicate for vectors stored as the blob `vectors`.
 
-    `held_out_scores` maps each emotion to its validation score on held-out data (a fraction).
+    `held_out_scores` maps each emotion to its validation score on held-out data (a fraction);
+    `validation` (`Calibration.validation()`) says how the layer was chosen and gives the null.
     """
     try:
         return EmotionCalibration(
@@ -170,6 +173,7 @@ def calibration_predicate(
             token_rule=token_rule,
             vectors=vectors,
             held_out_scores_milli={k: to_milli(v) for k, v in sorted(held_out_scores.items())},
+            validation=validation,
         )
     except ValidationError as exc:
         raise RecordError(f"calibration: {_first_error(exc)}") from exc

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -493,7 +494,37 @@ def test_interpret_texts_and_round_trip(tiny_lm: LoadedModel, split_cal: Calibra
     assert all(first[e].projection == pytest.approx(scores[e], abs=1e-5) for e in EMOTIONS)
     summary = back.summary()
     assert summary["null"]["n"] == 10 and summary["layer_selected_on"] == "select"
+    # What the logged EmotionCalibration carries: the test figure with the split the layer
+    # was chosen on, and the null in milli-units.
+    v = back.validation()
+    assert v.layer_selected_on == "select" and v.held_out_n == 40 and v.null_n == 10
+    assert v.held_out_milli == round(1000 * (back.held_out_score or 0.0))
+    assert v.null_mean_milli["calm"] == round(1000 * float(back.null_projections[:, 0].mean()))
+    assert v.random_directions == RANDOM_DIRECTIONS
     assert "not as what the model feels" in summary["measures"]
+
+
+def test_calibration_predicate_carries_validation(split_cal: Calibration) -> None:
+    from attest.predicates import BlobRef, CheckpointRef, EmotionCalibration, ModelRef
+    from clients.probe.records import calibration_predicate
+
+    m = split_cal.model
+    common: dict[str, Any] = {
+        "model": ModelRef(name=m.name, version=m.version, weights_sha256=m.weights_sha256),
+        "layer": split_cal.layer,
+        "token_rule": split_cal.token_rule,
+        "vectors": BlobRef(sha256=split_cal.digest, size=len(split_cal.to_bytes())),
+        "held_out_scores": split_cal.held_out_accuracy,
+        "seen_checkpoint": CheckpointRef(origin="o", size=1, root="0" * 64),
+        "issued_at": 1,
+    }
+    pred = calibration_predicate(**common, validation=split_cal.validation())
+    wire = pred.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert wire["validation"]["layerSelectedOn"] == "select"
+    assert EmotionCalibration.model_validate(wire) == pred
+    # Without it the entry is what it was before the field existed.
+    old = calibration_predicate(**common).model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert "validation" not in old
 
 
 def test_score_texts_is_mean_projection(tiny_lm: LoadedModel, tiny_cal: Calibration) -> None:
