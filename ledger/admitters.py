@@ -59,6 +59,10 @@ def _init(build: Callable[[PoolOptions], Rules], opts: PoolOptions, parent: int)
     _RULES = build(opts)
 
 
+def _ready(_: int) -> bool:
+    return _RULES is not None
+
+
 def _admit(log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
     assert _RULES is not None, "worker not initialised"
     rule = _RULES.rule_of(log)
@@ -87,6 +91,11 @@ class AdmissionPool:
             initializer=_init,
             initargs=(build, opts, os.getpid()),
         )
+
+    def warm(self) -> None:
+        """Start every worker now and wait until each has built its rules (a worker is a fresh
+        interpreter: seconds of imports), so the first requests do not pay for it."""
+        list(self._pool.map(_ready, range(self.workers)))
 
     def admit(self, log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Admit `bodies` (in order) for log `log`, spread over the workers; blocks."""

@@ -146,6 +146,7 @@ class LedgerServer:
     def start_admission_workers(self, opts: PoolOptions, workers: int) -> None:
         """Run phase 1 of admission in `workers` processes from now on (`ledger.admitters`)."""
         self.admission_pool = AdmissionPool(admission_worker_rules, opts, workers)
+        self.admission_pool.warm()
 
     def admit(self, h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Phase 1 of admission for `bodies` (no token: not for the anonymous log), in the
