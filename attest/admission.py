@@ -15,6 +15,8 @@ that signed, the key chain's state, the log's root at a size (`RootAt`), and `no
     partition     the statement does not belong in this partition (or names no tier it takes)
     credentials   too few distinct issuers vouch for an attested report's key
     coarse-time   an anonymous statement's time is finer than the hour
+    duplicate     the statement is already an earlier entry of the log (audit nodes: a log
+                  holds one entry per statement; the log itself answers with the earlier one)
 
 `reason` refines the stage where a caller answers differently (the log's HTTP status), e.g.
 "too-large" at stage "envelope". The log maps reasons to status codes in one table
@@ -62,6 +64,7 @@ STAGES: Final = (
     "partition",
     "credentials",
     "coarse-time",
+    "duplicate",
 )
 """Every stage an admission rule can fail at, in the order the rules check them."""
 
@@ -165,6 +168,19 @@ def entry_statement_digest(entry: bytes) -> bytes | None:
     except (ValueError, TypeError, KeyError):  # JSON, UTF-8 and base64 errors are ValueErrors
         return None
     return hashlib.sha256(pae(payload_type, payload)).digest()
+
+
+def check_one_entry(index: int, digest: bytes, first: int | None) -> None:
+    """One entry per statement (stage "duplicate"): `first`, the index of an earlier entry with
+    the same statement digest (None when there is none), must not exist. Raises with `cited`
+    set to `first`."""
+    if first is not None and first != index:
+        raise AdmissionRefused(
+            "duplicate",
+            f"entry {index} holds the statement of entry {first} (digest {digest.hex()[:16]}…): "
+            "a log holds one entry per statement",
+            cited=first,
+        )
 
 
 # -- (2) the statement --------------------------------------------------------------------------

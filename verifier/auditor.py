@@ -36,8 +36,9 @@ from typing import Any, Literal, NoReturn, cast
 
 import httpx
 
+from attest import admission as rules
 from attest import merkle
-from attest.admission import EntryAt
+from attest.admission import AdmissionRefused, EntryAt
 from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.dsse import Envelope, TrustedKey
 from attest.errors import AttestError, PolicyError
@@ -193,6 +194,8 @@ class _EntryCheck:
     # and a few earlier bundles fetched and verified for continuity citations.
     current: tuple[int, list[bytes]] = (-1, [])
     bundles: dict[int, list[bytes]] = field(default_factory=dict)
+    # Statement digests of this step's new entries, to their index (one entry per statement).
+    digests: dict[bytes, int] = field(default_factory=dict)
 
     def remember(self, n: int, entries: list[bytes]) -> None:
         """Keep verified bundle `n`, forgetting the oldest beyond `_CITED_BUNDLES`."""
@@ -432,13 +435,15 @@ class AuditNode:
         if proof_problem is not None:
             self._misbehaved(self._observation(f, "bad-proof", seen, proof_problem))
         chain = f.chain.copy()
-        events = self._check_entries(f, cp, seen, tree, old_size, chain, _EntryCheck())  # (7), (8)
+        check = _EntryCheck()
+        events = self._check_entries(f, cp, seen, tree, old_size, chain, check)  # (7), (8)
         now = self._now()
         signed = add_signatures(note, [self.cosigner.at(now)])
         new = VerifiedHead(cp.size, cp.root_hash, signed, now)
         expect = None if head is None else (head.size, head.root)
         try:
-            self.state.advance(origin, expect, new, tree.fetched, events)  # (9)
+            digests = [(d, i) for d, i in check.digests.items()]
+            self.state.advance(origin, expect, new, tree.fetched, events, digests)  # (9)
         except StateConflict:
             f.chain = replay_chain(f.roots, f.allowed, self.state.key_events(origin))
             raise
@@ -599,6 +604,7 @@ class AuditNode:
                     stmt, signers = self._validate(
                         f, index, entry, chain, tree.root, check, entry_at
                     )
+                    self._one_entry(f, index, entry, check)
                 except EntryInvalid as e:
                     cited = [] if e.cited is None else [(e.cited, entry_at(e.cited))]
                     self._misbehaved(
@@ -609,6 +615,21 @@ class AuditNode:
                 if f.cfg.partition == "evidence" and isinstance(stmt.predicate, STATEFUL):
                     events.append(StoredKeyEvent(index, entry, signers))
         return events
+
+    def _one_entry(self, f: _Followed, index: int, entry: bytes, check: _EntryCheck) -> None:
+        """(8) one entry per statement: no earlier entry the node verified holds the statement
+        of entry `index` (`attest.admission.check_one_entry`, stage "duplicate")."""
+        digest = rules.entry_statement_digest(entry)
+        if digest is None:
+            return
+        first = check.digests.get(digest)
+        if first is None:
+            first = self.state.statement_at(f.cfg.origin, digest)
+        try:
+            rules.check_one_entry(index, digest, first)
+        except AdmissionRefused as e:
+            raise EntryInvalid(index, e.stage, e.diagnostic, e.cited) from e
+        check.digests[digest] = index
 
     def _validate(
         self,

@@ -10,6 +10,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from attest import merkle
+from attest.admission import entry_statement_digest
 from attest.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from attest.keychain import KeyChain
 from attest.note import NoteError, decode_base64, encode_base64
@@ -370,6 +371,8 @@ def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
         if merkle.leaf_hash(cdata) != cleaf or not ce.index < entry.index:
             raise EvidenceError(f"cited entry {ce.index} is not its leaf or not before the entry")
         held[ce.index] = cdata
+    if ctx.stage == "duplicate":
+        return _duplicate(ev, cp, entry.index, data, held)
 
     def root_at(size: int) -> bytes:
         if size == 0:
@@ -413,3 +416,18 @@ def _invalid_entry(ev: Evidence, cps: list[Checkpoint]) -> str:
             f"{e.stage}: {e.problem}{basis}"
         )
     raise EvidenceError(f"entry {entry.index} re-validates: the record shows no misbehaviour")
+
+
+def _duplicate(
+    ev: Evidence, cp: Checkpoint, index: int, data: bytes, held: dict[int, bytes]
+) -> str:
+    """Two entries included under one checkpoint that hold one statement (same digest)."""
+    digest = entry_statement_digest(data)
+    for earlier, cdata in sorted(held.items()):
+        if digest is not None and entry_statement_digest(cdata) == digest:
+            return (
+                f"proven: entries {earlier} and {index} of {ev.origin} are both in the tree of "
+                f"size {cp.size} and hold one statement (digest {digest.hex()}): a log holds "
+                "one entry per statement"
+            )
+    raise EvidenceError(f"no cited entry holds the statement of entry {index}")

@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS key_events (
     signers BLOB NOT NULL,
     PRIMARY KEY (origin, idx)
 );
+CREATE TABLE IF NOT EXISTS statements (
+    origin TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (origin, digest)
+);
 CREATE TABLE IF NOT EXISTS witnesses (
     origin TEXT NOT NULL,
     url TEXT NOT NULL,
@@ -197,8 +203,10 @@ class State:
         new: VerifiedHead,
         tiles: Mapping[TileId, bytes],
         key_events: Sequence[StoredKeyEvent],
+        statements: Sequence[tuple[bytes, int]] = (),
     ) -> None:
-        """Move the head from `expect` (None: no head yet) to `new`, with its tiles and key events.
+        """Move the head from `expect` (None: no head yet) to `new`, with its tiles, key events
+        and the statement digests of the new entries, (digest, index).
 
         Compare-and-swap: raises StateConflict, writing nothing, when the stored head is not
         `expect`. Requires `new.size >= expect size` and `tiles` to be every tile that is new or
@@ -226,6 +234,10 @@ class State:
             db.executemany(
                 "INSERT INTO key_events VALUES (?, ?, ?, ?)",
                 [(origin, k.index, k.entry, b"".join(sorted(k.signers))) for k in key_events],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO statements VALUES (?, ?, ?)",
+                [(origin, d, i) for d, i in statements],
             )
             # Crash here: the transaction rolls back whole; the previous head, its tiles and key
             # events are intact, and the next step re-verifies the same checkpoint.
@@ -268,6 +280,15 @@ class State:
         ]
 
     # -- witnesses ----------------------------------------------------------------------------
+
+    def statement_at(self, origin: str, digest: bytes) -> int | None:
+        """The index of the verified entry of `origin` holding this statement digest, if any
+        (entries verified since the node kept digests)."""
+        with self._txn(write=False) as db:
+            row = db.execute(
+                "SELECT idx FROM statements WHERE origin = ? AND digest = ?", (origin, digest)
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def witness_size(self, origin: str, url: str) -> int:
         """The size the witness at `url` last cosigned for `origin` as far as we know (0: none)."""

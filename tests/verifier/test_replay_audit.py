@@ -3,7 +3,8 @@
 Finding 2, as an audit node sees it: a log that admits an issuance of a credential after its
 revocation — the same envelope with its signature repeated, the same bytes at a new index, or
 the issuer's re-signed issuance under the same credential id — shows an invalid entry.
-Finding 1: an entry carrying a signature that does not verify is invalid too.
+Finding 1: an entry carrying a signature that does not verify is invalid too, and so is a
+second entry of a statement the log already holds.
 """
 
 from __future__ import annotations
@@ -12,14 +13,30 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from attest.dsse import Envelope, TrustedKey
 from attest.keychain import KeyChain
 from attest.keys import generate_private_key, verifier_key
-from attest.predicates import AnyPredicate, CheckpointRef, CredentialEvent, KeyEvent
+from attest.predicates import (
+    AnyPredicate,
+    CheckpointRef,
+    CredentialEvent,
+    FieldReport,
+    KeyEvent,
+    ModelId,
+)
 from attest.statement import sign_statement
+from ledger.sequencer import Sequenced, Sequencer
+from tests.support import Signer, running_server
+from tests.verifier.test_auditor import follow, open_node
+from tests.verifier.test_continuity_audit import ISSUED_AT, Operator
+from verifier.auditor import AuditNode, LogMisbehaved
+from verifier.evidence import verify_evidence as check_evidence
 from verifier.revalidate import EntryInvalid, validate_entry
 
 ORIGIN = "audit.test/evidence"
@@ -65,6 +82,14 @@ def credential(action: str, holder: Signing, credential_id: str, at: int) -> Cre
         seen_checkpoint=SEEN,
         issued_at=at,
     )
+
+
+@pytest.fixture
+def node_factory() -> Iterator[list[AuditNode]]:
+    nodes: list[AuditNode] = []
+    yield nodes
+    for n in nodes:
+        n.close()
 
 
 @pytest.fixture
@@ -127,3 +152,60 @@ def test_audit_node_refuses_an_entry_with_a_junk_signature(
     }
     good["signatures"].append(junk)
     assert "does not verify" in r.refused(Envelope.from_json(good).canonical_bytes(), "signature")
+
+
+# -- finding 1, as an audit node sees it: one entry per statement --------------------------------
+
+
+def test_audit_node_catches_a_second_entry_of_one_statement(
+    tmp_path: Path, node_factory: list[AuditNode]
+) -> None:
+    """A log that sequences a second envelope of a statement it holds (its operator cleared the
+    statement-digest index and wrote behind the admission rule) is caught by a node that
+    verified the first entry in an earlier step, with evidence anyone can re-check."""
+    lab = Signer.create(tmp_path / "keys", "lab")
+    worker = Signer.create(tmp_path / "keys", "worker")
+    lab_s, worker_s = (lab.name, lab.key), (worker.name, worker.key)
+    op = Operator(tmp_path / "data", lab)
+    worker_vkey = verifier_key(worker.name, worker.key.public_key())
+    register = KeyEvent(
+        seen_checkpoint=op.seen(),
+        issued_at=ISSUED_AT,
+        action="register",
+        role="worker",
+        key=worker_vkey,
+    )
+    op.honest([op.admit(register, [lab_s, worker_s])])
+    report = FieldReport(
+        seen_checkpoint=op.seen(),
+        issued_at=ISSUED_AT,
+        model=ModelId(name="m", version="v1"),
+        category="grief",
+        tier="anonymous",
+        text="published once",
+    )
+    (first,) = op.honest([op.admit(report, [worker_s])])
+    op.server.store.close()
+    with running_server(tmp_path / "data") as srv:
+        fl = follow(tmp_path / "node", srv.base_url)
+        assert open_node(tmp_path / "node", node_factory).step(fl.origin).size == first.index + 1
+
+    op = Operator(tmp_path / "data", lab)
+    with op.server.store._write.begin() as conn:  # the operator clears the digest index
+        conn.execute(sa.text("DELETE FROM statements"))
+    (second,) = Sequencer(op.h.log, op.h.signer).integrate(
+        [sign_statement(report, [worker_s, lab_s]).canonical_bytes()]
+    )
+    assert isinstance(second, Sequenced) and not second.duplicate
+    op.server.store.close()
+
+    with running_server(tmp_path / "data") as srv:
+        fl = follow(tmp_path / "node", srv.base_url)
+        node = open_node(tmp_path / "node", node_factory)
+        with pytest.raises(LogMisbehaved, match=f"entry {second.index} fails duplicate") as caught:
+            node.step(fl.origin)
+    ev = caught.value.evidence
+    assert ev.kind == "invalid-entry" and ev.context is not None
+    assert ev.context.stage == "duplicate"
+    assert [c.index for c in ev.context.cited] == [first.index]
+    assert "hold one statement" in check_evidence(ev.to_json(), fl.vkey)
