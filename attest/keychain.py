@@ -38,6 +38,7 @@ from attest.predicates import (
     CONTINUITY,
     CREDENTIAL_EVENT,
     EMOTION_CALIBRATION,
+    EVAL_SAMPLE,
     FIELD_REPORT,
     PROBE_RECORD,
     TOKEN_KEY,
@@ -56,6 +57,7 @@ SIGNER_ROLES: dict[str, frozenset[str]] = {
     CREDENTIAL_EVENT: frozenset({"issuer"}),
     TOKEN_KEY: frozenset({"issuer"}),
     FIELD_REPORT: frozenset(ROLES),
+    EVAL_SAMPLE: frozenset({"lab", "worker"}),
 }
 
 # Statements that change the chain's state, and so are stored for replay.

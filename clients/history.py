@@ -26,6 +26,7 @@ from attest.predicates import (
     CONTINUITY,
     PROBE_RECORD,
     ContinuityStatement,
+    EvalSample,
     ModelRef,
     ProbeRecord,
     SuiteRef,
@@ -84,6 +85,8 @@ def _about(stmt: Statement, model: str, version: str | None) -> bool:
         refs = [pred.model]
     elif isinstance(pred, ContinuityStatement):
         refs = [pred.successor, pred.predecessor]
+    elif isinstance(pred, EvalSample):  # imported eval logs (clients.inspect_import)
+        return pred.model.name == model and version in (None, pred.model.version)
     return any(r.name == model and version in (None, r.version) for r in refs)
 
 

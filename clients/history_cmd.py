@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from attest.predicates import BehaviourDiff, ProbeRecord
+from attest.predicates import EVAL_SAMPLE, BehaviourDiff, ProbeRecord
 from clients.errors import diagnosed
 from clients.history import (
     History,
@@ -21,6 +21,7 @@ from clients.history import (
     build_history,
     fetch_statements,
 )
+from clients.inspect_import import eval_rows, eval_table
 from clients.probe.metrics import mcnemar
 from clients.text import aligned
 from clients.trust import trust_options, trusted_client
@@ -138,7 +139,22 @@ def history(
             policy,
         ):
             statements = fetch_statements(client, log_name, policy, model=model, version=version)
+            evals = eval_rows(
+                fetch_statements(
+                    client,
+                    log_name,
+                    policy,
+                    model=model,
+                    version=version,
+                    predicate_type=EVAL_SAMPLE,
+                )
+            )
         if not any(isinstance(s.statement.predicate, ProbeRecord) for s in statements):
+            if evals:  # only imported eval samples (bledger import inspect): their own section
+                click.echo(
+                    json.dumps({"evalSamples": evals}, indent=2) if as_json else eval_table(evals)
+                )
+                return
             which = model if version is None else f"{model}@{version}"
             raise HistoryError(f"log {log_name} at {ledger} holds no probe records of {which}")
         # The tree the entries were proved in: what "verified" refers to.
@@ -149,9 +165,13 @@ def history(
 
             plot_history(h, plot)
         if as_json:
-            click.echo(json.dumps(h.to_json(), indent=2))
+            click.echo(
+                json.dumps({**h.to_json(), **({"evalSamples": evals} if evals else {})}, indent=2)
+            )
         else:
             click.echo(format_table(h))
+            if evals:
+                click.echo("\n" + eval_table(evals))
         if plot is not None:
             click.echo(f"charts: {plot}", err=True)
 

@@ -20,6 +20,7 @@ from typing import Final
 from attest.predicates import (
     CONTINUITY,
     EMOTION_CALIBRATION,
+    EVAL_SAMPLE,
     FIELD_REPORT,
     PREDICATE_NAMESPACE,
     PROBE_RECORD,
@@ -71,6 +72,9 @@ def describe(index: int, data: bytes) -> IndexRow:
     if kind == CONTINUITY:
         before = _model(pred.get("predecessor"))
         return IndexRow(index, short, *_model(pred.get("successor")), predecessor_version=before[1])
+    if kind == EVAL_SAMPLE:
+        name, version, _ = _model(pred.get("model"))
+        return IndexRow(index, short, name, version)
     if kind == FIELD_REPORT:
         name, version, _ = _model(pred.get("model"))
         return IndexRow(

