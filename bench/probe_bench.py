@@ -7,6 +7,7 @@
     python bench/probe_bench.py suite-cost [--tiny] [--prompts N]   # cost of the full suite
     python bench/probe_bench.py noise-floor [--prompts N] [--batch-sizes 1,8]  # same weights, twice
     python bench/probe_bench.py attacks [--tiny] [--items N] [--budget demo]  # attacks per minute
+    python bench/probe_bench.py backends [--prompts N] [--endpoint URL]  # answers/s per backend
 
 For each batch size, the same prompts (the first ``--prompts`` probes of the core suite, in
 suite order) are answered greedily twice per repetition: plain `generate`, then `generate` inside
@@ -169,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return noise_floor_main(args_in[1:])
     if args_in[:1] == ["attacks"]:
         return attacks_main(args_in[1:])
+    if args_in[:1] == ["backends"]:
+        return backends_main(args_in[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -486,6 +489,98 @@ def noise_floor_main(argv: Sequence[str]) -> int:
         print(
             f"mean |transfer change| on harmful items: {m.mean:.3f} [{m.low:.3f}, {m.high:.3f}] "
             f"(n={m.n})"
+        )
+    print(f"machine: {machine()}")
+    return 0
+
+
+# -- backends ---------------------------------------------------------------------------------
+
+
+def _llama_server(port: int, threads: int) -> Any:
+    """``python -m llama_cpp.server`` on the bundled GGUF at 127.0.0.1:`port` (a Popen)."""
+    import subprocess
+
+    import httpx
+
+    from clients.probe.model import ensure_smollm2_wheel
+
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ensure_smollm2_wheel())]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "0"]
+    cmd += ["--n_threads", str(threads), "--verbose", "False"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("llama server did not start in 120 s")
+
+
+def backends_main(argv: Sequence[str]) -> int:
+    """``python bench/probe_bench.py backends``: answers/s per backend on the core suite's first
+    prompts — `local` (the worker's LocalBackend) and `openai` (an OpenAI-compatible endpoint:
+    ``--endpoint``, else a llama-cpp-python server this script starts on the bundled GGUF) —
+    against plain `generate` on the same prompts in the same run (the peer)."""
+    import socket
+
+    from clients.probe.backends import DecodingConfig, LocalBackend, OpenAIBackend, turns
+
+    ap = argparse.ArgumentParser(prog="probe_bench.py backends")
+    ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--endpoint", help="an OpenAI-compatible /v1 URL (default: start llama.cpp)")
+    ap.add_argument("--endpoint-model", default="smollm2-135m-instruct")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads")
+    args = ap.parse_args(argv)
+    lm = open_model("tiny" if args.tiny else args.model, device="cpu")
+    plan = probes(load_suite("core"))[: args.prompts]
+    prompts: list[ChatTurns] = [(p.system, p.user) for p in plan]
+    convs = [turns(s, u) for s, u in prompts]
+    cfg = DecodingConfig(args.max_new_tokens, 0.0, 0, args.batch_size)
+    _plain(lm, prompts[:2], 2, 4)  # warm-up
+    rows: list[tuple[str, float, int]] = []
+    t, gens = _timed(lambda: _plain(lm, prompts, args.batch_size, args.max_new_tokens))
+    rows.append(("plain generate (peer)", t, sum(len(g.answer_ids) for g in gens)))
+    local = LocalBackend(lm)
+    t, out = _timed(lambda: local.generate(convs, cfg))
+    rows.append(("local backend", t, sum(g.completion_tokens or 0 for g in out)))
+    proc = None
+    url = args.endpoint
+    try:
+        if url is None:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            proc = _llama_server(port, args.threads)
+            url = f"http://127.0.0.1:{port}/v1"
+        api = OpenAIBackend(url, args.endpoint_model)
+        api.generate(convs[:1], DecodingConfig(4))  # warm-up
+        t, out = _timed(lambda: api.generate(convs, cfg))
+        rows.append((f"openai backend ({url})", t, sum(g.completion_tokens or 0 for g in out)))
+        api.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=20)
+    peer = rows[0][1]
+    print(
+        f"model {lm.identity.name} (local: float32 transformers; llama.cpp: the Q4_1 GGUF, "
+        f"{args.threads} threads), {len(prompts)} core prompts, max {args.max_new_tokens} new "
+        f"tokens, batch {args.batch_size}, greedy"
+    )
+    print("backend | s | answers/s | tokens | tok/s | vs plain")
+    print("------- | - | --------- | ------ | ----- | --------")
+    for name, secs, tokens in rows:
+        print(
+            f"{name} | {secs:.1f} | {len(prompts) / secs:.2f} | {tokens} | {tokens / secs:.1f} | "
+            f"{peer / secs:.2f}x"
         )
     print(f"machine: {machine()}")
     return 0
