@@ -9,10 +9,14 @@ Decisions a caller must know:
 * **Resumable.** Each run has a directory (default ``<data dir>/runs/<model>-<version>-<suite>-
   <version>-<key>``, the key a digest of everything that determines the answers, so running the
   same command again resumes; it is locked while in use). ``state.json`` records each group's
-  progress; a group's items are written before they are signed, its envelopes before they are
-  submitted, and each returned index as it comes.
+  progress; a group's items are written after every batch (so an endpoint that fails mid-group
+  costs one batch) and before they are signed, its envelopes before they are submitted, and
+  each returned index as it comes.
   A killed run therefore never regenerates a finished group's answers, and resubmits exactly the
   envelopes it had signed (the log deduplicates identical envelopes: same index back).
+* **Backends.** The text comes from a `clients.probe.backends.Backend`: local weights (the only
+  backend with activations, hence emotions), an OpenAI-compatible endpoint, or vLLM. A record
+  names what answered (`BackendRef`) and how (`Decoding`), and the judges that judged.
 * **Calibration.** Projections need the model's emotion calibration *as logged*: given an index
   (``calibration_index``), or the latest one this machine published to this log for these
   weights, or a fresh one, published now as an ``emotion-calibration`` entry. The log has no blob
@@ -21,8 +25,9 @@ Decisions a caller must know:
   run keeps the calibration it started with.
 * **Anti-backdating.** Every statement embeds the log's latest *verified* checkpoint and the time
   it was signed.
-* **Determinism.** Probes run in `clients.probe.suites.probes` order, greedy, in batches of
-  `batch_size`, seeded; replay uses the same order and batch size.
+* **Determinism.** Probes run in `clients.probe.suites.probes` order, greedy (or seeded
+  sampling), in batches of `batch_size`; replay takes order, decoding, device and dtype from
+  the record, and names every recorded setting that differs from what it ran with.
 
 Nothing here holds server state. The ledger is reached through `clients.sdk` (verified
 checkpoints, writes whose proof it verifies), plus two JSON reads the SDK does not offer yet —
