@@ -477,5 +477,5 @@ def test_the_numbers_table_is_the_cli_table(ledger: Ledger, page: Page) -> None:
         cells = rows.nth(i).locator("td").all_inner_texts()
         (line,) = [x for x in cli_rows if x.split()[:3] == cells[:3]]
         for figure in cells[4:8]:
-            assert re.search(r"n=\d+$", figure), figure
+            assert re.search(r"n=\d+\)?$", figure), figure  # a number, or insufficient data
             assert figure in line, (figure, line)
