@@ -151,7 +151,7 @@ def entry_statement_digest(entry: bytes) -> bytes | None:
     """`statement_digest` of the envelope in leaf data `entry` (None when it holds none).
 
     On the sequencer's hot path for entries it did not admit itself (the anonymous queue), so
-    it reads only `payloadType` and `payload` with the standard JSON parser (about 10x faster
+    it reads only `payloadType` and `payload` with the standard JSON parser (about 3x faster
     than `Envelope.from_json`); entries that were admitted are canonical, and for any other
     bytes the digest is only the key the log deduplicates on.
     """
@@ -164,10 +164,10 @@ def entry_statement_digest(entry: bytes) -> bytes | None:
             text = text.replace("-", "+").replace("_", "/")
         if len(text) % 4:
             text += "=" * (-len(text) % 4)
-        payload = base64.b64decode(text, validate=True)
-    except (ValueError, TypeError, KeyError):  # JSON, UTF-8 and base64 errors are ValueErrors
+        message = pae(payload_type, base64.b64decode(text, validate=True))
+    except (ValueError, TypeError, KeyError, RecursionError):  # JSON, UTF-8, base64: ValueError
         return None
-    return hashlib.sha256(pae(payload_type, payload)).digest()
+    return hashlib.sha256(message).digest()
 
 
 def check_one_entry(index: int, digest: bytes, first: int | None) -> None:

@@ -152,3 +152,17 @@ def test_base64_alphabets_are_one_leaf() -> None:
         "payload": str(obj["payload"]).replace("+", "-").replace("/", "_").rstrip("="),
     }
     assert rules.leaf_data(rules.parse_envelope(json.dumps(url).encode())) == env.canonical_bytes()
+
+
+@given(data=st.binary(max_size=256))
+def test_entry_statement_digest_never_raises(data: bytes) -> None:
+    """The sequencer derives digests of queued bytes: junk gives None, never an exception."""
+    assert rules.entry_statement_digest(data) is None or len(data) > 0
+
+
+def test_entry_statement_digest_of_hostile_json() -> None:
+    assert rules.entry_statement_digest(b"[" * 100_000) is None
+    assert rules.entry_statement_digest(b'{"payload":"YQ==","payloadType":"\\ud800"}') is None
+    assert rules.entry_statement_digest(b'{"payload":"!!","payloadType":"x"}') is None
+    env = sign_statement(report(), KEYS[:1])
+    assert rules.entry_statement_digest(env.canonical_bytes()) == statement_digest(env)
