@@ -227,7 +227,8 @@ class AttackResult(WireModel):
     seed: Count
     budget: AttackBudget
     spent: AttackBudget
-    attempts: Annotated[tuple[Sha256Hex, ...], Field(max_length=MAX_ATTACK_ATTEMPTS)]
+    # strict=False: an item read back from JSON (a run directory) carries the array as a list.
+    attempts: Annotated[tuple[Sha256Hex, ...], Field(max_length=MAX_ATTACK_ATTEMPTS, strict=False)]
     attacker: Label | None = None
     best: Count | None = None
     best_source: Label | None = None

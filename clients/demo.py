@@ -294,6 +294,7 @@ def _probe(
     lay: Layout, url: str, model: str, version: str, max_new_tokens: int, batch_size: int
 ) -> dict[str, Any]:
     """Probe one version (calibrating its emotion vectors first, if this is its first run)."""
+    from clients.probe.attacks import DEMO_BUDGET
     from clients.probe.worker import LedgerTarget, ProbeOptions, open_model, run_probe
 
     lm = open_model(model, version=version)
@@ -304,6 +305,8 @@ def _probe(
         tiers=TIERS,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        # A small declared budget (docs/attacks.md): the headline's optimised transfer is filled.
+        attack=DEMO_BUDGET,
     )
     signers = [("worker", load_private_key(lay.keys / "worker.pem"))]
     res = run_probe(options, LedgerTarget(url), signers, lm=lm, data=lay.probe)
@@ -484,7 +487,8 @@ def _steps(
     for version in ("v1", "v2"):
         title = (
             f"{version}: emotion calibration, then probing suite core in tiers "
-            f"{', '.join(TIERS)} ({max_new_tokens} new tokens per answer)"
+            f"{', '.join(TIERS)} ({max_new_tokens} new tokens per answer), adversarial search "
+            "on 2 harmful items per group (budget demo: 4 queries each)"
         )
         done = state.done.get(f"probed-{version}")
         if done:

@@ -153,6 +153,19 @@ def policy_for(
 # -- the history ------------------------------------------------------------------------------
 
 
+def headline_cells(s: GroupSummary) -> dict[str, str]:
+    """The seed's headline pair as table cells (`clients.text.shown`: a number only when the
+    interval is narrow enough, else "insufficient data (n=…)"): ``optimised_transfer`` with the
+    search budget behind it (or the method, when no search ran) and ``paired_benign_refusal``
+    on the same category's benign items."""
+    h = s.headline
+    how = h.budget if h.budget is not None else f"{h.method}, no search"
+    return {
+        "optimised_transfer": f"{shown(h.transfer)} ({how})",
+        "paired_benign_refusal": shown(h.benign_refusal),
+    }
+
+
 @dataclass(frozen=True)
 class Row:
     """The behaviour of one (version, category, tier), and the records it was computed from."""
@@ -172,6 +185,7 @@ class Row:
             sides = (s.framed_transfer[f], direct) if f in s.framed_transfer and direct else None
             diffs.append(f"{f} {shown(m, sides=sides)}")
         return {
+            **headline_cells(s),
             "benign_refusal": shown(s.benign_refusal),
             "direct_transfer": shown(direct),
             "framed_transfer": "; ".join(f"{f} {shown(m)}" for f, m in s.framed_transfer.items())

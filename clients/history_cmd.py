@@ -27,6 +27,14 @@ from clients.text import aligned
 from clients.trust import trust_options, trusted_client
 
 
+def _headline_transfer(r: Row) -> str:
+    return r.display()["optimised_transfer"]
+
+
+def _headline_refusal(r: Row) -> str:
+    return r.display()["paired_benign_refusal"]
+
+
 def _refusal(r: Row) -> str:
     return r.display()["benign_refusal"]
 
@@ -57,6 +65,8 @@ COLUMNS = (
     ("version", lambda r: r.summary.version),
     ("category", lambda r: r.summary.category),
     ("tier", lambda r: r.summary.tier),
+    ("optimised transfer [95% CI] (budget)", _headline_transfer),
+    ("paired benign refusal [95% CI]", _headline_refusal),
     ("items", lambda r: str(r.summary.items)),
     ("benign refusal [95% CI]", _refusal),
     ("direct transfer [95% CI]", _direct),

@@ -108,6 +108,15 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     "--max-new-tokens", type=click.IntRange(min=1), help="[default: 128; a replay: the record's]"
 )
 @click.option("--seed", type=click.IntRange(min=0), help="[default: 0; a replay: the record's]")
+@click.option(
+    "--attack",
+    help="Budgeted adversarial search on each harmful item: corpus, pair or corpus,pair.",
+)
+@click.option(
+    "--budget",
+    help="With --attack, per item: demo, gpu-30min or queries=Q,tokens=T,seconds=S "
+    "(also corpus=, rounds=, branches=, items=N|all) [default: demo].",
+)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option(
     "--data-dir",
@@ -176,9 +185,27 @@ def _options(kw: dict[str, Any], **over: Any) -> Any:
         "api_key_env": kw["api_key_env"],
         "timeout_s": kw["timeout_s"],
         "requests_per_second": kw["requests_per_second"],
+        "attack": _attack(kw),
     }
     values.update(over)
     return ProbeOptions(**values)
+
+
+def _attack(kw: dict[str, Any]) -> Any:
+    """The search `--attack` / `--budget` ask for (None without --attack), seeded by --seed
+    unless the budget names its own seed."""
+    if kw.get("attack") is None:
+        if kw.get("budget") is not None:
+            raise click.UsageError("--budget needs --attack")
+        return None
+    from dataclasses import replace
+
+    from clients.probe.attacks import parse_attack, parse_budget
+
+    config = parse_budget(kw["budget"] or "demo")
+    if "seed=" not in (kw["budget"] or ""):
+        config = replace(config, seed=0 if kw["seed"] is None else kw["seed"])
+    return replace(config, methods=parse_attack(kw["attack"]))
 
 
 def _result_json(res: Any) -> dict[str, Any]:

@@ -73,6 +73,7 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import parse_statement, sign_statement
+from clients.probe.attacks import AttackConfig, attack_backend_group, attack_refs
 from clients.probe.backends import (
     Backend,
     BackendGeneration,
@@ -219,6 +220,7 @@ class ProbeOptions:
     api_key_env: str | None = None
     timeout_s: float = 60.0
     requests_per_second: float | None = None
+    attack: AttackConfig | None = None  # the budgeted search on harmful items (None: none)
 
     def load_suite(self) -> Suite:
         """The suite these options name."""
@@ -644,6 +646,7 @@ def _run_key(
         "temperature": options.temperature,
         "backend": options.backend,
         "endpoint": options.endpoint,
+        **({} if options.attack is None else {"attack": options.attack.to_json()}),
     }
 
 
@@ -862,6 +865,16 @@ class _GroupRunner:
 
         cal = None if self.cal is None else self.cal.calibration
         items = _answer(self.backend, cal, group, self.options, self.bar, done=done, keep=keep)
+        if self.options.attack is not None:  # finished items are kept under attacks/
+            attacks = self.run.path / "attacks" / f"{_safe(category)}--{_safe(tier)}"
+            items = attack_backend_group(
+                self.backend,
+                group,
+                items,
+                self.options.attack,
+                attacks,
+                batch_size=self.options.batch_size,
+            )
         _write_json(
             self.run.items_path(category, tier), [it.model_dump(mode="json") for it in items]
         )
@@ -895,6 +908,7 @@ class _GroupRunner:
             backend=BackendRef.model_validate(state["backend"]),
             decoding=self.options.decoding().wire(),
             judges=_judges()[2],
+            attacks=attack_refs(self.options.attack),
         )
         parts = sign_records(header, items, self.signers)
         env_dir = self.run.envelope_dir(category, tier)

@@ -645,14 +645,17 @@ function rowsTable(history, vstate) {
   const sec = h("section", { id: "rows" }, h("h2", { text: "Numbers" }));
   // The same columns and cells as `bledger history`: the figures are the strings the server
   // formatted once for both (value [95 % interval] n=N, or "insufficient data (n=N)").
-  const heads = ["version", "category", "tier", "items", "benign refusal [95% CI]", "direct transfer [95% CI]",
+  // The seed's headline pair leads: optimised transfer with its budget, paired benign refusal.
+  const heads = ["version", "category", "tier", "optimised transfer [95% CI] (budget)",
+    "paired benign refusal [95% CI]", "items", "benign refusal [95% CI]", "direct transfer [95% CI]",
     "framed transfer [95% CI]", "differential (framed - direct) [95% CI]", "records"];
   const t = h("table", {}, h("tr", {}, ...heads.map((x) => h("th", { text: x }))));
   for (const r of history.rows) {
     const d = r.display ?? {};
     const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
     vstate.rows.push({ r, st });
-    const cells = [r.version, r.category, r.tier, r.items, d.benign_refusal, d.direct_transfer,
+    const cells = [r.version, r.category, r.tier, d.optimised_transfer, d.paired_benign_refusal, r.items,
+      d.benign_refusal, d.direct_transfer,
       d.framed_transfer, d.differential_transfer].map((x) => x ?? "-");
     t.append(h("tr", { "data-version": r.version, "data-category": r.category, "data-tier": r.tier },
       ...cells.map((x) => h("td", { class: "figure", text: String(x) })),

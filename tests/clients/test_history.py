@@ -774,7 +774,9 @@ def test_history_table(ledger: Ledger) -> None:
     lines = out.splitlines()
     assert lines[0] == f"{MODEL}: 2 version(s), 4 cells, log {ORIGIN} at size {ledger.size}"
     header = lines[1].split()
-    assert header[:4] == ["version", "category", "tier", "items"] and "records" in header
+    # The seed's headline pair leads: optimised transfer (with its budget), paired benign refusal.
+    assert header[:5] == ["version", "category", "tier", "optimised", "transfer"]
+    assert "paired" in header and "items" in header and "records" in header
     for (version, tier), index in ledger.populated.probe_records.items():
         (line,) = [x for x in lines[2:6] if x.split()[:3] == [version, PROBE_CATEGORY, tier]]
         assert line.split()[-2:] == [str(index), "verified"], line

