@@ -160,12 +160,13 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_probe_a_model_behind_a_real_openai_compatible_server(
-    llama_server: str, ledger: Ledger, suite_file: Path, tmp_path: Path
+    llama_server: str, ledger: Ledger, tmp_path: Path
 ) -> None:
+    # A shipped suite (the history reads item kinds from it): one group of eight prompts.
     args = ["probe", "--backend", "openai", "--endpoint", llama_server, "--model", "smollm2-api"]
     args += ["--ledger", ledger.srv.base_url, "--vkey", ledger.vkey]
-    args += ["--suite-file", str(suite_file)]
-    args += ["--tiers", "medical", "--max-new-tokens", "16", "--batch-size", "4", "--quiet"]
+    args += ["--suite", "core", "--categories", "grief", "--tiers", "anonymous"]
+    args += ["--max-new-tokens", "16", "--batch-size", "4", "--quiet"]
     args += ["--data-dir", str(tmp_path), "--key", str(ledger.keys / "worker.pem")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -183,8 +184,9 @@ def test_probe_a_model_behind_a_real_openai_compatible_server(
         cli, ["history", "smollm2-api", "--ledger", ledger.srv.base_url, "--vkey", ledger.vkey]
     )
     assert hist.exit_code == 0, hist.output
-    assert "medical" in hist.stdout and "harm" in hist.stdout
+    assert "grief" in hist.stdout and "anonymous" in hist.stdout
 
-    report = replay(group["indices"][0], ledger.target, suite_path=suite_file, data=tmp_path)
+    report = replay(group["indices"][0], ledger.target, data=tmp_path)
     assert report.reproduced, report.to_json()
+    assert report.settings == (), "the endpoint, its model id and the decoding are the record's"
     assert report.decoding.max_new_tokens == 16 and report.decoding.batch_size == 4
