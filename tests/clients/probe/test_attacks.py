@@ -521,3 +521,22 @@ def test_a_probe_run_with_attack_logs_optimised_transfer_with_its_budget(
     size = ledger.size()
     again = run(ledger, lm, data, opts)
     assert again.indices == res.indices and ledger.size() == size
+
+
+def test_probe_command_refuses_a_bad_attack_or_budget(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from attest.keys import generate_private_key, write_key_pair
+    from clients.probe_cmd import probe as probe_cmd
+
+    key = tmp_path / "worker.pem"
+    write_key_pair(key, generate_private_key())
+    base = ["--ledger", "http://127.0.0.1:9", "--key", str(key), "--quiet"]
+    cases = {
+        ("--budget", "demo"): "--budget needs --attack",
+        ("--attack", "gcg-only"): "unknown attack",
+        ("--attack", "corpus", "--budget", "queries=lots"): "needs a non-negative integer",
+    }
+    for args, want in cases.items():
+        res = CliRunner().invoke(probe_cmd, [*base, *args])
+        assert res.exit_code != 0 and want in res.output, (args, res.output)
