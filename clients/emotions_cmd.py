@@ -27,9 +27,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # The fitting `calibrate` uses by default (clients.probe.emotions.DEFAULT_*), repeated here so
 # that `bledger --help` need not import torch.
-DEFAULT_METHOD = "dom"
-DEFAULT_SHRINKAGE = 0.5
-DEFAULT_N_PCS = 4
+DEFAULT_METHOD = "lda"
+DEFAULT_SHRINKAGE = 0.6
+DEFAULT_N_PCS = 0
 
 # Imports of torch/transformers happen inside the commands: `bledger --help` stays fast.
 

@@ -281,6 +281,7 @@ VARIANTS: Final = (
     Variant("lda, shrinkage 0.3", "lda", 0.3, 0),
     Variant("lda, shrinkage 0.6", "lda", 0.6, 0),
     Variant("lda, shrinkage 0.9", "lda", 0.9, 0),
+    Variant("lda, shrinkage 0.6, 4 neutral PCs", "lda", 0.6, 4),
 )
 """The variants `compare_variants` measures, all on the same readings."""
 
