@@ -49,6 +49,8 @@ from clients.probe.attacks.search import (
     corpus_plan,
     parse_attack,
     parse_budget,
+    replay_config,
+    replay_search,
     search,
     transcript_digest,
 )
@@ -82,6 +84,8 @@ __all__ = [
     "parse_attack",
     "parse_budget",
     "render",
+    "replay_config",
+    "replay_search",
     "rubric_judge",
     "search",
     "tense_rewrite",

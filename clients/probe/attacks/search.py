@@ -64,6 +64,8 @@ __all__ = [
     "corpus_plan",
     "parse_attack",
     "parse_budget",
+    "replay_config",
+    "replay_search",
     "search",
     "transcript_digest",
 ]
@@ -607,3 +609,47 @@ def _milli(x: float) -> int:
     from clients.probe.metrics import milli
 
     return max(0, min(1000, milli(x)))
+
+
+def replay_config(config: AttackConfig, result: AttackResult) -> AttackConfig:
+    """The configuration that re-runs exactly the attempts `result` records: its seed and token
+    budget, its queries capped at the attempts it made, and no time limit (time is the one
+    limit that depends on the machine; the attempts before it struck are a function of the
+    seed)."""
+    budget = Budget(result.spent.queries, result.budget.tokens, 10**9)
+    return replace(config, budget=budget, seed=result.seed)
+
+
+def replay_search(
+    item: Item,
+    system: str | None,
+    target: Generate,
+    judge: Judge,
+    config: AttackConfig,
+    corpus: Corpus,
+    result: AttackResult,
+    *,
+    attacker: Generate | None = None,
+) -> list[int]:
+    """Re-run the search `result` records and return the positions of the attempts whose
+    transcript digest differs (empty: reproduced). AttackError when the corpus or the method
+    version is not the one the record names."""
+    if result.corpus_sha256 != corpus.sha256 or result.version != ATTACK_VERSION:
+        raise AttackError(
+            f"the record's search used corpus {result.corpus_sha256[:16]}… version "
+            f"{result.version}; this machine has {corpus.sha256[:16]}… version {ATTACK_VERSION}"
+        )
+    again = search(
+        item,
+        system,
+        target,
+        judge,
+        replay_config(config, result),
+        corpus,
+        attacker=attacker,
+        attacker_name=result.attacker,
+    )
+    got = [a.digest for a in again.attempts]
+    want = list(result.attempts)
+    differ = [k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b]
+    return differ + list(range(min(len(got), len(want)), max(len(got), len(want))))

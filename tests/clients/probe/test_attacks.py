@@ -540,3 +540,22 @@ def test_probe_command_refuses_a_bad_attack_or_budget(tmp_path: Path) -> None:
     for args, want in cases.items():
         res = CliRunner().invoke(probe_cmd, [*base, *args])
         assert res.exit_code != 0 and want in res.output, (args, res.output)
+
+
+def test_a_recorded_search_replays_attempt_for_attempt() -> None:
+    from clients.probe.attacks import replay_search
+
+    corpus = load_corpus()
+    timed = Stub(seconds=7.0)
+    config = replace(CONFIG, budget=Budget(queries=6, tokens=10_000, seconds=30))
+    out = search(HARMFUL, None, timed, hash_judge, config, corpus, clock=timed.clock)
+    assert 0 < out.queries < 6  # the time limit struck
+    result = attack_result(out, config, corpus, "stub/1")
+    assert replay_search(HARMFUL, None, Stub(), hash_judge, config, corpus, result) == []
+    other = Stub(reply="something else")
+    assert replay_search(HARMFUL, None, other, hash_judge, config, corpus, result) == list(
+        range(out.queries)
+    )
+    moved = Corpus(corpus.version, "f" * 64, corpus.templates)
+    with pytest.raises(AttackError, match="corpus"):
+        replay_search(HARMFUL, None, Stub(), hash_judge, config, moved, result)
