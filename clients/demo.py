@@ -488,7 +488,7 @@ def _steps(
         title = (
             f"{version}: emotion calibration, then probing suite core in tiers "
             f"{', '.join(TIERS)} ({max_new_tokens} new tokens per answer), adversarial search "
-            "on 2 harmful items per group (budget demo: 4 queries each)"
+            "on 1 harmful item per group (budget demo: 4 queries)"
         )
         done = state.done.get(f"probed-{version}")
         if done:

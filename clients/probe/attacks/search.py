@@ -134,7 +134,7 @@ class AttackConfig:
     `corpus` attacks from the corpus, then `rounds` x `branches` attacker rewrites, all within
     `budget`; `items` attacks only the first N harmful items of each (category, tier) group (a
     declared subset; None: all). `max_new_tokens` caps each target answer, `attacker_tokens`
-    each attacker rewrite.
+    each attacker rewrite; `max_template_chars` leaves out longer corpus templates.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -147,6 +147,7 @@ class AttackConfig:
     attacker_tokens: int = 96
     stop_at: float = 0.9
     seed: int = 0
+    max_template_chars: int | None = None
 
     def method(self) -> str:
         """The method label of the record: the methods joined by ``+``."""
@@ -166,6 +167,11 @@ class AttackConfig:
             "stopAtMilli": round(self.stop_at * 1000),
             "seed": self.seed,
             "version": ATTACK_VERSION,
+            **(
+                {}
+                if self.max_template_chars is None
+                else {"maxTemplateChars": self.max_template_chars}
+            ),
         }
 
 
@@ -174,12 +180,13 @@ DEMO_BUDGET: Final = AttackConfig(
     corpus=3,
     rounds=1,
     branches=1,
-    items=2,
+    items=1,
     max_new_tokens=48,
     attacker_tokens=64,
+    max_template_chars=1500,
 )
-"""`bledger demo` on 2 CPU cores: 3 corpus attacks and 1 attacker round on the first 2 harmful
-items of each group."""
+"""`bledger demo` on 2 CPU cores: 3 corpus attacks (templates of at most 1,500 characters) and 1
+attacker round on the first harmful item of each group."""
 
 GPU_BUDGET: Final = AttackConfig(
     budget=Budget(queries=200, tokens=160_000, seconds=1800),
@@ -194,7 +201,16 @@ GPU_BUDGET: Final = AttackConfig(
 BUDGETS: Final = {"demo": DEMO_BUDGET, "gpu-30min": GPU_BUDGET}
 """Named budgets `--budget` accepts."""
 
-_INT_KEYS: Final = ("queries", "tokens", "seconds", "corpus", "rounds", "branches", "items")
+_INT_KEYS: Final = (
+    "queries",
+    "tokens",
+    "seconds",
+    "corpus",
+    "rounds",
+    "branches",
+    "items",
+    "chars",
+)
 
 
 def parse_attack(text: str) -> tuple[str, ...]:
@@ -210,7 +226,8 @@ def parse_budget(text: str, base: AttackConfig = DEMO_BUDGET) -> AttackConfig:
     """A named budget (``demo``, ``gpu-30min``) or ``key=value,...`` over `base`.
 
     Keys: ``queries``, ``tokens``, ``seconds`` (the budget per item), ``corpus``, ``rounds``,
-    ``branches`` (the search's shape), ``items`` (harmful items per group; ``all``), ``seed``.
+    ``branches`` (the search's shape), ``items`` (harmful items per group; ``all``), ``chars``
+    (longest corpus template used), ``seed``.
     """
     if text in BUDGETS:
         return BUDGETS[text]
@@ -221,7 +238,7 @@ def parse_budget(text: str, base: AttackConfig = DEMO_BUDGET) -> AttackConfig:
             raise AttackError(
                 f"bad budget term {part!r}; use e.g. queries=8,tokens=2048,seconds=300"
             )
-        if key == "items" and value == "all":
+        if key in ("items", "chars") and value == "all":
             values[key] = None
             continue
         if not value.isdigit():
@@ -235,7 +252,10 @@ def parse_budget(text: str, base: AttackConfig = DEMO_BUDGET) -> AttackConfig:
     )
     if budget.queries > MAX_ATTEMPTS:
         raise AttackError(f"at most {MAX_ATTEMPTS} queries per item (each attempt is recorded)")
-    shape = {k: values[k] for k in ("corpus", "rounds", "branches", "items", "seed") if k in values}
+    keys: tuple[str, ...] = ("corpus", "rounds", "branches", "items", "seed")
+    shape: dict[str, int | None] = {k: values[k] for k in keys if k in values}
+    if "chars" in values:
+        shape["max_template_chars"] = values["chars"]
     return replace(base, budget=budget, **shape)  # type: ignore[arg-type]
 
 
@@ -350,10 +370,16 @@ def _rng(seed: int, prompt_id: str) -> random.Random:
     return random.Random(int.from_bytes(h[:8], "big"))
 
 
-def corpus_plan(corpus: Corpus, item: Item, n: int, seed: int) -> list[tuple[str, str]]:
-    """The first `n` corpus attacks on `item`: (template id, prompt), families in turn."""
+def corpus_plan(
+    corpus: Corpus, item: Item, n: int, seed: int, max_chars: int | None = None
+) -> list[tuple[str, str]]:
+    """The first `n` corpus attacks on `item`: (template id, prompt), families in turn; with
+    `max_chars`, only templates at most that long (prefill is most of a CPU's cost)."""
     rng = _rng(seed, item.id)
-    pools = {f: list(corpus.family(f)) for f in RENDERED_FAMILIES}
+    pools = {
+        f: [t for t in corpus.family(f) if max_chars is None or len(t.text) <= max_chars]
+        for f in RENDERED_FAMILIES
+    }
     for pool in pools.values():
         rng.shuffle(pool)
     order = [f for f in RENDERED_FAMILIES if pools[f]]
@@ -461,7 +487,8 @@ class _Search:
         return best >= self.config.stop_at
 
     def corpus_phase(self) -> None:
-        plan = corpus_plan(self.corpus, self.item, self.config.corpus, self.config.seed)
+        c = self.config
+        plan = corpus_plan(self.corpus, self.item, c.corpus, c.seed, c.max_template_chars)
         self.ask([("corpus", tid, prompt) for tid, prompt in plan])
 
     def rounds(self) -> None:

@@ -559,3 +559,15 @@ def test_a_recorded_search_replays_attempt_for_attempt() -> None:
     moved = Corpus(corpus.version, "f" * 64, corpus.templates)
     with pytest.raises(AttackError, match="corpus"):
         replay_search(HARMFUL, None, Stub(), hash_judge, config, moved, result)
+
+
+def test_a_template_length_cap_leaves_out_longer_templates() -> None:
+    from clients.probe.attacks import corpus_plan
+
+    corpus = load_corpus()
+    plan = corpus_plan(corpus, HARMFUL, 40, seed=0, max_chars=1500)
+    assert all(len(corpus.get(tid).text) <= 1500 for tid, _ in plan)
+    assert any(len(t.text) > 1500 for t in corpus.templates)
+    assert parse_budget("chars=900").max_template_chars == 900
+    assert parse_budget("chars=all").max_template_chars is None
+    assert DEMO_BUDGET.max_template_chars == 1500
