@@ -725,6 +725,42 @@ def test_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(scores) == 2 and all(set(s) == set(EMOTIONS) for s in scores)
 
 
+def _smollm2_cached() -> bool:
+    from clients.probe import DEFAULT_MODEL
+    from clients.probe.model import cache_root
+
+    return (cache_root() / "models" / DEFAULT_MODEL / "source.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _smollm2_cached(), reason="the converted SmolLM2 is not cached")
+def test_smollm2_null_baseline_and_outside() -> None:
+    """On the real model: a calibration with every split, read against its null and baseline,
+    and measured on a few outside scenarios it never saw."""
+    from clients.probe.emotion_eval import OUTSIDE_EMOTIONS, load_outside, top1_among
+
+    lm = load_model(device="cpu")
+    stim = load_stimuli().subset(4, 2, 12, select=2, null=12)
+    cal = calibrate(lm, layers=[15, 19], stimuli=stim)
+    assert cal.method == "lda" and cal.selected_on == "select" and cal.null_source == "null"
+    v = cal.validation()
+    assert v.null_n == 12 and v.held_out_n == 40 and v.layer_selected_on == "select"
+    rows = [r for r in load_outside() if r.id.endswith(("-01", "-02", "-03"))]
+    (flat, refusal) = interpret_texts(
+        lm, cal, ["The train leaves at nine.", "I can't help with that."]
+    )
+    for reading in (flat, refusal):
+        for r in reading.values():
+            lo, hi = r.neutral_interval
+            assert 0.0 <= lo <= r.neutral_percentile <= hi <= 1.0
+            assert r.random_interval[0] < 0.0 < r.random_interval[1]
+    readings = torch.tensor(
+        [list(x.values()) for x in score_texts(lm, cal, [r.text for r in rows])]
+    )
+    got = top1_among(readings, [r.label for r in rows], cal.emotions)
+    assert got.n == 3 * len(OUTSIDE_EMOTIONS) and got.low <= got.rate <= got.high
+
+
 # -- the CLI ----------------------------------------------------------------------------------
 
 
@@ -803,7 +839,8 @@ def test_cli_evaluate(tmp_path: Path, tiny_dir: Path, small_stimuli: Path) -> No
 
     outside = tmp_path / "outside.jsonl"
     rows = outside_path().read_text().splitlines()
-    outside.write_text("\n".join(r for r in rows if r.split('"id": "')[1][-4:-1] in ("-01", "-02")))
+    keep = [r for r in rows if json.loads(r)["id"].endswith(("-01", "-02"))]
+    outside.write_text("\n".join(keep) + "\n")
     common = ["--model", str(tiny_dir), "--cache-dir", str(tmp_path / "cache")]
     common += ["--stimuli", str(small_stimuli), "--outside", str(outside)]
     result = CliRunner().invoke(emotions, ["evaluate", *common, "--max-new-tokens", "2"])
