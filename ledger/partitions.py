@@ -220,7 +220,14 @@ def anonymous_sequencer(
     log: Log, signer: NoteSigner, rule: AnonymousRule, *, batch_size: int = 4096
 ) -> Sequencer:
     """The anonymous log's sequencer: its checkpoints record only the hour they were made."""
-    return Sequencer(log, signer, batch_size=batch_size, rule=rule, clock=coarse_clock)
+    return Sequencer(
+        log,
+        signer,
+        batch_size=batch_size,
+        rule=rule,
+        clock=coarse_clock,
+        one_entry_per_statement=False,  # each token buys an entry; its receipt must come true
+    )
 
 
 @dataclass(frozen=True)

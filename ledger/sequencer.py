@@ -76,6 +76,7 @@ class Sequencer:
         clock: Callable[[], float] = time.time,
         rule: AdmissionRule | None = None,
         publish: Callable[[int], object] | None = None,
+        one_entry_per_statement: bool = True,
     ) -> None:
         """`publish(size)`, when given, makes the tile store hold a checkpoint of at least
         `size` (`ledger.tilestore.Publisher.publish`); it runs after every batch, and no entry
@@ -84,6 +85,9 @@ class Sequencer:
             raise ValueError("batch_size must be at least 1")
         self.log, self.signer, self.clock, self.rule = log, signer, clock, rule
         self.publish = publish
+        # The anonymous log keeps every report that spent a token, even two people's identical
+        # ones (a receipt must come true); the other logs keep one entry per statement.
+        self.one_entry_per_statement = one_entry_per_statement
         self.batch_size, self.batch_delay = batch_size, batch_delay
         self._pending: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]] = []
         self._wake = asyncio.Event()
@@ -130,7 +134,12 @@ class Sequencer:
         """
         items = [e if isinstance(e, Admitted) else Admitted(e) for e in entries]
         hashes = [merkle.leaf_hash(a.leaf) for a in items]
-        digests = [entry_statement_digest(a.leaf) if a.digest is None else a.digest for a in items]
+        digests = [
+            (entry_statement_digest(a.leaf) if a.digest is None else a.digest)
+            if self.one_entry_per_statement
+            else None
+            for a in items
+        ]
         with self.log.store.writer(self.log.id) as txn:
             head = txn.head
             check = None if self.rule is None else self.rule.begin(txn)

@@ -301,6 +301,21 @@ def test_anonymous_write_needs_a_token_and_gets_a_receipt(chain: Chain, token_ke
     assert chain.store.pending(an.log.id, 10) == []
 
 
+def test_identical_reports_of_two_people_are_two_entries(chain: Chain, token_key: Any) -> None:
+    """Two one-time keys sign the same report, each with its own token: both receipts must
+    come true, so the anonymous log does not fold them into one entry per statement."""
+    an = Anonymous(chain, token_key)
+    an.publish()
+    first, second = an.report("it refused me"), an.report("it refused me")
+    assert first != second, "different one-time keys"
+    accepted = [
+        an.queue.accept(an.rule.admit(body, authorization(an.token())))
+        for body in (first, second)
+    ]
+    assert an.queue.integrate_pending() == 2
+    assert [an.log.index_of(a.leaf_hash) for a in accepted] in ([0, 1], [1, 0])
+
+
 def test_double_spending_is_refused_under_concurrency(chain: Chain, token_key: Any) -> None:
     an = Anonymous(chain, token_key)
     an.publish()
