@@ -61,6 +61,13 @@ def _fail(e: VerifierError) -> click.ClickException:
     help="With --follow: the witness policy file (C2SP tlog-policy).",
 )
 @click.option(
+    "--tiles",
+    "tiles_url",
+    metavar="URL",
+    help="With --follow: read the log's checkpoint, tiles and bundles from this static URL "
+    "(where the log publishes with `serve --tiles`) instead of its server.",
+)
+@click.option(
     "--full",
     is_flag=True,
     help="Re-read and re-hash every entry bundle verified before, at every step (default: "
@@ -78,6 +85,7 @@ def verify(
     allow_keys: tuple[str, ...],
     witnesses: tuple[str, ...],
     policy: Path | None,
+    tiles_url: str | None,
     full: bool,
 ) -> None:
     """Run an audit node over DATA: verify every checkpoint, tile and entry of the logs it
@@ -93,7 +101,7 @@ def verify(
         click.echo(f"created {data}: node {cfg.name}")
     click.echo(f"node vkey {(data / 'auditor.vkey').read_text().strip()}")
     if follow is not None:
-        _follow(data, follow, log_name, allow_keys, witnesses, policy)
+        _follow(data, follow, log_name, allow_keys, witnesses, policy, tiles_url)
         return
     if not cfg.logs:
         click.echo("no log followed yet: add one with --follow URL --log NAME", err=True)
@@ -144,6 +152,8 @@ def _show_catch_up(node: AuditNode) -> None:
                     bars.pop("bar").close()
 
         followed.http.event_hooks["response"].append(on_response)
+        if followed.tiles is not followed.http:
+            followed.tiles.event_hooks["response"].append(on_response)
 
 
 def _follow(
@@ -153,6 +163,7 @@ def _follow(
     allow_keys: tuple[str, ...],
     witnesses: tuple[str, ...],
     policy: Path | None,
+    tiles_url: str | None = None,
 ) -> None:
     from dataclasses import replace
 
@@ -165,6 +176,7 @@ def _follow(
             allowed_keys=tuple(dict.fromkeys((*fl.allowed_keys, *allow_keys))),
             witnesses=tuple(dict.fromkeys((*fl.witnesses, *(w.rstrip("/") for w in witnesses)))),
             witness_policy=policy.read_text() if policy is not None else fl.witness_policy,
+            tiles_url=tiles_url.rstrip("/") if tiles_url else fl.tiles_url,
         )
         fl.policy()  # refuse a bad policy before writing it
         logs = [lg for lg in load_node_config(data).logs if lg.origin != fl.origin]
@@ -172,6 +184,8 @@ def _follow(
     except VerifierError as e:
         raise _fail(e) from e
     click.echo(f"following {fl.name} at {fl.url}")
+    if fl.tiles_url:
+        click.echo(f"  tiles from {fl.tiles_url}")
     click.echo(f"  partition {fl.partition}")
     click.echo(f"  origin   {fl.origin}")
     click.echo(f"  vkey     {fl.vkey}")

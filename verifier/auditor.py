@@ -176,6 +176,7 @@ class _Followed:
 
     cfg: FollowedLog
     http: httpx.Client
+    tiles: httpx.Client  # the tile URL's client, or `http` when the log publishes none
     verifier: NoteVerifier
     policy: Policy
     roots: list[bytes]
@@ -308,11 +309,19 @@ class AuditNode:
         http = httpx.Client(
             base_url=lc.url, timeout=self.cfg.timeout_seconds, transport=self._transport
         )
+        tiles = (
+            httpx.Client(
+                base_url=lc.tiles_url, timeout=self.cfg.timeout_seconds, transport=self._transport
+            )
+            if lc.tiles_url
+            else http
+        )
         roots, allowed, fixed = lc.fixed_keys()
         chain = replay_chain(roots, allowed, self.state.key_events(lc.origin))
         return _Followed(
             lc,
             http,
+            tiles,
             lc.verifier(),
             lc.policy(),
             roots,
@@ -332,6 +341,8 @@ class AuditNode:
         """Close every HTTP client."""
         for f in self.logs.values():
             f.http.close()
+            if f.tiles is not f.http:
+                f.tiles.close()
 
     @property
     def vkey(self) -> str:
@@ -412,7 +423,7 @@ class AuditNode:
         head = self.state.head(origin)
         if head is not None:
             self._recheck(f, head)  # (0)
-        note = self._get(f, f"/logs/{f.cfg.name}/checkpoint").content  # (1)
+        note = self._get(f, f"/logs/{f.cfg.name}/checkpoint", static=True).content  # (1)
         try:
             cp, _ = open_checkpoint(note, f.verifier, origin)  # (2)
         except CheckpointError as e:
@@ -454,13 +465,18 @@ class AuditNode:
         self.recheck_seen(origin)
         return self._finish(f, new, cp.size - old_size)  # (10)
 
-    def _get(self, f: _Followed, path: str) -> httpx.Response:
+    def _get(self, f: _Followed, path: str, *, static: bool = False) -> httpx.Response:
+        """GET from the log's server, or (`static`: checkpoint, tiles, bundles) from its tile
+        URL when it publishes one."""
+        http = f.tiles if static else f.http
         try:
-            r = f.http.get(path)
+            r = http.get(path)
         except httpx.HTTPError as e:
-            raise LogUnavailable(f"{f.cfg.origin}: GET {path}: {e!r}") from e
+            raise LogUnavailable(f"{f.cfg.origin}: GET {http.base_url}{path}: {e!r}") from e
         if r.status_code != 200:
-            raise LogUnavailable(f"{f.cfg.origin}: GET {path}: HTTP {r.status_code}")
+            raise LogUnavailable(
+                f"{f.cfg.origin}: GET {http.base_url}{path}: HTTP {r.status_code}"
+            )
         return r
 
     # -- (0): entries verified before ------------------------------------------------------------
@@ -538,7 +554,7 @@ class AuditNode:
             have = None if refetch else tree.stored(tid)
             if have is not None and len(have) == width * merkle.HASH_SIZE:
                 continue
-            data = self._get(f, f"/logs/{f.cfg.name}/{tile_path(tid, width)}").content
+            data = self._get(f, f"/logs/{f.cfg.name}/{tile_path(tid, width)}", static=True).content
             if len(data) != width * merkle.HASH_SIZE:
                 raise TreeMismatch(f"tile {tid.level}/{tid.index} has {len(data)} bytes")
             tree.fetched[tid] = data
@@ -689,7 +705,7 @@ class AuditNode:
     def _bundle(self, f: _Followed, n: int, width: int, seen: EvidenceNote) -> list[bytes]:
         path = f"/logs/{f.cfg.name}/{tile_path(TileId(ENTRIES_LEVEL, n), width)}"
         try:
-            entries = decode_bundle(self._get(f, path).content)
+            entries = decode_bundle(self._get(f, path, static=True).content)
         except TileError as e:  # the bundle does not even decode
             self._misbehaved(self._observation(f, "bad-data", seen, f"bundle {n}: {e.diagnostic}"))
         if len(entries) != width:

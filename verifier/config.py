@@ -83,6 +83,10 @@ class FollowedLog:
     witnesses: tuple[str, ...] = ()
     partition: str = "evidence"
     attested_quorum: int = DEFAULT_ATTESTED_QUORUM
+    tiles_url: str = ""
+    """Where the log publishes its checkpoint, tiles and bundles as static objects (`bledger
+    serve --tiles`); empty: read them from `url`. Proofs and entries by index still come from
+    `url`."""
 
     def verifier(self) -> NoteVerifier:
         """The log's checkpoint verifier."""
@@ -118,6 +122,8 @@ class FollowedLog:
         }
         if self.partition == "attested":
             table["attested_quorum"] = self.attested_quorum
+        if self.tiles_url:
+            table["tiles_url"] = self.tiles_url
         return table
 
 
@@ -198,6 +204,7 @@ def _followed(lc: dict[str, Any]) -> FollowedLog:
         # Configs written before partitions existed followed evidence logs only.
         partition=str(lc.get("partition", "evidence")),
         attested_quorum=int(lc.get("attested_quorum", DEFAULT_ATTESTED_QUORUM)),
+        tiles_url=str(lc.get("tiles_url", "")).rstrip("/"),
     )
     if fl.partition not in PARTITIONS:
         raise ConfigError(f"log {fl.name}: unknown partition {fl.partition!r}")
@@ -252,6 +259,7 @@ def follow_log(data: Path, url: str, name: str, *, timeout: float = 10.0) -> Fol
         witnesses=old.witnesses if old else (),
         partition=info.partition,
         attested_quorum=old.attested_quorum if old else DEFAULT_ATTESTED_QUORUM,
+        tiles_url=old.tiles_url if old else "",
     )
     if old is not None and (old.vkey, old.operator_vkey) != (fl.vkey, fl.operator_vkey):
         raise ConfigError(f"log {info.origin} now reports different keys than pinned; refusing")

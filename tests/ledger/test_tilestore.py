@@ -391,3 +391,40 @@ def test_serve_answers_503_while_the_store_is_down_and_the_retry_gets_the_same_i
         assert again.status_code == 200, again.text
         assert again.json()["index"] == 0 and again.json()["duplicate"] is True
         assert (blocked / "logs/evidence/checkpoint").read_text().split("\n")[1] == "1"
+
+
+def test_audit_node_reads_the_tile_url_and_catches_a_tampered_static_copy(
+    static_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from attest.keys import verifier_key
+    from clients.verify_cmd import verify
+    from tests.support import Signer, envelope_body, post_entry, running_server
+
+    url, root = static_server
+    writer = Signer.create(tmp_path / "keys")
+    node, runner = tmp_path / "node", CliRunner()
+    with running_server(
+        tmp_path / "data", allow_keys=(writer.pub,), extra_args=("--tiles", f"dir:{root}")
+    ) as srv:
+        for i in range(3):
+            post_entry(srv.base_url, envelope_body(writer.envelope(f"report {i}")))
+        res = runner.invoke(
+            verify,
+            [
+                "--data", str(node), "--follow", srv.base_url, "--tiles", url,
+                "--allow-key", verifier_key(writer.name, writer.key.public_key()),
+            ],
+        )  # fmt: skip
+        assert res.exit_code == 0 and f"tiles from {url}" in res.output, res.output
+        res = runner.invoke(verify, ["--data", str(node), "--once"])
+        assert res.exit_code == 0 and "size 3 (+3 entries)" in res.output, res.output
+        # The static copy grows only through the server; edit an entry in place there.
+        post_entry(srv.base_url, envelope_body(writer.envelope("report 3")))
+        bundle = root / "logs/evidence" / tile_path(TileId(-1, 0), 4)
+        data = bytearray(bundle.read_bytes())
+        data[4] ^= 1
+        bundle.write_bytes(bytes(data))
+        res = runner.invoke(verify, ["--data", str(node), "--once"])
+        assert res.exit_code == 2 and "ALARM" in res.output, res.output
