@@ -415,11 +415,13 @@ class _Meter:
             n = min(n, self.budget.queries - self.queries)
         left = self.budget.tokens - self.tokens
         n = min(n, left)
+        room = self.budget.seconds - self.elapsed()
+        if room <= 0:
+            return 0, 0
         if self.per_query is None:
             n = min(n, 1)  # the first generation measures the time a query takes
-        else:
-            room = self.budget.seconds - self.elapsed()
-            n = min(n, math.floor(room / self.per_query) if self.per_query > 0 else n)
+        elif self.per_query > 0:
+            n = min(n, math.floor(room / self.per_query))
         if n <= 0:
             return 0, 0
         cap = min(want, left // (n * share))

@@ -571,3 +571,13 @@ def test_a_template_length_cap_leaves_out_longer_templates() -> None:
     assert parse_budget("chars=900").max_template_chars == 900
     assert parse_budget("chars=all").max_template_chars is None
     assert DEMO_BUDGET.max_template_chars == 1500
+
+
+def test_no_query_starts_once_the_time_is_up() -> None:
+    clock = Stub(seconds=0.0)
+    clock.now = 0.0
+    config = replace(CONFIG, budget=Budget(queries=6, tokens=10_000, seconds=0))
+    out = search(HARMFUL, None, Stub(), hash_judge, config, load_corpus(), clock=clock.clock)
+    assert out.queries == 0 and out.best is None
+    result = attack_result(out, config, load_corpus(), "stub/1")
+    assert result.attempts == () and result.best is None and result.best_transfer_milli == 0
