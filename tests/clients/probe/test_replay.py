@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from attest.predicates import ProbeRecord
 from attest.statement import parse_statement
 from clients.probe.backends import USER_PLACEHOLDER
+from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.model import DEFAULT_MODEL, LoadedModel, load_model, smollm2_gguf_path
 from clients.probe.worker import ProbeOptions, RunResult, read_entry, replay, run_probe
 from clients.probe_cmd import probe as probe_cmd
@@ -102,7 +103,11 @@ def test_a_smollm2_record_signs_what_decides_its_answers(
     # The anonymous tier has no system prompt, yet SmolLM2's template adds its own: signed.
     assert b.rendered_prompt is not None and SMOLLM2_DEFAULT_SYSTEM in b.rendered_prompt
     assert USER_PLACEHOLDER in b.rendered_prompt
-    assert [j.name for j in rec.judges] == ["learned", "rubric"] or len(rec.judges) == 2
+    refusal, transfer = LearnedRefusalJudge(), RubricTransferJudge(LearnedRefusalJudge())
+    assert [(j.name, j.version, j.config_digest) for j in rec.judges] == [
+        (refusal.name, refusal.version, refusal.config_digest),
+        (transfer.name, transfer.version, transfer.config_digest),
+    ]
     assert rec.calibration == res.calibration
 
 
