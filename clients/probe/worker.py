@@ -507,6 +507,8 @@ def ensure_calibration(
                 held_out_scores=calibration.held_out_accuracy,
                 seen_checkpoint=log.seen(),
                 issued_at=int(clock()),
+                # How the layer was chosen, its held-out figure and the neutral-text null.
+                validation=calibration.validation(),
             )
             _write_atomic(pending, sign_statement(pred, signers).canonical_bytes())
             # If we crash here, the next run submits this envelope instead of calibrating again.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -17,6 +18,8 @@ from attest.predicates import (
     CredentialEvent,
     EmotionCalibration,
     EmotionProjection,
+    EvalSample,
+    EvalScore,
     FieldReport,
     KeyEvent,
     LogEntryRef,
@@ -224,6 +227,48 @@ token_keys = builds(
     not_after=unix_seconds,
 )
 
+@st.composite
+def eval_samples(draw: st.DrawFn) -> EvalSample:
+    """Eval-sample records whose digests match the texts they carry."""
+    answer = draw(st.none() | text)
+    config = draw(text.filter(bool))
+    return EvalSample(
+        seen_checkpoint=draw(checkpoints),
+        issued_at=draw(unix_seconds),
+        tool=draw(tokens),
+        tool_version=draw(labels),
+        task=draw(labels),
+        task_version=draw(labels),
+        eval_id=draw(labels),
+        model=draw(model_ids),
+        sample_id=draw(labels),
+        epoch=draw(counts),
+        input_sha256=draw(sha256s),
+        target_sha256=draw(sha256s),
+        answer_sha256=hashlib.sha256(
+            (answer if answer is not None else draw(text)).encode()
+        ).hexdigest(),
+        answer=answer,
+        scores=tuple(
+            draw(
+                st.lists(
+                    builds(
+                        EvalScore,
+                        scorer=labels,
+                        value=st.sampled_from(['"C"', "1", "0", "true"]),
+                        answer=st.none() | text,
+                    ),
+                    max_size=3,
+                )
+            )
+        ),
+        generate_config=config,
+        config_sha256=hashlib.sha256(config.encode()).hexdigest(),
+        input_tokens=draw(st.none() | counts),
+        output_tokens=draw(st.none() | counts),
+    )
+
+
 PREDICATES: dict[type[Predicate], st.SearchStrategy[Predicate]] = {
     ProbeRecord: probe_records,
     EmotionCalibration: calibrations,
@@ -232,5 +277,6 @@ PREDICATES: dict[type[Predicate], st.SearchStrategy[Predicate]] = {
     CredentialEvent: credential_events,
     FieldReport: field_reports(),
     TokenKey: token_keys,
+    EvalSample: eval_samples(),
 }
 """One strategy per predicate model; the tests check it covers every registered type."""

@@ -73,8 +73,8 @@ def test_every_predicate_type_has_a_strategy() -> None:
 
 
 def test_predicate_type_uris_are_distinct_and_namespaced() -> None:
-    assert len(PREDICATE_TYPES) == 7
-    assert len({cls.PREDICATE_TYPE for cls in PREDICATE_TYPES.values()}) == 7
+    assert len(PREDICATE_TYPES) == 8
+    assert len({cls.PREDICATE_TYPE for cls in PREDICATE_TYPES.values()}) == 8
     for uri, cls in PREDICATE_TYPES.items():
         assert uri.startswith(PREDICATE_NAMESPACE)
         assert uri.endswith("/v1")

@@ -228,6 +228,8 @@ def test_run_logs_every_group_and_replay_reproduces(
     stored = (res.run_dir / "calibration.safetensors").read_bytes()
     assert cal.vectors.size == len(stored)
     assert cal.model.weights_sha256 == lm.identity.weights_sha256
+    assert cal.validation is not None, "the logged calibration carries its null and held-out n"
+    assert cal.validation.held_out_n > 0 and cal.validation.layer_selected_on
 
     for g, rec in zip(res.groups, records(ledger, res.indices), strict=True):
         assert (rec.category, rec.tier) == (g.category, g.tier)
