@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import click
 
 from clients.serve_options import limit_options
-from ledger.issuer import IssuerError, create_issuer_app, init_issuer_dir, open_issuer, parse_rate
 
 if TYPE_CHECKING:
     from ledger.serving import Limits
@@ -68,6 +67,15 @@ def serve(
     rate limiting in memory only: no access log is written. The client address is the
     socket's, unless the peer is a --trusted-proxy: then its X-Forwarded-For is believed.
     """
+    # Imported here: the issuer is a FastAPI service, and every other `bledger` command would
+    # otherwise pay for importing it.
+    from ledger.issuer import (
+        IssuerError,
+        create_issuer_app,
+        init_issuer_dir,
+        open_issuer,
+        parse_rate,
+    )
     from ledger.serving import ServeError, bind
     from ledger.serving import serve as serve_app
 
