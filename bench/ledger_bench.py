@@ -985,7 +985,7 @@ def _seaweed(d: Path, procs: list[subprocess.Popen[bytes]], size: int) -> str | 
         )
     )
     (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_other = 1\n")
-    ports = [free_port() for _ in range(4)]
+    ports = [_port_pair() for _ in range(4)]
     procs.append(
         subprocess.Popen(
             [
@@ -1014,6 +1014,8 @@ def _seaweed(d: Path, procs: list[subprocess.Popen[bytes]], size: int) -> str | 
             break
         except Exception:
             time.sleep(0.2)
+    else:
+        raise RuntimeError("SeaweedFS did not answer within 120 s")
     db = Store(f"sqlite:///{d / 'data' / 'ledger.db'}")
     row = db.get_log("evidence")
     assert row is not None
@@ -1022,6 +1024,21 @@ def _seaweed(d: Path, procs: list[subprocess.Popen[bytes]], size: int) -> str | 
     )
     db.close()
     return f"{url}/public"
+
+
+def _port_pair() -> int:
+    """A free port whose +10000 (SeaweedFS's gRPC port for it) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for SeaweedFS")
 
 
 def _read_rate(base: str, paths: list[str], clients: int, seconds: float) -> tuple[float, float]:
