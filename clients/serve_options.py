@@ -13,7 +13,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def limit_options(fn: F) -> F:
-    """Add --trusted-proxy, --header-timeout, --keep-alive, --max-connections and
+    """Add --trusted-proxy, --header-timeout, --body-timeout, --keep-alive, --max-connections and
     --per-client-connections; the command receives them as one `limits` argument."""
     options = [
         click.option(
@@ -30,6 +30,13 @@ def limit_options(fn: F) -> F:
             default=10.0,
             show_default=True,
             help="Seconds a connection may take to send a request's headers.",
+        ),
+        click.option(
+            "--body-timeout",
+            type=click.FloatRange(min=0.1),
+            default=60.0,
+            show_default=True,
+            help="Seconds a request's body may take to arrive after its headers.",
         ),
         click.option(
             "--keep-alive",
@@ -59,6 +66,7 @@ def limit_options(fn: F) -> F:
         *args: Any,
         trusted_proxies: tuple[str, ...],
         header_timeout: float,
+        body_timeout: float,
         keep_alive: int,
         max_connections: int,
         per_client_connections: int,
@@ -69,6 +77,7 @@ def limit_options(fn: F) -> F:
         try:
             limits = Limits(
                 header_timeout=header_timeout,
+                body_timeout=body_timeout,
                 keep_alive=keep_alive,
                 max_connections=max_connections,
                 per_client=per_client_connections,

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 import click
 import httpx
 
+from clients.serve_options import limit_options
 from verifier.errors import VerifierError
 
 if TYPE_CHECKING:
+    from ledger.serving import Limits
     from verifier.auditor import AuditNode
 
 EXIT_UNAVAILABLE = 1
@@ -73,6 +75,7 @@ def _fail(e: VerifierError) -> click.ClickException:
     help="Re-read and re-hash every entry bundle verified before, at every step (default: "
     "the config's recheck_bundles per step).",
 )
+@limit_options
 def verify(
     data: Path,
     once: bool,
@@ -87,6 +90,7 @@ def verify(
     policy: Path | None,
     tiles_url: str | None,
     full: bool,
+    limits: Limits,
 ) -> None:
     """Run an audit node over DATA: verify every checkpoint, tile and entry of the logs it
     follows, cosign what it verified, push it to witnesses, and gossip with peers."""
@@ -115,7 +119,7 @@ def verify(
     all_peers = [*cfg.peers, *peers]
     if once:
         sys.exit(_run_once(node, all_peers))
-    _serve(node, all_peers, poll if poll is not None else cfg.poll_seconds, host, port)
+    _serve(node, all_peers, poll if poll is not None else cfg.poll_seconds, host, port, limits)
 
 
 def _show_catch_up(node: AuditNode) -> None:
@@ -237,23 +241,26 @@ def _run_once(node: AuditNode, peers: list[str]) -> int:
     return EXIT_UNAVAILABLE if unavailable else 0
 
 
-def _serve(node: AuditNode, peers: list[str], poll: float, host: str, port: int) -> None:
-    import uvicorn
-
+def _serve(
+    node: AuditNode, peers: list[str], poll: float, host: str, port: int, limits: Limits
+) -> None:
+    """Serve gossip with the same hardened server as `bledger serve` (`ledger.serving`: the port
+    is bound before anything says "serving", header timeouts, per-client caps)."""
+    from ledger.serving import ServeError, bind
+    from ledger.serving import serve as serve_app
     from verifier.gossip import NodeLoop, create_gossip_app
 
+    try:
+        sock = bind(host, port)
+    except ServeError as e:
+        node.close()
+        raise click.ClickException(e.diagnostic) from e
     loop = NodeLoop(node, peers, poll)
     # SIGUSR1: start a round now (uvicorn handles only SIGINT and SIGTERM).
     signal.signal(signal.SIGUSR1, lambda *_: loop.wake())
     click.echo(f"node {node.cosigner.name} serving gossip on http://{host}:{port}", err=True)
     try:
-        uvicorn.run(
-            create_gossip_app(node, loop),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
+        serve_app(create_gossip_app(node, loop), sock, limits)
     finally:
         node.close()
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from attest import admission as rules
 from attest import merkle
 from attest.admission import AdmissionRefused, statement_digest
-from attest.anonymous import verify_one_time
-from attest.errors import AttestError
 from attest.note import NoteSigner
 from attest.predicates import FieldReport
 from attest.privacypass import (
@@ -56,7 +54,7 @@ from ledger.log import Log
 from ledger.sequencer import Sequencer
 from ledger.storage import Store, WriteTxn
 
-HOUR = 3600
+HOUR = rules.HOUR
 _log = logging.getLogger(__name__)
 DEFAULT_QUORUM = 2
 
@@ -145,9 +143,10 @@ class AnonymousRule:
         )
 
     def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
-        """Plan: (1) parse; (2) a field report filed anonymously at a whole hour; (3)
-        anti-backdating; (4) one-time signature; (5) a valid token; (6) spend it and queue the
-        entry, in one transaction.
+        """Plan: (1) parse; (3) anti-backdating; (2) a field report filed anonymously at a whole
+        hour and (4) one signature by its one-time key (`attest.admission.admit_anonymous`, the
+        cheap check before the signature, as `verifier.revalidate` orders them); (5) a valid
+        token; (6) spend it and queue the entry, in one transaction.
 
         After (6) the entry is durably queued for the next batch (`AnonymousQueue.accept` only
         signs its receipt). The same write retried with the same token is admitted again (the
@@ -157,16 +156,11 @@ class AnonymousRule:
         env = parse_envelope(body)  # (1)
         leaf = leaf_data(env)
         stmt = parse_payload(env)
-        report = _field_report(stmt, "anonymous")  # (2)
-        if report.issued_at % HOUR:
-            raise AdmissionError(
-                400, "exact_time", "anonymous statements carry issuedAt rounded down to the hour"
-            )
         check_seen(self.store, self.log_id, self.origin, stmt, int(self.clock()), self.skew)  # (3)
-        try:
-            verify_one_time(env)  # (4)
-        except AttestError as e:
-            raise AdmissionError(403, "untrusted_signature", e.diagnostic) from e
+        try:  # (2) and (4): the same rule, in the same order, that audit nodes re-check
+            rules.admit_anonymous(env, stmt)
+        except AdmissionRefused as e:
+            raise refused(e) from e
         token = self._token(authorization)  # (5)
         hour = int(self.clock()) // HOUR * HOUR
         leaf_hash = merkle.leaf_hash(leaf)

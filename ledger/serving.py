@@ -10,7 +10,10 @@ it, and (with `--workers`) leaves its workers serving when the supervisor is kil
 * `GuardedProtocol` (uvicorn's httptools protocol plus two timers and a counter) closes a
   connection whose request headers are not complete `Limits.header_timeout` seconds after it
   opened (or after the first byte of a later request on a kept-alive connection): a slowloris
-  that trickles or never sends its headers is cut off, not just one that sits idle. It also
+  that trickles or never sends its headers is cut off, not just one that sits idle. A third
+  timer does the same for the body: it must be complete `Limits.body_timeout` seconds after
+  the headers (a 16 MiB batch at 1 MB/s takes 16 s), so a client that declares a large
+  Content-Length and trickles it holds no worker for ever. It also
   closes at once any connection beyond `Limits.per_client` open from one peer address, so one
   host's idle sockets cannot lock everyone else out. Trusted proxies are exempt from the cap.
 * uvicorn's own `timeout_keep_alive` closes idle kept-alive connections, and its
@@ -65,6 +68,7 @@ class Limits:
     """Connection limits of one server process.
 
     `header_timeout`: seconds a connection may take to deliver a request's headers;
+    `body_timeout`: seconds from the end of the headers to the end of the body;
     `keep_alive`: seconds an idle kept-alive connection stays open; `max_connections`: open
     connections in all before new requests get 503; `per_client`: open connections per peer
     address (trusted proxies exempt); `trusted_proxies`: CIDRs whose X-Forwarded-For is
@@ -72,6 +76,7 @@ class Limits:
     """
 
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     keep_alive: int = 5
     max_connections: int = 2048
     per_client: int = 64
@@ -84,8 +89,10 @@ class Limits:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as e:
                 raise ServeError(f"--trusted-proxy {cidr!r} is not an address or CIDR") from e
-        if self.header_timeout <= 0 or self.per_client < 1 or self.max_connections < 1:
-            raise ServeError("timeouts and connection caps must be positive")
+        if min(self.header_timeout, self.body_timeout) <= 0:
+            raise ServeError("timeouts must be positive")
+        if self.per_client < 1 or self.max_connections < 1:
+            raise ServeError("connection caps must be positive")
 
     def is_trusted(self, host: str) -> bool:
         """Whether `host` (a peer address) is one of the trusted proxies."""
@@ -135,13 +142,15 @@ _open_per_peer: Counter[str] = Counter()  # one uvicorn server per process
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a request-header timeout and a per-peer cap."""
+    """uvicorn's httptools protocol with request-header and request-body timeouts and a
+    per-peer cap."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._limits = getattr(config, "limits", Limits())
         self._peer: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -157,8 +166,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the header clock and uncount the connection."""
+        """Stop the clocks and uncount the connection."""
         self._disarm()
+        self._stop_body_clock()
         if self._peer is not None:
             _open_per_peer[self._peer] -= 1
             if _open_per_peer[self._peer] <= 0:
@@ -177,6 +187,18 @@ class GuardedProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._disarm()
         super().on_headers_complete()
+        # httptools calls on_message_complete at once for a request without a body.
+        self._body_timer = self.loop.call_later(self._limits.body_timeout, self._expire)
+
+    def on_message_complete(self) -> None:
+        """The whole body arrived in time."""
+        self._stop_body_clock()
+        super().on_message_complete()
+
+    def _stop_body_clock(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def on_response_complete(self) -> None:
         """Between requests the keep-alive timeout applies; a pipelined request already has
@@ -194,9 +216,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _expire(self) -> None:
         self._header_timer = None
+        self._body_timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
 

@@ -9,7 +9,8 @@
 * Connection exhaustion: 2,000 idle sockets from one address leave the server answering another
   client (the per-client cap closes the excess at once), even with the server's file limit at
   1,024; a connection that never completes its request headers, or trickles them, gets 408 and
-  is closed after the header timeout.
+  is closed after the header timeout; a body trickled byte by byte gets 408 after the body
+  timeout.
 
 Counts and deadlines are bounded; no test asserts on how long anything took.
 """
@@ -44,7 +45,7 @@ from tests.ledger.test_issuer import (
     running_lab,
     spki_of,
 )
-from tests.support import PROJECT_ROOT, LedgerProcess
+from tests.support import LOG, PROJECT_ROOT, LedgerProcess
 
 ATTACKER = "127.0.0.2"  # the idle sockets' source address
 DEADLINE = 60.0  # for a hung server: fails the test instead of hanging it
@@ -221,6 +222,35 @@ def test_a_request_that_never_completes_its_headers_is_closed(tmp_path: Path) ->
             assert silent.recv(1024) == b"", "closed after the 408"
         # And the server still serves.
         assert httpx.get(f"{srv.base_url}/logs", timeout=DEADLINE).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_a_request_body_that_trickles_is_cut_off(tmp_path: Path) -> None:
+    srv = LedgerProcess(tmp_path / "data", extra_args=("--body-timeout", "1"))
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=DEADLINE) as slow:
+            head = f"POST /logs/{LOG}/entries HTTP/1.1\r\nHost: x\r\n"
+            head += "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            slow.sendall(head.encode() + b'{"payload": "')
+            slow.settimeout(0.3)
+            answer = b""
+            deadline = time.monotonic() + DEADLINE
+            while b"\r\n\r\n" not in answer:
+                assert time.monotonic() < deadline, "a trickling body was never cut off"
+                with contextlib.suppress(OSError):
+                    slow.sendall(b"A")  # one more byte of a body that never ends
+                with contextlib.suppress(TimeoutError):
+                    chunk = slow.recv(1024)
+                    if chunk == b"":
+                        break
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+        # Nothing was logged, and the server still serves.
+        r = httpx.get(f"{srv.base_url}/logs/{LOG}/checkpoint", timeout=DEADLINE)
+        assert r.status_code == 200
+        assert r.text.splitlines()[1] == "0", "a cut-off body never becomes an entry"
     finally:
         srv.stop()
 
