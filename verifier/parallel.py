@@ -1,0 +1,619 @@
+"""Re-validating many evidence-log entries at once: signatures on every core, the key chain in
+order. The serial `verifier.revalidate.validate_entry` stays the reference.
+
+What can be done out of order is what depends on an entry's bytes alone: the envelope and
+statement parse (steps 1-2 of `validate_entry`) and whether each signature verifies under a
+given public key (the Ed25519 verification). What cannot is everything that depends on the log
+before the entry: the root the statement saw (step 3) and which key a keyid names at that index,
+and whether that key may make the statement (steps 4-5, the key chain). So:
+
+* **Workers** (processes, `ParallelChecker`) take chunks of entries and, for each, run a fast
+  *accepting* parse (`fast_envelope`, `fast_statement`: each either proves that the reference
+  parse accepts the entry and returns what it returns, or says "don't know") and verify each
+  signature under every candidate key its keyid could name anywhere in the batch: the keys the
+  chain knows when the batch starts, the keys that key events in the batch register or rotate to
+  (`key_event_keys`, read without authorising anything), and the fixed keys (operator roots,
+  keys the log admits directly) whose keyid it is. A worker answers compact facts, never a
+  verdict: the predicate type, the checkpoint the statement saw, for each signature which
+  candidate keys it verifies under, and the statement digest.
+* **The parent** (`validate_prechecked`) replays the entries strictly in index order. It accepts
+  an entry on the fast path only when the facts show that `validate_entry` would accept it: the
+  seen checkpoint is this log's, at most the entry's index, with the log's root at that size;
+  the key the chain maps each keyid to *at this index* (then the fixed keys it names, in the
+  reference's order) is one the worker found the signature verifies under; no key signs twice;
+  and the chain authorised the same predicate type with the same signer set since its state
+  last changed (`ReplayMemo`). Anything else — an entry a worker could not prove well-formed, a
+  key event or any statement that changes the chain, a continuity statement (citations), a
+  signature by a key the chain does not map that keyid to at this index — goes through the
+  serial `validate_entry`, which decides and, on a failure, raises the very `EntryInvalid`
+  (index, stage, diagnostic) the serial audit raises. So the fast path can only accept what the
+  reference accepts; every refusal is the reference's own.
+
+Ed25519: `verify_ed25519` accepts a signature when libsodium (PyNaCl) accepts it and otherwise
+asks `cryptography`, whose verdict stands. libsodium's strict verification accepts a subset of
+what OpenSSL's RFC 8032 verification accepts (both cofactorless, both require S < L; libsodium
+also refuses small-order and non-canonical points), so the answer is always `cryptography`'s,
+at libsodium's speed for honest signatures. Without PyNaCl it is `cryptography` alone.
+
+Pure apart from the worker processes.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import create_model
+
+from attest.admission import EntryAt
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, TrustedKey, pae
+from attest.errors import AttestError
+from attest.keychain import STATEFUL, KeyChain, vkey_raw
+from attest.keys import dsse_keyid, public_key_bytes, public_key_from_bytes
+from attest.predicates import (
+    KEY_EVENT,
+    PREDICATE_TYPES,
+    ContinuityStatement,
+    KeyEvent,
+    Predicate,
+)
+from attest.statement import Statement, parse_statement
+from attest.tiles import MAX_ENTRY_SIZE
+from verifier.revalidate import RootAt, validate_entry
+
+try:  # libsodium's verifier, a fast path only (see the module docstring)
+    from nacl.bindings import crypto_sign_open
+    from nacl.exceptions import BadSignatureError
+
+    _SODIUM = True
+except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography alone still works
+    _SODIUM = False
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "MIN_PARALLEL",
+    "ParallelChecker",
+    "Prechecked",
+    "ReplayMemo",
+    "default_workers",
+    "fast_envelope",
+    "fast_statement",
+    "key_event_keys",
+    "validate_prechecked",
+    "verify_ed25519",
+]
+
+DEFAULT_CHUNK: Final = 2048
+"""Entries per worker task: large enough that pickling and scheduling cost little per entry."""
+
+MIN_PARALLEL: Final = 4096
+"""Below this many entries a batch is checked serially: starting workers would cost more."""
+
+SigFacts = tuple[str, dict[bytes, bool], tuple[bytes, ...]]
+"""One signature as a worker saw it: its keyid, {candidate raw key: verifies}, and the fixed keys
+its keyid names (in the order of `fixed`)."""
+
+Facts = tuple[str, str, int, str, tuple[SigFacts, ...], bytes]
+"""One entry as a worker saw it: predicate type, seen checkpoint (origin, size, root hex), its
+signatures, and its statement digest (SHA-256 of the PAE message)."""
+
+
+def default_workers() -> int:
+    """Worker processes for an audit: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# -- Ed25519 ------------------------------------------------------------------------------------
+
+_PUBLIC_KEYS: dict[bytes, Ed25519PublicKey] = {}
+
+
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    key = _PUBLIC_KEYS.get(raw)
+    if key is None:
+        if len(_PUBLIC_KEYS) > 4096:
+            _PUBLIC_KEYS.clear()
+        key = _PUBLIC_KEYS[raw] = public_key_from_bytes(raw)
+    return key
+
+
+def verify_ed25519(raw: bytes, sig: bytes, message: bytes) -> bool:
+    """Whether `sig` is `cryptography`'s valid Ed25519 signature of `message` under raw public
+    key `raw` (what `attest.admission` checks: 64 bytes, RFC 8032 verification).
+
+    libsodium answers first and only its acceptance is taken; a refusal is re-checked with
+    `cryptography`, so the verdict is always `cryptography`'s.
+    """
+    if len(sig) != 64:
+        return False
+    if _SODIUM and len(raw) == 32:
+        try:
+            crypto_sign_open(sig + message, raw)
+            return True
+        except BadSignatureError:
+            pass
+    try:
+        _public_key(raw).verify(sig, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- fast, accepting parse ------------------------------------------------------------------------
+
+# A 4-byte UTF-8 sequence: a character beyond the BMP, where RFC 8785's key order (UTF-16 code
+# units) can differ from Python's (code points); such entries take the reference parse.
+_ASTRAL = re.compile(rb"[\xf0-\xf7]")
+_MAX_SAFE = 2**53 - 1
+
+
+class _Defer(Exception):
+    """The fast parse cannot prove the reference's answer."""
+
+
+def _int(token: str) -> int:
+    number = int(token)
+    if abs(number) > _MAX_SAFE:
+        raise _Defer
+    return number
+
+
+def _no_float(token: str) -> float:
+    raise _Defer
+
+
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_string = json.encoder.encode_basestring
+
+
+def _dumps(value: object) -> bytes:
+    """JSON with sorted keys, no whitespace, UTF-8 strings: the RFC 8785 bytes of `value` when
+    `value` holds no float and no character beyond the BMP (RFC 8785 escapes strings exactly as
+    `json` does with `ensure_ascii=False`: the two-character escapes and `\\u00xx` for the other
+    control characters, nothing else). A lone surrogate raises UnicodeEncodeError."""
+    return _ENCODER.encode(value).encode()
+
+
+def _dump_string(text: str) -> bytes:
+    """`_dumps` of one string."""
+    return str(_string(text)).encode()
+
+
+def _b64(text: object) -> bytes:
+    """Decode `text` only if it is standard padded base64 in its one canonical spelling."""
+    if not isinstance(text, str) or not text.isascii():
+        raise _Defer
+    raw = binascii.a2b_base64(text, strict_mode=True)
+    if binascii.b2a_base64(raw, newline=False) != text.encode():
+        raise _Defer
+    return raw
+
+
+def _envelope_bytes(env: Envelope) -> bytes:
+    """`env.canonical_bytes()` written out: the keys in RFC 8785 order, standard base64."""
+    sigs = b",".join(
+        (b'{"keyid":' + _dump_string(s.keyid) + b',"sig":"' if s.keyid else b'{"sig":"')
+        + binascii.b2a_base64(s.sig, newline=False)
+        + b'"}'
+        for s in env.signatures
+    )
+    return (
+        b'{"payload":"'
+        + binascii.b2a_base64(env.payload, newline=False)
+        + b'","payloadType":'
+        + _dump_string(env.payload_type)
+        + b',"signatures":['
+        + sigs
+        + b"]}"
+    )
+
+
+def fast_envelope(entry: bytes) -> Envelope | None:
+    """The envelope `attest.admission.parse_entry(entry)` returns, when this can prove the entry
+    is exactly its envelope's canonical bytes, within the entry size limit; None otherwise (the
+    reference decides)."""
+    if len(entry) > MAX_ENTRY_SIZE or _ASTRAL.search(entry):
+        return None
+    try:
+        obj = json.loads(entry, parse_float=_no_float, parse_int=_int)
+        if not isinstance(obj, dict) or obj.keys() != {"payload", "payloadType", "signatures"}:
+            return None
+        raw_sigs = obj["signatures"]
+        if not isinstance(raw_sigs, list):
+            return None
+        sigs = []
+        for s in raw_sigs:
+            if not isinstance(s, dict) or "sig" not in s or not s.keys() <= {"keyid", "sig"}:
+                return None
+            keyid = s.get("keyid", "")
+            if not isinstance(keyid, str):
+                return None
+            sigs.append(Signature(keyid=keyid, sig=_b64(s["sig"])))
+        pt = obj["payloadType"]
+        if not isinstance(pt, str):
+            return None
+        env = Envelope(payload_type=pt, payload=_b64(obj["payload"]), signatures=tuple(sigs))
+        # Equal bytes: the entry is canonical JSON (no duplicate key, no whitespace, no escape
+        # but the canonical ones) of exactly this envelope.
+        return env if _envelope_bytes(env) == entry else None
+    except Exception:  # anything unexpected: the reference parse decides
+        return None
+
+
+def _single(model: type[Predicate]) -> type[Statement]:
+    """`Statement` whose predicate is `model` alone (the same fields and validators)."""
+    return create_model(f"Statement{model.__name__}", __base__=Statement, predicate=(model, ...))
+
+
+_SINGLE: Final = {pt: _single(model) for pt, model in PREDICATE_TYPES.items()}
+
+
+def _shape(model: type[Predicate]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+    """The keys `model` accepts (field names and aliases) and its required fields (name, alias)."""
+    fields = model.model_fields
+    aliases = {name: str(f.validation_alias or f.alias or name) for name, f in fields.items()}
+    required = tuple((n, aliases[n]) for n, f in fields.items() if f.is_required())
+    return frozenset(fields) | frozenset(aliases.values()), required
+
+
+_SHAPES: Final = {model: _shape(model) for model in PREDICATE_TYPES.values()}
+
+
+def _only(model: type[Predicate], keys: set[str]) -> bool:
+    """Whether no predicate model but `model` can validate an object with these keys: each
+    other one refuses a key it does not know (`extra="forbid"`) or misses a required field
+    (validators only run after, and can only refuse)."""
+    for other, (accepted, required) in _SHAPES.items():
+        if other is model:
+            continue
+        if keys <= accepted and all(n in keys or a in keys for n, a in required):
+            return False
+    return True
+
+
+def fast_statement(payload: bytes) -> Statement | None:
+    """A statement equal to what `attest.statement.parse_statement(payload)` returns, when this
+    can prove that it accepts `payload`; None otherwise (the reference decides).
+
+    The same checks on the same inputs, the RFC 8785 serialisations by `json` (equal bytes
+    there, given no float and no character beyond the BMP): its predicate validates alone as its
+    type, the statement validates, and re-serialises to the payload (so the payload is its own
+    canonical JSON, hence strict I-JSON as `canonical_loads` reads it). The statement is
+    validated with its predicate as that one type when no other predicate model could validate
+    the predicate's keys (`_only`): `Statement`'s union of predicate models then has one member
+    that can succeed, and `Statement`'s own check that the predicate is of its predicateType
+    holds; otherwise by `Statement` itself.
+    """
+    if _ASTRAL.search(payload):
+        return None
+    try:
+        obj = json.loads(payload, parse_float=_no_float, parse_int=_int)
+        if not isinstance(obj, dict):
+            return None
+        predicate_type, predicate = obj.get("predicateType"), obj.get("predicate")
+        if not isinstance(predicate_type, str) or not isinstance(predicate, dict):
+            return None
+        model = PREDICATE_TYPES.get(predicate_type)
+        if model is None:
+            return None
+        model.model_validate_json(_dumps(predicate))
+        cls = _SINGLE[predicate_type] if _only(model, set(predicate)) else Statement
+        stmt = cls.model_validate_json(payload)
+        # Equal bytes: the payload is the canonical JSON of the statement (`statement_bytes`),
+        # so also of `obj`, strict I-JSON (`json` was told to refuse floats and big integers;
+        # a duplicate key or a non-canonical escape would not survive the round trip).
+        dumped = stmt.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return stmt if _dumps(dumped) == payload else None
+    except Exception:  # anything unexpected: the reference parse decides
+        return None
+
+
+# -- candidate keys -------------------------------------------------------------------------------
+
+_KEY_EVENT_BYTES = KEY_EVENT.encode()
+_PAYLOAD_PREFIX = b'{"payload":"'
+
+
+def key_event_keys(entry: bytes) -> list[tuple[str, bytes]]:
+    """(keyid, raw key) of every key a key event in `entry` names, read without authorising
+    anything; [] for any other entry (or one that does not parse: it is refused later)."""
+    if not entry.startswith(_PAYLOAD_PREFIX):
+        return []
+    end = entry.find(b'"', len(_PAYLOAD_PREFIX))
+    try:
+        payload = binascii.a2b_base64(entry[len(_PAYLOAD_PREFIX) : end])
+    except binascii.Error:
+        return []
+    if _KEY_EVENT_BYTES not in payload:
+        return []
+    try:
+        p = parse_statement(payload).predicate
+        if not isinstance(p, KeyEvent):
+            return []
+        out = []
+        for vkey in (p.key, p.previous_key):
+            if vkey is not None:
+                name, raw = vkey_raw(vkey)
+                out.append((dsse_keyid(name, public_key_from_bytes(raw)), raw))
+        return out
+    except (AttestError, ValueError):
+        return []
+
+
+def candidate_keys(chain: KeyChain, entries: Iterable[bytes]) -> dict[str, tuple[bytes, ...]]:
+    """keyid -> the raw keys it may name while `entries` are replayed on `chain`: the chain's
+    keys now, and those key events among `entries` register or rotate to."""
+    out: dict[str, set[bytes]] = {kid: {raw} for kid, raw in chain.by_keyid.items()}
+    for entry in entries:
+        for kid, raw in key_event_keys(entry):
+            out.setdefault(kid, set()).add(raw)
+    return {kid: tuple(raws) for kid, raws in out.items()}
+
+
+# -- the worker -----------------------------------------------------------------------------------
+
+_NAMED: dict[tuple[str, tuple[bytes, ...]], tuple[bytes, ...]] = {}
+
+
+def _named_by(keyid: str, fixed: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The fixed keys `keyid` names under the name it carries (`attest.admission._named_by`)."""
+    got = _NAMED.get((keyid, fixed))
+    if got is None:
+        name = keyid.rpartition("+")[0]
+        try:
+            got = tuple(k for k in fixed if dsse_keyid(name, _public_key(k)) == keyid)
+        except AttestError:
+            got = ()
+        if len(_NAMED) > 4096:
+            _NAMED.clear()
+        _NAMED[(keyid, fixed)] = got
+    return got
+
+
+def check_entry(
+    entry: bytes, candidates: dict[str, tuple[bytes, ...]], fixed: tuple[bytes, ...]
+) -> Facts | None:
+    """The facts of one entry (see `Facts`); None when the parent must validate it serially: it
+    may not parse, or it is a statement the chain or citations must see whole."""
+    env = fast_envelope(entry)
+    if env is None or env.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        return None
+    stmt = fast_statement(env.payload)
+    if stmt is None or isinstance(stmt.predicate, (*STATEFUL, ContinuityStatement)):
+        return None
+    message = pae(env.payload_type, env.payload)
+    sigs: list[SigFacts] = []
+    for s in env.signatures:
+        named = _named_by(s.keyid, fixed)
+        keys = {*candidates.get(s.keyid, ()), *named}
+        sigs.append((s.keyid, {k: verify_ed25519(k, s.sig, message) for k in keys}, named))
+    seen = stmt.predicate.seen_checkpoint
+    digest = hashlib.sha256(message).digest()
+    return (stmt.predicate_type, seen.origin, seen.size, seen.root, tuple(sigs), digest)
+
+
+def check_chunk(
+    entries: list[bytes], candidates: dict[str, tuple[bytes, ...]], fixed: tuple[bytes, ...]
+) -> list[Facts | None]:
+    """`check_entry` for each of `entries` (a worker task)."""
+    return [check_entry(e, candidates, fixed) for e in entries]
+
+
+def _warm() -> None:
+    """Worker start-up: build the pydantic validators once, before the first chunk."""
+    Statement.model_json_schema()
+
+
+# -- the ordered replay ---------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayMemo:
+    """What the ordered replay of one chain learned from the reference.
+
+    `authorised`: (predicate type, signer set) pairs the chain authorised for a statement that
+    changes no chain state, since the chain last changed. Authorising such a statement depends
+    on nothing else (`KeyChain.apply`, rule R6: the signers' current keys, roles and chains), so
+    the same pair is authorised again until a chain-changing statement is applied.
+    """
+
+    authorised: set[tuple[str, frozenset[bytes]]] = field(default_factory=set)
+    fast: int = 0
+    serial: int = 0
+
+
+def validate_prechecked(
+    index: int,
+    entry: bytes,
+    origin: str,
+    chain: KeyChain,
+    fixed: Sequence[TrustedKey],
+    root_at: RootAt | None,
+    facts: Facts | None,
+    memo: ReplayMemo,
+    entry_at: EntryAt | None = None,
+) -> tuple[Statement | None, frozenset[bytes], bytes | None]:
+    """`verifier.revalidate.validate_entry` for entry `index`, using a worker's `facts` where
+    they prove the same outcome (see the module docstring); the same `EntryInvalid` otherwise.
+
+    Returns the statement (None when the fast path accepted: a statement that changes no chain
+    state), the raw keys that signed, and the statement digest (None from the serial path).
+    """
+    if facts is not None:
+        signers = _fast(index, origin, chain, root_at, facts, memo)
+        if signers is not None:
+            memo.fast += 1
+            return None, signers, facts[5]
+    memo.serial += 1
+    stmt, signers = validate_entry(index, entry, origin, chain, fixed, root_at, entry_at)
+    if isinstance(stmt.predicate, STATEFUL):
+        memo.authorised.clear()  # the chain may have changed: learn again
+    else:
+        memo.authorised.add((stmt.predicate_type, signers))
+    return stmt, signers, None
+
+
+def _fast(
+    index: int,
+    origin: str,
+    chain: KeyChain,
+    root_at: RootAt | None,
+    facts: Facts,
+    memo: ReplayMemo,
+) -> frozenset[bytes] | None:
+    """The signer set when `facts` prove `validate_entry` accepts entry `index` now; else None."""
+    predicate_type, seen_origin, seen_size, seen_root, sigs, _ = facts
+    # (3) anti-backdating (`attest.admission.check_seen`, without `now`).
+    if seen_origin != origin or seen_size > index:
+        return None
+    if root_at is not None:
+        root = root_at(seen_size)
+        if root is None or root.hex() != seen_root:
+            return None
+    # (4) `attest.admission.verify_every_signature` over `chain.candidates` and `fixed`: the
+    # chain's key for the keyid first, then the fixed keys it names; the first that verifies.
+    signed: list[bytes] = []
+    for keyid, verified, named in sigs:
+        own = chain.by_keyid.get(keyid)
+        good = None
+        for key in (own, *named) if own is not None else named:
+            ok = verified.get(key)
+            if ok is None:  # a key the worker did not try: the reference decides
+                return None
+            if ok:
+                good = key
+                break
+        if good is None or good in signed:
+            return None
+        signed.append(good)
+    signers = frozenset(signed)
+    # (5) the chain authorised this type from these signers since it last changed.
+    return signers if (predicate_type, signers) in memo.authorised else None
+
+
+# -- the pool -------------------------------------------------------------------------------------
+
+
+class Prechecked:
+    """Worker facts for a run of consecutive entries, as they come (`get` waits in order)."""
+
+    def __init__(self, start: int, chunk: int, futures: list[Future[list[Facts | None]]]) -> None:
+        self.start, self.chunk, self._futures = start, chunk, futures
+        self._done: dict[int, list[Facts | None]] = {}
+
+    def get(self, index: int) -> Facts | None:
+        """The facts of entry `index` (None: validate it serially)."""
+        n, offset = divmod(index - self.start, self.chunk)
+        if n < 0 or n >= len(self._futures):
+            return None
+        got = self._done.get(n)
+        if got is None:
+            got = self._done[n] = self._futures[n].result()
+            self._done.pop(n - 1, None)
+        return got[offset]
+
+    def cancel(self) -> None:
+        """Drop the work not started yet (the replay stopped)."""
+        for fut in self._futures:
+            fut.cancel()
+
+
+class ParallelChecker:
+    """A pool of worker processes (`forkserver`, or `spawn` where there is none) that check
+    chunks of entries; started on first use, closed by `close`."""
+
+    def __init__(self, workers: int | None = None, chunk: int = DEFAULT_CHUNK) -> None:
+        self.workers = max(1, workers or default_workers())
+        self.chunk = chunk
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_warm)
+        return self._pool
+
+    def start(self) -> None:
+        """Start the workers now (they start on first use otherwise)."""
+        pool = self._executor()
+        for fut in [pool.submit(_warm) for _ in range(self.workers)]:
+            fut.result()
+
+    def precheck(
+        self,
+        start: int,
+        entries: Sequence[bytes],
+        chain: KeyChain,
+        fixed: Sequence[TrustedKey],
+    ) -> Prechecked:
+        """Submit entries `start`, `start` + 1, ... for checking, the candidate keys taken from
+        `chain` as it is now and from the key events among `entries`."""
+        candidates = candidate_keys(chain, entries)
+        fixed_raw = tuple(public_key_bytes(k.public_key) for k in fixed)
+        pool = self._executor()
+        futures = [
+            pool.submit(check_chunk, list(entries[i : i + self.chunk]), candidates, fixed_raw)
+            for i in range(0, len(entries), self.chunk)
+        ]
+        return Prechecked(start, self.chunk, futures)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ParallelChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def validate_entries(
+    start: int,
+    entries: Sequence[bytes],
+    origin: str,
+    chain: KeyChain,
+    fixed: Sequence[TrustedKey],
+    root_at: RootAt | None,
+    checker: ParallelChecker | None,
+    entry_at: EntryAt | None = None,
+    on_entry: Callable[[int, Statement | None, frozenset[bytes], bytes | None], Any] | None = None,
+    min_parallel: int = MIN_PARALLEL,
+) -> ReplayMemo:
+    """Re-validate entries `start`, `start` + 1, ... of an evidence log in order, as
+    `validate_entry` would one by one (the same first `EntryInvalid`), with `checker`'s workers
+    (None, or fewer than `min_parallel` entries: serially). `on_entry(index, statement or None,
+    signers, digest or None)` is called after each entry is accepted."""
+    memo = ReplayMemo()
+    pre = None
+    if checker is not None and len(entries) >= min_parallel:
+        pre = checker.precheck(start, entries, chain, fixed)
+    try:
+        for i, entry in enumerate(entries):
+            index = start + i
+            facts = None if pre is None else pre.get(index)
+            stmt, signers, digest = validate_prechecked(
+                index, entry, origin, chain, fixed, root_at, facts, memo, entry_at
+            )
+            if on_entry is not None:
+                on_entry(index, stmt, signers, digest)
+    finally:
+        if pre is not None:
+            pre.cancel()
+    return memo
