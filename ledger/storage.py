@@ -29,6 +29,9 @@ from ledger.errors import LedgerError
 
 # SQLite limits bound parameters per statement; stay well below the smallest default.
 _IN_CHUNK = 500
+# PostgreSQL advisory lock key ("bled") held while migrating and creating logs: frontends that
+# start together on one database take turns instead of racing on CREATE TABLE / INSERT.
+_SETUP_LOCK = 0x626C6564
 _ROOT_CACHE = 65536
 
 
@@ -162,14 +165,22 @@ class Store:
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
         with self._write.begin() as conn:
+            self._setup_lock(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def _setup_lock(self, conn: Connection) -> None:
+        """Serialise schema and log set-up across processes until the transaction ends
+        (PostgreSQL; SQLite writers already begin with BEGIN IMMEDIATE)."""
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SETUP_LOCK})")
 
     # -- logs ---------------------------------------------------------------------------------
 
     def create_log(self, name: str, origin: str, partition: str, vkey: str, head: Head) -> LogRow:
         """Register a log with its empty-tree checkpoint, or return it if it already exists."""
         with self._write.begin() as conn:
+            self._setup_lock(conn)
             row = self._log_row(conn, name)
             if row is not None:
                 return row

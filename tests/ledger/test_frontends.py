@@ -48,12 +48,14 @@ from attest.keys import generate_private_key
 from attest.note import Ed25519NoteSigner, NoteVerifier
 from attest.vkey import parse_vkey
 from clients.sdk import verify_submission
+from ledger.config import init_data_dir
 from ledger.log import Log
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 from ledger.tilestore import DirTileStore, Publisher, Stored
 from tests.support import (
     LOG,
+    ORIGIN_PREFIX,
     LedgerProcess,
     ServerStartError,
     Signer,
@@ -455,6 +457,30 @@ def _check_checkpoints(
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(one, range(len(pairs))))
+
+
+def test_two_frontends_start_together_on_a_fresh_database(pg_url: str, tmp_path: Path) -> None:
+    """Two hosts started at the same moment on an empty database: both migrate it and create
+    the logs, one after the other, and both serve the same log (neither dies on the other's
+    CREATE TABLE or INSERT)."""
+    init_data_dir(tmp_path / "a", origin_prefix=ORIGIN_PREFIX, db=pg_url)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    procs = [LedgerProcess(tmp_path / n, pg_url) for n in ("a", "b")]
+    try:
+        for p in procs:
+            p.start(wait=False)
+        for p in procs:
+            p._wait_ready()
+        a, b = (log_identity(p.base_url) for p in procs)
+        assert a == b
+        for p in procs:
+            assert "Traceback" not in p.stderr_all(), p.stderr_all()[-4000:]
+    finally:
+        for p in procs:
+            try:
+                p.stop()
+            finally:
+                p.kill9()
 
 
 def test_a_frontend_with_other_keys_is_refused(pg_url: str, tmp_path: Path) -> None:
