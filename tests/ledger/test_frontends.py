@@ -13,6 +13,8 @@ so each frontend serves the other's checkpoints. Here both run as real processes
   log key, no size has two roots (no split view), each is consistent with every later one, no
   frontend ever served an older head after a newer one, both end on the same checkpoint, and no
   entry is in the log twice.
+* `test_two_frontends_start_together_on_a_fresh_database`: both migrate the empty database
+  and create the logs in turn (an advisory lock), and neither dies on the other's DDL.
 * `test_a_frontend_with_other_keys_is_refused`: a host whose data directory holds other keys
   does not start on the shared database.
 * `test_slow_tile_store_acknowledges_nothing_unpublished`: one frontend's tile store hangs
