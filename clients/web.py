@@ -3,7 +3,9 @@
 The page (static files in `clients/web/`) fetches two JSON documents from this router:
 
 * `GET /ui/api/models` — the models the evidence log holds records of, with their versions;
-* `GET /ui/api/history/{model}` — `clients.history.build_history` of that model.
+* `GET /ui/api/history/{model}` — `clients.history.build_history` of that model, and under
+  ``evalGroups`` its imported eval samples summarised per task, scorer and config
+  (`clients.eval_summary.eval_groups`).
 
 Both are computed from the statements stored in this server's evidence log, found through its
 read index (`ledger.index`) and read directly from the hosted log (the router runs in the server
@@ -24,6 +26,8 @@ from typing import Any, Final
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from attest.predicates import EVAL_SAMPLE
+from clients.eval_summary import eval_groups
 from clients.history import HistoryError, LoggedStatement, build_history, models, parse_logged
 from ledger import api, index
 from ledger.server import HostedLog, LedgerServer
@@ -117,8 +121,11 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
     def list_models() -> JSONResponse:
         """`{"log": {name, origin, size}, "models": [{model, versions}]}`."""
         size, pairs = index.models(hosted.log)
+        pairs += _eval_models(hosted)
         versions: dict[str, list[str]] = {}
         for model, version in pairs:
+            if version in versions.get(model, []):
+                continue
             versions.setdefault(model, []).append(version)
         found = [{"model": m, "versions": v} for m, v in versions.items()]
         body = {"log": _log_json(hosted, size), "models": found}
@@ -128,16 +135,25 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
     def history(model: str) -> JSONResponse:
         """`clients.history.build_history(model, ...).to_json()`; 404 for an unknown model."""
         size, statements = statements_about(hosted, model)
-        if not any(m["model"] == model for m in models(statements)):
+        evals = eval_groups(statements, model)
+        if not evals and not any(m["model"] == model for m in models(statements)):
             raise api.ApiError(404, "unknown_model", f"no records of model {model!r} in {log}")
         try:
             body: dict[str, Any] = build_history(model, statements, size=size).to_json()
         except HistoryError as e:  # e.g. records of a suite this server does not ship
             raise api.ApiError(422, "no_history", e.diagnostic) from e
         body["log"] = _log_json(hosted, size)  # the page needs the log's name
+        body["evalGroups"] = evals  # imported eval samples (bledger import inspect)
         return JSONResponse(body, headers=_HEADERS)
 
     return router
+
+
+def _eval_models(hosted: HostedLog) -> list[tuple[str, str]]:
+    """The (model, version) pairs with imported eval samples (`bledger import inspect`), from
+    the read index (which `index.models` has just caught up)."""
+    kind = index.short_type(EVAL_SAMPLE)
+    return hosted.log.store.index_models(hosted.log.id, kind)
 
 
 def _log_json(hosted: HostedLog, size: int) -> dict[str, object]:

@@ -15,6 +15,7 @@
 
 const PROBE_RECORD = "https://behaviour-ledger.dev/attestation/probe-record/v1";
 const CONTINUITY = "https://behaviour-ledger.dev/attestation/continuity/v1";
+const EVAL_SAMPLE = "https://behaviour-ledger.dev/attestation/eval-sample/v1";
 const FRAMINGS = ["direct", "fictional", "professional-claim", "decomposition", "language-shift"];
 const COLORS = ["#1f5fa8", "#c0572b", "#2e8b57", "#8a4fb0", "#b08a1f", "#4a6670", "#b03060"];
 const CONCURRENCY = 6; // requests in flight while checking records
@@ -257,6 +258,7 @@ function claims(history) {
     add(c.index, { kind: "continuity", from: c.from, to: c.to });
     for (const i of c.records) add(i, { kind: "referenced" });
   }
+  for (const [i, claim] of evalClaims(history)) add(i, claim);
   return out;
 }
 
@@ -264,6 +266,7 @@ function describe(list) {
   const c = list.find((x) => x.category) ?? list.find((x) => x.kind !== "referenced") ?? list[0];
   if (c.kind === "continuity") return `continuity ${c.from} → ${c.to}`;
   if (c.kind === "referenced") return "record named by a continuity statement";
+  if (c.kind === "eval") return `eval ${c.task}@${c.taskVersion} · sample ${c.sample} · epoch ${c.epoch}`;
   return `${c.version} · ${c.category ?? "?"} · ${c.tier ?? "?"}`;
 }
 
@@ -291,6 +294,7 @@ function checkClaim(st, claim, model) {
       p.predecessor?.version === claim.from, `the succession ${claim.from} → ${claim.to} of ${model}`);
     return;
   }
+  if (claim.kind === "eval") return checkEvalClaim(st, claim, model, want);
   want(st.predicateType === PROBE_RECORD, "a probe record");
   if (claim.kind === "referenced") return;
   want(p.model?.name === model && p.model?.version === claim.version &&
@@ -696,6 +700,79 @@ function fillDetails(details, res, ck) {
   if (res.statement) details.append(h("pre", { class: "statement", text: shortStatement(res.statement) }));
 }
 
+// -- imported eval samples (bledger import inspect) --------------------------------------------
+
+// What the history says each eval sample's entry holds: [index, claim] for every sample of every
+// group, the claim naming the task, model version, config digest, sample, epoch and the scorer's
+// value (canonical JSON text, as signed). Checking these is checking the inputs of each figure.
+function evalClaims(history) {
+  const out = [];
+  for (const g of history.evalGroups ?? []) {
+    for (const x of g.samples) {
+      out.push([x.index, { kind: "eval", task: g.task, taskVersion: g.taskVersion, version: g.modelVersion,
+        config: g.configSha256, scorer: g.scorer, sample: x.sample, epoch: x.epoch, value: x.value }]);
+    }
+  }
+  return out;
+}
+
+function checkEvalClaim(st, claim, model, want) {
+  const p = st.predicate ?? {};
+  want(st.predicateType === EVAL_SAMPLE, "an imported eval sample");
+  want(p.model?.name === model && p.model?.version === claim.version, `a sample of ${model} ${claim.version}`);
+  want(p.task === claim.task && p.taskVersion === claim.taskVersion, `a sample of task ${claim.task}@${claim.taskVersion}`);
+  want(p.configSha256 === claim.config, `a sample run with config ${claim.config.slice(0, 16)}…`);
+  want(p.sampleId === claim.sample && p.epoch === claim.epoch, `sample ${claim.sample} epoch ${claim.epoch}`);
+  const score = (p.scores ?? []).find((x) => x.scorer === claim.scorer);
+  want(score && score.value === claim.value, `a ${claim.scorer} score of ${claim.value}`);
+}
+
+// Beside the probe numbers: per (task, model version, scorer, config) the n, the server's summary
+// (a rate or mean with its 95 % interval, "insufficient data (n=…)" under the page's rule, or the
+// categorical counts), the config digest and each sample's log index.
+function evalSection(history, vstate) {
+  vstate.evals = [];
+  const groups = history.evalGroups ?? [];
+  const sec = h("section", { id: "evals" }, h("h2", { text: "Imported eval samples" }));
+  if (!groups.length) {
+    sec.append(h("p", { class: "muted", text: "No imported eval samples for this model." }));
+    return sec;
+  }
+  sec.append(h("p", { class: "muted", text: "Samples of evaluations run by another harness and imported " +
+    "with bledger import inspect: they prove who imported what the harness's log says, not that this model produced the answers." }));
+  const heads = ["task", "version", "scorer", "n", "score [95% CI]", "method", "config sha256", "records", "status"];
+  const t = h("table", {}, h("tr", {}, ...heads.map((x) => h("th", { text: x }))));
+  for (const g of groups) {
+    const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+    vstate.evals.push({ g, st });
+    const links = h("span", { class: "mono" });
+    g.samples.forEach((x, k) => {
+      if (k) links.append(" ");
+      // The entry itself, from the log's public API (its proof is checked in the records table).
+      links.append(h("a", { href: logURL(history.log.name, `entries/${x.index}`), "data-index": x.index,
+        title: `sample ${x.sample} epoch ${x.epoch}: ${x.value}`, text: `#${x.index}` }));
+    });
+    t.append(h("tr", { "data-task": g.task, "data-scorer": g.scorer, "data-config": g.configSha256 },
+      h("td", { text: `${g.task}@${g.taskVersion}` }), h("td", { text: g.modelVersion }),
+      h("td", { text: g.scorer }), h("td", { class: "n", text: String(g.n) }),
+      h("td", { class: "figure", text: g.summary.display }),
+      h("td", { class: "muted", text: g.summary.kind === "categorical" ? "counts" : `${g.summary.kind}, ${g.summary.method}` }),
+      h("td", { class: "mono config", title: g.generateConfig, text: g.configSha256 }),
+      h("td", { class: "links" }, links), h("td", {}, st)));
+  }
+  sec.append(t);
+  return sec;
+}
+
+function markEvalGroups(vstate, results) {
+  for (const { g, st } of vstate.evals ?? []) {
+    const bad = g.records.filter((i) => results.get(i)?.status !== "verified" && results.get(i)?.status !== "included");
+    const first = results.get(g.records[0]);
+    if (bad.length) setStatus(st, "failed", `NOT verified: ${bad.length} of ${g.records.length} samples`);
+    else setStatus(st, first.status, `${g.records.length} sample${g.records.length === 1 ? "" : "s"} ${first.text}`);
+  }
+}
+
 // -- views ------------------------------------------------------------------------------------
 
 const main = () => document.getElementById("main");
@@ -733,7 +810,7 @@ async function showModel(model) {
   }
   for (const f of history.flags) head.append(h("p", { class: "flag", text: `⚠ ${f}` }));
   main().replaceChildren(head, trustPanel(ck), chartsFor(history), continuitySection(history, vstate),
-    rowsTable(history, vstate), recordsTable(indices, claimMap, vstate));
+    rowsTable(history, vstate), evalSection(history, vstate), recordsTable(indices, claimMap, vstate));
 
   const results = new Map();
   await pool(indices, CONCURRENCY, async (i) => {
@@ -764,6 +841,7 @@ async function showModel(model) {
     refs.className = ref.ok ? "refs" : "refs failed";
     refs.dataset.ok = String(ref.ok);
   }
+  markEvalGroups(vstate, results);
   document.body.dataset.checked = "true";
 }
 
