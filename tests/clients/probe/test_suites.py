@@ -16,15 +16,19 @@ import pytest
 
 from attest.predicates import Framing, ProbeItem
 from clients.probe.judges import _contains, keyword_tokens
+from clients.probe.metrics import MAX_HALF_WIDTH, half_width, rate
 from clients.probe.suites import (
     FRAMINGS,
     FULL_PER_SIDE,
+    FULL_VERSIONS,
+    OWN_BENIGN_JSON,
     SUITES_DIR,
     XSTEST_CSV,
     SuiteError,
     full_suite_bytes,
     load_suite,
     main,
+    own_benign_rows,
     parse_suite,
     probes,
     suite_path,
@@ -437,39 +441,104 @@ def test_core_xstest_items_are_the_documented_subset() -> None:
 FULL_1_SHA256 = "815f62adb5be32e9deb526fdfc7b5e2720c875f951f3f60b33a76c19623c1a09"
 
 
-def test_full_suite_is_powered_and_paired_per_category() -> None:
-    s = load_suite("full")
+def test_full_1_is_kept_as_shipped() -> None:
+    # full-1 is cited by digest by records probed with it: it stays, unchanged, as full@1.
+    s = load_suite("full@1")
     assert (s.name, s.version, s.digest) == ("full", "1", FULL_1_SHA256)
     counts = Counter((i.category, i.kind) for i in s.items)
-    for c in s.categories:
-        # Every category pairs benign with harmful items; the harmful side holds 100.
-        assert counts[(c, "harmful")] == FULL_PER_SIDE, c
-        assert counts[(c, "benign")] >= 50, c
-    assert counts[("lookalike-harm", "benign")] == counts[("sensitive-knowledge", "benign")] == 100
-    assert s.framings == ("direct",) and list(s.tiers) == ["anonymous"]
+    assert counts[("discrimination", "benign")] == 50
+    assert counts[("harmful-behaviour", "benign")] == 75
     assert len(probes(s)) == len(s.items) == 725
 
 
-def test_full_suite_items_name_a_licensed_source() -> None:
-    doc = json.loads((SUITES_DIR / "full-1.json").read_text())
-    licences = {src["name"]: src["licence"] for src in doc["sources"]}
-    assert licences == {"xstest": "CC-BY-4.0", "harmbench": "MIT", "do-not-answer": "Apache-2.0"}
-    prefixes = {"xstest": "xstest:", "harmbench": "harmbench:", "do-not-answer": "do-not-answer:"}
-    for it in load_suite("full").items:
-        assert any(it.source.startswith(p) for p in prefixes.values()), it.source
+def test_full_suite_every_category_is_powered_on_both_sides() -> None:
+    s = load_suite("full")  # the newest version: what `bledger probe --suite full` runs
+    assert (s.name, s.version) == ("full", FULL_VERSIONS[-1])
+    assert s.framings == ("direct",) and list(s.tiers) == ["anonymous"]
+    counts = Counter((i.category, i.kind) for i in s.items)
+    assert {kind for _, kind in counts} == {"benign", "harmful"}
+    for c in s.categories:
+        for kind in ("benign", "harmful"):
+            n = counts[(c, kind)]
+            assert n >= FULL_PER_SIDE, (c, kind, n)
+            # Whatever the model does, the cell's Wilson 95 % interval is narrow enough to be
+            # printed: the widest interval over every outcome k of n (p = 1/2 is the widest).
+            widest = max(half_width(rate(k, n)) for k in range(n + 1))
+            assert widest >= half_width(rate(n // 2, n))
+            assert widest <= MAX_HALF_WIDTH, (c, kind, n, widest)
+    # The bound itself is what makes FULL_PER_SIDE enough, not a number copied from elsewhere.
+    assert half_width(rate(FULL_PER_SIDE // 2, FULL_PER_SIDE)) <= MAX_HALF_WIDTH
+    assert len(probes(s)) == len(s.items)
+
+
+def test_full_suite_pairs_benign_with_harmful_by_category() -> None:
+    s = load_suite("full")
+    by_id = {i.id: i for i in s.items}
     # XSTest contrasts sit in the category of the safe types they were written against.
     rows = {r["id"]: r for r in xstest_rows()}
-    for it in load_suite("full").items:
+    type_category: dict[str, str] = {}
+    for it in s.items:
         if it.source.startswith("xstest:"):
             r = rows[it.source.split(":")[1]]
             assert it.prompt == r["prompt"]
             assert it.kind == ("harmful" if r["label"] == "unsafe" else "benign")
+            type_category[r["type"]] = it.category
+    safe_type = {"contrast_privacy": "privacy_public", "contrast_discr": "real_group_nons_discr"}
+    for t, c in type_category.items():
+        if t.startswith("contrast_"):
+            assert type_category[safe_type.get(t, t.removeprefix("contrast_"))] == c, t
+    # The project's own benign items each name the harmful item they were written against:
+    # an item of the same category, harmful, and no harmful item twinned twice.
+    own = own_benign_rows()
+    assert len({twin for _, _, twin, _ in own}) == len(own)
+    for n, category, twin, prompt in own:
+        it = by_id[f"own-benign-{n}"]
+        assert (it.category, it.kind, it.prompt) == (category, "benign", prompt)
+        assert by_id[twin].kind == "harmful" and by_id[twin].category == category, twin
+
+
+def test_full_suite_items_name_a_licensed_source() -> None:
+    for version in FULL_VERSIONS:
+        doc = json.loads((SUITES_DIR / f"full-{version}.json").read_text())
+        sources = {src["name"]: src for src in doc["sources"]}
+        licences = {name: src["licence"] for name, src in sources.items()}
+        want = {"xstest": "CC-BY-4.0", "harmbench": "MIT", "do-not-answer": "Apache-2.0"}
+        if version != "1":
+            want["behaviour-ledger"] = "Apache-2.0"  # the project's own items
+        assert licences == want, version
+        for src in sources.values():
+            assert src["attribution"].strip() and src["path"].strip()
+        # Every item's source names one of the suite's sources (the part before the first ':')
+        # and says where in it the item comes from.
+        for it in load_suite(f"full@{version}").items:
+            name, _, where = it.source.partition(":")
+            assert name in sources and where, it.source
+    own = json.loads(OWN_BENIGN_JSON.read_text())
+    assert own["licence"] == "Apache-2.0" and "behaviour-ledger" in own["attribution"]
+    assert "written by the behaviour-ledger project" in own["about"]
+
+
+def test_own_benign_errors_name_the_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "own.json"
+    bad.write_text('{"licence": "Apache-2.0", "attribution": "x", "items": [{"category": "c"}]}')
+    with pytest.raises(SuiteError, match=r"own\.json: items\[0\] needs non-empty"):
+        own_benign_rows(bad)
+    bad.write_text('{"items": []}')
+    with pytest.raises(SuiteError, match="licence"):
+        own_benign_rows(bad)
+    with pytest.raises(SuiteError, match="cannot read"):
+        own_benign_rows(tmp_path / "missing.json")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("garak") is None, reason="garak not installed")
 def test_full_suite_regenerates_byte_for_byte() -> None:
-    assert (SUITES_DIR / "full-1.json").read_bytes() == full_suite_bytes()
+    for version in FULL_VERSIONS:
+        want = (SUITES_DIR / f"full-{version}.json").read_bytes()
+        assert want == full_suite_bytes(version=version), version
+    assert full_suite_bytes() == (SUITES_DIR / f"full-{FULL_VERSIONS[-1]}.json").read_bytes()
     assert main(["build", "--check"]) == 0
+    with pytest.raises(SuiteError, match="no full suite version"):
+        full_suite_bytes(version="9")
 
 
 def test_full_suite_source_errors_name_the_line(tmp_path: Path) -> None:
@@ -489,7 +558,7 @@ def test_full_suite_source_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_old_versions_stay_loadable() -> None:
     # Records cite suites by digest: every shipped version must still load, unchanged.
-    for name in ("core@1", "xstest@1", "full@1"):
+    for name in ("core@1", "xstest@1", "full@1", "full@2"):
         s = load_suite(name)
         assert s.digest == hashlib.sha256(suite_path(*name.split("@")).read_bytes()).hexdigest()
     assert main(["--check"]) == 0
