@@ -2,6 +2,7 @@
 
     python bench/verify_bench.py                  # full run (about 5 minutes on 2 cores)
     python bench/verify_bench.py --quick --json   # smoke run
+    python bench/verify_bench.py --sections audit # the audit alone (serial and parallel)
 
 Sections:
 
@@ -10,8 +11,11 @@ Sections:
   SQLite (temp file, ``synchronous`` OFF for building). Timed: (a) the tree recompute from
   the store's tiles and entry bundles (`attest.audit.audit_tree`), (b) re-validation of every
   entry in order with the auditor's pure `validate_entry` and a `KeyChain` (envelope, statement,
-  anti-backdating, signature, key chain), (c) both. Peer: the same N Ed25519 verifications done
-  bare with `cryptography`, the floor a Python auditor cannot beat.
+  anti-backdating, signature, key chain), (c) both; (d) the same re-validation with
+  `verifier.parallel` (signatures on ``--workers`` worker processes, the key chain replayed in
+  order by the parent; each worker count in turn, worker start-up timed apart), (e) (a) + (d) at
+  the most workers. Peers: the same N Ed25519 verifications done bare on one core with
+  `cryptography` (the issue's peer) and with libsodium (PyNaCl, the verifier (d) accepts with).
 * ``consistency``: a log of 2,000,000 small raw entries (`Sequencer.integrate`, batches of
   4096, no admission rule); for sizes growing from 1M to 2M in ``--steps`` steps, the latency of
   `Log.consistency_proof(old, new)` and of `merkle.verify_consistency`. Peer: pymerkle's
@@ -37,6 +41,7 @@ from typing import Any
 
 import pymerkle  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.bindings import crypto_sign_open
 
 from attest import merkle
 from attest.audit import audit_tree
@@ -50,6 +55,7 @@ from ledger.log import Log
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
 from verifier.auditor import validate_entry
+from verifier.parallel import ParallelChecker, ReplayMemo, default_workers, validate_entries
 
 ORIGIN = "bench.invalid/logs/verify"
 NOW = 1_800_000_000
@@ -113,7 +119,9 @@ def seen(log: Log) -> dict[str, Any]:
     return {"seen_checkpoint": cp, "issued_at": NOW}
 
 
-def bench_audit(n: int, tmp: Path, rows: list[Row], notes: list[str]) -> None:
+def bench_audit(
+    n: int, workers: Sequence[int], tmp: Path, rows: list[Row], notes: list[str]
+) -> None:
     """Section 1: tree recompute and entry re-validation over a log of `n` signed reports."""
     store, log, seq = new_log(tmp, "audit.db")
     try:
@@ -190,6 +198,33 @@ def bench_audit(n: int, tmp: Path, rows: list[Row], notes: list[str]) -> None:
         bare = size / bare_s  # entries whose signatures alone are checked per second
         progress(f"audit: bare Ed25519 {len(jobs) / bare_s:,.0f} verifications/s")
 
+        # Peer 2: the same verifications bare with libsodium, which (d) accepts signatures with.
+        raws = [(pub.public_bytes_raw(), sig, msg) for pub, sig, msg in jobs]
+        t0 = time.perf_counter()
+        for raw, sig, msg in raws:
+            crypto_sign_open(sig + msg, raw)
+        sodium_s = time.perf_counter() - t0
+        sodium = size / sodium_s
+        progress(f"audit: bare Ed25519 (libsodium) {len(jobs) / sodium_s:,.0f} verifications/s")
+
+        # (d) the parallel audit: the same entries, chain and roots, with each worker count.
+        parallel: list[tuple[int, float, float, ReplayMemo, tuple[float, float, float]]] = []
+        for w in workers:
+            checker = ParallelChecker(w)
+            try:
+                t0 = time.perf_counter()
+                checker.start()
+                start_s = time.perf_counter() - t0
+                chain = KeyChain([public_key_bytes(op_pub)], [])
+                load = os.getloadavg()
+                t0 = time.perf_counter()
+                memo = validate_entries(0, entries, ORIGIN, chain, fixed, root_at, checker)
+                par_s = time.perf_counter() - t0
+            finally:
+                checker.close()
+            parallel.append((w, start_s, par_s, memo, load))
+            progress(f"audit: parallel, {w} worker(s): {size / par_s:,.0f} entries/s")
+
         cfg = f"{size:,} entries ({key_events} key events + {n:,} FieldReports, ~{avg} B each)"
         rows.append(
             Row(
@@ -220,6 +255,34 @@ def bench_audit(n: int, tmp: Path, rows: list[Row], notes: list[str]) -> None:
                 f"{tree_s + val_s:.2f} s, run one after the other",
             )
         )
+        for w, start_s, par_s, memo, load in parallel:
+            rows.append(
+                Row(
+                    "audit",
+                    f"(d) parallel re-validation, {w} worker(s) (verifier.parallel)",
+                    size / par_s,
+                    "entries/s",
+                    bare,
+                    f"{par_s:.2f} s (+ {start_s:.2f} s worker start-up, not counted); "
+                    f"{memo.fast:,} fast, {memo.serial:,} serial; "
+                    f"{size / par_s / sodium:.3f} x bare libsodium; "
+                    f"load {load[0]:.2f} at its start",
+                )
+            )
+        if parallel:
+            w, start_s, par_s, _, _ = parallel[-1]
+            rows.append(
+                Row(
+                    "audit",
+                    f"(e) full audit = (a) + (d), {w} worker(s)",
+                    size / (tree_s + par_s),
+                    "entries/s",
+                    bare,
+                    f"{tree_s + par_s:.2f} s; {size / (tree_s + par_s) / sodium:.3f} x bare "
+                    f"libsodium; with worker start-up {size / (tree_s + par_s + start_s):,.0f}"
+                    " entries/s",
+                )
+            )
         rows.append(
             Row(
                 "audit",
@@ -228,6 +291,16 @@ def bench_audit(n: int, tmp: Path, rows: list[Row], notes: list[str]) -> None:
                 "entries/s",
                 notes=f"{len(jobs) / bare_s:,.0f} verifications/s; PAE precomputed; "
                 "the floor for (b)",
+            )
+        )
+        rows.append(
+            Row(
+                "audit",
+                "peer: bare Ed25519 verify (libsodium via PyNaCl), per entry",
+                sodium,
+                "entries/s",
+                notes=f"{len(jobs) / sodium_s:,.0f} verifications/s, one core; the floor for "
+                f"(d) per core ({sodium / bare:.2f} x cryptography's)",
             )
         )
         notes.append(
@@ -374,9 +447,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--tree-size", type=int, help="consistency log size (2,000,000)")
     p.add_argument("--steps", type=int, default=64, help="size steps from half to full (64)")
     p.add_argument("--peer-seconds", type=float, default=75.0, help="pymerkle fill budget (75)")
+    p.add_argument(
+        "--workers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="worker counts for the parallel audit, e.g. 1,2 (1 up to the cores, doubling)",
+    )
+    p.add_argument(
+        "--sections",
+        default="audit,consistency",
+        help="comma-separated sections to run (audit,consistency)",
+    )
     args = p.parse_args(argv)
     n = args.entries or (5_000 if args.quick else 200_000)
     total = args.tree_size or (100_000 if args.quick else 2_000_000)
+    sections = set(args.sections.split(","))
+    workers = args.workers or [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= default_workers()]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "nproc": os.cpu_count(),
@@ -388,8 +473,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[Row] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="verify-bench-") as d:
-        bench_audit(n, Path(d), rows, notes)
-        bench_consistency(total, args.steps, args.peer_seconds, Path(d), rows, notes)
+        if "audit" in sections:
+            bench_audit(n, workers, Path(d), rows, notes)
+        if "consistency" in sections:
+            bench_consistency(total, args.steps, args.peer_seconds, Path(d), rows, notes)
     meta["load_after"] = os.getloadavg()
     if args.json:
         out = [{**asdict(r), "ratio": r.ratio} for r in rows]

@@ -91,6 +91,14 @@ from verifier.evidence import (
     implied_old_root,
     verify_evidence,
 )
+from verifier.parallel import (
+    MIN_PARALLEL,
+    ParallelChecker,
+    Prechecked,
+    ReplayMemo,
+    default_workers,
+    validate_prechecked,
+)
 from verifier.revalidate import (
     EntryInvalid,
     RootAt,
@@ -275,8 +283,13 @@ class AuditNode:
         transport: httpx.BaseTransport | None = None,
         full: bool = False,
         rng: random.Random | None = None,
+        workers: int | None = None,
     ) -> None:
         self.cfg, self.state, self.clock = cfg, state, clock
+        # Catching up on many evidence entries: signatures on worker processes (started on
+        # first use), the key chain in order (`verifier.parallel`). 1 (or one core): serially.
+        workers = default_workers() if workers is None else workers
+        self.checker = ParallelChecker(workers) if workers > 1 else None
         self.recheck = Recheck(None if full else cfg.recheck_bundles, rng)
         self.cosigner = node_cosigner(cfg)
         self._transport = transport
@@ -298,12 +311,16 @@ class AuditNode:
         transport: httpx.BaseTransport | None = None,
         full: bool = False,
         rng: random.Random | None = None,
+        workers: int | None = None,
     ) -> AuditNode:
         """The node of DATA (creating DATA on first run); `full`: re-read every verified entry
-        bundle at every step (`Recheck`)."""
+        bundle at every step (`Recheck`); `workers`: processes that check signatures when the
+        node catches up on many evidence entries (default: one per core; 1: none)."""
         cfg = init_node_dir(data)
         state = State(data / STATE_NAME)
-        return cls(cfg, state, clock=clock, transport=transport, full=full, rng=rng)
+        return cls(
+            cfg, state, clock=clock, transport=transport, full=full, rng=rng, workers=workers
+        )
 
     def _open(self, lc: FollowedLog) -> _Followed:
         http = httpx.Client(
@@ -338,7 +355,9 @@ class AuditNode:
         return None
 
     def close(self) -> None:
-        """Close every HTTP client."""
+        """Close every HTTP client and stop the signature workers."""
+        if self.checker is not None:
+            self.checker.close()
         for f in self.logs.values():
             f.http.close()
             if f.tiles is not f.http:
@@ -605,39 +624,122 @@ class AuditNode:
                 check.remember(n, entries)
             return check.bundles[n][offset]
 
-        for n in range(old_size // TILE_WIDTH, -(-cp.size // TILE_WIDTH)):
-            width = tile_width(0, n, cp.size)
-            entries = self._bundle(f, n, width, seen)
-            check.current = (n, entries)
-            leaves = split_hashes(tree.read(TileId(0, n)))[:width]
-            for i, entry in enumerate(entries):
-                index = n * TILE_WIDTH + i
-                if merkle.leaf_hash(entry) != leaves[i]:  # (7)
-                    self._misbehaved(self._entry_mismatch(f, seen, tree, cp.size, index, entry))
-                if index < old_size:
-                    continue
-                try:  # (8)
-                    stmt, signers = self._validate(
-                        f, index, entry, chain, tree.root, check, entry_at
-                    )
-                    self._one_entry(f, index, entry, check)
-                except EntryInvalid as e:
-                    cited = [] if e.cited is None else [(e.cited, entry_at(e.cited))]
-                    self._misbehaved(
-                        self._invalid_entry(f, seen, tree, cp.size, e, entry, events, cited)
-                    )
-                # Every statement that changes the chain (key, credential and token-key
-                # events) is kept for replay after a restart; only evidence logs have them.
-                if f.cfg.partition == "evidence" and isinstance(stmt.predicate, STATEFUL):
-                    events.append(StoredKeyEvent(index, entry, signers))
+        # Many new evidence entries: windows of bundles fetched ahead, their signatures checked
+        # on worker processes while the entries are replayed here in order.
+        parallel = (
+            self.checker is not None
+            and f.cfg.partition == "evidence"
+            and cp.size - old_size >= MIN_PARALLEL
+        )
+        ahead: dict[int, list[bytes]] = {}
+        pre: Prechecked | None = None
+        memo = ReplayMemo()
+        try:
+            for n in range(old_size // TILE_WIDTH, -(-cp.size // TILE_WIDTH)):
+                width = tile_width(0, n, cp.size)
+                if parallel and n not in ahead:
+                    if pre is not None:
+                        pre.cancel()
+                    ahead, pre = self._prefetch(f, n, cp.size, old_size, chain)
+                got = ahead.pop(n, None)
+                entries = got if got is not None else self._bundle(f, n, width, seen)
+                check.current = (n, entries)
+                leaves = split_hashes(tree.read(TileId(0, n)))[:width]
+                for i, entry in enumerate(entries):
+                    index = n * TILE_WIDTH + i
+                    if merkle.leaf_hash(entry) != leaves[i]:  # (7)
+                        problem = self._entry_mismatch(f, seen, tree, cp.size, index, entry)
+                        self._misbehaved(problem)
+                    if index < old_size:
+                        continue
+                    try:  # (8)
+                        stmt: Statement | None
+                        digest = None
+                        if pre is not None:
+                            stmt, signers, digest = validate_prechecked(
+                                index,
+                                entry,
+                                f.cfg.origin,
+                                chain,
+                                f.fixed,
+                                tree.root,
+                                pre.get(index),
+                                memo,
+                                entry_at,
+                            )
+                        else:
+                            stmt, signers = self._validate(
+                                f, index, entry, chain, tree.root, check, entry_at
+                            )
+                        self._one_entry(f, index, entry, check, digest)
+                    except EntryInvalid as e:
+                        cited = [] if e.cited is None else [(e.cited, entry_at(e.cited))]
+                        self._misbehaved(
+                            self._invalid_entry(f, seen, tree, cp.size, e, entry, events, cited)
+                        )
+                    # Every statement that changes the chain (key, credential and token-key
+                    # events) is kept for replay after a restart; only evidence logs have them.
+                    # (The parallel path returns no statement for the others.)
+                    if (
+                        f.cfg.partition == "evidence"
+                        and stmt is not None
+                        and isinstance(stmt.predicate, STATEFUL)
+                    ):
+                        events.append(StoredKeyEvent(index, entry, signers))
+        finally:
+            if pre is not None:
+                pre.cancel()
         return events
 
-    def _one_entry(self, f: _Followed, index: int, entry: bytes, check: _EntryCheck) -> None:
+    _PREFETCH_BUNDLES = 64
+    """Bundles a parallel catch-up fetches and submits at once (16,384 entries)."""
+
+    def _prefetch(
+        self, f: _Followed, first: int, size: int, old_size: int, chain: KeyChain
+    ) -> tuple[dict[int, list[bytes]], Prechecked | None]:
+        """Fetch bundles `first`, `first` + 1, ... (up to `_PREFETCH_BUNDLES`) and submit their
+        new entries to the workers, with `chain` as the replay has it now. Stops at the first
+        bundle that does not come back whole: the ordered pass fetches that one itself, and
+        reports it as the serial pass would."""
+        assert self.checker is not None
+        ahead: dict[int, list[bytes]] = {}
+        last = min(-(-size // TILE_WIDTH), first + self._PREFETCH_BUNDLES)
+        for n in range(first, last):
+            width = tile_width(0, n, size)
+            path = f"/logs/{f.cfg.name}/{tile_path(TileId(ENTRIES_LEVEL, n), width)}"
+            try:
+                entries = decode_bundle(self._get(f, path, static=True).content)
+            except (LogUnavailable, TileError):
+                break
+            if len(entries) != width:
+                break
+            ahead[n] = entries
+        start = max(old_size, first * TILE_WIDTH)
+        new = [
+            e
+            for n, entries in ahead.items()
+            for i, e in enumerate(entries)
+            if n * TILE_WIDTH + i >= old_size
+        ]
+        if len(new) < MIN_PARALLEL // 4:
+            return ahead, None
+        return ahead, self.checker.precheck(start, new, chain, f.fixed)
+
+    def _one_entry(
+        self,
+        f: _Followed,
+        index: int,
+        entry: bytes,
+        check: _EntryCheck,
+        digest: bytes | None = None,
+    ) -> None:
         """(8) one entry per statement: no earlier entry the node verified holds the statement
-        of entry `index` (`attest.admission.check_one_entry`, stage "duplicate")."""
+        of entry `index` (`attest.admission.check_one_entry`, stage "duplicate"). `digest`:
+        the entry's statement digest when a worker computed it already."""
         if f.cfg.partition == "anonymous":
             return  # every token buys an entry: two people may file the same report
-        digest = rules.entry_statement_digest(entry)
+        if digest is None:
+            digest = rules.entry_statement_digest(entry)
         if digest is None:
             return
         first = check.digests.get(digest)

@@ -179,6 +179,14 @@ _ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure
 _string = json.encoder.encode_basestring
 
 
+_DECODER: Final = json.JSONDecoder(parse_float=_no_float, parse_int=_int)
+
+
+def _loads(data: bytes) -> object:
+    """JSON from strict UTF-8 `data`, refusing floats and integers beyond 2**53 - 1 (_Defer)."""
+    return _DECODER.decode(data.decode())
+
+
 def _dumps(value: object) -> bytes:
     """JSON with sorted keys, no whitespace, UTF-8 strings: the RFC 8785 bytes of `value` when
     `value` holds no float and no character beyond the BMP (RFC 8785 escapes strings exactly as
@@ -193,13 +201,11 @@ def _dump_string(text: str) -> bytes:
 
 
 def _b64(text: object) -> bytes:
-    """Decode `text` only if it is standard padded base64 in its one canonical spelling."""
-    if not isinstance(text, str) or not text.isascii():
+    """Decode standard base64 (whether it is the canonical spelling, the comparison of the whole
+    entry with its canonical bytes decides)."""
+    if not isinstance(text, str):
         raise _Defer
-    raw = binascii.a2b_base64(text, strict_mode=True)
-    if binascii.b2a_base64(raw, newline=False) != text.encode():
-        raise _Defer
-    return raw
+    return binascii.a2b_base64(text, strict_mode=True)
 
 
 def _envelope_bytes(env: Envelope) -> bytes:
@@ -225,10 +231,10 @@ def fast_envelope(entry: bytes) -> Envelope | None:
     """The envelope `attest.admission.parse_entry(entry)` returns, when this can prove the entry
     is exactly its envelope's canonical bytes, within the entry size limit; None otherwise (the
     reference decides)."""
-    if len(entry) > MAX_ENTRY_SIZE or _ASTRAL.search(entry):
+    if len(entry) > MAX_ENTRY_SIZE:
         return None
     try:
-        obj = json.loads(entry, parse_float=_no_float, parse_int=_int)
+        obj = _loads(entry)
         if not isinstance(obj, dict) or obj.keys() != {"payload", "payloadType", "signatures"}:
             return None
         raw_sigs = obj["signatures"]
@@ -247,7 +253,8 @@ def fast_envelope(entry: bytes) -> Envelope | None:
             return None
         env = Envelope(payload_type=pt, payload=_b64(obj["payload"]), signatures=tuple(sigs))
         # Equal bytes: the entry is canonical JSON (no duplicate key, no whitespace, no escape
-        # but the canonical ones) of exactly this envelope.
+        # but the canonical ones, canonical base64) of exactly this envelope. (Its keys are
+        # fixed ASCII names: characters beyond the BMP cannot change their order.)
         return env if _envelope_bytes(env) == entry else None
     except Exception:  # anything unexpected: the reference parse decides
         return None
@@ -291,16 +298,16 @@ def fast_statement(payload: bytes) -> Statement | None:
     The same checks on the same inputs, the RFC 8785 serialisations by `json` (equal bytes
     there, given no float and no character beyond the BMP): its predicate validates alone as its
     type, the statement validates, and re-serialises to the payload (so the payload is its own
-    canonical JSON, hence strict I-JSON as `canonical_loads` reads it). The statement is
-    validated with its predicate as that one type when no other predicate model could validate
-    the predicate's keys (`_only`): `Statement`'s union of predicate models then has one member
-    that can succeed, and `Statement`'s own check that the predicate is of its predicateType
-    holds; otherwise by `Statement` itself.
+    canonical JSON, hence strict I-JSON as `canonical_loads` reads it). When no other predicate
+    model could validate the predicate's keys (`_only`), `Statement`'s union of predicate
+    models has one member that can succeed, so the statement is validated with its predicate as
+    that one model, which is also the predicate's validation alone; otherwise both steps run as
+    the reference runs them.
     """
-    if _ASTRAL.search(payload):
+    if not payload.isascii() and _ASTRAL.search(payload):
         return None
     try:
-        obj = json.loads(payload, parse_float=_no_float, parse_int=_int)
+        obj = _loads(payload)
         if not isinstance(obj, dict):
             return None
         predicate_type, predicate = obj.get("predicateType"), obj.get("predicate")
@@ -309,9 +316,13 @@ def fast_statement(payload: bytes) -> Statement | None:
         model = PREDICATE_TYPES.get(predicate_type)
         if model is None:
             return None
-        model.model_validate_json(_dumps(predicate))
-        cls = _SINGLE[predicate_type] if _only(model, set(predicate)) else Statement
-        stmt = cls.model_validate_json(payload)
+        if _only(model, set(predicate)):
+            # Validating the statement validates its predicate as `model`, on the same JSON
+            # value the reference validates it alone on (the payload's, once it is canonical).
+            stmt = _SINGLE[predicate_type].model_validate_json(payload)
+        else:
+            model.model_validate_json(_dumps(predicate))
+            stmt = Statement.model_validate_json(payload)
         # Equal bytes: the payload is the canonical JSON of the statement (`statement_bytes`),
         # so also of `obj`, strict I-JSON (`json` was told to refuse floats and big integers;
         # a duplicate key or a non-canonical escape would not survive the round trip).
@@ -542,10 +553,21 @@ class ParallelChecker:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            ctx: multiprocessing.context.BaseContext
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                server = multiprocessing.get_context("forkserver")
+                # The fork server imports the checks once; each worker forks from it.
+                server.set_forkserver_preload([__name__])
+                ctx = server
+            else:  # pragma: no cover - not POSIX
+                ctx = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_warm)
         return self._pool
+
+    @property
+    def started(self) -> bool:
+        """Whether the workers run (they start on first use)."""
+        return self._pool is not None
 
     def start(self) -> None:
         """Start the workers now (they start on first use otherwise)."""

@@ -12,18 +12,26 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from attest.admission import parse_entry
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, TrustedKey, pae, sign_envelope
+from attest.errors import AttestError
 from attest.keychain import KeyChain
 from attest.keys import dsse_keyid, generate_private_key, public_key_bytes, verifier_key
 from attest.predicates import AnyPredicate, CheckpointRef, FieldReport, KeyEvent, ModelId
 from attest.statement import parse_statement, sign_statement
-from verifier import parallel
+from ledger.sequencer import Sequencer
+from tests.support import Signer, running_server
+from tests.verifier.test_auditor import follow
+from tests.verifier.test_continuity_audit import ISSUED_AT, Operator
+from verifier import auditor, parallel
+from verifier.auditor import AuditNode, LogMisbehaved
 from verifier.parallel import (
     ParallelChecker,
     ReplayMemo,
@@ -288,6 +296,81 @@ def test_key_whose_certifier_was_revoked(checker: ParallelChecker, gap: int) -> 
     same_first_failure(log, checker, "key-chain", revoke_at + 1)
 
 
+# -- the audit node catching up on a followed log ------------------------------------------------
+
+
+def _node_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bool
+) -> list[tuple[object, ...]]:
+    """Catch up on a log of 800-odd entries (one worker key event, then reports, with a report
+    by an unregistered key at index 701 when `bad`) with a serial node and a parallel one."""
+    monkeypatch.setattr(auditor, "MIN_PARALLEL", 64)
+    monkeypatch.setattr(AuditNode, "_PREFETCH_BUNDLES", 2)  # windows of 2 bundles
+    lab = Signer.create(tmp_path / "keys", "lab")
+    worker = Signer.create(tmp_path / "keys", "worker")
+    lab_s, worker_s = (lab.name, lab.key), (worker.name, worker.key)
+    op = Operator(tmp_path / "data", lab)
+    register = KeyEvent(
+        seen_checkpoint=op.seen(),
+        issued_at=ISSUED_AT,
+        action="register",
+        role="worker",
+        key=verifier_key(worker.name, worker.key.public_key()),
+    )
+    op.honest([op.admit(register, [lab_s, worker_s])])
+    sequencer = Sequencer(op.h.log, op.h.signer)
+
+    def reports(n: int, by: Any, tag: str) -> list[bytes]:
+        ctx = {"seen_checkpoint": op.seen(), "issued_at": ISSUED_AT}
+        return [
+            signed(report(i, **ctx).model_copy(update={"text": f"{tag}{i}"}), [by])
+            for i in range(n)
+        ]
+
+    sequencer.integrate(reports(700, worker_s, "a"))
+    stranger = ("stranger", generate_private_key())
+    sequencer.integrate(reports(1, stranger if bad else worker_s, "b"))
+    sequencer.integrate(reports(100, worker_s, "c"))
+    op.server.store.close()
+    out: list[tuple[object, ...]] = []
+    with running_server(tmp_path / "data") as srv:
+        for name, workers in (("serial", 1), ("parallel", 2)):
+            fl = follow(tmp_path / name, srv.base_url)
+            node = AuditNode.open(tmp_path / name, workers=workers)
+            try:
+                if bad:
+                    with pytest.raises(LogMisbehaved) as caught:
+                        node.step(fl.origin)
+                    ev = caught.value.evidence
+                    assert ev.context is not None
+                    out.append(
+                        (str(caught.value), ev.entry, ev.context.stage, ev.context.key_events)
+                    )
+                else:
+                    result = node.step(fl.origin)
+                    head = node.state.head(fl.origin)
+                    assert head is not None
+                    events = node.state.key_events(fl.origin)
+                    out.append((result.size, result.new_entries, head.root, events))
+                assert (node.checker is not None and node.checker.started) == (workers > 1)
+            finally:
+                node.close()
+    return out
+
+
+def test_audit_node_catches_up_in_parallel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    serial_view, parallel_view = _node_verdicts(tmp_path, monkeypatch, bad=False)
+    assert serial_view == parallel_view and serial_view[0] == serial_view[1] > 800
+
+
+def test_audit_node_in_parallel_raises_the_serial_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serial_view, parallel_view = _node_verdicts(tmp_path, monkeypatch, bad=True)
+    assert "invalid-entry" in str(serial_view[0]) and serial_view[2] == "signature"
+    assert serial_view == parallel_view
+
+
 # -- the parent checks the key at each index, whatever the workers verified ---------------------
 
 
@@ -327,6 +410,13 @@ def test_fast_parse_agrees_with_the_reference() -> None:
     entry = log.entries[2]
     assert fast_envelope(b" " + entry) is None
     assert fast_envelope(entry.replace(b'"payload"', b'"payload" ', 1)) is None
+    variants = _base64_variants(json.loads(entry)["payload"])
+    assert variants
+    for text in variants:
+        variant = json.dumps({**json.loads(entry), "payload": text}, separators=(",", ":"))
+        assert fast_envelope(variant.encode()) is None
+        with pytest.raises(AttestError):  # the reference refuses each too
+            parse_entry(variant.encode())
     payload = Envelope.from_json(entry).payload
     assert fast_statement(payload.replace(b'"category"', b'"category" ', 1)) is None
     assert fast_statement(payload.replace(b'"grief"', b'"\\u0067rief"', 1)) is None
@@ -338,6 +428,17 @@ def test_fast_parse_agrees_with_the_reference() -> None:
     assert fast_envelope(emoji) is not None
     assert fast_statement(Envelope.from_json(emoji).payload) is None
     assert parallel.check_entry(emoji, {}, ()) is None
+
+
+def _base64_variants(text: str) -> list[str]:
+    """Other spellings of the same bytes: unpadded, URL-safe, with stray trailing bits."""
+    body = text.rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    out = [body]
+    out += [text.replace("+", "-").replace("/", "_")]
+    if text.endswith("="):  # the last character carries 2 or 4 bits that encode nothing
+        out += [body[:-1] + alphabet[alphabet.index(body[-1]) ^ 1] + text[len(body) :]]
+    return [v for v in out if v != text]
 
 
 # -- Ed25519: libsodium accepts, cryptography decides -------------------------------------------
