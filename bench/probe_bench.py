@@ -5,7 +5,8 @@
     python bench/probe_bench.py --batch-sizes 1,8 --prompts 16 --json
     python bench/probe_bench.py judges [--answers N]       # judge throughput, answers/s
     python bench/probe_bench.py suite-cost [--tiny] [--prompts N]   # cost of the full suite
-    python bench/probe_bench.py noise-floor [--prompts N] [--batch-sizes 1,8]  # same weights, twice
+    python bench/probe_bench.py noise-floor [--suite full] [--prompts N] [--batch-sizes 1,8]
+    python bench/probe_bench.py noise-floor --seeds 1,2 [--temperature 0.7]  # same weights, twice
     python bench/probe_bench.py attacks [--tiny] [--items N] [--budget demo]  # attacks per minute
     python bench/probe_bench.py backends [--prompts N] [--endpoint URL]  # answers/s per backend
 
@@ -324,9 +325,11 @@ def suite_cost_main(argv: Sequence[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args(argv)
-    suites = {name: probes(load_suite(name)) for name in ("core", "xstest", "full")}
+    # The newest version of each shipped suite, named with its version (full-2 is 800 probes).
+    loaded = [load_suite(name) for name in ("core", "xstest", "full")]
+    suites = {f"{x.name}-{x.version}": probes(x) for x in loaded}
     lm = open_model("tiny" if args.tiny else args.model, device="cpu")
-    sample = [(p.system, p.user) for p in suites["full"][: args.prompts]]
+    sample = [(p.system, p.user) for p in probes(loaded[-1])[: args.prompts]]
     _plain(lm, sample[:2], 2, 4)  # warm-up
     t, gens = _timed(lambda: _plain(lm, sample, args.batch_size, args.max_new_tokens))
     per_prompt = t / len(sample)
@@ -411,24 +414,44 @@ def attacks_main(argv: Sequence[str]) -> int:
 
 
 def noise_floor_main(argv: Sequence[str]) -> int:
-    """``python bench/probe_bench.py noise-floor``: the same weights answer the same prompts at
-    two batch sizes; the answers are judged as a probing run judges them and compared with
-    `clients.probe.continuity.noise_floor` (records built in memory, never logged)."""
+    """``python bench/probe_bench.py noise-floor``: the same weights answer the same prompts
+    twice, the runs differing only in batch size (greedy, ``--batch-sizes A,B``) or only in the
+    sampling seed (``--seeds A,B --temperature T`` at one ``--batch-size``); the answers are judged
+    as a probing run judges them and compared with `clients.probe.continuity.noise_floor`
+    (records built in memory, never logged). Prints the overall and per-cell refusal flips with
+    Wilson intervals and the mean absolute transfer change on harmful items; the prompts are
+    every k-th anonymous-tier probe of ``--suite``, spread over its categories."""
     import hashlib
 
     from attest.predicates import CheckpointRef, LogEntryRef, ModelRef, ProbeRecord, SuiteRef
     from clients.probe.continuity import noise_floor
     from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
+    from clients.probe.metrics import cell_text
     from clients.probe.records import probe_item
 
     ap = argparse.ArgumentParser(prog="probe_bench.py noise-floor")
     ap.add_argument("--tiny", action="store_true", help="the tiny random model (smoke run)")
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--suite", default="core")
+    ap.add_argument("--suite", default="core", help="suite name or NAME@VERSION")
     ap.add_argument("--prompts", type=int, default=24)
-    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--batch-sizes", default="1,8", help="two greedy runs at these batch sizes")
+    ap.add_argument("--seeds", default=None, help="A,B: two sampled runs with these torch seeds")
+    ap.add_argument("--temperature", type=float, default=0.7, help="sampling, with --seeds")
+    ap.add_argument("--batch-size", type=int, default=8, help="the batch size, with --seeds")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args(argv)
+    # Each run: (label, batch size, seed or None for greedy).
+    runs_spec: list[tuple[str, int, int | None]]
+    if args.seeds is not None:
+        seeds = [int(x) for x in args.seeds.split(",")]
+        runs_spec = [(f"seed-{x}", args.batch_size, x) for x in seeds]
+        varied = f"seeds {args.seeds} at T={args.temperature}, batch {args.batch_size}"
+    else:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        runs_spec = [(f"batch-{b}", b, None) for b in sizes]
+        varied = f"batch sizes {args.batch_sizes}, greedy"
+    if len(runs_spec) != 2:
+        ap.error("a noise floor compares exactly two runs")
     suite = load_suite(args.suite)
     plan = probes(suite, tiers=["anonymous"])
     step = max(1, len(plan) // args.prompts)
@@ -440,11 +463,20 @@ def noise_floor_main(argv: Sequence[str]) -> int:
     ref = SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest)
     runs: list[list[ProbeRecord]] = []
     texts: list[list[str]] = []
-    for bs in (int(b) for b in args.batch_sizes.split(",")):
+    for label, bs, seed in runs_spec:
+        if seed is not None:
+            torch.manual_seed(seed)
+        temperature = args.temperature if seed is not None else 0.0
         t, gens = _timed(
-            lambda bs=bs: _plain(lm, [(p.system, p.user) for p in plan], bs, args.max_new_tokens)
+            lambda bs=bs, temperature=temperature: generate(
+                lm,
+                [(p.system, p.user) for p in plan],
+                max_new_tokens=args.max_new_tokens,
+                batch_size=bs,
+                temperature=temperature,
+            )
         )
-        print(f"batch {bs}: {len(plan)} answers in {t:.0f} s", file=sys.stderr)
+        print(f"{label}: {len(plan)} answers in {t:.0f} s", file=sys.stderr, flush=True)
         texts.append([g.text for g in gens])
         by_cell: dict[tuple[str, str], list[Any]] = {}
         for p, g in zip(plan, gens, strict=True):
@@ -468,7 +500,7 @@ def noise_floor_main(argv: Sequence[str]) -> int:
                     suite=ref,
                     category=cat,
                     tier=tier,
-                    run_id=f"batch-{bs}",
+                    run_id=label,
                     calibration=LogEntryRef(origin="bench", index=0, leaf_hash="00" * 32),
                     items=tuple(items),
                 )
@@ -478,20 +510,31 @@ def noise_floor_main(argv: Sequence[str]) -> int:
     floor = noise_floor(runs[0], runs[1], suite)
     same = sum(a == b for a, b in zip(texts[0], texts[1], strict=True))
     print(
-        f"model {lm.identity.name}, {len(plan)} {args.suite} prompts, batch sizes "
-        f"{args.batch_sizes}, max {args.max_new_tokens} new tokens: {same} of {len(plan)} answers "
-        f"identical"
+        f"model {lm.identity.name}, {len(plan)} {suite.name}-{suite.version} prompts (one "
+        f"anonymous probe in {step}), {varied}, max {args.max_new_tokens} new tokens: {same} of "
+        f"{len(plan)} answers identical"
     )
+    print("cell | pairs | refusal flips | flip rate [95 % Wilson] | mean abs transfer change")
+    print("---- | ----- | ------------- | ------------------------ | ------------------------")
+    for c in floor.cells:
+        change = (
+            "n/a (no harmful items)" if c.transfer_change is None else _mean_text(c.transfer_change)
+        )
+        print(
+            f"{c.category}/{c.tier} | {c.pairs} | {c.flips} | "
+            f"{c.flip_rate.rate:.3f} [{c.flip_rate.low:.3f}, {c.flip_rate.high:.3f}] "
+            f"({cell_text(c.flip_rate)}) | {change}"
+        )
     o = floor.overall
     print(f"refusal verdict flips: {o.k} of {o.n} ({o.rate:.3f} [{o.low:.3f}, {o.high:.3f}])")
     if floor.transfer_change is not None:
-        m = floor.transfer_change
-        print(
-            f"mean |transfer change| on harmful items: {m.mean:.3f} [{m.low:.3f}, {m.high:.3f}] "
-            f"(n={m.n})"
-        )
+        print(f"mean |transfer change| on harmful items: {_mean_text(floor.transfer_change)}")
     print(f"machine: {machine()}")
     return 0
+
+
+def _mean_text(m: Any) -> str:
+    return f"{m.mean:.3f} [{m.low:.3f}, {m.high:.3f}] (n={m.n})"
 
 
 # -- backends ---------------------------------------------------------------------------------
