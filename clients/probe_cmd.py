@@ -115,7 +115,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option(
     "--budget",
     help="With --attack, per item: demo, gpu-30min or queries=Q,tokens=T,seconds=S "
-    "(also corpus=, rounds=, branches=, items=N|all) [default: demo].",
+    "(also corpus=, rounds=, branches=, items=N|all) [default: demo; a replay: the "
+    "record's, these terms overriding it].",
 )
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option(
@@ -263,6 +264,7 @@ def _replay(kw: dict[str, Any]) -> None:
         data=kw["data_dir"],
         tolerance_milli=REPLAY_TOLERANCE_MILLI if tolerance is None else tolerance,
         progress=not kw["quiet"],
+        attack_budget=kw["budget"],  # a replay's --budget overrides the recorded search's
     )
     for d in report.settings:
         click.echo(f"setting {d.field}: logged {d.logged!r}, now {d.now!r}", err=True)
@@ -274,9 +276,31 @@ def _replay(kw: dict[str, Any]) -> None:
             f" emotions max Δ {it.max_emotion_delta_milli} milli",
             err=True,
         )
+    for a in report.attacks:
+        click.echo(_attack_line(a), err=True)
     click.echo(json.dumps(report.to_json(), indent=1))
     if not report.reproduced:
         raise SystemExit(1)
+
+
+def _attack_line(a: Any) -> str:
+    """One attacked item of a replay: reproduced, or the settings, first attempt and best-attack
+    fields that differ."""
+    head = f"{'ok  ' if a.reproduced else 'DIFF'} {a.prompt_id} [{a.framing}] search"
+    lines = [
+        f"{head}: {a.replayed_attempts} of {a.logged_attempts} attempts"
+        + (" reproduced, best attack reproduced" if a.reproduced else "")
+    ]
+    lines += [f"  setting {d.field}: logged {d.logged!r}, now {d.now!r}" for d in a.settings]
+    if a.first is not None:
+        f = a.first
+        part = f" ({f.part} differs)" if f.part else ""
+        lines.append(
+            f"  first differing attempt {f.position} ({f.source or '-'}): {f.field}{part}, "
+            f"logged {f.logged!r}, now {f.now!r}"
+        )
+    lines += [f"  {d.field}: logged {d.logged!r}, now {d.now!r}" for d in a.best]
+    return "\n".join(lines)
 
 
 def _queue(kw: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import parse_statement, sign_statement
-from clients.probe.attacks import AttackConfig, attack_backend_group, attack_refs
+from clients.probe.attacks import AttackConfig, Corpus, attack_backend_group, attack_refs
 from clients.probe.backends import (
     Backend,
     BackendGeneration,
@@ -106,6 +106,7 @@ from clients.probe.records import (
     probe_item,
     sign_records,
 )
+from clients.probe.replay_search import AttackReplay, replay_attacks
 from clients.probe.suites import Probe, Suite, load_suite, probes
 from clients.sdk import ClientError, LedgerClient, Submitted, verifier_from_vkey
 
@@ -987,7 +988,8 @@ class ReplayReport:
     `decoding` is the config the replay used (the record's, unless overridden); `settings`
     lists every recorded setting that differs now (library versions, tokenizer, template,
     rendered prompt, device, dtype, judges, decoding overrides): a replay whose answers differ
-    says here what else differed.
+    says here what else differed. `attacks` is the replayed search of each attacked item
+    (`clients.probe.replay_search`), attempt by attempt.
     """
 
     index: int
@@ -1002,11 +1004,12 @@ class ReplayReport:
     items: tuple[ItemReplay, ...]
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     settings: tuple[FieldDiff, ...] = ()
+    attacks: tuple[AttackReplay, ...] = ()
 
     @property
     def reproduced(self) -> bool:
-        """Every item reproduced."""
-        return all(i.reproduced for i in self.items)
+        """Every item reproduced, and every attacked item's search."""
+        return all(i.reproduced for i in self.items) and all(a.reproduced for a in self.attacks)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (wire names for the refs)."""
@@ -1049,6 +1052,7 @@ class ReplayReport:
                 }
                 for i in self.items
             ],
+            "attacks": [a.to_json() for a in self.attacks],
         }
 
 
@@ -1154,6 +1158,8 @@ def replay(
     data: Path | None = None,
     tolerance_milli: int = REPLAY_TOLERANCE_MILLI,
     progress: bool = False,
+    attack_budget: str | None = None,
+    attack_corpus: Corpus | None = None,
 ) -> ReplayReport:
     """Re-run the probes of the probe record at `index` and compare with what was logged.
 
@@ -1171,7 +1177,10 @@ def replay(
     6. find each item's probe (prompt id, framing, the record's category and tier);
     7. answer them again (same order, same decoding) and compare: answer text exactly,
        refusal and transfer exactly, projections within `tolerance_milli`; compare every
-       recorded setting with the replay's (`ReplayReport.settings`).
+       recorded setting with the replay's (`ReplayReport.settings`);
+    8. re-run the recorded search of each attacked item (`replay_search.replay_attacks`: the
+       record's seed and budget unless `seed` or `attack_budget` (``--budget`` text) override
+       them, `attack_corpus` instead of the vendored corpus) and compare attempt by attempt.
     """
     with _open_log(target) as log:
         env, entry = log.entry(index)  # (1)
@@ -1202,6 +1211,7 @@ def replay(
                 data,
                 tolerance_milli,
                 progress,
+                (attack_budget, seed, attack_corpus),
             )
         finally:
             if lm is None:
@@ -1219,6 +1229,7 @@ def _replay_with(
     data: Path | None,
     tolerance_milli: int,
     progress: bool,
+    attack: tuple[str | None, int | None, Corpus | None] = (None, None, None),
 ) -> ReplayReport:
     if backend.identity().model.weights_sha256 != record.model.weights_sha256:
         what = "weights" if isinstance(backend, LocalBackend) else "endpoint and model id"
@@ -1262,6 +1273,13 @@ def _replay_with(
         again = _answer(
             backend, None if cal is None else cal.calibration, plan, options, bar
         )  # (7)
+    attacks: tuple[AttackReplay, ...] = ()
+    if any(i.attack is not None for i in record.items):  # (8)
+        budget, seed, corpus = attack
+        attacks = replay_attacks(
+            record, plan, backend, batch_size=decoding.batch_size, budget=budget, seed=seed,
+            corpus=corpus,
+        )  # fmt: skip
     now = backend.identity().backend
     if isinstance(backend, LocalBackend):
         now = now.model_copy(update={"rendered_prompt": backend.rendered_prompt(plan[0].system)})
@@ -1280,6 +1298,7 @@ def _replay_with(
         ),
         decoding=decoding,
         settings=_setting_diffs(record, now, decoding, _judges()[2]),
+        attacks=attacks,
     )
 
 
