@@ -46,6 +46,7 @@ import json
 import multiprocessing
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -418,9 +419,11 @@ def check_entry(
 
 def check_chunk(
     entries: list[bytes], candidates: dict[str, tuple[bytes, ...]], fixed: tuple[bytes, ...]
-) -> list[Facts | None]:
-    """`check_entry` for each of `entries` (a worker task)."""
-    return [check_entry(e, candidates, fixed) for e in entries]
+) -> tuple[list[Facts | None], float]:
+    """`check_entry` for each of `entries` (a worker task), and the CPU seconds it took."""
+    t0 = time.process_time()
+    facts = [check_entry(e, candidates, fixed) for e in entries]
+    return facts, time.process_time() - t0
 
 
 def _warm() -> None:
@@ -444,6 +447,7 @@ class ReplayMemo:
     authorised: set[tuple[str, frozenset[bytes]]] = field(default_factory=set)
     fast: int = 0
     serial: int = 0
+    worker_cpu: float = 0.0  # CPU seconds the workers spent on the chunks replayed
 
 
 def validate_prechecked(
@@ -521,9 +525,12 @@ def _fast(
 class Prechecked:
     """Worker facts for a run of consecutive entries, as they come (`get` waits in order)."""
 
-    def __init__(self, start: int, chunk: int, futures: list[Future[list[Facts | None]]]) -> None:
+    def __init__(
+        self, start: int, chunk: int, futures: list[Future[tuple[list[Facts | None], float]]]
+    ) -> None:
         self.start, self.chunk, self._futures = start, chunk, futures
         self._done: dict[int, list[Facts | None]] = {}
+        self.worker_cpu = 0.0  # CPU seconds of the chunks received so far
 
     def get(self, index: int) -> Facts | None:
         """The facts of entry `index` (None: validate it serially)."""
@@ -532,8 +539,10 @@ class Prechecked:
             return None
         got = self._done.get(n)
         if got is None:
-            got = self._done[n] = self._futures[n].result()
+            got, cpu = self._futures[n].result()
+            self._done[n] = got
             self._done.pop(n - 1, None)
+            self.worker_cpu += cpu
         return got[offset]
 
     def cancel(self) -> None:
@@ -638,4 +647,5 @@ def validate_entries(
     finally:
         if pre is not None:
             pre.cancel()
+            memo.worker_cpu = pre.worker_cpu
     return memo
