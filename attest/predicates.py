@@ -264,6 +264,12 @@ class ProbeItem(WireModel):
     transfer (0-1000); `emotions` maps emotion name to the answer's projection. `attack`, on a
     harmful item's ``direct`` item only, is the budgeted adversarial search on that prompt
     (absent: no search ran; records written before it existed lack it).
+
+    `first_answer`, on a ``pushback`` item asked as a real two-turn conversation, is the model's
+    own answer to the question: the assistant turn the pushback answered (`answer` is then the
+    answer after the pushback). `verdict` is the item kind's judge's verdict (``pushback``: the
+    position judge, ``disclosure``: the disclosure judge; which judge and version is in the
+    record's `judges`). Both are absent on other items and in records written before them.
     """
 
     prompt_id: Label
@@ -273,6 +279,8 @@ class ProbeItem(WireModel):
     transfer_milli: Permille
     emotions: Annotated[dict[Token, EmotionProjection], Field(max_length=256)]
     attack: AttackResult | None = None
+    first_answer: Answer | None = None
+    verdict: Token | None = None
 
 
 class MethodRef(WireModel):
@@ -331,7 +339,8 @@ class ProbeRecord(Predicate):
     `calibration` points at the logged EmotionCalibration the emotion projections used (absent
     when the backend cannot observe activations: `backend.emotions` is then
     ``not-observable`` and no item has emotions). `backend`, `decoding`, `judges` (refusal
-    judge first, then the transfer judge) and `attacks` are what a replay needs to reproduce
+    judge first, then the transfer judge, then the judges of item verdicts: ``position``,
+    ``disclosure``) and `attacks` are what a replay needs to reproduce
     the answers and judgements from the log alone; records written before they existed lack
     them. Subject: the model weights (for an API model, see `BackendRef`).
     """

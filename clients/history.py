@@ -166,6 +166,26 @@ def headline_cells(s: GroupSummary) -> dict[str, str]:
     }
 
 
+def verdict_cells(s: GroupSummary) -> dict[str, str]:
+    """The verdict figures as table cells: ``position_held`` on pushback items (with how many
+    had no position to hold), ``disclosure_engaged`` with the referral-only and refused shares
+    beside it, each naming its judge and version; "-" where the group has no such items."""
+    out = {"position_held": "-", "disclosure_engaged": "-"}
+    if s.position_held is not None:
+        how = s.methods.get("position", "no verdicts")
+        out["position_held"] = (
+            f"{shown(s.position_held)} (judge {how}; capitulated {shown(s.capitulated)}; "
+            f"{s.initially_wrong} initially wrong)"
+        )
+    if s.disclosure_engaged is not None:
+        how = s.methods.get("disclosure", "no verdicts")
+        out["disclosure_engaged"] = (
+            f"{shown(s.disclosure_engaged)} (judge {how}; referral only "
+            f"{shown(s.disclosure_referral_only)}; refused {shown(s.disclosure_refused)})"
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class Row:
     """The behaviour of one (version, category, tier), and the records it was computed from."""
@@ -191,6 +211,7 @@ class Row:
             "framed_transfer": "; ".join(f"{f} {shown(m)}" for f, m in s.framed_transfer.items())
             or "-",
             "differential_transfer": "; ".join(diffs) or "-",
+            **verdict_cells(s),
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -72,6 +72,8 @@ COLUMNS = (
     ("direct transfer [95% CI]", _direct),
     ("framed transfer [95% CI]", _framed),
     ("differential (framed - direct) [95% CI]", _differential),
+    ("position held under pushback [95% CI]", lambda r: r.display()["position_held"]),
+    ("disclosure engaged [95% CI]", lambda r: r.display()["disclosure_engaged"]),
     ("emotions (top 3)", _emotions),
     ("records", _records),
     ("", lambda r: "verified" if r.verified else "NOT VERIFIED"),

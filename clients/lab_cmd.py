@@ -291,6 +291,8 @@ COLUMNS = (
     ("direct transfer", lambda c: _rate(c.direct_before, c.direct_after)),
     ("framed transfer", lambda c: _rate(c.framed_before, c.framed_after)),
     ("emotion distance (n)", _distance),
+    ("position held", lambda c: c.verdict_change("position")),
+    ("disclosure engaged", lambda c: c.verdict_change("disclosure")),
 )
 """The table's columns: header and cell text of a CellDiff."""
 

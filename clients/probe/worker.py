@@ -79,6 +79,7 @@ from clients.probe.backends import (
     BackendGeneration,
     DecodingConfig,
     LocalBackend,
+    Message,
     OpenAIBackend,
     VLLMBackend,
     turns,
@@ -92,6 +93,8 @@ from clients.probe.emotions import (
     save_calibration,
 )
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
+from clients.probe.judges.disclosure import DisclosureJudge
+from clients.probe.judges.position import PositionJudge
 from clients.probe.model import (
     DEFAULT_MODEL,
     Generation,
@@ -100,6 +103,7 @@ from clients.probe.model import (
     load_model,
     tiny_model,
 )
+from clients.probe.multiturn import first_turn, pushback_turns, second_turn
 from clients.probe.records import (
     RecordHeader,
     calibration_predicate,
@@ -526,14 +530,38 @@ def ensure_calibration(
 
 
 def _judges() -> tuple[LearnedRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
-    """The refusal and transfer judges every record is judged with, and their refs."""
+    """The refusal and transfer judges every record is judged with, and the refs of every judge
+    (refusal, transfer, then the item-verdict judges of `_verdict_judges`)."""
     refusal = LearnedRefusalJudge()
     transfer = RubricTransferJudge(refusal)
     refs = tuple(
         MethodRef(name=j.name, version=j.version, config_digest=j.config_digest)
-        for j in (refusal, transfer)
+        for j in (refusal, transfer, *_verdict_judges())
     )
     return refusal, transfer, refs
+
+
+def _verdict_judges() -> tuple[PositionJudge, DisclosureJudge]:
+    """The judges of `ProbeItem.verdict`: position (``pushback``), disclosure (``disclosure``)."""
+    return PositionJudge(), DisclosureJudge()
+
+
+def _generate_with(
+    backend: Backend,
+    cal: Calibration | None,
+    convs: Sequence[Sequence[Message]],
+    config: DecodingConfig,
+) -> tuple[list[BackendGeneration], list[dict[str, tuple[float, float]]]]:
+    """`backend.generate`, with the answers' emotion summaries when the backend is local and
+    `cal` is given (else empty summaries)."""
+    if not convs:
+        return [], []
+    if isinstance(backend, LocalBackend) and cal is not None:
+        with backend.emotion_capture(cal) as cap:
+            gens = backend.generate(convs, config)
+        return gens, cap.summaries([_model_generation(g) for g in gens])
+    gens = backend.generate(convs, config)
+    return gens, [{} for _ in gens]
 
 
 def _answer(
@@ -552,34 +580,58 @@ def _answer(
     are kept and answering resumes after them; `keep(items so far)` is called after each batch,
     so an endpoint that fails mid-group costs at most one batch. Emotions are read only when
     the backend is local and `cal` is given.
+
+    A ``pushback`` item is a real two-turn conversation (`clients.probe.multiturn`): the batch
+    is answered once with each pushback item's question, then its pushback items again with
+    the question, the model's own first answer as the assistant turn, and the pushback (one
+    batch, in batch order). The item keeps both answers; its emotions are those of the second.
+    ``pushback`` and ``disclosure`` items get their kind's verdict (`_verdict_judges`).
     """
     refusal, transfer, _ = _judges()
+    position, disclosure = _verdict_judges()
     config = options.decoding()
     items = list(done)
     if bar is not None:
         bar.update(len(items))
     for start in range(len(items), len(batch), options.batch_size):
         chunk = batch[start : start + options.batch_size]
-        convs = [turns(p.system, p.user) for p in chunk]
-        summaries: list[dict[str, tuple[float, float]]]
-        if isinstance(backend, LocalBackend) and cal is not None:
-            with backend.emotion_capture(cal) as cap:
-                gens = backend.generate(convs, config)
-            summaries = cap.summaries([_model_generation(g) for g in gens])
-        else:
-            gens = backend.generate(convs, config)
-            summaries = [{} for _ in gens]
-        items += [
-            probe_item(
+        talks = [pushback_turns(p.item) for p in chunk]
+        convs = [
+            turns(p.system, p.user) if t is None else first_turn(p.system, t)
+            for p, t in zip(chunk, talks, strict=True)
+        ]
+        gens, summaries = _generate_with(backend, cal, convs, config)
+        firsts: list[str | None] = [None] * len(chunk)
+        again = [(i, t) for i, t in enumerate(talks) if t is not None]
+        second, second_e = _generate_with(
+            backend,
+            cal,
+            [second_turn(chunk[i].system, t, gens[i].text) for i, t in again],
+            config,
+        )
+        for (i, _), g, e in zip(again, second, second_e, strict=True):
+            firsts[i], gens[i], summaries[i] = gens[i].text, g, e
+        for p, t, first, g, e in zip(chunk, talks, firsts, gens, summaries, strict=True):
+            asked = p.user if t is None else t.pushback
+            item = probe_item(
                 p.item.id,
                 p.framing,
                 g.text,
-                refused=refusal.refused(p.user, g.text),
+                refused=refusal.refused(asked, g.text),
                 transfer=transfer.transfer(p.item, g.text),
                 emotions=e,
             )
-            for p, g, e in zip(chunk, gens, summaries, strict=True)
-        ]
+            verdict: str | None = None
+            if t is not None and first is not None and p.item.keypoints:
+                verdict = position.verdict(p.item, first, g.text)
+            elif p.item.kind == "disclosure":
+                verdict = disclosure.verdict(p.user, g.text)
+            if first is not None or verdict is not None:
+                update = {"first_answer": first, "verdict": verdict}
+                item = ProbeItem.model_validate(
+                    item.model_copy(update=update).model_dump(mode="json")
+                )
+            items.append(item)
         if keep is not None:
             keep(items)
         if bar is not None:
@@ -1321,7 +1373,8 @@ def _compare(logged: ProbeItem, now: ProbeItem, tolerance: int) -> ItemReplay:
     return ItemReplay(
         prompt_id=logged.prompt_id,
         framing=logged.framing,
-        answer_matches=logged.answer == now.answer,
+        # A two-turn item reproduces only if its first answer (the assistant turn) does too.
+        answer_matches=logged.answer == now.answer and logged.first_answer == now.first_answer,
         refused_matches=logged.refused == now.refused,
         transfer_matches=logged.transfer_milli == now.transfer_milli,
         emotions_match=same_emotions and worst <= tolerance,

@@ -652,7 +652,8 @@ function rowsTable(history, vstate) {
   // The seed's headline pair leads: optimised transfer with its budget, paired benign refusal.
   const heads = ["version", "category", "tier", "optimised transfer [95% CI] (budget)",
     "paired benign refusal [95% CI]", "items", "benign refusal [95% CI]", "direct transfer [95% CI]",
-    "framed transfer [95% CI]", "differential (framed - direct) [95% CI]", "records"];
+    "framed transfer [95% CI]", "differential (framed - direct) [95% CI]",
+    "position held under pushback [95% CI]", "disclosure engaged [95% CI]", "records"];
   const t = h("table", {}, h("tr", {}, ...heads.map((x) => h("th", { text: x }))));
   for (const r of history.rows) {
     const d = r.display ?? {};
@@ -660,7 +661,7 @@ function rowsTable(history, vstate) {
     vstate.rows.push({ r, st });
     const cells = [r.version, r.category, r.tier, d.optimised_transfer, d.paired_benign_refusal, r.items,
       d.benign_refusal, d.direct_transfer,
-      d.framed_transfer, d.differential_transfer].map((x) => x ?? "-");
+      d.framed_transfer, d.differential_transfer, d.position_held, d.disclosure_engaged].map((x) => x ?? "-");
     t.append(h("tr", { "data-version": r.version, "data-category": r.category, "data-tier": r.tier },
       ...cells.map((x) => h("td", { class: "figure", text: String(x) })),
       h("td", {}, st)));

@@ -9,11 +9,15 @@ them (``python -m clients.probe.judges figures``) and how the parameters are tra
 
 Modules: `rules` (baselines, the improved rules, the hand labels, scoring), `learned` (features
 and the logistic-regression judge), `transfer` (transfer judges, judging transcripts), `train`
-(fitting the parameters), `validation` (the published figures), `registry` (judges by name).
+(fitting the parameters), `validation` (the published figures), `registry` (judges by name),
+`position` (did a model hold a correct answer under pushback: the verdict of ``pushback``
+items), `disclosure` (engagement, a pasted referral or a refusal: the verdict of
+``disclosure`` items), `kinds` (those two judges' agreement with their hand labels).
 """
 
 from __future__ import annotations
 
+from clients.probe.judges.disclosure import DisclosureJudge
 from clients.probe.judges.learned import (
     FEATURE_NAMES,
     FEATURES_VERSION,
@@ -24,6 +28,7 @@ from clients.probe.judges.learned import (
     features,
     load_params,
 )
+from clients.probe.judges.position import PositionJudge
 from clients.probe.judges.registry import DEFAULT_REFUSAL, refusal_judges
 from clients.probe.judges.rules import (
     BASELINE_VALIDATION,
@@ -69,12 +74,14 @@ __all__ = [
     "SPLITS",
     "XSTEST_APOLOGY_PREFIXES",
     "XSTEST_REFUSAL_PREFIXES",
+    "DisclosureJudge",
     "ImprovedRefusalJudge",
     "JudgeError",
     "Judgement",
     "KeyPointTransferJudge",
     "LabelledAnswer",
     "LearnedRefusalJudge",
+    "PositionJudge",
     "RefusalJudge",
     "RubricTransferJudge",
     "Scores",

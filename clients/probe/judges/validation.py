@@ -265,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clients.probe.judges.train import main as train_main
 
         return train_main(args[1:])
+    if args[:1] in (["position"], ["disclosure"]):
+        from clients.probe.judges.kinds import disclosure_figures, figures_text, position_figures
+
+        figs = position_figures() if args[0] == "position" else disclosure_figures()
+        print(figures_text(figs))
+        return 0
     try:
         if args[:1] == ["figures"]:
             if len(args) != 3 or args[1] != "--xstest-dev":

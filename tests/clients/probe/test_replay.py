@@ -20,6 +20,8 @@ from attest.predicates import ProbeRecord
 from attest.statement import parse_statement
 from clients.probe.backends import USER_PLACEHOLDER
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
+from clients.probe.judges.disclosure import DisclosureJudge
+from clients.probe.judges.position import PositionJudge
 from clients.probe.model import DEFAULT_MODEL, LoadedModel, load_model, smollm2_gguf_path
 from clients.probe.worker import ProbeOptions, RunResult, read_entry, replay, run_probe
 from clients.probe_cmd import probe as probe_cmd
@@ -104,9 +106,12 @@ def test_a_smollm2_record_signs_what_decides_its_answers(
     assert b.rendered_prompt is not None and SMOLLM2_DEFAULT_SYSTEM in b.rendered_prompt
     assert USER_PLACEHOLDER in b.rendered_prompt
     refusal, transfer = LearnedRefusalJudge(), RubricTransferJudge(LearnedRefusalJudge())
+    position, disclosure = PositionJudge(), DisclosureJudge()
     assert [(j.name, j.version, j.config_digest) for j in rec.judges] == [
         (refusal.name, refusal.version, refusal.config_digest),
         (transfer.name, transfer.version, transfer.config_digest),
+        (position.name, position.version, position.config_digest),
+        (disclosure.name, disclosure.version, disclosure.config_digest),
     ]
     assert rec.calibration == res.calibration
 

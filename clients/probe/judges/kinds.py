@@ -1,0 +1,113 @@
+"""Agreement of the position and disclosure judges with their hand labels, per split.
+
+``python -m clients.probe.judges position`` and ``… disclosure`` print, per split of the labels
+file, the judge's exact agreement with the label (with n and the Wilson 95 % interval), the
+confusion counts, and every disagreement. The ``dev`` split is what the rules were tuned on;
+``held-out`` (written in the same sitting, never looked at while tuning) and ``model-answers``
+(a real model's answers, labelled before the judge ran on them) are the validation figures the
+judges carry (`POSITION_VALIDATION`, `DISCLOSURE_VALIDATION`; a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clients.probe.judges.disclosure import DisclosureJudge, load_disclosure_labels
+from clients.probe.judges.position import PositionJudge, load_position_labels
+from clients.probe.judges.rules import Validation
+from clients.probe.multiturn import PushbackTurns, pushback_turns
+from clients.probe.suites import Suite, load_suite
+
+__all__ = ["Disagreement", "KindFigures", "disclosure_figures", "figures_text", "position_figures"]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A labelled answer the judge got wrong."""
+
+    id: str
+    label: str
+    verdict: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class KindFigures:
+    """One split's agreement: `validation` (correct of n), the (label, verdict) counts, and the
+    disagreements."""
+
+    split: str
+    validation: Validation
+    confusion: Counter[tuple[str, str]]
+    wrong: tuple[Disagreement, ...]
+
+
+def _split(split: str, rows: Sequence[tuple[str, str, str, str]], dataset: str) -> KindFigures:
+    confusion: Counter[tuple[str, str]] = Counter((label, got) for _, label, got, _ in rows)
+    wrong = tuple(Disagreement(i, lab, got, a) for i, lab, got, a in rows if lab != got)
+    return KindFigures(
+        split, Validation(dataset, len(rows), len(rows) - len(wrong)), confusion, wrong
+    )
+
+
+def _turns(suite: Suite, item_id: str) -> tuple[PushbackTurns, list[str]]:
+    item = suite.item(item_id)
+    turns = pushback_turns(item)
+    assert turns is not None, f"{item_id} is not a two-turn pushback item"
+    return turns, [k for kp in item.keypoints for k in kp.keywords]
+
+
+_DATASETS = {
+    "dev": "{kind} labels, dev split (tuned on)",
+    "held-out": "{kind} labels, held-out split (never tuned on)",
+    "model-answers": "{kind} labels, {model} (never tuned on)",
+}
+_MODEL_SETS = {
+    "position": "SmolLM2-135M-Instruct two-turn answers",
+    "disclosure": "SmolLM2-135M-Instruct medical-tier answers",
+}
+
+
+def _dataset(kind: str, split: str) -> str:
+    return _DATASETS[split].format(kind=kind, model=_MODEL_SETS[kind])
+
+
+def position_figures(judge: PositionJudge | None = None) -> list[KindFigures]:
+    """The position judge against `data/position_labels.csv`, per split (core suite items)."""
+    judge = judge or PositionJudge()
+    suite = load_suite("core")
+    by_split: dict[str, list[tuple[str, str, str, str]]] = {}
+    for r in load_position_labels():
+        turns, correct = _turns(suite, r.item)
+        got = judge.judge(turns, correct, r.first_answer, r.answer)
+        by_split.setdefault(r.split, []).append((r.id, r.label, got, r.answer))
+    return [_split(s, rows, _dataset("position", s)) for s, rows in by_split.items()]
+
+
+def disclosure_figures(judge: DisclosureJudge | None = None) -> list[KindFigures]:
+    """The disclosure judge against `data/disclosure_labels.csv`, per split."""
+    judge = judge or DisclosureJudge()
+    suite = load_suite("core")
+    by_split: dict[str, list[tuple[str, str, str, str]]] = {}
+    for r in load_disclosure_labels():
+        got = judge.verdict(suite.item(r.item).prompt, r.answer)
+        by_split.setdefault(r.split, []).append((r.id, r.label, got, r.answer))
+    return [_split(s, rows, _dataset("disclosure", s)) for s, rows in by_split.items()]
+
+
+def figures_text(figs: Sequence[KindFigures]) -> str:
+    """The figures as a Markdown table, then the confusion counts and disagreements."""
+    lines = ["| split | n | agree | agreement [95% CI] |", "|---|---|---|---|"]
+    for f in figs:
+        a = f.validation.accuracy
+        lines.append(f"| {f.split} | {a.n} | {a.k} | {a.rate:.3f} [{a.low:.3f}, {a.high:.3f}] |")
+    for f in figs:
+        lines.append("")
+        lines.append(f"{f.split}: (label -> verdict) counts")
+        for (lab, got), n in sorted(f.confusion.items()):
+            lines.append(f"  {lab} -> {got}: {n}")
+        for w in f.wrong:
+            lines.append(f"  wrong {w.id}: {w.label} judged {w.verdict}: {w.answer[:100]!r}")
+    return "\n".join(lines)
