@@ -462,6 +462,94 @@ def machine_busy() -> float:
     return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+# Phases of a write in the server, matched against py-spy's stacks (outermost frame first);
+# the first phase whose pattern appears in a stack takes its sample.
+SERVER_PHASES: list[tuple[str, tuple[str, ...]]] = [
+    ("admission: Ed25519 verify", ("_verifies (",)),
+    ("admission: statement parse (pydantic)", ("parse_statement (",)),
+    ("admission: envelope parse, canonical bytes", ("from_json (", "canonical_bytes (")),
+    ("admission: other (digest, anti-backdating, key lookup)", ("admit (", "_admit (")),
+    ("sequencer: checkpoint signing", ("sign_checkpoint (",)),
+    ("sequencer: database (SQLAlchemy, driver, commit)", ("ledger/storage.py",)),
+    ("sequencer: tiles, hashes, bundles", ("ledger/sequencer.py",)),
+    ("inclusion proofs", ("inclusion_proof (", "_entry_result (")),
+    (
+        "response: tlog-proof text, JSON encoding",
+        ("format_tlog_proof (", "jsonable_encoder", "serialize_response", "json/encoder.py"),
+    ),
+    ("request parsing (body, JSON)", ("_batch_bodies (", "body (")),
+    ("admission pool: pickling, queues", ("concurrent/futures", "multiprocessing")),
+    ("HTTP stack (uvicorn, httptools, Starlette, FastAPI)", ("uvicorn", "starlette", "fastapi")),
+    ("asyncio, threads, other", ("",)),
+]
+
+
+def server_breakdown(raw: str) -> list[dict[str, Any]]:
+    """Samples per write phase (`SERVER_PHASES`) from py-spy's raw (collapsed) output, split
+    into the serving process and its admission workers."""
+    labels = [f"{w}{label}" for w in ("", "workers: ") for label, _ in SERVER_PHASES]
+    counts = dict.fromkeys(labels, 0)
+    total = 0
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        where = "workers: " if "multiprocessing.spawn" in stack else ""
+        for label, patterns in SERVER_PHASES:
+            if any(p in stack for p in patterns):
+                counts[where + label] += int(n)
+                break
+    counts = {k: v for k, v in counts.items() if v}
+    out = [
+        {"phase": k, "seconds": v, "share": v / total if total else 0.0} for k, v in counts.items()
+    ]
+    out.append(
+        {
+            "phase": "total (non-idle samples, every process and thread)",
+            "seconds": total,
+            "share": 1.0,
+        }
+    )
+    return out
+
+
+@contextlib.contextmanager
+def server_profile(args: argparse.Namespace, report: Report, pid: int, name: str) -> Iterator[None]:
+    """With --profile: sample process `pid` and its children (admission workers) with py-spy
+    over the measurement window (after the warm-up), and add the breakdown to the report."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not args.profile:
+        yield
+        return
+    if not spy.exists():
+        report.notes.append(f"{name}: no py-spy in the environment, no server profile")
+        yield
+        return
+    out = Path(tempfile.mkstemp(prefix="pyspy-", suffix=".txt")[1])
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        # --gil: only samples of a thread holding its interpreter's lock, i.e. Python work; a
+        # process's throughput is bound by that lock, and I/O waits (fsync) drop out.
+        cmd = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--gil"]
+        cmd += ["--rate", "200", "--format", "raw", "--duration", str(int(args.http_seconds))]
+        cmd += ["--output", str(out)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    timer = threading.Timer(args.warmup, start)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        for pr in procs:
+            pr.wait(timeout=60)
+        text = out.read_text() if out.exists() else ""
+        report.profile[f"server {name}"] = server_breakdown(text)
+        report.notes.append(f"server {name}: py-spy's raw stacks are in {out}")
+
+
 HTTP_ORIGIN_PREFIX = "bench.invalid/logs"
 HTTP_ORIGIN = f"{HTTP_ORIGIN_PREFIX}/evidence"
 
@@ -697,7 +785,10 @@ def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         d = Path(tempfile.mkdtemp(prefix=f"http-{name}-", dir=tmp))
         pub = write_key_pair(d / "bench-client", key)
         extra = ("--admission-workers", str(aw))
-        with ledger_server(d, pub, args.server_workers, extra) as (base, proc):
+        with (
+            ledger_server(d, pub, args.server_workers, extra) as (base, proc),
+            server_profile(args, report, proc.pid, f"http {name}, admission workers={aw}"),
+        ):
             res = generate(
                 base,
                 "/logs/evidence/entries",
@@ -774,6 +865,7 @@ def http_rows(report: Report, cfg: str, name: str, res: LoadResult, clients: int
         ("other processes CPU", others),
     ):
         report.add(Row("http", backend, cfg, metric, v, "cores", spread=f"of {cpus}"))
+    report.add(cpu_per_entry_row("http", backend, cfg, res.server_cpu, len(ok), f"http/{name}"))
     log_progress(
         f"http ({name}): {rate:,.0f} entries/s, p99 "
         f"{percentile(lat, 99) if lat else float('nan'):,.0f} ms"
@@ -792,15 +884,28 @@ def bench_bare(args: argparse.Namespace, report: Report) -> None:
     envs = [json.loads(b) for b in bodies]
     msgs = [pae(e["payloadType"], base64.b64decode(e["payload"])) for e in envs]
     sigs = [base64.b64decode(e["signatures"][0]["sig"]) for e in envs]
-    rates = []
+    rates, costs = [], []
     for _ in range(args.reps):
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.thread_time()
         while time.perf_counter() - t0 < 2.0:
             for m, sg in zip(msgs, sigs, strict=True):
                 pub.verify(sg, m)
             n += len(msgs)
         rates.append(n / (time.perf_counter() - t0))
+        costs.append((time.thread_time() - c0) / n * 1e6)
     rate = statistics.median(rates)
+    report.add(
+        Row(
+            "bare",
+            "cryptography (OpenSSL)",
+            "Ed25519 verify, one core, 1 KiB statement PAE",
+            "CPU per verification",
+            statistics.median(costs),
+            "us",
+            spread=spread(costs, "{:,.1f}"),
+            key="bare/ed25519/cpu",
+        )
+    )
     report.add(
         Row(
             "bare",
@@ -844,7 +949,10 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         d = Path(tempfile.mkdtemp(prefix=f"batch-aw{aw}-", dir=tmp))
         pub = write_key_pair(d / "bench-client", key)
         extra = ("--admission-workers", str(aw))
-        with ledger_server(d, pub, 1, extra) as (base, proc):
+        with (
+            ledger_server(d, pub, 1, extra) as (base, proc),
+            server_profile(args, report, proc.pid, f"batch, admission workers={aw}"),
+        ):
             res, per = load_batches(
                 base,
                 "/logs/evidence/entries/batch",
@@ -883,6 +991,8 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         report.add(
             Row("batch", "sqlite", cfg, "server CPU", res.server_cpu / (w1 - w0), "cores")
         )
+        n = len(ok) * per
+        report.add(cpu_per_entry_row("batch", "sqlite", cfg, res.server_cpu, n, f"batch/aw{aw}"))
         if res.exhausted:
             report.notes.append(f"batch (aw={aw}): envelopes ran out; raise --http-rate-cap")
         log_progress(f"batch (admission workers {aw}): {rate:,.0f} entries/s")
@@ -962,8 +1072,8 @@ def _seaweed(d: Path, procs: list[subprocess.Popen[bytes]], size: int) -> str | 
     weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if weed is None:
         return None
-    import boto3  # type: ignore[import-untyped]
-    from botocore.config import Config  # type: ignore[import-untyped]
+    import boto3  # type: ignore[import-untyped,unused-ignore]
+    from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 
     from ledger.storage import Store
     from ledger.tilestore import Publisher, S3TileStore
@@ -1336,10 +1446,30 @@ def log_progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def cpu_per_entry_row(section: str, backend: str, cfg: str, cpu: float, n: int, key: str) -> Row:
+    """CPU seconds the server (all its processes) spent per entry acknowledged in the window:
+    what an entry costs, whatever share of the machine the server got (the machine is shared
+    with the load generator and, often, with other work). Its ratio is to the CPU of one bare
+    verification: how many verifications' worth of CPU an entry takes."""
+    return Row(
+        section,
+        backend,
+        cfg,
+        "server CPU per entry",
+        cpu / n * 1e6 if n else float("nan"),
+        "us",
+        spread=f"n={n:,}",
+        key=f"{key}/cpu",
+        peer="bare/ed25519/cpu",
+    )
+
+
 def fmt_value(v: float, unit: str) -> str:
     """A number with a sensible precision for its unit."""
     if v != v:  # NaN
         return "n/a"
+    if unit == "us":
+        return f"{v:,.1f} µs" if v < 100 else f"{v:,.0f} µs"
     if unit == "ms":
         return f"{v:,.3f} ms" if v < 10 else f"{v:,.1f} ms"
     if unit == "cores":
@@ -1391,6 +1521,12 @@ def print_table(report: Report) -> None:
     for line in (*report.checks, *report.notes):
         print(f"- {line}")
     for name, phases in report.profile.items():
+        if name.startswith("server "):
+            print(f"\nWhere the HTTP server's time goes (py-spy --gil samples) — {name}:\n")
+            print("| phase | samples | share |\n| --- | --- | --- |")
+            for p in phases:
+                print(f"| {p['phase']} | {p['seconds']:,.0f} | {p['share']:.0%} |")
+            continue
         print(f"\nWhere Sequencer.integrate spends its time (cProfile, cumulative) — {name}:\n")
         print("| phase | seconds | share |\n| --- | --- | --- |")
         for p in phases:
@@ -1419,7 +1555,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="also run integrate once under cProfile and print where time goes",
+        help="also run integrate once under cProfile, and sample the HTTP server (and its "
+        "admission workers) with py-spy during the http and batch windows; prints where "
+        "time goes",
     )
     p.add_argument("--entries", type=int, help="entries per integrate run (200,000)")
     p.add_argument("--reps", type=int, help="repetitions of each integrate row (3)")

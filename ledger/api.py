@@ -11,13 +11,14 @@ import base64
 import binascii
 import gzip
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +38,7 @@ from attest.tlog_proof import TlogProof, format_tlog_proof
 from ledger import index
 from ledger.admission import AdmissionError
 from ledger.errors import LedgerError
-from ledger.log import LogRangeError
+from ledger.log import InclusionProof, LogRangeError
 from ledger.sequencer import PublishError, Sequenced
 from ledger.server import HostedLog, LedgerServer
 from ledger.storage import StorageError
@@ -168,7 +169,7 @@ def create_app(server: LedgerServer) -> FastAPI:
         finally:
             await server.stop()
 
-    app = FastAPI(title="behaviour-ledger", version="0.1.0", lifespan=lifespan)
+    app = LedgerApp(server, title="behaviour-ledger", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=server.max_body_bytes)
     _install_error_handlers(app)
     _install_routes(app, server)
@@ -338,17 +339,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
                 },
                 status_code=202,
             )
-        seq = await h.sequencer.add(admitted)
-        proof = h.log.inclusion_proof(seq.index, seq.head.size, checked=True)
-        note = seq.head.checkpoint.encode()
-        return {
-            "index": seq.index,
-            "leaf_hash": b64(seq.leaf_hash),
-            "duplicate": seq.duplicate,
-            "checkpoint": seq.head.checkpoint,
-            "inclusion_proof": [b64(x) for x in proof.hashes],
-            "tlog_proof": format_tlog_proof(TlogProof(seq.index, proof.hashes, note)),
-        }
+        return _entry_answer(h, await h.sequencer.add(admitted))
 
     @app.post(
         "/logs/{name}/entries/batch",
@@ -395,20 +386,7 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
         h = hosted(name)
         if h.queue is not None:
             raise ApiError(400, "no_batch", "the anonymous log takes one token per entry")
-        bodies = _batch_bodies(await request.body())
-        admitted = await asyncio.to_thread(server.admit, h, bodies)
-        added = await asyncio.gather(
-            *(h.sequencer.add(a) for a in admitted if not isinstance(a, LedgerError)),
-            return_exceptions=True,
-        )
-        results: list[dict[str, Any]] = []
-        sequenced = iter(added)
-        for a in admitted:
-            r: BaseException | Sequenced | LedgerError = (
-                a if isinstance(a, LedgerError) else next(sequenced)
-            )
-            results.append(_entry_result(h, r))
-        return {"results": results}
+        return await _add_batch(server, h, await request.body())
 
     @app.get("/logs/{name}/entries/{index}", responses=_errors(400, 404))
     def get_entry(name: str, index: int) -> dict[str, Any]:
@@ -508,10 +486,174 @@ def _batch_bodies(raw: bytes) -> list[bytes]:
     return [json.dumps(e).encode() for e in envs]
 
 
-def _entry_result(h: HostedLog, r: BaseException | Sequenced) -> dict[str, Any]:
-    """One element of a batch answer."""
+def _entry_answer(h: HostedLog, seq: Sequenced) -> dict[str, Any]:
+    """The answer to a single-entry write: the entry, its checkpoint and proofs."""
+    proof = h.log.inclusion_proof(seq.index, seq.head.size, checked=True)
+    note = seq.head.checkpoint.encode()
+    return {
+        "index": seq.index,
+        "leaf_hash": b64(seq.leaf_hash),
+        "duplicate": seq.duplicate,
+        "checkpoint": seq.head.checkpoint,
+        "inclusion_proof": [b64(x) for x in proof.hashes],
+        "tlog_proof": format_tlog_proof(TlogProof(seq.index, proof.hashes, note)),
+    }
+
+
+async def _add_batch(server: LedgerServer, h: HostedLog, raw: bytes) -> dict[str, Any]:
+    """Admit, sequence and prove the envelopes of one batch request; its answer."""
+    bodies = _batch_bodies(raw)
+    admitted = await asyncio.to_thread(server.admit, h, bodies)
+    added = await asyncio.gather(
+        *(h.sequencer.add(a) for a in admitted if not isinstance(a, LedgerError)),
+        return_exceptions=True,
+    )
+    # The entries of one request mostly land in one or two sequencer batches: prove those
+    # together, one proof set per checkpoint.
+    by_size: dict[int, list[int]] = {}
+    for s in added:
+        if isinstance(s, Sequenced):
+            by_size.setdefault(s.head.size, []).append(s.index)
+    proofs = {
+        (p.index, size): p
+        for size, indices in by_size.items()
+        for p in h.log.inclusion_proofs(indices, size)
+    }
+    results: list[dict[str, Any]] = []
+    sequenced = iter(added)
+    for a in admitted:
+        r: BaseException | Sequenced | LedgerError = (
+            a if isinstance(a, LedgerError) else next(sequenced)
+        )
+        results.append(_entry_result(h, r, proofs))
+    return {"results": results}
+
+
+_WRITE_PATH = re.compile(r"/logs/([^/]+)/entries(/batch)?")
+
+
+class LedgerApp(FastAPI):
+    """The FastAPI app, with the two write routes (`WriteRoutes`) answered before FastAPI's
+    middleware stack, router, request objects, dependency solving and response encoding: on a
+    single-envelope write those layers cost more CPU than the signature check. Everything else
+    (and what `WriteRoutes` passes on) goes through FastAPI as usual."""
+
+    def __init__(self, server: LedgerServer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._writes = WriteRoutes(server)
+        self._limited_writes = BodyLimit(self._writes, server.max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a write to a log `WriteRoutes` takes; pass anything else to FastAPI."""
+        if self._writes.takes(scope):
+            await self._limited_writes(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+class WriteRoutes:
+    """`POST /logs/{name}/entries` and `.../entries/batch` as a bare ASGI app (`LedgerApp`).
+
+    The answers (bodies, statuses, error bodies and headers) are the routes' own: the same
+    functions build them, and errors map through the same table as the app's exception
+    handlers (`_error_answer`); an exception no handler takes gets the plain 500 that
+    Starlette's ServerErrorMiddleware sends, and is raised on to the server, which logs it.
+    The routes stay declared in FastAPI for the OpenAPI document, and serve what this class
+    does not take: the anonymous log (202 receipts, tokens) and unknown logs.
+
+    Single envelopes are admitted in groups with the ones that arrive alongside them
+    (`LedgerServer.admit_one`), so with admission workers every core verifies them.
+    """
+
+    def __init__(self, server: LedgerServer) -> None:
+        self.server = server
+
+    def _route(self, scope: Scope) -> tuple[HostedLog, bool] | None:
+        """The log and whether it is the batch route, for a write this class answers."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        m = _WRITE_PATH.fullmatch(scope["path"])
+        h = None if m is None else self.server.logs.get(m.group(1))
+        if m is None or h is None or h.queue is not None:
+            return None
+        return h, bool(m.group(2))
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether this request is a write this class answers."""
+        return self._route(scope) is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._route(scope)
+        assert route is not None, "WriteRoutes called for a request it does not take"
+        h, batch = route
+        try:
+            body = await _read_body(receive)
+            if body is None:
+                return  # the client went away before its body arrived: nothing to answer
+            if batch:
+                answer = await _add_batch(self.server, h, body)
+            else:
+                admitted = await self.server.admit_one(h, body)
+                answer = _entry_answer(h, await h.sequencer.add(admitted))
+        except Exception as e:
+            resp = _error_answer(e)
+            if resp is None:
+                await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
+                raise
+            await resp(scope, receive, send)
+            return
+        await _send_json(send, answer)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None when the client disconnected first."""
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_json(send: Send, answer: dict[str, Any]) -> None:
+    """A 200 JSON answer, encoded as FastAPI's JSONResponse encodes it."""
+    data = json.dumps(
+        answer, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
+    headers = [(b"content-length", str(len(data)).encode()), (b"content-type", JSON_TYPE)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+JSON_TYPE = b"application/json"
+
+
+def _error_answer(e: Exception) -> Response | None:
+    """The app's answer to exception `e`, as its exception handlers give it (the first class
+    of `e`'s MRO with a handler decides); None for an exception they leave to the server."""
+    for cls in type(e).__mro__:
+        if cls is ApiError:
+            assert isinstance(e, ApiError)
+            return _error(e.status, e.error, e.detail)
+        if cls is AdmissionError:
+            assert isinstance(e, AdmissionError)
+            resp = _error(e.status, e.error, e.diagnostic)
+            resp.headers.update(e.headers)
+            return resp
+        if cls in _ERRORS:
+            status, code = _ERRORS[cls]
+            return _error(status, code, getattr(e, "diagnostic", str(e)))
+    return None
+
+
+def _entry_result(
+    h: HostedLog, r: BaseException | Sequenced, proofs: dict[tuple[int, int], InclusionProof]
+) -> dict[str, Any]:
+    """One element of a batch answer (`proofs`: by index and tree size)."""
     if isinstance(r, Sequenced):
-        proof = h.log.inclusion_proof(r.index, r.head.size, checked=True)
+        proof = proofs[(r.index, r.head.size)]
         note = r.head.checkpoint.encode()
         return {
             "index": r.index,

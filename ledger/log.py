@@ -163,6 +163,27 @@ class Log:
         hashes = merkle.inclusion_proof(index, size, self._node_at(size))
         return InclusionProof(index, size, tuple(hashes))
 
+    def inclusion_proofs(self, indices: list[int], size: int) -> list[InclusionProof]:
+        """Inclusion proofs of several entries in the tree of `size` leaves, which the caller
+        knows was published (a batch's checkpoint): the proofs share most of their nodes, so
+        each node is looked up once for all of them."""
+        for index in indices:
+            if not 0 <= index < size:
+                raise LogRangeError(f"index {index} is not below the tree size {size}")
+        seen: dict[tuple[int, int], bytes] = {}
+        tiles = self._node_at(size)
+
+        def node_at(level: int, index: int) -> bytes:
+            node = seen.get((level, index))
+            if node is None:
+                node = seen[(level, index)] = tiles(level, index)
+            return node
+
+        return [
+            InclusionProof(i, size, tuple(merkle.inclusion_proof(i, size, node_at)))
+            for i in indices
+        ]
+
     def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
         """Consistency proof between sizes `first` and `second`. Requires 0 < first <= second."""
         self._check_size(second)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class LedgerServer:
         # Phase 1 of admission in worker processes (`ledger.admitters`), when the operator
         # asks for it; None: in this process.
         self.admission_pool: AdmissionPool | None = None
+        self._grouper: AdmissionGroups | None = None
 
     @classmethod
     def from_config(
@@ -148,6 +150,14 @@ class LedgerServer:
         self.admission_pool = AdmissionPool(admission_worker_rules, opts, workers)
         self.admission_pool.warm()
 
+    async def admit_one(self, h: HostedLog, body: bytes) -> Admitted:
+        """Phase 1 of admission for one posted envelope (not for the anonymous log), grouped
+        with the envelopes that arrive with it (`AdmissionGroups`); raises its refusal."""
+        if self._grouper is None:
+            pool = self.admission_pool
+            self._grouper = AdmissionGroups(self.admit, 1 if pool is None else pool.workers)
+        return await self._grouper.admit(h, body)
+
     def admit(self, h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Phase 1 of admission for `bodies` (no token: not for the anonymous log), in the
         worker processes when there are any; one result or refusal per body, in order."""
@@ -160,6 +170,67 @@ class LedgerServer:
             except LedgerError as e:
                 out.append(e)
         return out
+
+
+class AdmissionGroups:
+    """Single-envelope writes admitted in groups: envelopes that arrive while earlier groups
+    are being admitted form the next group, one call of `admit` (in a thread; spread over the
+    admission workers when there are any). So the per-call costs (a thread hop, and with
+    workers the pickling and the round trip through the pool's queues) are paid once per group
+    rather than per request, and every worker verifies even when clients post one envelope at
+    a time. No envelope waits for a timer: a group is cut as soon as a call slot is free, so an
+    idle server admits a lone envelope at once. `in_flight` calls run at a time (one per
+    admission worker keeps each busy while results travel back)."""
+
+    MAX_GROUP = 256
+
+    def __init__(
+        self,
+        admit: Callable[[HostedLog, Sequence[bytes]], list[Admitted | LedgerError]],
+        in_flight: int,
+    ) -> None:
+        self._admit = admit
+        self._in_flight, self._running = max(1, in_flight), 0
+        self._pending: list[tuple[HostedLog, bytes, asyncio.Future[Admitted]]] = []
+
+    async def admit(self, h: HostedLog, body: bytes) -> Admitted:
+        """Admit `body` for log `h`; raises its LedgerError when refused."""
+        fut: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
+        self._pending.append((h, body, fut))
+        self._dispatch()
+        return await fut
+
+    def _dispatch(self) -> None:
+        while self._pending and self._running < self._in_flight:
+            group = self._pending[: self.MAX_GROUP]
+            del self._pending[: self.MAX_GROUP]
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._run(group))
+
+    async def _run(self, group: list[tuple[HostedLog, bytes, asyncio.Future[Admitted]]]) -> None:
+        try:
+            by_log: dict[str, list[tuple[HostedLog, bytes, asyncio.Future[Admitted]]]] = {}
+            for item in group:
+                by_log.setdefault(item[0].name, []).append(item)
+            for items in by_log.values():
+                bodies = [b for _, b, _ in items]
+                try:
+                    got = await asyncio.to_thread(self._admit, items[0][0], bodies)
+                except Exception as exc:  # the call failed (a worker died): none was admitted
+                    for _, _, fut in items:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, _, fut), res in zip(items, got, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(res, LedgerError):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+        finally:
+            self._running -= 1
+            self._dispatch()
 
 
 def _open_log(store: Store, lc: LogConfig) -> tuple[Log, Ed25519NoteSigner]:
