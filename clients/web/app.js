@@ -778,7 +778,8 @@ function markEvalGroups(vstate, results) {
 
 const main = () => document.getElementById("main");
 // A verifier key has no spaces, so a "+" that a pasted URL turned into a space is put back.
-const pinnedKey = () => new URLSearchParams(location.search).get("vkey")?.trim().replaceAll(" ", "+") || null;
+// Spaces are put back before trimming: a key whose base64 ends in "+" must keep it.
+const pinnedKey = () => new URLSearchParams(location.search).get("vkey")?.replaceAll(" ", "+").trim() || null;
 
 async function showModels() {
   const m = await getJSON("api/models");

@@ -238,3 +238,19 @@ def test_other_scores_are_counted() -> None:
     s = summarise_scores(["A", "B", "A", {"x": 1}])
     assert s["kind"] == "categorical" and s["counts"] == {'"A"': 2, '"B"': 1, '{"x":1}': 1}
     assert s["display"] == '"A" 2 · "B" 1 · {"x":1} 1 (n=4)'
+
+
+def test_a_pinned_key_ending_in_plus_is_kept(ledger: Ledger, page: Page) -> None:  # noqa: F811
+    """A query string turns "+" into a space; the page puts it back before trimming, so a key
+    whose base64 ends in "+" is pinned whole (it used to lose its last character)."""
+    from attest.keys import generate_private_key, verifier_key
+
+    origin = log_identity(ledger.base_url)[1]
+    key = verifier_key(origin, generate_private_key().public_key())
+    while not key.endswith("+"):  # one key in 64 on average
+        key = verifier_key(origin, generate_private_key().public_key())
+    _checked(page, f"{ledger.base_url}/ui/?vkey={key}#/model/{MODEL}")
+    assert f"Verifier key pinned in the URL: {key}" in page.locator("#trust").inner_text()
+    checkpoint = page.locator("#checkpoint")
+    assert checkpoint.get_attribute("data-status") == "failed"
+    assert "not standard base64" not in checkpoint.inner_text(), "the key parsed"
