@@ -463,6 +463,7 @@ def noise_floor_main(argv: Sequence[str]) -> int:
     ref = SuiteRef(name=suite.name, version=suite.version, sha256=suite.digest)
     runs: list[list[ProbeRecord]] = []
     texts: list[list[str]] = []
+    refused_lines: list[str] = []
     for label, bs, seed in runs_spec:
         if seed is not None:
             torch.manual_seed(seed)
@@ -479,6 +480,7 @@ def noise_floor_main(argv: Sequence[str]) -> int:
         print(f"{label}: {len(plan)} answers in {t:.0f} s", file=sys.stderr, flush=True)
         texts.append([g.text for g in gens])
         by_cell: dict[tuple[str, str], list[Any]] = {}
+        refused_by_kind: dict[str, list[int]] = {}
         for p, g in zip(plan, gens, strict=True):
             it = probe_item(
                 p.item.id,
@@ -489,6 +491,15 @@ def noise_floor_main(argv: Sequence[str]) -> int:
                 emotions={},
             )
             by_cell.setdefault((p.item.category, p.tier.name), []).append(it)
+            counts = refused_by_kind.setdefault(p.item.kind, [0, 0])
+            counts[0] += int(it.refused)
+            counts[1] += 1
+        # Flips can only come from answers near the verdict's boundary: a model that refuses
+        # nothing (or everything) flips nothing, so the prevalence belongs beside the floor.
+        refused_lines.append(
+            f"{label}: refused "
+            + ", ".join(f"{k} {c[0]} of {c[1]}" for k, c in sorted(refused_by_kind.items()))
+        )
         runs.append(
             [
                 ProbeRecord(
@@ -514,6 +525,8 @@ def noise_floor_main(argv: Sequence[str]) -> int:
         f"anonymous probe in {step}), {varied}, max {args.max_new_tokens} new tokens: {same} of "
         f"{len(plan)} answers identical"
     )
+    for line in refused_lines:
+        print(line)
     print("cell | pairs | refusal flips | flip rate [95 % Wilson] | mean abs transfer change")
     print("---- | ----- | ------------- | ------------------------ | ------------------------")
     for c in floor.cells:
