@@ -49,6 +49,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -539,7 +540,10 @@ class Prechecked:
             return None
         got = self._done.get(n)
         if got is None:
-            got, cpu = self._futures[n].result()
+            try:
+                got, cpu = self._futures[n].result()
+            except Exception:  # a worker died or the pool broke: the serial path decides
+                got, cpu = [None] * self.chunk, 0.0
             self._done[n] = got
             self._done.pop(n - 1, None)
             self.worker_cpu += cpu
@@ -595,18 +599,21 @@ class ParallelChecker:
         `chain` as it is now and from the key events among `entries`."""
         candidates = candidate_keys(chain, entries)
         fixed_raw = tuple(public_key_bytes(k.public_key) for k in fixed)
-        pool = self._executor()
-        futures = [
-            pool.submit(check_chunk, list(entries[i : i + self.chunk]), candidates, fixed_raw)
-            for i in range(0, len(entries), self.chunk)
-        ]
+        chunks = [list(entries[i : i + self.chunk]) for i in range(0, len(entries), self.chunk)]
+        try:
+            pool = self._executor()
+            futures = [pool.submit(check_chunk, c, candidates, fixed_raw) for c in chunks]
+        except BrokenProcessPool:  # a worker died earlier: start a new pool
+            self.close()
+            pool = self._executor()
+            futures = [pool.submit(check_chunk, c, candidates, fixed_raw) for c in chunks]
         return Prechecked(start, self.chunk, futures)
 
     def close(self) -> None:
         """Stop the workers."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> ParallelChecker:
         return self

@@ -296,6 +296,26 @@ def test_key_whose_certifier_was_revoked(checker: ParallelChecker, gap: int) -> 
     same_first_failure(log, checker, "key-chain", revoke_at + 1)
 
 
+def test_a_dead_worker_leaves_the_entries_to_the_serial_path() -> None:
+    log = Log()
+    log.reports(30 * CHUNK)
+    with ParallelChecker(2, chunk=CHUNK) as own:
+        own.start()
+        chain, memo = log.chain(), ReplayMemo()
+        pre = own.precheck(0, log.entries, chain, log.fixed)
+        for process in own._executor()._processes.values():  # the workers die mid-batch
+            process.kill()
+        for i, entry in enumerate(log.entries):
+            validate_prechecked(i, entry, ORIGIN, chain, log.fixed, None, pre.get(i), memo)
+        assert memo.fast + memo.serial == len(log.entries) and memo.serial > 3
+        assert chain.by_keyid == serial(log)[1].by_keyid
+        # The next batch starts a new pool.
+        again = validate_entries(
+            0, log.entries, ORIGIN, log.chain(), log.fixed, None, own, min_parallel=1
+        )
+        assert again.fast == len(log.entries) - 3
+
+
 # -- the audit node catching up on a followed log ------------------------------------------------
 
 
