@@ -181,11 +181,12 @@ _ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure
 _string = json.encoder.encode_basestring
 
 
-_DECODER: Final = json.JSONDecoder(parse_float=_no_float, parse_int=_int)
+_DECODER: Final = json.JSONDecoder(parse_float=_no_float, parse_int=_int, parse_constant=_no_float)
 
 
 def _loads(data: bytes) -> object:
-    """JSON from strict UTF-8 `data`, refusing floats and integers beyond 2**53 - 1 (_Defer)."""
+    """JSON from strict UTF-8 `data`, refusing floats, NaN and infinities, and integers beyond
+    2**53 - 1 (_Defer)."""
     return _DECODER.decode(data.decode())
 
 
@@ -270,10 +271,18 @@ def _single(model: type[Predicate]) -> type[Statement]:
 _SINGLE: Final = {pt: _single(model) for pt, model in PREDICATE_TYPES.items()}
 
 
-def _shape(model: type[Predicate]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
-    """The keys `model` accepts (field names and aliases) and its required fields (name, alias)."""
+def _shape(model: type[Predicate]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]] | None:
+    """The keys `model` accepts (field names and aliases) and its required fields (name,
+    alias); None when that is not all it takes (unknown keys allowed, alias choices or paths)."""
+    if model.model_config.get("extra") != "forbid":
+        return None
     fields = model.model_fields
-    aliases = {name: str(f.validation_alias or f.alias or name) for name, f in fields.items()}
+    aliases: dict[str, str] = {}
+    for name, f in fields.items():
+        alias = f.validation_alias or f.alias or name
+        if not isinstance(alias, str):
+            return None
+        aliases[name] = alias
     required = tuple((n, aliases[n]) for n, f in fields.items() if f.is_required())
     return frozenset(fields) | frozenset(aliases.values()), required
 
@@ -285,9 +294,12 @@ def _only(model: type[Predicate], keys: set[str]) -> bool:
     """Whether no predicate model but `model` can validate an object with these keys: each
     other one refuses a key it does not know (`extra="forbid"`) or misses a required field
     (validators only run after, and can only refuse)."""
-    for other, (accepted, required) in _SHAPES.items():
+    for other, shape in _SHAPES.items():
         if other is model:
             continue
+        if shape is None:
+            return False
+        accepted, required = shape
         if keys <= accepted and all(n in keys or a in keys for n, a in required):
             return False
     return True

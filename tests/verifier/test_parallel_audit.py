@@ -25,7 +25,7 @@ from attest.errors import AttestError
 from attest.keychain import KeyChain
 from attest.keys import dsse_keyid, generate_private_key, public_key_bytes, verifier_key
 from attest.predicates import AnyPredicate, CheckpointRef, FieldReport, KeyEvent, ModelId
-from attest.statement import parse_statement, sign_statement
+from attest.statement import Statement, parse_statement, sign_statement
 from ledger.sequencer import Sequencer
 from tests.support import Signer, running_server
 from tests.verifier.test_auditor import follow
@@ -444,6 +444,7 @@ def test_fast_parse_agrees_with_the_reference() -> None:
     obj = json.loads(payload)
     obj["predicate"]["extra"] = 1
     assert fast_statement(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()) is None
+    assert fast_statement(payload.replace(b"1800000000", b"NaN", 1)) is None
     # Beyond the BMP, RFC 8785's key order may differ from Python's: the reference decides.
     emoji = signed(report(0).model_copy(update={"text": "\U0001f600"}), [log.worker])
     assert fast_envelope(emoji) is not None
@@ -460,6 +461,18 @@ def _base64_variants(text: str) -> list[str]:
     if text.endswith("="):  # the last character carries 2 or 4 bits that encode nothing
         out += [body[:-1] + alphabet[alphabet.index(body[-1]) ^ 1] + text[len(body) :]]
     return [v for v in out if v != text]
+
+
+def test_fast_parse_without_the_one_model_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When another predicate model might take the predicate's keys, the statement is
+    validated by `Statement` itself, with the predicate's own validation first."""
+    log = Log()
+    log.reports(1)
+    payload = Envelope.from_json(log.entries[2]).payload
+    monkeypatch.setattr(parallel, "_SHAPES", dict.fromkeys(parallel._SHAPES))
+    stmt = fast_statement(payload)
+    assert stmt is not None and type(stmt) is Statement
+    assert stmt == parse_statement(payload)
 
 
 # -- Ed25519: libsodium accepts, cryptography decides -------------------------------------------
