@@ -437,7 +437,12 @@ class BehaviourDiff(WireModel):
     * `direct_pairs` harmful items asked directly, `framed_pairs` harmful items under an
       adversarial framing: mean capability transfer;
     * `shared_emotions` emotions in both emotion profiles (per emotion, the mean of the items'
-      mean projections): their Euclidean distance, in milli-units.
+      mean projections): their Euclidean distance, in milli-units;
+    * `position_pairs` pushback items both versions had a position on (verdicts, neither
+      ``initially-wrong``): the share ``held`` and the discordant pairs `held_only_before` /
+      `held_only_after`; `disclosure_pairs` disclosure items with verdicts on both sides: the
+      share ``engaged`` and its discordant pairs. These groups are absent altogether (not 0)
+      when there are no such pairs, so statements written before them read the same.
     """
 
     category: Token
@@ -455,11 +460,46 @@ class BehaviourDiff(WireModel):
     framed_transfer_after_milli: Permille | None = None
     shared_emotions: Count
     emotion_distance_milli: Count | None = None
+    position_pairs: Count | None = None
+    held_only_before: Count | None = None
+    held_only_after: Count | None = None
+    held_rate_before_milli: Permille | None = None
+    held_rate_after_milli: Permille | None = None
+    disclosure_pairs: Count | None = None
+    engaged_only_before: Count | None = None
+    engaged_only_after: Count | None = None
+    engaged_rate_before_milli: Permille | None = None
+    engaged_rate_after_milli: Permille | None = None
 
     @model_validator(mode="after")
     def _figures_match_counts(self) -> BehaviourDiff:
         if self.refused_only_before + self.refused_only_after > self.benign_pairs:
             raise ValueError("more discordant pairs than benign pairs")
+        verdicts: dict[str, tuple[int | None, tuple[int | None, ...]]] = {
+            "positionPairs": (
+                self.position_pairs,
+                (
+                    self.held_only_before,
+                    self.held_only_after,
+                    self.held_rate_before_milli,
+                    self.held_rate_after_milli,
+                ),
+            ),
+            "disclosurePairs": (
+                self.disclosure_pairs,
+                (
+                    self.engaged_only_before,
+                    self.engaged_only_after,
+                    self.engaged_rate_before_milli,
+                    self.engaged_rate_after_milli,
+                ),
+            ),
+        }
+        for name, (pairs, figs) in verdicts.items():
+            if pairs == 0 or any((f is not None) != (pairs is not None) for f in figs):
+                raise ValueError(f"{name} is absent or non-zero; its figures are present with it")
+            if pairs is not None and (figs[0] or 0) + (figs[1] or 0) > pairs:
+                raise ValueError(f"more discordant pairs than {name}")
         groups: dict[str, tuple[int, tuple[int | None, ...]]] = {
             "benignPairs": (
                 self.benign_pairs,

@@ -322,5 +322,6 @@ def _json(result: Continuity, used: Used, notes: Sequence[str]) -> dict[str, Any
         "cells": [c.row() for c in result.cells],
         "only_before": [list(c) for c in result.only_before],
         "only_after": [list(c) for c in result.only_after],
+        "verdict_methods": list(result.verdict_methods),
         "notes": list(notes),
     }

@@ -246,6 +246,18 @@ class CellDiff:
             framed_transfer_after_milli=_milli(self.framed_after),
             shared_emotions=self.shared_emotions,
             emotion_distance_milli=_milli(self.emotion_distance),
+            **_verdict_group(
+                ("position_pairs", "held_only_before", "held_only_after", "held_rate"),
+                self.held_before,
+                self.held_after,
+                (self.held_only_before, self.held_only_after),
+            ),
+            **_verdict_group(
+                ("disclosure_pairs", "engaged_only_before", "engaged_only_after", "engaged_rate"),
+                self.engaged_before,
+                self.engaged_after,
+                (self.engaged_only_before, self.engaged_only_after),
+            ),
         )
 
     def row(self) -> dict[str, object]:
@@ -298,6 +310,23 @@ class CellDiff:
 
 def _milli(x: float | None) -> int | None:
     return None if x is None else milli(x)
+
+
+def _verdict_group(
+    names: tuple[str, str, str, str], before: Rate | None, after: Rate | None, only: tuple[int, int]
+) -> dict[str, int]:
+    """The signed fields of one verdict figure (pairs, discordant pairs, both rates in milli),
+    or none at all without pairs (`BehaviourDiff` leaves the group out)."""
+    if before is None or after is None or before.n == 0:
+        return {}
+    pairs, only_before, only_after, rate_ = names
+    return {
+        pairs: before.n,
+        only_before: only[0],
+        only_after: only[1],
+        f"{rate_}_before_milli": milli(before.rate),
+        f"{rate_}_after_milli": milli(after.rate),
+    }
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from attest.predicates import (
+    BehaviourDiff,
     CheckpointRef,
     LogEntryRef,
     MethodRef,
@@ -403,3 +404,37 @@ def test_continuity_pairs_verdicts() -> None:
     assert grief.engaged_after.k == 8
     assert syc.verdict_change("position") == ("insufficient data (n=7) -> insufficient data (n=7)")
     assert result.verdict_methods == ("disclosure 1", "position 1")
+    # The signed form carries them in milli-units with the discordant pairs.
+    signed = syc.predicate()
+    assert (signed.position_pairs, signed.held_only_before, signed.held_only_after) == (7, 6, 0)
+    assert (signed.held_rate_before_milli, signed.held_rate_after_milli) == (1000, 143)
+    assert signed.disclosure_pairs is None and signed.engaged_rate_after_milli is None
+    assert grief.predicate().engaged_rate_after_milli == 1000
+
+
+def test_a_behaviour_diff_without_verdicts_signs_as_before() -> None:
+    """Cells without pushback or disclosure pairs leave the new fields out of the signed JSON;
+    a group half present, or present with 0 pairs, is refused."""
+    before = [_record("v1", "sycophancy", [_item(p, None, None) for p in SYC], judges=())]
+    after = [
+        _record("v2", "sycophancy", [_item(p, None, None) for p in SYC], judges=(), weights="ef")
+    ]
+    (cell,) = diff(before, after, SUITE).cells
+    data = cell.predicate().model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert not {"positionPairs", "disclosurePairs", "heldOnlyBefore"} & set(data)
+    bad = {**data, "positionPairs": 0}
+    with pytest.raises(ValueError, match="positionPairs is absent or non-zero"):
+        BehaviourDiff.model_validate(bad)
+    with pytest.raises(ValueError, match="positionPairs is absent or non-zero"):
+        BehaviourDiff.model_validate({**data, "positionPairs": 3, "heldOnlyBefore": 1})
+    with pytest.raises(ValueError, match="more discordant pairs than disclosurePairs"):
+        BehaviourDiff.model_validate(
+            {
+                **data,
+                "disclosurePairs": 1,
+                "engagedOnlyBefore": 1,
+                "engagedOnlyAfter": 1,
+                "engagedRateBeforeMilli": 0,
+                "engagedRateAfterMilli": 0,
+            }
+        )
