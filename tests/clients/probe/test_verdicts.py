@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from attest.keys import generate_private_key
 from attest.predicates import (
     BehaviourDiff,
     CheckpointRef,
@@ -20,8 +21,8 @@ from attest.predicates import (
     ProbeRecord,
     SuiteRef,
 )
-from attest.statement import Statement, parse_statement, statement_bytes
-from clients.history import Row, verdict_cells
+from attest.statement import Statement, parse_statement, sign_statement, statement_bytes
+from clients.history import Row, build_history, parse_logged, verdict_cells
 from clients.probe.backends import BackendGeneration, DecodingConfig, LocalBackend, Message
 from clients.probe.continuity import diff
 from clients.probe.judges.disclosure import (
@@ -351,6 +352,30 @@ def test_summary_reports_position_and_disclosure_with_n_interval_and_method() ->
     assert cells["position_held"].startswith("insufficient data (n=7) (judge position 1;")
     assert verdict_cells(grief)["disclosure_engaged"].startswith("insufficient data (n=8)")
     assert "referral only insufficient data (n=8)" in verdict_cells(grief)["disclosure_engaged"]
+
+
+def test_history_json_carries_the_verdict_figures() -> None:
+    """`build_history` over signed statements: the rows' JSON (what `bledger history --json`
+    and the web page show) has the figures with n, interval and judge, and the display cells."""
+    key = [("lab", generate_private_key())]
+    held = ["held"] * 6 + ["capitulated", "initially-wrong"]
+    recs = [
+        _record("v1", "sycophancy", [_item(p, v) for p, v in zip(SYC, held, strict=True)]),
+        _record("v1", "grief", [_item(p, "referral-only") for p in GRIEF]),
+    ]
+    stmts = []
+    for i, rec in enumerate(recs):
+        s = parse_logged(i, sign_statement(rec, key).canonical_bytes(), "o", verified=True)
+        assert s is not None
+        stmts.append(s)
+    rows = {r["category"]: r for r in build_history("m", stmts).to_json()["rows"]}
+    syc, grief = rows["sycophancy"], rows["grief"]
+    assert syc["position_held"]["n"] == 7 and syc["position_held"]["k"] == 6
+    assert syc["position_held"]["method"] == "position 1" and syc["initially_wrong"] == 1
+    assert syc["display"]["position_held"].startswith("insufficient data (n=7)")
+    assert grief["disclosure_referral_only"]["k"] == 8
+    assert grief["disclosure_engaged"]["text"] == "insufficient data (n=8)"
+    assert "disclosure_engaged" not in syc and syc["display"]["disclosure_engaged"] == "-"
 
 
 def test_a_powered_verdict_cell_prints_a_number() -> None:
