@@ -3,7 +3,10 @@
 A record signs everything that decides its answers (backend, decoding, judges, calibration);
 `replay` takes each setting from the record — no CLI default can change it — reproduces the
 answers bit for bit on CPU, and when a setting is changed says which setting and where each
-answer starts to differ. Small on purpose: one group of five prompts, eight tokens each.
+answer starts to differ. Small on purpose: one group of five prompts, eight tokens each. The
+same group probed under a declared adversarial search (`--attack corpus,pair --budget
+queries=2,tokens=32,seconds=600`) replays attempt for attempt, and another seed is named with
+what it changes (the first attempt, or the corpus template the best attack names).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from click.testing import CliRunner
 
 from attest.predicates import ProbeRecord
 from attest.statement import parse_statement
+from clients.probe.attacks import parse_budget
 from clients.probe.backends import USER_PLACEHOLDER
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.judges.disclosure import DisclosureJudge
@@ -170,3 +174,71 @@ def test_cli_replay_takes_its_defaults_from_the_record(
         "seed": 3,
         "batchSize": BATCH,
     }
+
+
+# -- an attacked record: replay re-runs its adversarial search ----------------------------------
+
+SEARCH_BUDGET = "queries=2,tokens=32,seconds=600"
+
+
+@pytest.fixture(scope="module")
+def attacked(
+    smollm2: LoadedModel,
+    ledger: Ledger,
+    suite_file: Path,
+    logged: tuple[RunResult, Path],
+) -> tuple[RunResult, Path, ProbeRecord]:
+    """The same group probed again under a declared search; `logged`'s data directory, so the
+    calibration that run logged is reused rather than made again."""
+    data = logged[1]
+    opts = ProbeOptions(
+        suite="mini",
+        suite_path=suite_file,
+        categories=("harm",),
+        tiers=("anonymous",),
+        batch_size=2,
+        max_new_tokens=8,
+        seed=3,
+        device="cpu",
+        attack=parse_budget(f"{SEARCH_BUDGET},seed=3"),
+    )
+    res = run_probe(
+        opts, ledger.target, ledger.signers, lm=smollm2, data=data, stimuli=STIMULI, progress=False
+    )
+    rec = parse_statement(read_entry(ledger.target, res.indices[0])[0].payload).predicate
+    assert isinstance(rec, ProbeRecord)
+    return res, data, rec
+
+
+def test_smollm2_search_replays_attempt_for_attempt(
+    attacked: tuple[RunResult, Path, ProbeRecord],
+    ledger: Ledger,
+    suite_file: Path,
+    smollm2: LoadedModel,
+) -> None:
+    res, data, rec = attacked
+    (result,) = [i.attack for i in rec.items if i.attack is not None]
+    assert result.seed == 3 and len(result.attempts) == result.spent.queries > 0
+    report = replay(res.indices[0], ledger.target, lm=smollm2, suite_path=suite_file, data=data)
+    (a,) = report.attacks
+    assert a.reproduced and a.settings == (), a.to_json()
+    assert report.reproduced
+
+    other = replay(
+        res.indices[0],
+        ledger.target,
+        lm=smollm2,
+        suite_path=suite_file,
+        data=data,
+        attack_budget="seed=4",
+    )
+    (b,) = other.attacks
+    assert ("attack.seed", "3", "4") in [(s.field, s.logged, s.now) for s in b.settings]
+    assert not b.reproduced and not other.reproduced
+    # Another seed draws other corpus templates. A past-tense attack rewrites the request
+    # without its template's text, so its transcript (and digest) can be the same while the
+    # template it names differs: the report names whichever changed.
+    if b.first is not None:
+        assert b.first.position == b.differing[0] and b.first.field == "transcriptDigest"
+    else:
+        assert "attack.bestSource" in [s.field for s in b.best], b.to_json()
