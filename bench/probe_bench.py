@@ -439,6 +439,9 @@ def noise_floor_main(argv: Sequence[str]) -> int:
     ap.add_argument("--temperature", type=float, default=0.7, help="sampling, with --seeds")
     ap.add_argument("--batch-size", type=int, default=8, help="the batch size, with --seeds")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument(
+        "--json", action="store_true", help="print the floor as JSON (for lab --noise-floor)"
+    )
     args = ap.parse_args(argv)
     # Each run: (label, batch size, seed or None for greedy).
     runs_spec: list[tuple[str, int, int | None]]
@@ -518,7 +521,16 @@ def noise_floor_main(argv: Sequence[str]) -> int:
                 for (cat, tier), items in by_cell.items()
             ]
         )
-    floor = noise_floor(runs[0], runs[1], suite)
+    described = tuple(
+        f"{label} (batch {bs}, "
+        + ("greedy" if seed is None else f"seed {seed}, T={args.temperature:g}")
+        + ")"
+        for label, bs, seed in runs_spec
+    )
+    floor = noise_floor(runs[0], runs[1], suite, runs=described)
+    if args.json:
+        print(json.dumps(floor.to_json(), indent=1))
+        return 0
     same = sum(a == b for a, b in zip(texts[0], texts[1], strict=True))
     print(
         f"model {lm.identity.name}, {len(plan)} {suite.name}-{suite.version} prompts (one "

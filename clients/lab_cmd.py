@@ -1,7 +1,8 @@
 """`bledger lab continuity`: a lab's signed statement that MODEL@v2 succeeds MODEL@v1.
 
     bledger lab continuity --from MODEL@v1 --to MODEL@v2 --key LAB.pem --ledger URL \\
-        [--log evidence] [--policy FILE | --vkey VKEY] [--suite-file FILE] [--json]
+        [--log evidence] [--policy FILE | --vkey VKEY] [--suite-file FILE] \\
+        [--noise-floor FILE] [--json]
 
 Plan (each step tagged in `_continuity`):
 1. the trust policy (`--policy`, else `--vkey`, else the key the server reports, with a
@@ -10,7 +11,12 @@ Plan (each step tagged in `_continuity`):
 2. per (category, tier) the latest complete run of each version (`select_runs`; every part of
    it), all probed with one suite (name, version, digest), which is loaded: `--suite-file`, or
    the shipped file of that name and version, and its digest must be the records';
-3. the diff (`clients.probe.continuity.diff`), printed as a table (or JSON);
+3. the diff (`clients.probe.continuity.diff`) with a noise floor per cell where one was
+   measured (`with_noise`): from a second complete run of the same weights among either
+   version's records (`repeat_runs`, e.g. a re-run at another batch size or seed), and from
+   `--noise-floor` (the JSON `bench/probe_bench.py noise-floor --json` writes); without either
+   a cell says "noise floor: not measured — one run of these weights". Printed as a table (or
+   JSON). The signed statement carries the diff only, not the floor;
 4. the ContinuityStatement: both models as the records name them (weights included), a
    LogEntryRef to every record used, the diff, and the anti-backdating fields (the latest
    checkpoint the policy accepts, the clock); signed with the lab key, posted, and its
@@ -45,7 +51,18 @@ from attest.statement import sign_statement
 from clients.errors import diagnosed
 from clients.history import LoggedStatement, fetch_statements
 from clients.options import LedgerArgs
-from clients.probe.continuity import CellDiff, Continuity, diff, select_runs
+from clients.probe.continuity import (
+    CellDiff,
+    Continuity,
+    ContinuityError,
+    NoiseFloor,
+    diff,
+    noise_floor,
+    noise_floor_from_json,
+    repeat_runs,
+    select_runs,
+    with_noise,
+)
 from clients.probe.suites import Suite, load_suite, suite_path
 from clients.sdk import ClientError, LedgerClient, Submitted
 from clients.text import aligned
@@ -87,6 +104,12 @@ def _model_at(value: str) -> tuple[str, str]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The suite file the records were probed with (default: the shipped one).",
 )
+@click.option(
+    "--noise-floor",
+    "noise_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A noise floor to judge the changes against (bench/probe_bench.py noise-floor --json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the diff and the result as JSON.")
 @diagnosed
 def continuity(
@@ -101,18 +124,21 @@ def continuity(
     vkey: str | None,
     witness_urls: tuple[str, ...],
     suite_file: Path | None,
+    noise_file: Path | None,
     as_json: bool,
 ) -> None:
     """Sign and log that the model --to succeeds --from, with the behaviour diff of their
     logged probe records per category and tier."""
     before, after = _model_at(from_), _model_at(to)
-
+    given = _noise_file(noise_file) if noise_file is not None else None
     signer = LedgerArgs(ledger, log_name, key, key_name, passphrase_env, vkey).signer()
     with trusted_client(ledger, log_name, policy_file, vkey, witness_urls) as (  # (1)
         client,
         policy,
     ):
-        result, used, notes = _continuity(client, log_name, policy, before, after, suite_file)
+        result, used, notes = _continuity(
+            client, log_name, policy, before, after, suite_file, given
+        )
         for note in notes:
             click.echo(f"note: {note}", err=True)
         if not as_json:
@@ -145,10 +171,13 @@ def _continuity(
     before: tuple[str, str],
     after: tuple[str, str],
     suite_file: Path | None,
+    given: NoiseFloor | None = None,
 ) -> tuple[Continuity, Used, list[str]]:
-    """Steps (1)-(3): the verified records of both versions, the runs used, the diff."""
+    """Steps (1)-(3): the verified records of both versions, the runs used, the diff, with the
+    noise floors measured from the records and `given`."""
     notes: list[str] = []
     sides = []
+    everything = []
     for role, (name, version) in (("predecessor", before), ("successor", after)):
         found = _records(client, log, policy, name, version)  # (1)
         if not found:
@@ -159,15 +188,55 @@ def _continuity(
         if not used:
             raise LabError(f"no complete probe run of {name}@{version} ({role})")
         sides.append(used)
+        everything.append((f"{name}@{version}", [_record(s) for s in found]))
     suite = _suite([_record(s) for side in sides for s in side], suite_file)
     before_records, after_records = ([_record(s) for s in side] for side in sides)
     result = diff(before_records, after_records, suite)  # (3)
+    floors = []
+    for label, records in everything:
+        # Only runs with the suite of the diff: a floor over other prompts is not this one's.
+        same_suite = [r for r in records if r.suite == result.suite]
+        repeat = repeat_runs(same_suite)
+        if repeat is None:
+            notes.append(f"noise floor of {label}: not measured — one run of these weights")
+            continue
+        floors.append(
+            noise_floor(
+                [same_suite[i] for i in repeat.first],
+                [same_suite[i] for i in repeat.second],
+                suite,
+                runs=repeat.runs,
+                source=f"records of {label} in the log",
+            )
+        )
+    if given is not None:
+        weights = {result.predecessor.weights_sha256, result.successor.weights_sha256}
+        if given.model.weights_sha256 not in weights:
+            notes.append(
+                f"the noise floor in {given.source} is of other weights "
+                f"({given.model.weights_sha256[:12]}…) than either version's"
+            )
+        floors.append(given)
+    result = with_noise(result, floors)
     for cells, only in ((result.only_before, before), (result.only_after, after)):
         for category, tier in cells:
             notes.append(f"({category}, {tier}) was probed only on {only[0]}@{only[1]}")
     if not result.cells:
         raise LabError("the two versions share no (category, tier): nothing to compare")
     return result, (sides[0], sides[1]), notes
+
+
+def _noise_file(path: Path) -> NoiseFloor:
+    """The noise floor in `path` (`noise_floor_from_json`); a LabError naming the file when it
+    is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LabError(f"cannot read the noise floor {path}: {e}") from e
+    try:
+        return noise_floor_from_json(data, str(path))
+    except ContinuityError as e:
+        raise LabError(str(e)) from e
 
 
 def _records(
@@ -293,6 +362,7 @@ COLUMNS = (
     ("emotion distance (n)", _distance),
     ("position held", lambda c: c.verdict_change("position")),
     ("disclosure engaged", lambda c: c.verdict_change("disclosure")),
+    ("noise floor", lambda c: c.noise_text()),
 )
 """The table's columns: header and cell text of a CellDiff."""
 
@@ -309,6 +379,20 @@ def format_table(result: Continuity, used: Used) -> str:
         f"{len(used[0])} + {len(used[1])} records",
         *aligned(header, body),
     ]
+    for f in result.noise_floors:
+        change = "-" if f.transfer_change is None else f"{f.transfer_change.high:.3f}"
+        lines.append(
+            f"noise floor of {f.model.name}@{f.model.version} ({f.source}): "
+            f"{' vs '.join(f.runs) or 'runs not named'}; refusal flips {f.overall.k} of "
+            f"{f.overall.n} (upper bound {f.overall.high:.3f}), |transfer change| upper bound "
+            f"{change}"
+        )
+    if not result.noise_floors:
+        lines.append("noise floor: not measured — one run of these weights")
+    lines.append(
+        "within noise: |change in benign refusal| <= the floor's flip-rate upper bound and "
+        "|change in best transfer| <= its transfer-change upper bound"
+    )
     return "\n".join(lines)
 
 
@@ -319,7 +403,8 @@ def _json(result: Continuity, used: Used, notes: Sequence[str]) -> dict[str, Any
         "suite": result.suite.model_dump(mode="json"),
         "predecessor_records": [s.index for s in used[0]],
         "successor_records": [s.index for s in used[1]],
-        "cells": [c.row() for c in result.cells],
+        "cells": [{**c.row(), "noise_floor": c.noise_row()} for c in result.cells],
+        "noise_floors": [f.to_json() | {"source": f.source} for f in result.noise_floors],
         "only_before": [list(c) for c in result.only_before],
         "only_after": [list(c) for c in result.only_after],
         "verdict_methods": list(result.verdict_methods),

@@ -38,6 +38,11 @@ Decisions a caller must know:
 `noise_floor` measures how far the *same* weights move between two runs that differ only in
 batch size or seed (the share of paired items whose refusal verdict flips, the mean absolute
 change in transfer): a change between versions inside that floor is not evidence of drift.
+`repeat_runs` finds such a pair among one version's records (a complete re-run of a cell with
+the same weights), and `with_noise` attaches a floor to each cell of a diff and decides whether
+its change is within it (`CellDiff.within_noise`); a cell without a floor says so
+(`NOT_MEASURED`), none is ever guessed. A floor travels as JSON (`NoiseFloor.to_json`,
+`noise_floor_from_json`).
 
 No I/O, no clock.
 """
@@ -48,6 +53,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from attest.errors import AttestError
 from attest.predicates import BehaviourDiff, ModelRef, ProbeItem, ProbeRecord, SuiteRef
@@ -73,15 +79,26 @@ __all__ = [
     "Continuity",
     "ContinuityError",
     "NoiseFloor",
+    "RepeatRuns",
     "RunSelection",
+    "decoding_text",
     "diff",
     "noise_floor",
+    "noise_floor_from_json",
     "profile",
+    "repeat_runs",
     "select_runs",
+    "with_noise",
 ]
 
 Cell = tuple[str, str]
 """(category, tier)."""
+
+NOT_MEASURED = "not measured — one run of these weights"
+"""A cell's noise note when no second run of the same weights was given."""
+NOISE_FLOOR_FORMAT = "behaviour-ledger/noise-floor/1"
+"""The `format` of a noise floor's JSON (`NoiseFloor.to_json`, `noise_floor_from_json`)."""
+_EPS = 1e-9  # a change equal to the bound (k/n against k/n) is within it despite rounding
 
 _Key = tuple[str, str]  # (prompt id, framing): how items are paired
 _RunKey = tuple[str, str, str]  # (run id, category, tier): one logical record
@@ -111,6 +128,30 @@ def _run_of(rec: ProbeRecord) -> tuple[str, int, int]:
         return rec.run_id, 1, 1
 
 
+def _complete_runs(
+    records: Sequence[ProbeRecord],
+) -> tuple[dict[Cell, list[tuple[int, _RunKey, tuple[int, ...]]]], list[str]]:
+    """Per (category, tier), its complete runs as (position of the last record, run key,
+    positions of its records), oldest first; and a note for each incomplete run."""
+    runs: dict[_RunKey, list[tuple[int, int, int]]] = defaultdict(list)  # (part, parts, position)
+    for pos, rec in enumerate(records):
+        run_id, part, parts = _run_of(rec)
+        runs[(run_id, rec.category, rec.tier)].append((part, parts, pos))
+    complete: dict[Cell, list[tuple[int, _RunKey, tuple[int, ...]]]] = defaultdict(list)
+    notes = []
+    for key, got in runs.items():
+        run_id, category, tier = key
+        n = got[0][1]
+        if sorted((k, of) for k, of, _ in got) != [(k, n) for k in range(1, n + 1)]:
+            notes.append(f"run {run_id!r} ({category}, {tier}) lacks or repeats a part: skipped")
+            continue
+        positions = tuple(sorted(pos for *_, pos in got))
+        complete[(category, tier)].append((positions[-1], key, positions))
+    for found in complete.values():
+        found.sort()
+    return complete, notes
+
+
 def select_runs(records: Sequence[ProbeRecord]) -> RunSelection:
     """Per (category, tier), the latest complete run among `records` (given in log order).
 
@@ -119,26 +160,60 @@ def select_runs(records: Sequence[ProbeRecord]) -> RunSelection:
     runs, and complete runs superseded by a later one, are passed over with a note; a cell with
     no complete run contributes nothing.
     """
-    runs: dict[_RunKey, list[tuple[int, int, int]]] = defaultdict(list)  # (part, parts, position)
-    for pos, rec in enumerate(records):
-        run_id, part, parts = _run_of(rec)
-        runs[(run_id, rec.category, rec.tier)].append((part, parts, pos))
-    latest: dict[Cell, tuple[int, _RunKey]] = {}
-    notes = []
-    for key, got in runs.items():
-        run_id, category, tier = key
-        n = got[0][1]
-        if sorted((k, of) for k, of, _ in got) != [(k, n) for k in range(1, n + 1)]:
-            notes.append(f"run {run_id!r} ({category}, {tier}) lacks or repeats a part: skipped")
+    complete, notes = _complete_runs(records)
+    used: list[int] = []
+    for (category, tier), found in complete.items():
+        for _, (run_id, *_), _ in found[:-1]:
+            notes.append(f"run {run_id!r} ({category}, {tier}) superseded by a later run")
+        used += found[-1][2]
+    return RunSelection(tuple(sorted(used)), tuple(notes))
+
+
+@dataclass(frozen=True)
+class RepeatRuns:
+    """Two complete runs of the same weights per cell, for `noise_floor`: `first` (the earlier)
+    and `second` (the latest, the one `select_runs` keeps), as positions in the input; `runs`
+    says what each side was (run ids with their decoding, see `decoding_text`)."""
+
+    first: tuple[int, ...]
+    second: tuple[int, ...]
+    runs: tuple[str, str]
+
+
+def decoding_text(rec: ProbeRecord) -> str:
+    """The record's decoding as the noise floor names a run: batch size, seed, temperature."""
+    d = rec.decoding
+    if d is None:
+        return "decoding not recorded"
+    sampling = "greedy" if d.temperature_milli == 0 else f"T={d.temperature_milli / 1000:g}"
+    return f"batch {d.batch_size}, seed {d.seed}, {sampling}"
+
+
+def repeat_runs(records: Sequence[ProbeRecord]) -> RepeatRuns | None:
+    """Per (category, tier), the latest complete run and the latest complete run before it with
+    the same weights (`weights_sha256`), among `records` (in log order); None when no cell has
+    two. These are what `noise_floor` compares: a re-run of the same weights at another batch
+    size or seed. Cells with a single complete run contribute nothing."""
+    complete, _ = _complete_runs(records)
+    first: list[int] = []
+    second: list[int] = []
+    labels: tuple[set[str], set[str]] = (set(), set())
+    for found in complete.values():
+        *older, latest = found
+        weights = records[latest[2][0]].model.weights_sha256
+        same = [r for r in older if records[r[2][0]].model.weights_sha256 == weights]
+        if not same:
             continue
-        this = (max(pos for *_, pos in got), key)
-        have = latest.get((category, tier))
-        if have is not None:
-            older = min(have, this)
-            notes.append(f"run {older[1][0]!r} ({category}, {tier}) superseded by a later run")
-        latest[(category, tier)] = this if have is None else max(have, this)
-    used = sorted(pos for _, key in latest.values() for *_, pos in runs[key])
-    return RunSelection(tuple(used), tuple(notes))
+        for side, label, (_, _, positions) in zip(
+            (first, second), labels, (same[-1], latest), strict=True
+        ):
+            side.extend(positions)
+            rec = records[positions[0]]
+            label.add(f"{_run_of(rec)[0]} ({decoding_text(rec)})")
+    if not first:
+        return None
+    runs = ("; ".join(sorted(labels[0])), "; ".join(sorted(labels[1])))
+    return RepeatRuns(tuple(sorted(first)), tuple(sorted(second)), runs)
 
 
 # -- the diff ---------------------------------------------------------------------------------
@@ -179,6 +254,70 @@ class CellDiff:
     engaged_after: Rate | None = None
     engaged_only_before: int = 0
     engaged_only_after: int = 0
+    noise: CellNoise | None = None
+    """This cell of the noise floor applied (`with_noise`), None when none was measured."""
+    noise_floor: NoiseFloor | None = None
+    """The floor `noise` comes from: whose weights, which two runs."""
+    noise_note: str = NOT_MEASURED
+    """Why `noise` is None."""
+
+    @property
+    def refusal_within_noise(self) -> bool | None:
+        """|benign refusal after - before| <= the upper bound of the floor's flip rate (None
+        without benign pairs or without a floor with pairs in this cell)."""
+        b, a = self.refusal_before, self.refusal_after
+        if self.noise is None or self.noise.pairs == 0 or b is None or a is None:
+            return None
+        return abs(a - b) <= self.noise.flip_rate.high + _EPS
+
+    @property
+    def transfer_within_noise(self) -> bool | None:
+        """|mean change in best-of-framings transfer| <= the upper bound of the floor's mean
+        absolute transfer change (None when either is missing)."""
+        if self.noise is None or self.noise.transfer_change is None or self.best_change is None:
+            return None
+        return abs(self.best_change.mean) <= self.noise.transfer_change.high + _EPS
+
+    @property
+    def within_noise(self) -> bool | None:
+        """True when every change the floor can judge (refusal, transfer) is within it; False
+        when one exceeds it; None when the floor judges neither."""
+        judged = [
+            x for x in (self.refusal_within_noise, self.transfer_within_noise) if x is not None
+        ]
+        return all(judged) if judged else None
+
+    def noise_row(self) -> dict[str, object]:
+        """The floor applied to this cell, JSON-ready: `measured` false with the reason, or
+        the floor's n, flip rate and transfer change (with intervals), the two runs, whose
+        weights, and the verdicts."""
+        if self.noise is None or self.noise_floor is None:
+            return {"measured": False, "note": f"noise floor: {self.noise_note}"}
+        n, f = self.noise, self.noise_floor
+        return {
+            "measured": True,
+            "model": f.model.model_dump(mode="json"),
+            "runs": list(f.runs),
+            "source": f.source,
+            "pairs": n.pairs,
+            "flips": n.flips,
+            "flip_rate": figure_row(n.flip_rate),
+            "transfer_change": figure_row(n.transfer_change),
+            "refusal_within_noise": self.refusal_within_noise,
+            "transfer_within_noise": self.transfer_within_noise,
+            "within_noise": self.within_noise,
+        }
+
+    def noise_text(self) -> str:
+        """A table cell: the floor's upper bounds and n, and whether the change is within it."""
+        if self.noise is None:
+            return self.noise_note
+        n = self.noise
+        bounds = [f"flips <= {n.flip_rate.high:.2f}"]
+        if n.transfer_change is not None:
+            bounds.append(f"|dT| <= {n.transfer_change.high:.2f}")
+        verdict = {True: "within noise", False: "beyond noise", None: "not judged"}
+        return f"{', '.join(bounds)} (n={n.pairs}): {verdict[self.within_noise]}"
 
     @property
     def position_pairs(self) -> int:
@@ -343,6 +482,8 @@ class Continuity:
     verdict_methods: tuple[str, ...] = ()
     """The verdict judges the two sides' records name (``name version``, sorted): two versions
     of one judge here mean the verdict figures mix judges."""
+    noise_floors: tuple[NoiseFloor, ...] = ()
+    """The noise floors given to `with_noise` (none: not measured)."""
 
     def behaviour_diffs(self) -> tuple[BehaviourDiff, ...]:
         """The cells as a continuity statement's `diff`."""
@@ -564,10 +705,160 @@ class NoiseFloor:
     cells: tuple[CellNoise, ...]
     overall: Rate
     transfer_change: Mean | None
+    runs: tuple[str, ...] = ()
+    """What the two runs were (run ids with batch size, seed, temperature), when known."""
+    source: str = ""
+    """Where the floor comes from: records in the log, or a file."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The floor as JSON (`NOISE_FLOOR_FORMAT`), figures as `summary.figure_row` writes them;
+        `noise_floor_from_json` reads it back."""
+        return {
+            "format": NOISE_FLOOR_FORMAT,
+            "model": self.model.model_dump(mode="json"),
+            "runs": list(self.runs),
+            "overall": figure_row(self.overall),
+            "transfer_change": figure_row(self.transfer_change),
+            "cells": [
+                {
+                    "category": c.category,
+                    "tier": c.tier,
+                    "pairs": c.pairs,
+                    "flips": c.flips,
+                    "flip_rate": figure_row(c.flip_rate),
+                    "transfer_change": figure_row(c.transfer_change),
+                }
+                for c in self.cells
+            ],
+        }
+
+
+def noise_floor_from_json(data: object, source: str) -> NoiseFloor:
+    """Read a floor `NoiseFloor.to_json` wrote (e.g. ``bench/probe_bench.py noise-floor
+    --json``). Flip rates are recomputed from their counts (k of n); a transfer change is taken
+    as written but must be a mean inside its interval. Raises ContinuityError naming `source`
+    and what is wrong."""
+
+    def bad(why: str) -> ContinuityError:
+        return ContinuityError(f"{source} is not a noise floor ({NOISE_FLOOR_FORMAT}): {why}")
+
+    def obj(x: object, what: str) -> dict[str, Any]:
+        if not isinstance(x, dict):
+            raise bad(f"{what} is not an object")
+        return x
+
+    def count(d: dict[str, Any], key: str, what: str) -> int:
+        v = d.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(f"{what}.{key} is not a count")
+        return v
+
+    def flips(x: object, what: str) -> Rate:
+        d = obj(x, what)
+        k, n = count(d, "k", what), count(d, "n", what)
+        if k > n:
+            raise bad(f"{what}: k {k} exceeds n {n}")
+        return rate(k, n)
+
+    def change(x: object, what: str) -> Mean | None:
+        if x is None:
+            return None
+        d = obj(x, what)
+        vals = [d.get(k) for k in ("low", "mean", "high")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            raise bad(f"{what}: low, mean and high must be numbers")
+        low, mean, high = (float(v) for v in vals)  # type: ignore[arg-type]
+        if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= mean <= high):
+            raise bad(f"{what}: needs 0 <= low <= mean <= high, got {low}, {mean}, {high}")
+        method = d.get("method", "")
+        if not isinstance(method, str):
+            raise bad(f"{what}.method is not a string")
+        return Mean(count(d, "n", what), mean, low, high, count(d, "items", what), method)
+
+    d = obj(data, "the file")
+    if d.get("format") != NOISE_FLOOR_FORMAT:
+        raise bad(f"format is {d.get('format')!r}")
+    try:
+        model = ModelRef.model_validate(d.get("model"))
+    except ValueError as e:
+        raise bad(f"model: {e}") from e
+    runs = d.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        raise bad("runs is not a list of strings")
+    cells_in = d.get("cells")
+    if not isinstance(cells_in, list):
+        raise bad("cells is not a list")
+    cells = []
+    for i, x in enumerate(cells_in):
+        c = obj(x, f"cells[{i}]")
+        cat, tier = c.get("category"), c.get("tier")
+        if not isinstance(cat, str) or not isinstance(tier, str):
+            raise bad(f"cells[{i}] lacks its category or tier")
+        flip_rate = flips(c.get("flip_rate"), f"cells[{i}].flip_rate")
+        if (count(c, "pairs", f"cells[{i}]"), count(c, "flips", f"cells[{i}]")) != (
+            flip_rate.n,
+            flip_rate.k,
+        ):
+            raise bad(f"cells[{i}]: pairs and flips disagree with its flip rate")
+        cells.append(
+            CellNoise(
+                cat,
+                tier,
+                flip_rate.n,
+                flip_rate.k,
+                flip_rate,
+                change(c.get("transfer_change"), f"cells[{i}].transfer_change"),
+            )
+        )
+    return NoiseFloor(
+        model,
+        tuple(cells),
+        flips(d.get("overall"), "overall"),
+        change(d.get("transfer_change"), "transfer_change"),
+        tuple(runs),
+        source,
+    )
+
+
+def with_noise(result: Continuity, floors: Sequence[NoiseFloor]) -> Continuity:
+    """`result` with a noise floor applied to each cell that one of `floors` measured.
+
+    Where two floors measured a cell (say, of the predecessor's and of the successor's
+    weights), the wider one applies (larger upper bound of the flip rate, then of the transfer
+    change): a change must exceed the larger run-to-run movement before it counts as drift. A
+    cell no floor measured keeps `noise` None with a note saying why; no floor is ever guessed.
+    """
+    if not floors:
+        return replace(result, noise_floors=())
+
+    def width(x: tuple[NoiseFloor, CellNoise]) -> tuple[float, float]:
+        c = x[1]
+        return c.flip_rate.high, -1.0 if c.transfer_change is None else c.transfer_change.high
+
+    cells = []
+    for cell in result.cells:
+        found = [
+            (f, c)
+            for f in floors
+            for c in f.cells
+            if (c.category, c.tier) == (cell.category, cell.tier)
+        ]
+        if found:
+            f, c = max(found, key=width)
+            cells.append(replace(cell, noise=c, noise_floor=f))
+        else:
+            note = "not measured for this cell — the floor's runs lack it"
+            cells.append(replace(cell, noise=None, noise_floor=None, noise_note=note))
+    return replace(result, cells=tuple(cells), noise_floors=tuple(floors))
 
 
 def noise_floor(
-    first: Sequence[ProbeRecord], second: Sequence[ProbeRecord], suite: Suite
+    first: Sequence[ProbeRecord],
+    second: Sequence[ProbeRecord],
+    suite: Suite,
+    *,
+    runs: tuple[str, ...] = (),
+    source: str = "",
 ) -> NoiseFloor:
     """Compare two runs of the *same* weights (e.g. batch size 8 against 16, or another seed).
 
@@ -603,4 +894,6 @@ def noise_floor(
         all_changes += [c for c, _ in moved]
         all_ids += [i for _, i in moved]
     overall_change = mean_ci(all_changes, all_ids) if all_changes else None
-    return NoiseFloor(a, tuple(out), rate(all_flips, all_pairs), overall_change)
+    return NoiseFloor(
+        a, tuple(out), rate(all_flips, all_pairs), overall_change, runs=runs, source=source
+    )

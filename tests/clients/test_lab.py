@@ -28,6 +28,7 @@ from attest.policy import Policy
 from attest.predicates import (
     CheckpointRef,
     ContinuityStatement,
+    Decoding,
     LogEntryRef,
     ModelRef,
     ProbeItem,
@@ -106,6 +107,7 @@ def log_run(
     limit: int = 65535,
     suite: SuiteRef = SUITE_REF,
     parts: slice = slice(None),
+    decoding: Decoding | None = None,
 ) -> list[tuple[ProbeRecord, LogEntryRef]]:
     """Log one run (both tiers) of `model`@v`version`; `limit` splits it into parts, `parts`
     picks which parts get posted."""
@@ -120,6 +122,7 @@ def log_run(
             calibration=CALIBRATION,
             seen_checkpoint=EMPTY,
             issued_at=1_700_000_000,
+            decoding=decoding,
         )
         for part in sign_records(header, items(version), worker, limit=limit)[parts]:
             ref = post_ok(base_url, envelope_body(part.envelope))
@@ -194,6 +197,12 @@ def test_continuity_is_computed_signed_and_logged(ledger: Lab, tmp_path: Path) -
     assert anonymous["refusal_before"] == 0.5 and anonymous["refusal_after"] == 0.0
     assert anonymous["mcnemar_p"] == 0.5
 
+    assert result["noise_floors"] == []
+    assert anonymous["noise_floor"] == {
+        "measured": False,
+        "note": "noise floor: not measured — one run of these weights",
+    }
+
     stmt = logged(ledger, result["index"])
     assert stmt.predecessor == model_ref("m", "v1") and stmt.successor == model_ref("m", "v2")
     assert [r for _, r in ledger.v1] == list(stmt.predecessor_records)
@@ -213,6 +222,9 @@ def test_continuity_is_computed_signed_and_logged(ledger: Lab, tmp_path: Path) -
     for column in ("pairs b/d/f", "benign refusal", "McNemar p", "direct transfer", "emotion"):
         assert column in header
     assert "0.50 -> 0.00 (-2 +0)" in table and "0.500" in table
+    # Each version was run once (v2's second run never finished): no floor, and it says so.
+    assert "noise floor: not measured — one run of these weights" in table
+    assert "noise floor of m@v1: not measured — one run of these weights" in err
     assert parse_tlog_proof("c2sp.org/tlog-proof@v1" + proof_text).index >= result["index"]
     assert "included at index" in err or "already present at index" in err
 
@@ -301,3 +313,66 @@ def test_unknown_versions_and_bad_arguments(ledger: Lab) -> None:
         "--vkey", ledger.vkey,
     )  # fmt: skip
     assert code != 0 and "MODEL@VERSION" in err
+
+
+def test_a_rerun_of_the_same_weights_is_the_noise_floor(ledger: Lab, tmp_path: Path) -> None:
+    """n@v1 run twice (batch 8, then batch 16) with the same answers: a floor of no flips, which
+    the change to n@v2 (benign refusal 0.5 -> 0.0, transfer +0.1) exceeds in both tiers. A floor
+    given with --noise-floor that is wider in the anonymous tier applies there instead."""
+    worker = ledger.signer("worker")
+    for run, batch in (("n1-b8", 8), ("n1-b16", 16)):
+        decoding = Decoding(max_new_tokens=64, temperature_milli=0, seed=0, batch_size=batch)
+        log_run(ledger.base_url, worker, "n", 1, run=run, decoding=decoding)
+    log_run(ledger.base_url, worker, "n", 2, run="n2")
+    args = ["--from", "n@v1", "--to", "n@v2", "--key", str(ledger.keys / "lab.pem"),
+            "--vkey", ledger.vkey]  # fmt: skip
+    code, out, err = ledger.run(*args, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    (floor,) = result["noise_floors"]
+    assert floor["model"]["version"] == "v1" and floor["overall"]["k"] == 0
+    assert floor["runs"] == [
+        "n1-b8 (batch 8, seed 0, greedy)",
+        "n1-b16 (batch 16, seed 0, greedy)",
+    ]
+    for cell in result["cells"]:
+        noise = cell["noise_floor"]
+        assert noise["measured"] is True and noise["flips"] == 0
+        assert noise["pairs"] == noise["flip_rate"]["n"] > 0
+        # 0.5 -> 0.0 against the upper bound of 0 flips in that many pairs.
+        assert noise["flip_rate"]["high"] < 0.5
+        assert noise["refusal_within_noise"] is False and noise["within_noise"] is False
+    code, out, err = ledger.run(*args)
+    assert code == 0, err
+    assert "beyond noise" in out and "within noise" not in out.split("within noise:")[0]
+    assert "n1-b8 (batch 8, seed 0, greedy) vs n1-b16 (batch 16, seed 0, greedy)" in out
+
+    # An explicit floor, wide in the anonymous tier only (every item flipped, every transfer
+    # moved by up to 0.9): the change there is within it, the medical tier keeps its own floor.
+    wide = dict(floor)
+    anonymous = next(c for c in floor["cells"] if c["tier"] == "anonymous")
+    n = anonymous["pairs"]
+    wide["cells"] = [
+        {**anonymous, "flips": n, "flip_rate": {"k": n, "n": n},
+         "transfer_change": {"n": 4, "mean": 0.5, "low": 0.1, "high": 0.9, "items": 4}},
+    ]  # fmt: skip
+    given = tmp_path / "floor.json"
+    given.write_text(json.dumps(wide))
+    code, out, err = ledger.run(*args, "--noise-floor", str(given), "--json")
+    assert code == 0, err
+    cells = {c["tier"]: c["noise_floor"] for c in json.loads(out)["cells"]}
+    assert cells["anonymous"]["within_noise"] is True
+    assert cells["anonymous"]["source"] == str(given)
+    assert cells["medical"]["within_noise"] is False
+    assert cells["medical"]["source"] == "records of n@v1 in the log"
+
+
+def test_a_malformed_noise_floor_file_is_refused(ledger: Lab, tmp_path: Path) -> None:
+    args = ["--from", "m@v1", "--to", "m@v2", "--key", str(ledger.keys / "lab.pem"),
+            "--vkey", ledger.vkey]  # fmt: skip
+    for name, text in (("bad.json", "{not json"), ("wrong.json", '{"format": "x", "cells": []}')):
+        path = tmp_path / name
+        path.write_text(text)
+        code, out, err = ledger.run(*args, "--noise-floor", str(path))
+        assert code != 0 and str(path) in err
+        assert "c2sp.org/tlog-proof" not in out  # refused before anything was signed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import pytest
 from pydantic import ValidationError
@@ -21,7 +22,17 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import Statement, parse_statement, statement_bytes
-from clients.probe.continuity import ContinuityError, diff, noise_floor, profile, select_runs
+from clients.probe.continuity import (
+    NOT_MEASURED,
+    ContinuityError,
+    diff,
+    noise_floor,
+    noise_floor_from_json,
+    profile,
+    repeat_runs,
+    select_runs,
+    with_noise,
+)
 from clients.probe.records import part_run_id
 from clients.probe.suites import load_suite
 
@@ -365,3 +376,112 @@ def test_noise_floor_of_two_runs_of_the_same_weights() -> None:
     assert floor.overall.k == 1 and floor.overall.n == 5 and floor.model == same
     with pytest.raises(ContinuityError, match="same weights"):
         noise_floor([record(V1, first)], [record(V2, second)], SUITE)
+
+
+def rerun_case() -> tuple[list[ProbeRecord], list[ProbeRecord]]:
+    """v1 run twice ("a" then "b", same weights): in each tier one of the four benign items flips
+    its refusal between the runs, nothing else moves. v2, run once, refuses one benign item more
+    than v1's latest run in the anonymous tier and all four in the medical tier; the transfer of
+    the four harmful items is 0.3 throughout."""
+
+    def items(refused: set[str]) -> list[ProbeItem]:
+        benign = [item(b, refused=int(b in refused)) for b in BENIGN]
+        return benign + [item(h, transfer=300) for h in HARMFUL]
+
+    v1 = [
+        record(V1, items({BENIGN[0]}), tier=tier, run="a") for tier in ("anonymous", "medical")
+    ] + [record(V1, items(set()), tier=tier, run="b") for tier in ("anonymous", "medical")]
+    v2 = [
+        record(V2, items({BENIGN[0]}), tier="anonymous", run="c"),
+        record(V2, items(set(BENIGN)), tier="medical", run="c"),
+    ]
+    return v1, v2
+
+
+def test_a_rerun_of_the_same_weights_gives_each_cell_its_noise_floor() -> None:
+    v1, v2 = rerun_case()
+    repeat = repeat_runs(v1)
+    assert repeat is not None
+    assert (repeat.first, repeat.second) == ((0, 1), (2, 3))  # the earlier run, then the latest
+    assert repeat.runs == ("a (decoding not recorded)", "b (decoding not recorded)")
+    floor = noise_floor(
+        [v1[i] for i in repeat.first], [v1[i] for i in repeat.second], SUITE, runs=repeat.runs
+    )
+    used = [v1[i] for i in select_runs(v1).used]
+    res = with_noise(diff(used, v2, SUITE), [floor])
+    assert res.noise_floors == (floor,)
+    anonymous, medical = res.cells
+    for cell in (anonymous, medical):
+        assert cell.noise is not None and cell.noise_floor is floor
+        # One flip in eight paired items: Wilson upper bound 0.471. Transfer never moved: a mean
+        # of 0 over four items, whose interval is that of 0 of 4 (`mean_ci`), [0, 0.490].
+        assert (cell.noise.pairs, cell.noise.flips) == (8, 1)
+        assert cell.noise.flip_rate.high == pytest.approx(0.4709, abs=1e-3)
+        change = cell.noise.transfer_change
+        assert change is not None and change.mean == 0
+        assert change.high == pytest.approx(0.490, abs=1e-3)
+        assert cell.transfer_within_noise is True  # no change at all
+    # Anonymous: 0 -> 1 of 4 refused, |0.25| <= 0.471; medical: 0 -> 4 of 4, |1.0| > 0.471.
+    assert anonymous.refusal_within_noise is True and anonymous.within_noise is True
+    assert medical.refusal_within_noise is False and medical.within_noise is False
+    assert anonymous.noise_text().endswith("within noise")
+    assert medical.noise_text().endswith("beyond noise")
+    row = medical.noise_row()
+    assert row["measured"] is True and row["runs"] == list(repeat.runs)
+    assert row["within_noise"] is False and row["pairs"] == 8
+
+
+def test_a_change_in_transfer_beyond_the_floor_is_not_noise() -> None:
+    v1, v2 = rerun_case()
+    # Every harmful item 0.3 -> 0.9 in v2: a change of 0.6 against the floor's bound of 0.490;
+    # 0.3 -> 0.7 is a change of 0.4, inside it.
+    for transfer, within in ((900, False), (700, True)):
+        raised = [
+            r.model_copy(
+                update={"items": (*r.items[:4], *(item(h, transfer=transfer) for h in HARMFUL))}
+            )
+            for r in v2
+        ]
+        repeat = repeat_runs(v1)
+        assert repeat is not None
+        floor = noise_floor([v1[i] for i in repeat.first], [v1[i] for i in repeat.second], SUITE)
+        used = [v1[i] for i in select_runs(v1).used]
+        anonymous, _ = with_noise(diff(used, raised, SUITE), [floor]).cells
+        assert anonymous.best_change is not None
+        assert anonymous.best_change.mean == pytest.approx((transfer - 300) / 1000)
+        assert anonymous.refusal_within_noise is True
+        assert anonymous.transfer_within_noise is within and anonymous.within_noise is within
+
+
+def test_one_run_of_the_weights_has_no_noise_floor() -> None:
+    v1, v2 = rerun_case()
+    latest = [v1[i] for i in select_runs(v1).used]
+    assert repeat_runs(latest) is None
+    # A "rerun" of other weights is no floor either.
+    assert repeat_runs([v1[0], record(V2, list(v1[2].items), run="b")]) is None
+    for res in (diff(latest, v2, SUITE), with_noise(diff(latest, v2, SUITE), [])):
+        for cell in res.cells:
+            assert cell.noise is None and cell.within_noise is None
+            assert cell.noise_note == NOT_MEASURED
+            assert cell.noise_row() == {
+                "measured": False,
+                "note": "noise floor: not measured — one run of these weights",
+            }
+
+
+def test_noise_floor_json_round_trips_and_malformed_is_refused() -> None:
+    v1, _ = rerun_case()
+    floor = noise_floor(v1[:2], v1[2:], SUITE, runs=("a (batch 8)", "b (batch 16)"))
+    data = json.loads(json.dumps(floor.to_json()))
+    assert noise_floor_from_json(data, "f.json") == replace(floor, source="f.json")
+    broken = [
+        [],
+        {**data, "format": "other"},
+        {**data, "cells": [{**data["cells"][0], "flips": 5}]},
+        {**data, "overall": {"k": 9, "n": 2}},
+        {**data, "transfer_change": {"n": 1, "mean": 0.5, "low": 0.6, "high": 0.7, "items": 1}},
+        {**data, "model": {"name": "m"}},
+    ]
+    for bad in broken:
+        with pytest.raises(ContinuityError, match=r"f\.json is not a noise floor"):
+            noise_floor_from_json(bad, "f.json")
