@@ -389,10 +389,11 @@ def format_table(result: Continuity, used: Used) -> str:
         )
     if not result.noise_floors:
         lines.append("noise floor: not measured — one run of these weights")
-    lines.append(
-        "within noise: |change in benign refusal| <= the floor's flip-rate upper bound and "
-        "|change in best transfer| <= its transfer-change upper bound"
-    )
+    else:
+        lines.append(
+            "within noise: |change in benign refusal| <= the floor's flip-rate upper bound and "
+            "|change in best transfer| <= its transfer-change upper bound"
+        )
     return "\n".join(lines)
 
 
