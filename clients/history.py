@@ -12,6 +12,7 @@ entries of its own database (and the browser checks their proofs).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import Statement, parse_statement
+from clients.probe.continuity import NOT_MEASURED, noise_floor, repeat_runs
 from clients.probe.suites import Suite, SuiteError, load_suite
 from clients.probe.summary import GroupSummary, summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
@@ -246,9 +248,14 @@ class Succession:
     statement: ContinuityStatement
     verified: bool
     flags: tuple[str, ...] = ()
+    noise: tuple[str, ...] = ()
+    """Per version (`from_`, then `to`), its noise floor measured from its records here (a
+    second complete run of a cell with the same weights, `continuity.repeat_runs`), or that it
+    was not measured. Not part of the signed statement."""
 
     def to_json(self) -> dict[str, Any]:
-        """`index`, `from`, `to`, `signer`, `records`, `diff`, `flags`, `verified`."""
+        """`index`, `from`, `to`, `signer`, `records`, `diff`, `flags`, `verified`,
+        `noise_floor` (the lines of `noise`)."""
         s = self.statement
         records = [r.index for r in (*s.predecessor_records, *s.successor_records)]
         return {
@@ -260,6 +267,7 @@ class Succession:
             "diff": [d.model_dump(mode="json", exclude_none=True) for d in s.diff],
             "flags": list(self.flags),
             "verified": self.verified,
+            "noise_floor": list(self.noise),
         }
 
 
@@ -325,6 +333,12 @@ def build_history(
     order = {v.version: i for i, v in enumerate(versions)}
     rows.sort(key=lambda r: (order[r.summary.version], r.summary.category, r.summary.tier))
     chain, flags = _continuity(model, stmts, versions)
+    chain = tuple(
+        dataclasses.replace(
+            c, noise=(*_noise_floor(c.from_, records, suites), *_noise_floor(c.to, records, suites))
+        )
+        for c in chain
+    )
     return History(model, origin, size, tuple(versions), tuple(rows), chain, flags)
 
 
@@ -406,6 +420,41 @@ def _continuity(
         chain.append(Succession(s.index, old, new, s.signer, pred, s.verified, tuple(mine)))
         flags.extend(f"index {s.index}: {f}" for f in mine)
     return tuple(chain), tuple(flags)
+
+
+def _noise_floor(
+    version: str,
+    records: Sequence[LoggedStatement],
+    suites: Mapping[tuple[str, str], Suite] | None,
+) -> list[str]:
+    """A line per suite `version` was probed with: the noise floor of two complete runs of the
+    same weights among its `records` (in log order), or that there is none."""
+    mine = [_pred(r) for r in records if _pred(r).model.version == version]
+    if not mine:
+        return [f"noise floor of {version}: not measured — no probe records of it here"]
+    by_suite: dict[SuiteRef, list[ProbeRecord]] = defaultdict(list)
+    for p in mine:
+        by_suite[p.suite].append(p)
+    lines = []
+    for ref, recs in by_suite.items():
+        repeat = repeat_runs(recs)
+        if repeat is None:
+            lines.append(f"noise floor of {version}: {NOT_MEASURED}")
+            continue
+        f = noise_floor(
+            [recs[i] for i in repeat.first],
+            [recs[i] for i in repeat.second],
+            _suite(ref, suites),
+            runs=repeat.runs,
+        )
+        o, t = f.overall, f.transfer_change
+        change = "-" if t is None else f"{t.mean:.3f} (upper bound {t.high:.3f}, n={t.n})"
+        lines.append(
+            f"noise floor of {version} ({ref.name}-{ref.version}): {' vs '.join(f.runs)}; "
+            f"refusal flips {o.k} of {o.n} (upper bound {o.high:.3f}), "
+            f"|transfer change| {change}"
+        )
+    return lines
 
 
 def _ancestors(version: str, parents: Mapping[str, set[str]]) -> set[str]:
