@@ -97,6 +97,7 @@ def format_table(history: History) -> str:
         for d in c.statement.diff:
             lines.append("    " + _diff_line(d))
         lines += [f"    FLAG {f}" for f in c.flags]
+        lines += [f"    {n}" for n in c.noise]
     return "\n".join(lines)
 
 

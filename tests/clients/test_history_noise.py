@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from clients.history import build_history
+from clients.history_cmd import format_table
 from tests.clients.test_history import MODEL, logged, record, succession
 
 
@@ -25,6 +26,9 @@ def test_a_rerun_of_a_version_is_its_noise_floor_and_one_run_is_said_to_be_none(
     out = build_history(MODEL, statements).to_json()["continuity"][0]
     assert out["noise_floor"] == [first, second]
     assert json.loads(json.dumps(out)) == out
+    # The text view prints both lines under the succession.
+    table = format_table(build_history(MODEL, statements)).splitlines()
+    assert f"    {first}" in table and f"    {second}" in table
 
 
 def test_a_version_without_records_here_has_no_floor() -> None:
