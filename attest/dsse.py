@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ from attest.errors import (
     SignatureError,
     ThresholdError,
 )
-from attest.jcs import JSONValue, canonical_loads, canonicalize
+from attest.jcs import JSONValue, canonical_loads, canonicalize, dumps_bmp
 from attest.keys import dsse_keyid, public_key_bytes
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Signature",
     "TrustedKey",
     "pae",
+    "read_canonical",
     "sign_envelope",
     "verify_envelope",
 ]
@@ -184,10 +186,63 @@ class Envelope:
 
     def canonical_bytes(self) -> bytes:
         """RFC 8785 bytes of `to_json()`: the log's leaf data for this envelope."""
+        obj = self.to_json()
         try:
-            return canonicalize(self.to_json())
+            # Only strings under fixed ASCII keys: `json` writes exactly RFC 8785's bytes.
+            return dumps_bmp(obj)
+        except UnicodeEncodeError:  # a lone surrogate: canonicalize words the error
+            pass
+        try:
+            return canonicalize(obj)
         except CanonicalizationError as exc:
             raise MalformedEnvelopeError(f"envelope cannot be canonicalized: {exc}") from exc
+
+
+_CANONICAL_PREFIX = b'{"payload":"'
+_SIGNATURE_KEYS = (frozenset({"sig"}), _SIGNATURE_FIELDS)
+
+
+def read_canonical(data: bytes) -> Envelope | None:
+    """The envelope `Envelope.from_json(data)` returns, when `data` is exactly that envelope's
+    `canonical_bytes()`; None for any other data (`Envelope.from_json` then decides, and words
+    any error). Several times faster: the C `json` parser, no hooks.
+
+    Why the answer is `from_json`'s: bytes equal to `canonical_bytes()` of an envelope are
+    RFC 8785 JSON holding only strings (valid UTF-8, no duplicate key, no number, no lone
+    surrogate), within `MAX_ENVELOPE_JSON_BYTES`, with exactly the envelope's fields, and every
+    base64 string in its one canonical spelling (standard alphabet, padded), which `from_json`
+    decodes to the same bytes; an empty keyid is omitted there as `from_json` defaults it.
+    """
+    if len(data) > MAX_ENVELOPE_JSON_BYTES or not data.startswith(_CANONICAL_PREFIX):
+        return None
+    try:
+        obj = json.loads(data.decode("utf-8"))
+        if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
+            return None
+        payload_type, payload, raw_sigs = obj["payloadType"], obj["payload"], obj["signatures"]
+        if type(raw_sigs) is not list or type(payload) is not str:
+            return None
+        sigs = []
+        for raw in raw_sigs:
+            if type(raw) is not dict or raw.keys() not in _SIGNATURE_KEYS:
+                return None
+            sig = raw["sig"]
+            if type(sig) is not str:
+                return None
+            sigs.append(
+                Signature(
+                    keyid=raw.get("keyid", ""), sig=binascii.a2b_base64(sig, strict_mode=True)
+                )
+            )
+        env = Envelope(
+            payload_type=payload_type,
+            payload=binascii.a2b_base64(payload, strict_mode=True),
+            signatures=tuple(sigs),
+        )
+        same = env.canonical_bytes() == data
+    except (ValueError, RecursionError, MalformedEnvelopeError):  # binascii.Error: ValueError
+        return None
+    return env if same else None
 
 
 def _load_object(data: bytes | str | Mapping[str, object]) -> Mapping[str, object]:

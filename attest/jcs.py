@@ -3,6 +3,10 @@
 `canonicalize` is plain RFC 8785 (through the `rfc8785` package): it accepts floats and writes
 them in the ECMAScript form the RFC prescribes, so it passes every published JCS vector.
 
+`canonical_equals` and `dumps_bmp` are the fast paths: the standard `json` module writes RFC 8785
+bytes exactly on a subset of values (no floats, integers within ±(2**53 - 1), keys without
+characters beyond the BMP), many times faster than `rfc8785`; each says what its caller proves.
+
 `canonical_loads` is the reader for bytes that are, or will be, signed. It accepts only I-JSON
 (RFC 7493) and is stricter than RFC 8785 on one point, by project rule:
 
@@ -23,6 +27,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import TypeAlias
 
@@ -34,8 +39,10 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "CanonicalizationError",
     "JSONValue",
+    "canonical_equals",
     "canonical_loads",
     "canonicalize",
+    "dumps_bmp",
 ]
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -64,6 +71,50 @@ def canonicalize(value: object) -> bytes:
         raise CanonicalizationError("cannot canonicalize: lone surrogate in a key") from exc
     except RecursionError as exc:
         raise CanonicalizationError("cannot canonicalize: nested too deeply") from exc
+
+
+# Sorted keys, no whitespace, strings as UTF-8: RFC 8785 writes a string exactly as `json` does with
+# `ensure_ascii=False` (the two-character escapes \b \f \n \r \t \" \\, `\u00xx` in lowercase hex
+# for the other control characters, every other character as itself), `true`, `false`, `null`
+# and integers alike. It differs only on floats (ECMAScript number form) and on key order when a
+# key holds a character beyond the BMP (RFC 8785 sorts by UTF-16 code units, `json` by code
+# points), and it refuses integers beyond ±(2**53 - 1), which `json` writes.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+# The first byte of a 4-byte UTF-8 sequence: a character beyond the BMP.
+_ASTRAL = re.compile(rb"[\xf0-\xf7]")
+
+
+def dumps_bmp(value: object) -> bytes:
+    """The RFC 8785 bytes of `value` written by `json`, for a caller that proves `value` holds no
+    float, no integer beyond ±(2**53 - 1) and only string keys, none with a character beyond the
+    BMP (see above);
+    anything else must go through `canonicalize`. Raises UnicodeEncodeError on a lone surrogate.
+    """
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+def canonical_equals(value: object, data: bytes) -> bool:
+    """Whether `canonicalize(value) == data`, for `value` whose objects have string keys only (as
+    `model_dump(mode="json")` gives) and `data` that holds no float token and no integer beyond
+    ±(2**53 - 1) (for example, `canonical_loads` read it).
+
+    Fast when it can prove the answer: if `data` has no character beyond the BMP and `json`
+    writes `value` as exactly `data`, then `value` holds no float (`json` writes every finite
+    float as a number token with a "." or an exponent, and none is in `data`; NaN and infinities
+    it refuses) and no integer beyond the range (none is in `data`), and every key is within the
+    BMP (it is in `data`), so `json`'s bytes are RFC 8785's. Otherwise `canonicalize` decides
+    (and raises what it raises).
+    """
+    if data.isascii() or not _ASTRAL.search(data):
+        try:
+            if _ENCODER.encode(value).encode("utf-8") == data:
+                return True
+        except (ValueError, TypeError, RecursionError):  # lone surrogate, NaN, other types
+            pass
+    return canonicalize(value) == data
 
 
 def canonical_loads(
