@@ -213,7 +213,11 @@ def read_canonical(data: bytes) -> Envelope | None:
     base64 string in its one canonical spelling (standard alphabet, padded), which `from_json`
     decodes to the same bytes; an empty keyid is omitted there as `from_json` defaults it.
     """
-    if len(data) > MAX_ENVELOPE_JSON_BYTES or not data.startswith(_CANONICAL_PREFIX):
+    if (
+        not isinstance(data, bytes)
+        or len(data) > MAX_ENVELOPE_JSON_BYTES
+        or not data.startswith(_CANONICAL_PREFIX)
+    ):
         return None
     try:
         obj = json.loads(data.decode("utf-8"))

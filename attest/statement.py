@@ -132,7 +132,11 @@ def _parse_planned(payload: bytes) -> Statement:
     except ValidationError as exc:
         raise StatementError(_diagnostic(exc)) from exc
     dumped = stmt.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if not canonical_equals(dumped, payload):  # (4): `statement_bytes(stmt) == payload`
+    if not (  # (4): `statement_bytes(stmt) == payload`
+        canonical_equals(dumped, payload)
+        if isinstance(payload, bytes)
+        else canonicalize(dumped) == payload
+    ):
         raise CanonicalizationError("statement payload is not in RFC 8785 canonical form")
     return stmt
 

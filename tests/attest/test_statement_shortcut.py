@@ -232,6 +232,19 @@ def test_mutated_statements_get_the_reference_answer(payload: bytes) -> None:
     assert_same(payload)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=mutated())
+def test_text_payloads_get_the_reference_answer(payload: bytes) -> None:
+    """A payload passed as text (never signed bytes) is refused as before, never accepted."""
+    try:
+        text_payload = payload.decode()
+    except UnicodeDecodeError:
+        return
+    want = outcome(reference_parse, text_payload)  # type: ignore[arg-type]
+    assert want[0] == "error"
+    assert outcome(parse_statement, text_payload) == want  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("cls", list(PREDICATES), ids=lambda c: c.__name__)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
