@@ -16,10 +16,6 @@ it, and (with `--workers`) leaves its workers serving when the supervisor is kil
   Content-Length and trickles it holds no worker for ever. It also
   closes at once any connection beyond `Limits.per_client` open from one peer address, so one
   host's idle sockets cannot lock everyone else out. Trusted proxies are exempt from the cap.
-* `CorkedTransport` sends a response's status line, headers and body in one socket write:
-  uvicorn writes the head and the body separately, and on a small response (a proof, a
-  checkpoint) each write is a full trip through the kernel's TCP stack, the most expensive
-  thing left on the write path after the signature check.
 * uvicorn's own `timeout_keep_alive` closes idle kept-alive connections, and its
   `limit_concurrency` answers 503 beyond `Limits.max_connections` connections in all.
 * `raise_file_limit` lifts the process's open-file limit (RLIMIT_NOFILE) from its soft to its
@@ -160,7 +156,6 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Count the peer's connections (closing one over the cap) and start the header clock."""
         super().connection_made(transport)
-        self.transport = CorkedTransport(transport, self.loop)
         peer = self.client[0] if self.client else None
         if peer is not None and not self._limits.is_trusted(peer):
             if _open_per_peer[peer] >= self._limits.per_client:
@@ -227,77 +222,6 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
-
-
-class CorkedTransport(asyncio.Transport):
-    """A transport whose writes within one turn of the event loop go out as one write.
-
-    The first write of a turn is held and a flush is scheduled with `call_soon`; later writes of
-    the same turn join it. Closing flushes first, so nothing written is lost or reordered; every
-    other call goes to the wrapped transport.
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self._inner, self._loop = transport, loop
-        self._held: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Hold `data` until the end of this turn of the loop."""
-        if not self._held:
-            self._loop.call_soon(self._flush)
-        self._held.append(bytes(data))
-
-    def _flush(self) -> None:
-        if self._held:
-            data = b"".join(self._held)
-            self._held.clear()
-            self._inner.write(data)
-
-    def close(self) -> None:
-        """Send what is held, then close."""
-        self._flush()
-        self._inner.close()
-
-    def abort(self) -> None:
-        """Drop what is held and close at once."""
-        self._held.clear()
-        self._inner.abort()
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes held here and in the wrapped transport's buffer."""
-        return sum(map(len, self._held)) + self._inner.get_write_buffer_size()
-
-    def is_closing(self) -> bool:
-        return self._inner.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._inner.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self._inner.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._inner.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._inner.is_reading()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._inner.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._inner.get_protocol()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._inner.set_write_buffer_limits(high, low)
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._inner.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self._inner.can_write_eof()
 
 
 class GuardedConfig(uvicorn.Config):
