@@ -75,6 +75,12 @@ def _fail(e: VerifierError) -> click.ClickException:
     help="Re-read and re-hash every entry bundle verified before, at every step (default: "
     "the config's recheck_bundles per step).",
 )
+@click.option(
+    "--audit-workers",
+    type=click.IntRange(min=1),
+    help="Processes that check signatures when a step catches up on many entries (default: "
+    "one per core; 1 checks every entry in this process).",
+)
 @limit_options
 def verify(
     data: Path,
@@ -90,6 +96,7 @@ def verify(
     policy: Path | None,
     tiles_url: str | None,
     full: bool,
+    audit_workers: int | None,
     limits: Limits,
 ) -> None:
     """Run an audit node over DATA: verify every checkpoint, tile and entry of the logs it
@@ -112,9 +119,14 @@ def verify(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        node = AuditNode.open(data, full=full)
+        node = AuditNode.open(data, full=full, workers=audit_workers)
     except VerifierError as e:
         raise _fail(e) from e
+    checker = node.checker
+    click.echo(
+        "signature checks when catching up: "
+        + (f"{checker.workers} worker processes" if checker else "in this process")
+    )
     _show_catch_up(node)
     all_peers = [*cfg.peers, *peers]
     if once:

@@ -511,9 +511,13 @@ def test_verify_once_and_verify_evidence_commands(tmp_path: Path, alice: Signer)
         assert res.exit_code == 0, res.output
         assert f"vkey     {vkey}" in res.output and f"origin   {origin}" in res.output
 
-        res = runner.invoke(verify, ["--data", str(data), "--once"])
+        res = runner.invoke(verify, ["--data", str(data), "--once", "--audit-workers", "1"])
         assert res.exit_code == 2, res.output  # alice is not pinned: entry 0 is unauthorised
         assert "ALARM " + origin in res.output
+        assert "signature checks when catching up: in this process" in res.output
+        res = runner.invoke(verify, ["--data", str(data), "--once", "--audit-workers", "3"])
+        assert "signature checks when catching up: 3 worker processes" in res.output
+        assert res.exit_code == 2 and "ALARM " + origin in res.output, res.output
 
         node = AuditNode.open(data)
         try:
