@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import shutil
@@ -127,31 +126,11 @@ def load(
     connection; (start, end, status or -1) per request, and the window's two boundaries."""
     it, lock = iter(bodies), threading.Lock()
     samples: list[tuple[float, float, int]] = []
-    headers = {"content-type": "application/json"}
     path = f"/logs/{LOG}/entries"
     stop_at = time.perf_counter() + warmup + duration
 
     def worker(base: str) -> None:
-        host, port = base.removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        try:
-            while True:
-                with lock:
-                    body = next(it, None)
-                t0 = time.perf_counter()
-                if body is None or t0 >= stop_at:
-                    return
-                try:
-                    conn.request("POST", path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    resp.read()
-                    status = resp.status
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    status = -1
-                samples.append((t0, time.perf_counter(), status))
-        finally:
-            conn.close()
+        lb.post_until(base, path, it, lock, stop_at, samples)
 
     threads = [
         threading.Thread(target=worker, args=(bases[i % len(bases)],), daemon=True)

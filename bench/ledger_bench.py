@@ -611,6 +611,40 @@ class Window:
         return LoadResult(samples, (t0, t1), s1 - s0, c1 - c0, m1 - m0, exhausted)
 
 
+def post_until(
+    base: str,
+    path: str,
+    bodies: Iterator[bytes],
+    lock: threading.Lock,
+    stop_at: float,
+    samples: list[tuple[float, float, int]],
+) -> None:
+    """One load client: POST the next of the shared `bodies` to `base` + `path` over one
+    keep-alive `http.client` connection until they run out or `stop_at` (perf_counter) passes;
+    append (start, end, status or -1) per request to `samples`."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    headers = {"content-type": "application/json"}
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    try:
+        while True:
+            with lock:
+                body = next(bodies, None)
+            t0 = time.perf_counter()
+            if body is None or t0 >= stop_at:
+                return
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                status = -1
+            samples.append((t0, time.perf_counter(), status))
+    finally:
+        conn.close()
+
+
 def load_threads(
     base: str,
     path: str,
@@ -621,32 +655,12 @@ def load_threads(
     server_pid: int,
 ) -> LoadResult:
     """`clients` threads, each with one keep-alive `http.client` connection, posting `bodies`."""
-    host, port = base.removeprefix("http://").rsplit(":", 1)
     it, lock = iter(bodies), threading.Lock()
     samples: list[tuple[float, float, int]] = []
-    headers = {"content-type": "application/json"}
     stop_at = time.perf_counter() + warmup + duration
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        try:
-            while True:
-                with lock:
-                    body = next(it, None)
-                t0 = time.perf_counter()
-                if body is None or t0 >= stop_at:
-                    return
-                try:
-                    conn.request("POST", path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    resp.read()
-                    status = resp.status
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    status = -1
-                samples.append((t0, time.perf_counter(), status))
-        finally:
-            conn.close()
+        post_until(base, path, it, lock, stop_at, samples)
 
     window = Window(server_pid)
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
