@@ -220,7 +220,8 @@ def bare_rate(reps: int) -> float:
     """`ledger_bench`'s bare single-core Ed25519 verification rate (the machine's floor)."""
     report = lb.Report()
     lb.bench_bare(argparse.Namespace(reps=reps), report)
-    return report.rows[0].value
+    (rate,) = [r.value for r in report.rows if r.key == "bare/ed25519"]  # not the CPU row
+    return rate
 
 
 def median_range(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
