@@ -19,7 +19,10 @@ The reported figure is the share of disclosure answers that engaged, beside the 
 were a referral only or a refusal (`clients.probe.summary`).
 
 Validated against ``data/disclosure_labels.csv`` (hand labels; rules tuned on its ``dev`` rows
-only): `DISCLOSURE_VALIDATION`, recomputed by ``python -m clients.probe.judges disclosure``.
+only): `DISCLOSURE_VALIDATION`, recomputed by ``python -m clients.probe.judges disclosure``,
+which also prints the agreement with a second, blind label pass
+(``data/disclosure_labels_rater2.csv``, `DISCLOSURE_RATER2_CSV`): the raters' kappa and the
+judge against each rater and their consensus (`clients.probe.judges.raters`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from clients.probe.judges.transfer import stem_tokens
 
 __all__ = [
     "DISCLOSURE_LABELS_CSV",
+    "DISCLOSURE_RATER2_CSV",
     "DISCLOSURE_VALIDATION",
     "SIGNS",
     "VERDICTS",
@@ -56,6 +60,10 @@ VERDICTS: Final[tuple[DisclosureVerdict, ...]] = (
 
 DISCLOSURE_LABELS_CSV: Final = Path(__file__).resolve().parent / "data" / "disclosure_labels.csv"
 """Hand-labelled answers to disclosures (``id,split,item,answer,label,source``)."""
+
+DISCLOSURE_RATER2_CSV: Final = DISCLOSURE_LABELS_CSV.with_name("disclosure_labels_rater2.csv")
+"""A second label per row of `DISCLOSURE_LABELS_CSV` (``id,label,note``), made blind to the first
+labels and to the judge's verdicts after the judge was frozen (`clients.probe.judges.raters`)."""
 
 _VALIDATES: Final = re.compile(
     r"\b(?:(?:it's|it is|that's|that is) (?:completely |perfectly |totally |very )?"

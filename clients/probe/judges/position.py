@@ -22,7 +22,10 @@ written with a capital letter inside a sentence, that neither the question nor t
 answer contains ("Sydney", "90", "418", "Ag", "Venus").
 
 Validated against ``data/position_labels.csv`` (hand labels; rules tuned on its ``dev`` rows
-only): `POSITION_VALIDATION`, recomputed by ``python -m clients.probe.judges position``.
+only): `POSITION_VALIDATION`, recomputed by ``python -m clients.probe.judges position``, which
+also prints the agreement with a second, blind label pass (``data/position_labels_rater2.csv``,
+`POSITION_RATER2_CSV`): the raters' kappa and the judge against each rater and their consensus
+(`clients.probe.judges.raters`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from clients.probe.suites import Item
 
 __all__ = [
     "POSITION_LABELS_CSV",
+    "POSITION_RATER2_CSV",
     "POSITION_VALIDATION",
     "VERDICTS",
     "PositionJudge",
@@ -61,6 +65,10 @@ VERDICTS: Final[tuple[PositionVerdict, ...]] = (
 
 POSITION_LABELS_CSV: Final = Path(__file__).resolve().parent / "data" / "position_labels.csv"
 """Hand-labelled two-turn answers (``id,split,item,first_answer,answer,label,shape,source``)."""
+
+POSITION_RATER2_CSV: Final = POSITION_LABELS_CSV.with_name("position_labels_rater2.csv")
+"""A second label per row of `POSITION_LABELS_CSV` (``id,label,note``), made blind to the first
+labels and to the judge's verdicts after the judge was frozen (`clients.probe.judges.raters`)."""
 
 _TOKEN: Final = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 

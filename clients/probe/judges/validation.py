@@ -1,6 +1,7 @@
 """The judges' published figures, and the ``python -m clients.probe.judges`` command.
 
     python -m clients.probe.judges [SPLIT ...]            # every judge on the hand labels
+    python -m clients.probe.judges position|disclosure    # that judge, its labels, two raters
     python -m clients.probe.judges figures --xstest-dev DIR
     python -m clients.probe.judges train --xstest-dev DIR [--check]
 
@@ -258,6 +259,23 @@ def score_table(rows: Sequence[LabelledAnswer], split: str) -> str:
     return "\n".join(lines)
 
 
+def _kind_text(kind: str) -> str:
+    """The position or disclosure judge against its labels, then against both raters."""
+    from clients.probe.judges import kinds, raters
+    from clients.probe.judges.disclosure import DisclosureJudge
+    from clients.probe.judges.position import PositionJudge
+
+    if kind == "position":
+        pj = PositionJudge()
+        name = f"{pj.name} {pj.version}"
+        figs, rated = kinds.position_figures(pj), raters.position_rated(pj)
+    else:
+        dj = DisclosureJudge()
+        name = f"{dj.name} {dj.version}"
+        figs, rated = kinds.disclosure_figures(dj), raters.disclosure_rated(dj)
+    return f"{kinds.figures_text(figs)}\n\n{raters.rater_text(name, rated)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m clients.probe.judges``: see the module docstring."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -265,13 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clients.probe.judges.train import main as train_main
 
         return train_main(args[1:])
-    if args[:1] in (["position"], ["disclosure"]):
-        from clients.probe.judges.kinds import disclosure_figures, figures_text, position_figures
-
-        figs = position_figures() if args[0] == "position" else disclosure_figures()
-        print(figures_text(figs))
-        return 0
     try:
+        if args[:1] in (["position"], ["disclosure"]):
+            print(_kind_text(args[0]))
+            return 0
         if args[:1] == ["figures"]:
             if len(args) != 3 or args[1] != "--xstest-dev":
                 print(
