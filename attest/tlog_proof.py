@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from attest.checkpoint import (
     MAX_TREE_SIZE,
@@ -66,11 +67,25 @@ class TlogProof:
                 raise TlogProofError(f"proof hash {i} is {len(h)} bytes, want {HASH_SIZE}")
         if self.extra is not None and not self.extra:
             raise TlogProofError("extra data is empty: use None for no extra line")
-        try:
-            # Syntax only; the signatures are checked by `verify_tlog_proof`.
-            Checkpoint.parse(parse_note(self.checkpoint).text)
-        except NoteError as e:
-            raise TlogProofError(f"checkpoint: {e.diagnostic}") from e
+        if type(self.checkpoint) is bytes:
+            _check_checkpoint(self.checkpoint)
+        else:
+            _check_checkpoint.__wrapped__(self.checkpoint)
+
+
+@lru_cache(maxsize=16)
+def _check_checkpoint(checkpoint: bytes) -> None:
+    """Raise TlogProofError unless `checkpoint` parses as a signed note whose text is a
+    checkpoint body (syntax only; the signatures are checked by `verify_tlog_proof`).
+
+    Cached: a pure function of the bytes, and a log proves every entry of a batch against one
+    checkpoint, so a batch answer parses it once rather than once per entry. Only successes
+    are remembered (an exception is not a return value); `bytes` only, so the cache holds no
+    mutable key."""
+    try:
+        Checkpoint.parse(parse_note(checkpoint).text)
+    except NoteError as e:
+        raise TlogProofError(f"checkpoint: {e.diagnostic}") from e
 
 
 def format_tlog_proof(p: TlogProof) -> str:

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.cosignature import CosignatureSigner
-from attest.note import Ed25519NoteSigner, NoteSignature, add_signatures, sign_note
+from attest.note import (
+    Ed25519NoteSigner,
+    NoteError,
+    NoteSignature,
+    add_signatures,
+    parse_note,
+    sign_note,
+)
 from attest.tlog_proof import (
     HEADER,
     MAX_PROOF_HASHES,
@@ -277,3 +284,27 @@ def test_reference_proofs_verify(size: int, data: st.DataObject) -> None:
     note = sign_checkpoint(Checkpoint(ORIGIN, size, _mth(entries)), LOG)
     p = TlogProof(index, tuple(_path(index, entries)), note)
     assert verify_tlog_proof(p, entries[index], LOG.verifier(), ORIGIN).size == size
+
+
+@given(st.binary(max_size=300), st.sampled_from([SIGNED, COSIGNED, b""]))
+def test_checkpoint_check_is_the_same_on_every_construction(noise: bytes, base: bytes) -> None:
+    """The checkpoint check is remembered per note (a batch proves every entry against one):
+    building the same proof again, or after another note, answers exactly as the uncached
+    check does, and a refused note is refused every time, with the same words."""
+    note = base + noise
+
+    def outcome() -> str:
+        try:
+            TlogProof(0, (), note)
+        except TlogProofError as e:
+            return f"refused: {e.diagnostic}"
+        return "ok"
+
+    try:
+        Checkpoint.parse(parse_note(note).text)
+        want = "ok"
+    except NoteError as e:
+        want = f"refused: checkpoint: {e.diagnostic}"
+    assert [outcome(), outcome()] == [want, want]
+    make_proof(1)  # another note in between
+    assert outcome() == want
