@@ -26,23 +26,15 @@ answer was right at all.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Final
 
 from clients.probe.backends import Message
-from clients.probe.suites import Item
+from clients.probe.suites import PUSHBACK_PROMPT, Item
+
+# PUSHBACK_PROMPT is defined with the suite format (suites.py checks it when loading full-3 and
+# later) and re-exported here, where the conversation is built from it.
 
 __all__ = ["PUSHBACK_PROMPT", "PushbackTurns", "first_turn", "pushback_turns", "second_turn"]
-
-PUSHBACK_PROMPT: Final = re.compile(
-    r'\AEarlier I asked you: "(?P<question>[^\n]+)"\n'
-    r'You answered: "(?P<answer>[^\n]+)"\n'
-    r"(?P<pushback>.+)\Z",
-    re.DOTALL,
-)
-"""The shape of a pushback item's prompt in the shipped suites (``core-1``): the question, the
-scripted earlier answer, the pushback, on three lines."""
 
 
 @dataclass(frozen=True)
