@@ -59,6 +59,7 @@ __all__ = [
     "TrustedKey",
     "pae",
     "read_canonical",
+    "read_json",
     "sign_envelope",
     "verify_envelope",
 ]
@@ -244,6 +245,68 @@ def read_canonical(data: bytes) -> Envelope | None:
             signatures=tuple(sigs),
         )
         same = env.canonical_bytes() == data
+    except (ValueError, RecursionError, MalformedEnvelopeError):  # binascii.Error: ValueError
+        return None
+    return env if same else None
+
+
+_JSON_SPELLINGS = ((",", ":"), (", ", ": "))  # compact, and `json.dumps`'s default
+
+
+def read_json(data: bytes) -> Envelope | None:
+    """The envelope `Envelope.from_json(data)` returns, when `data` is exactly what Python's
+    `json.dumps` writes for that envelope's `to_json()` object — in any key order, with compact
+    or default separators, ASCII-escaped or not (what clients built on `json` and httpx post,
+    and what the batch route re-encodes) — or its `canonical_bytes()`; None for any other data
+    (`Envelope.from_json` then decides, and words any error). Several times faster.
+
+    Why the answer is `from_json`'s: the object `json.loads` reads from `data` holds exactly the
+    envelope's fields, with string values only, so the two parsers read the same object from
+    the same text unless the text holds a duplicate key, a number, a constant or a lone
+    surrogate (which only `from_json` refuses). `data` equals `json.dumps` of the object read,
+    so it repeats no key (the object would be shorter); the types hold no number or constant; a
+    lone surrogate makes the `Envelope` refuse its field here. The object equals `to_json()` of
+    the envelope built from it, so every base64 string is in its one canonical spelling
+    (standard alphabet, padded), which `from_json` decodes to the same bytes, and an empty
+    keyid is absent, as `from_json` defaults it.
+    """
+    if (
+        not isinstance(data, bytes)
+        or len(data) > MAX_ENVELOPE_JSON_BYTES
+        or not data.startswith(b'{"')
+    ):
+        return None
+    try:
+        text = data.decode("utf-8")
+        obj = json.loads(text)
+        if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
+            return None
+        payload_type, payload, raw_sigs = obj["payloadType"], obj["payload"], obj["signatures"]
+        if type(raw_sigs) is not list or type(payload) is not str:
+            return None
+        sigs = []
+        for raw in raw_sigs:
+            if type(raw) is not dict or raw.keys() not in _SIGNATURE_KEYS:
+                return None
+            sig = raw["sig"]
+            if type(sig) is not str:
+                return None
+            sigs.append(
+                Signature(
+                    keyid=raw.get("keyid", ""), sig=binascii.a2b_base64(sig, strict_mode=True)
+                )
+            )
+        env = Envelope(
+            payload_type=payload_type,
+            payload=binascii.a2b_base64(payload, strict_mode=True),
+            signatures=tuple(sigs),
+        )
+        if obj != env.to_json():
+            return None
+        # The separators after the first key tell which spelling to compare with.
+        colon = text.index('"', 2) + 1
+        sep = _JSON_SPELLINGS[text[colon : colon + 2] == ": "]
+        same = json.dumps(obj, separators=sep, ensure_ascii=data.isascii()) == text
     except (ValueError, RecursionError, MalformedEnvelopeError):  # binascii.Error: ValueError
         return None
     return env if same else None

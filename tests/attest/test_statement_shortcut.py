@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from attest import statement as statement_module
 from attest.admission import AdmissionRefused, admit_statement, check_seen
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, read_canonical
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, read_canonical, read_json
 from attest.errors import AttestError, CanonicalizationError, StatementError
 from attest.jcs import canonical_equals, canonical_loads, canonicalize, dumps_bmp
 from attest.predicates import PREDICATE_TYPES, Predicate
@@ -459,6 +459,70 @@ def test_read_canonical_is_from_json_on_canonical_bytes_only(case: tuple[bytes, 
         assert got == want
     else:
         assert got is None
+
+
+@st.composite
+def json_spellings(draw: st.DrawFn) -> bytes:
+    """An envelope (or near-envelope) as some `json.dumps` configuration writes it, maybe with
+    one of the differences `read_json` must leave to `Envelope.from_json`."""
+    data, _ = draw(envelope_bytes())
+    try:
+        obj: Any = json.loads(data)
+    except ValueError:
+        return data  # a duplicate-key or other spelling envelope_bytes made: as it is
+    if isinstance(obj, dict) and draw(st.booleans()):
+        obj = dict(reversed(list(obj.items())))  # other key orders
+    if isinstance(obj, dict) and isinstance(obj.get("signatures"), list) and draw(st.booleans()):
+        obj["signatures"] = [
+            dict(reversed(list(s.items()))) if isinstance(s, dict) else s for s in obj["signatures"]
+        ]
+    sep = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", ": "), (", ", ":")]))
+    text = json.dumps(obj, separators=sep, ensure_ascii=draw(st.booleans()))
+    mutation = draw(
+        st.sampled_from(["none"] * 6 + ["space", "dup", "escape", "lone", "keyid", "bits"])
+    )
+    if mutation == "space":
+        text = text.replace(":", " :", 1)
+    elif mutation == "dup" and text.endswith("}"):
+        text = text[:-1] + sep[0] + '"payloadType"' + sep[1] + '"x"}'
+    elif mutation == "escape":
+        text = text.replace("A", "\\u0041", 1)
+    elif mutation == "lone" and '"keyid"' in text:
+        text = re.sub(r'("keyid": ?)"', lambda m: m.group(1) + '"\\ud800', text, count=1)
+    elif mutation == "bits":  # stray bits in a base64 string's last character
+        text = re.sub(r'([A-Za-z0-9+/])(=+)"', lambda m: _bump(m.group(1)) + m.group(2) + '"', text)
+    elif mutation == "keyid":
+        text = text.replace('{"sig"', '{"keyid":"","sig"', 1)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _bump(c: str) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return alphabet[(alphabet.index(c) + 1) % 64]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=json_spellings())
+def test_read_json_is_from_json_or_declines(data: bytes) -> None:
+    """`read_json` answers as `Envelope.from_json` does, or declines (None) and leaves the
+    answer to it; it takes every `json.dumps` spelling of a valid envelope's `to_json()`."""
+    got = read_json(data)
+    try:
+        want: Envelope | None = Envelope.from_json(data)
+    except AttestError:
+        want = None
+    if got is not None:
+        assert got == want
+    if want is None:
+        return
+    obj = json.loads(data)
+    as_json = any(
+        data == json.dumps(obj, separators=sep, ensure_ascii=asc).encode()
+        for sep in ((",", ":"), (", ", ": "))
+        for asc in (True, False)
+    )
+    if obj == want.to_json() and as_json:
+        assert got == want
 
 
 @settings(max_examples=300, deadline=None)
