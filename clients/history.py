@@ -33,7 +33,16 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import Statement, parse_statement
-from clients.probe.continuity import NOT_MEASURED, noise_floor, repeat_runs
+from clients.probe.continuity import (
+    NOT_MEASURED,
+    Continuity,
+    ContinuityError,
+    NoiseFloor,
+    diff,
+    noise_floor,
+    repeat_runs,
+    with_noise,
+)
 from clients.probe.suites import Suite, SuiteError, load_suite
 from clients.probe.summary import GroupSummary, summarize
 from clients.sdk import ClientError, LedgerClient, VerificationError
@@ -455,6 +464,90 @@ def _noise_floor(
             f"|transfer change| {change}"
         )
     return lines
+
+
+@dataclass(frozen=True)
+class SuccessionNoise:
+    """A succession's diff recomputed from the records its statement names, with the noise
+    floors of both versions applied per cell, as `bledger lab continuity` applies them
+    (`continuity.with_noise`); `result` is None when it cannot be recomputed (`note` says why).
+    `records` are the log indices of the runs each floor compares. Not part of the signed
+    statement: the server's arithmetic on records the reader can check."""
+
+    result: Continuity | None
+    note: str = ""
+    records: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """`cells` (per (category, tier): `text`, the lab command's noise-floor cell, and
+        `noise_floor`, `CellDiff.noise_row`), `records`, `note`."""
+        cells = [] if self.result is None else self.result.cells
+        return {
+            "cells": [
+                {
+                    "category": c.category,
+                    "tier": c.tier,
+                    "text": c.noise_text(),
+                    "noise_floor": c.noise_row(),
+                }
+                for c in cells
+            ],
+            "records": list(self.records),
+            "note": self.note,
+        }
+
+
+def succession_noise(
+    succession: Succession,
+    statements: Iterable[LoggedStatement],
+    suites: Mapping[tuple[str, str], Suite] | None = None,
+) -> SuccessionNoise:
+    """The diff of `succession` recomputed (`continuity.diff`) from the records its statement
+    names, found among `statements` by index and leaf hash, with a noise floor per version
+    where its records here hold a second complete run of a cell with the same weights and the
+    diff's suite (`repeat_runs`, `noise_floor`): the steps (2)-(3) of `bledger lab continuity`
+    on the records the lab cited instead of the latest runs."""
+    s = succession.statement
+    by_index = {x.index: x for x in statements if isinstance(x.statement.predicate, ProbeRecord)}
+    sides = []
+    for refs in (s.predecessor_records, s.successor_records):
+        found = [by_index.get(r.index) for r in refs]
+        if not refs or any(
+            x is None or (x.origin, x.leaf_hash.hex()) != (r.origin, r.leaf_hash)
+            for x, r in zip(found, refs, strict=True)
+        ):
+            return SuccessionNoise(None, "not judged — the records it names are not all here")
+        sides.append([_pred(x) for x in found if x is not None])
+    floors: list[NoiseFloor] = []
+    used: list[int] = []
+    try:  # a diff or a floor the records cannot make (e.g. an item answered twice) is said so
+        result = diff(sides[0], sides[1], _suite(sides[0][0].suite, suites))
+        for ref in (s.predecessor, s.successor):
+            mine = sorted(
+                (
+                    x
+                    for x in by_index.values()
+                    if (_pred(x).model, _pred(x).suite) == (ref, result.suite)
+                ),
+                key=lambda x: x.index,
+            )
+            repeat = repeat_runs([_pred(x) for x in mine])
+            if repeat is None:
+                continue
+            first, second = ([mine[i] for i in side] for side in (repeat.first, repeat.second))
+            floors.append(
+                noise_floor(
+                    [_pred(x) for x in first],
+                    [_pred(x) for x in second],
+                    _suite(result.suite, suites),
+                    runs=repeat.runs,
+                    source=f"records of {ref.name}@{ref.version} in the log",
+                )
+            )
+            used += [x.index for x in (*first, *second)]
+    except ContinuityError as e:
+        return SuccessionNoise(None, f"not judged — {e}")
+    return SuccessionNoise(with_noise(result, floors), "", tuple(sorted(used)))
 
 
 def _ancestors(version: str, parents: Mapping[str, set[str]]) -> set[str]:

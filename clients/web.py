@@ -1,15 +1,20 @@
 """The web page at `/ui/`: models, behaviour history, continuity chain, and per-record proofs.
 
-The page (static files in `clients/web/`) fetches two JSON documents from this router:
+The page (static files in `clients/web/`) fetches these documents from this router:
 
 * `GET /ui/api/models` — the models the evidence log holds records of, with their versions;
-* `GET /ui/api/history/{model}` — `clients.history.build_history` of that model, and under
-  ``evalGroups`` its imported eval samples summarised per task, scorer and config
-  (`clients.eval_summary.eval_groups`).
+* `GET /ui/api/history/{model}` — `clients.history.build_history` of that model (its rows
+  carry the verdict figures), under each succession's ``noise`` its diff with the noise floors
+  applied per cell (`clients.history.succession_noise`, as `bledger lab continuity` applies
+  them), and under ``evalGroups`` its imported eval samples summarised per task, scorer and
+  config (`clients.eval_summary.eval_groups`);
+* `GET /ui/api/suites/{name}/{version}` — a shipped probe suite's exact bytes, from which the
+  page takes item kinds to recount the verdict figures, once their SHA-256 is the digest the
+  records name.
 
-Both are computed from the statements stored in this server's evidence log, found through its
-read index (`ledger.index`) and read directly from the hosted log (the router runs in the server
-process). They are the server's *claims*: the page
+The first two are computed from the statements stored in this server's evidence log, found
+through its read index (`ledger.index`) and read directly from the hosted log (the router runs in
+the server process). They are the server's *claims*: the page
 then checks every record they name against the public JSON API (`/logs/{name}/checkpoint`,
 `/entries/{i}`, `/proof/inclusion`) in the browser, exactly as any other client would, so no
 endpoint here is trusted for anything but what to look at.
@@ -20,6 +25,7 @@ this router, and `asgi_app` is the uvicorn factory `bledger serve --workers` use
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +34,15 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 
 from attest.predicates import EVAL_SAMPLE
 from clients.eval_summary import eval_groups
-from clients.history import HistoryError, LoggedStatement, build_history, models, parse_logged
+from clients.history import (
+    HistoryError,
+    LoggedStatement,
+    build_history,
+    models,
+    parse_logged,
+    succession_noise,
+)
+from clients.probe.suites import SuiteError, suite_path
 from ledger import api, index
 from ledger.server import HostedLog, LedgerServer
 
@@ -139,14 +153,35 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
         if not evals and not any(m["model"] == model for m in models(statements)):
             raise api.ApiError(404, "unknown_model", f"no records of model {model!r} in {log}")
         try:
-            body: dict[str, Any] = build_history(model, statements, size=size).to_json()
+            built = build_history(model, statements, size=size)
+            body: dict[str, Any] = built.to_json()
+            # Per succession, its diff with the noise floors applied per cell, recomputed from
+            # the records the statement names (which the page checks by leaf hash).
+            for c, out in zip(built.continuity, body["continuity"], strict=True):
+                out["noise"] = succession_noise(c, statements).to_json()
         except HistoryError as e:  # e.g. records of a suite this server does not ship
             raise api.ApiError(422, "no_history", e.diagnostic) from e
         body["log"] = _log_json(hosted, size)  # the page needs the log's name
         body["evalGroups"] = evals  # imported eval samples (bledger import inspect)
         return JSONResponse(body, headers=_HEADERS)
 
+    @router.get("/api/suites/{name}/{version}")
+    def suite(name: str, version: str) -> Response:
+        """The exact bytes of the shipped probe suite `name`-`version`: the page checks their
+        SHA-256 against the digest the records name before reading item kinds from them."""
+        if not (_SUITE_NAME.fullmatch(name) and version.isdigit()):
+            raise api.ApiError(404, "unknown_suite", f"no suite {name!r} version {version!r}")
+        try:
+            path = suite_path(name, version)
+        except SuiteError as e:
+            raise api.ApiError(404, "unknown_suite", str(e)) from e
+        return FileResponse(path, media_type="application/json", headers=_HEADERS)
+
     return router
+
+
+_SUITE_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+"""A suite name as the shipped files spell it (never a path: nothing is joined from it)."""
 
 
 def _eval_models(hosted: HostedLog) -> list[tuple[str, str]]:

@@ -20,6 +20,17 @@ const FRAMINGS = ["direct", "fictional", "professional-claim", "decomposition", 
 const COLORS = ["#1f5fa8", "#c0572b", "#2e8b57", "#8a4fb0", "#b08a1f", "#4a6670", "#b03060"];
 const CONCURRENCY = 6; // requests in flight while checking records
 const SIG_PREFIX = "\u2014 "; // "— " starts a signed-note signature line
+// The item kinds that carry a verdict and the judge (by name) that gives it, as in
+// clients.probe.summary.VERDICT_KINDS; and the verdict figures a history row may carry:
+// [key, judge, verdict counted, label].
+const VERDICT_KINDS = { pushback: "position", disclosure: "disclosure" };
+const VERDICT_FIGURES = [
+  ["position_held", "position", "held", "position held"],
+  ["capitulated", "position", "capitulated", "capitulated"],
+  ["disclosure_engaged", "disclosure", "engaged", "engaged"],
+  ["disclosure_referral_only", "disclosure", "referral-only", "referral only"],
+  ["disclosure_refused", "disclosure", "refused", "refused"],
+];
 
 class VerificationError extends Error {}
 
@@ -257,6 +268,8 @@ function claims(history) {
   for (const c of history.continuity) {
     add(c.index, { kind: "continuity", from: c.from, to: c.to });
     for (const i of c.records) add(i, { kind: "referenced" });
+    // The runs a noise floor compares: records of one of the two versions.
+    for (const i of c.noise?.records ?? []) add(i, { kind: "floor", from: c.from, to: c.to });
   }
   for (const [i, claim] of evalClaims(history)) add(i, claim);
   return out;
@@ -266,6 +279,7 @@ function describe(list) {
   const c = list.find((x) => x.category) ?? list.find((x) => x.kind !== "referenced") ?? list[0];
   if (c.kind === "continuity") return `continuity ${c.from} → ${c.to}`;
   if (c.kind === "referenced") return "record named by a continuity statement";
+  if (c.kind === "floor") return `noise-floor run of ${c.from} or ${c.to}`;
   if (c.kind === "eval") return `eval ${c.task}@${c.taskVersion} · sample ${c.sample} · epoch ${c.epoch}`;
   return `${c.version} · ${c.category ?? "?"} · ${c.tier ?? "?"}`;
 }
@@ -297,6 +311,10 @@ function checkClaim(st, claim, model) {
   if (claim.kind === "eval") return checkEvalClaim(st, claim, model, want);
   want(st.predicateType === PROBE_RECORD, "a probe record");
   if (claim.kind === "referenced") return;
+  if (claim.kind === "floor") {
+    return want(p.model?.name === model && [claim.from, claim.to].includes(p.model?.version),
+      `a record of ${model} ${claim.from} or ${claim.to}`);
+  }
   want(p.model?.name === model && p.model?.version === claim.version &&
     p.model?.weightsSha256 === claim.weights, `a record of ${model} ${claim.version}`);
   if (claim.category !== undefined) {
@@ -419,7 +437,9 @@ function legend(svg, names, x0, maxW, shape) {
 }
 
 // A dot-and-whisker chart on [0, 1]: one band per row, one dot with its 95 % interval per series.
-// rows: [{label, values: {series: {value, low, high, n}}}].
+// rows: [{label, values: {series: {value, low, high, n[, cell, reportable, method]}}}]. A value
+// with a `cell` (the server's text, `metrics.cell_text`) shows it and its `method` when hovered,
+// and is drawn as its interval alone, without a dot, when the reportable rule refuses it.
 function intervalChart(kind, title, rows, series) {
   const labelW = 170, plotW = 330, right = 18, axis = 24, line = 12;
   const band = 8 + line * series.length;
@@ -448,13 +468,16 @@ function intervalChart(kind, title, rows, series) {
       const y = top + i * band + 4 + line * (j + 0.5);
       const color = COLORS[j % COLORS.length];
       const clip = (u) => Math.max(0, Math.min(1, u)); // a figure in [0, 1] has its interval there too
-      const tip = s("title", {}, `${row.label}, ${name}: ${fmt(v.value)} [${fmt(clip(v.low))}, ${fmt(clip(v.high))}], n=${v.n}`);
-      const g = s("g", { class: "point" }, tip);
+      const dot = v.cell === undefined || v.reportable;
+      const tip = s("title", {}, v.cell === undefined
+        ? `${row.label}, ${name}: ${fmt(v.value)} [${fmt(clip(v.low))}, ${fmt(clip(v.high))}], n=${v.n}`
+        : `${row.label}, ${name}: ${v.cell} (judge ${v.method || "not named"})`);
+      const g = s("g", { class: dot ? "point" : "point unreportable" }, tip);
       g.append(s("line", { x1: x(v.low), x2: x(v.high), y1: y, y2: y, stroke: color, "stroke-width": 2 }));
       for (const end of [v.low, v.high]) {
         g.append(s("line", { x1: x(end), x2: x(end), y1: y - 3, y2: y + 3, stroke: color, "stroke-width": 2 }));
       }
-      g.append(s("circle", { cx: x(v.value), cy: y, r: 4, fill: color }));
+      if (dot) g.append(s("circle", { cx: x(v.value), cy: y, r: 4, fill: color }));
       svg.append(g);
     });
   });
@@ -514,7 +537,7 @@ function emotionProfiles(rows) {
   return out;
 }
 
-function chartsFor(history) {
+function chartsFor(history, vstate) {
   const wrap = h("section", { id: "charts" }, h("h2", { text: "Behaviour per version and tier" }));
   const categories = [...new Set(history.rows.map((r) => r.category))];
   for (const cat of categories) {
@@ -540,7 +563,11 @@ function chartsFor(history) {
       sec.append(h("figure", {}, intervalChart("transfer", `${cat}: capability transfer`, transfer, framings),
         h("figcaption", { text: "Mean capability transfer on harmful prompts, asked directly and under each framing, 95 % interval." })));
     }
-    if (!refusal.length && !transfer.length) sec.append(h("p", { class: "muted", text: "No benign or harmful items in this category." }));
+    const verdicts = verdictFigures(cat, rows, label, vstate);
+    sec.append(...verdicts);
+    if (!refusal.length && !transfer.length && !verdicts.length) {
+      sec.append(h("p", { class: "muted", text: "No benign, harmful, pushback or disclosure items in this category." }));
+    }
     wrap.append(sec);
   }
   const profiles = emotionProfiles(history.rows);
@@ -551,6 +578,123 @@ function chartsFor(history) {
       }))));
   }
   return wrap;
+}
+
+// -- verdict figures (position judge on pushback items, disclosure judge on disclosure items) ---
+
+// Per judge with figures in `rows`: a chart of its shares per version and tier, and a table with
+// each figure as the server wrote it (`value [95% CI] n=N` or `insufficient data (n=N)`, the
+// reportable rule's verdict), the judge and version, and whether its counts match the records.
+function verdictFigures(cat, rows, label, vstate) {
+  const out = [];
+  for (const [judge, title, caption] of [
+    ["position", "position under pushback", "Share of pushback items whose position the position judge found held or capitulated, over the items whose first answer was right, 95 % Wilson interval."],
+    ["disclosure", "disclosure answers", "Share of disclosure items the disclosure judge found engaged, referral only or refused, 95 % Wilson interval."],
+  ]) {
+    const figs = VERDICT_FIGURES.filter(([key, j]) => j === judge && rows.some((r) => r[key]));
+    if (!figs.length) continue;
+    const series = figs.map(([, , , name]) => name);
+    const chartRows = rows.filter((r) => figs.some(([key]) => r[key])).map((r) => ({
+      label: label(r),
+      values: Object.fromEntries(figs.map(([key, , , name]) => {
+        const f = r[key];
+        return [name, f ? { value: f.rate, low: f.low, high: f.high, n: f.n, cell: f.text, reportable: f.reportable, method: f.method } : null];
+      })),
+    }));
+    const t = h("table", { class: "verdicts", "data-judge": judge },
+      h("tr", {}, ...["version · tier", "figure", "value [95% CI]", "judge", "counts"].map((x) => h("th", { text: x }))));
+    for (const r of rows) {
+      for (const [key, , , name] of figs) {
+        const f = r[key];
+        if (!f) continue;
+        const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+        vstate.verdicts.push({ r, key, f, st });
+        const extra = key === "position_held" && r.initially_wrong ? ` (${r.initially_wrong} initially wrong, not counted)` : "";
+        t.append(h("tr", { "data-version": r.version, "data-tier": r.tier, "data-figure": key },
+          h("td", { text: label(r) }), h("td", { text: name + extra }),
+          h("td", { class: "figure", text: f.text }), h("td", { class: "judge", text: f.method || "not named" }),
+          h("td", {}, st)));
+      }
+    }
+    out.push(h("figure", {}, intervalChart(judge, `${cat}: ${title}`, chartRows, series),
+      h("figcaption", { text: `${caption} An interval without a dot is one the reportable rule does not allow as a number.` })), t);
+  }
+  return out;
+}
+
+// The suite `ref` a record names, as item id -> kind, from the server's copy of the suite file
+// whose SHA-256 must be the digest the (verified) record names.
+async function suiteKinds(ref, cache) {
+  const key = `${ref.name}@${ref.version}`;
+  if (!cache.has(key)) {
+    cache.set(key, (async () => {
+      const resp = await fetch(`api/suites/${encodeURIComponent(ref.name)}/${encodeURIComponent(ref.version)}`, { cache: "no-store" });
+      if (!resp.ok) throw new VerificationError(`suite ${key}: HTTP ${resp.status}`);
+      const raw = new Uint8Array(await resp.arrayBuffer());
+      const items = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw)).items ?? [];
+      return { digest: hex(await sha256(raw)), kinds: new Map(items.map((i) => [i.id, i.kind])) };
+    })());
+  }
+  const got = await cache.get(key);
+  if (got.digest !== ref.sha256) {
+    throw new VerificationError(`the suite file ${key} has SHA-256 ${got.digest.slice(0, 16)}…, the records name ${ref.sha256.slice(0, 16)}…`);
+  }
+  return got.kinds;
+}
+
+// A row's verdicts, counted from its verified records the way clients.probe.summary counts them:
+// each signed statement once; an item counts when it has a verdict, its kind (from the suite the
+// record names) has a judge, and the record names that judge. {position, disclosure, methods}.
+async function countVerdicts(row, results, cache) {
+  const seen = new Set();
+  const out = { position: [], disclosure: [], methods: { position: new Set(), disclosure: new Set() } };
+  for (const i of row.records) {
+    const res = results.get(i);
+    if (!res || res.status === "failed") throw new VerificationError(`record ${i} did not verify`);
+    if (seen.has(res.envelope.payload)) continue; // a statement logged twice counts once
+    seen.add(res.envelope.payload);
+    const p = res.statement.predicate;
+    const kinds = await suiteKinds(p.suite, cache);
+    const judgedBy = Object.fromEntries((p.judges ?? []).map((j) => [j.name, `${j.name} ${j.version}`]));
+    for (const it of p.items ?? []) {
+      const judge = VERDICT_KINDS[kinds.get(it.promptId)];
+      if (it.verdict === undefined || it.verdict === null || !judge || !judgedBy[judge]) continue;
+      out[judge].push(it.verdict);
+      out.methods[judge].add(judgedBy[judge]);
+    }
+  }
+  return out;
+}
+
+// Check each verdict figure's count (k of n), the initially-wrong count and the judge named
+// against the verified records; the interval stays the server's arithmetic on those counts.
+async function checkVerdicts(vstate, results) {
+  const cache = new Map();
+  const counted = new Map();
+  for (const { r, key, f, st } of vstate.verdicts) {
+    try {
+      if (!counted.has(r)) counted.set(r, countVerdicts(r, results, cache));
+      const c = await counted.get(r);
+      const [, judge, verdict, name] = VERDICT_FIGURES.find(([k]) => k === key);
+      const pool = judge === "position" ? c.position.filter((v) => v !== "initially-wrong") : c.disclosure;
+      const k = pool.filter((v) => v === verdict).length;
+      if (f.k !== k || f.n !== pool.length) {
+        throw new VerificationError(`the server says ${name} ${f.k} of ${f.n}, the verified records hold ${k} of ${pool.length}`);
+      }
+      const wrong = c.position.length - pool.length; // pushback items with no position to hold
+      if (key === "position_held" && (r.initially_wrong ?? 0) !== wrong) {
+        throw new VerificationError(`the server says ${r.initially_wrong} initially wrong, the verified records hold ${wrong}`);
+      }
+      const method = [...c.methods[judge]].sort().join("; ");
+      if ((f.method ?? "") !== method) {
+        throw new VerificationError(`the server names judge ${f.method || "none"}, the records ${method || "none"}`);
+      }
+      const first = results.get(r.records[0]);
+      setStatus(st, first.status, `${k} of ${pool.length} counted in ${r.records.length} ${first.status} record${r.records.length === 1 ? "" : "s"} (interval: the server's arithmetic)`);
+    } catch (e) {
+      setStatus(st, "failed", `NOT verified: ${e.message}`);
+    }
+  }
 }
 
 // -- page sections ----------------------------------------------------------------------------
@@ -615,7 +759,8 @@ function continuitySection(history, vstate) {
       h("p", {}, `index ${c.index} · signed by `, h("code", { text: c.signer }), " · ", st),
       refs);
     for (const f of c.flags) card.append(h("p", { class: "flag", text: `⚠ ${f}` }));
-    if (c.diff.length) card.append(diffTable(c.diff));
+    if (c.diff.length) card.append(diffTable(c.diff, c.noise));
+    card.append(noiseBox(c, vstate));
     sec.append(card);
   }
   return sec;
@@ -623,7 +768,9 @@ function continuitySection(history, vstate) {
 
 // The lab's per-cell diff, whatever figures it carries: "xBeforeMilli" and "xAfterMilli" share
 // one column ("x: before → after"), milli-units are shown as fractions, counts as they are.
-function diffTable(diff) {
+// `noise` (the server's `succession_noise`) adds a "noise floor" column: per cell the string
+// `bledger lab continuity` prints (the floor's upper bounds, n, within / beyond noise).
+function diffTable(diff, noise) {
   const words = (k) => k.replace(/Milli$/, "").replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`);
   const keys = [...new Set(diff.flatMap((d) => Object.keys(d)))];
   const cols = [];
@@ -640,9 +787,37 @@ function diffTable(diff) {
       cols.push({ head: words(k), cell: (d) => String(d[k] ?? "–") });
     }
   }
+  const floor = (d) => (noise?.cells ?? []).find((x) => x.category === d.category && x.tier === d.tier);
+  if (noise) { // after category and tier, where a wide diff still shows it
+    const at = cols.findIndex((c) => c.head !== "category" && c.head !== "tier");
+    cols.splice(at < 0 ? cols.length : at, 0, { head: "noise floor", class: "noise-cell",
+      cell: (d) => floor(d)?.text ?? (noise.note || "-"),
+      title: (d) => (floor(d)?.noise_floor?.runs ?? []).join(" vs ") });
+  }
   const t = h("table", { class: "diff" }, h("tr", {}, ...cols.map((c) => h("th", { text: c.head }))));
-  for (const d of diff) t.append(h("tr", {}, ...cols.map((c) => h("td", { text: c.cell(d) }))));
-  return t;
+  for (const d of diff) {
+    t.append(h("tr", { "data-category": d.category, "data-tier": d.tier },
+      ...cols.map((c) => h("td", { class: c.class, text: c.cell(d), title: c.title?.(d) || undefined }))));
+  }
+  return h("div", { class: "scroll" }, t);
+}
+
+// Beside a succession: the noise floor of each version as `bledger history` prints it (its two
+// runs, refusal flips and |transfer change| with their upper bounds, or "not measured — one run
+// of these weights"), and which entries the server computed it and the per-cell verdicts from.
+function noiseBox(c, vstate) {
+  const box = h("div", { class: "noise" }, h("h4", { text: "Noise floor" }));
+  for (const line of c.noise_floor ?? []) box.append(h("p", { class: "noise-line", text: line }));
+  const from = [...(c.noise?.records ?? []), ...c.records];
+  const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+  if (c.noise) {
+    box.append(h("p", { class: "muted noise-source" },
+      `Computed by the server (not signed): the diff from the ${c.records.length} records the statement names, ` +
+      `the floors from ${c.noise.records.length ? `entries ${c.noise.records.map((i) => `#${i}`).join(", ")}` : "no second run"}` +
+      (c.noise.note ? ` (${c.noise.note})` : "") + ". Those entries: ", st));
+    vstate.noise.push({ records: from, st });
+  }
+  return box;
 }
 
 function rowsTable(history, vstate) {
@@ -801,7 +976,7 @@ async function showModel(model) {
   const history = await getJSON(`api/history/${encodeURIComponent(model)}`);
   const logName = history.log.name;
   const ck = await checkCheckpoint(logName, pinnedKey());
-  const vstate = { rows: [], continuity: [], records: new Map() };
+  const vstate = { rows: [], continuity: [], records: new Map(), verdicts: [], noise: [] };
   const claimMap = claims(history);
   const indices = [...claimMap.keys()].sort((a, b) => a - b);
   const head = h("section", { id: "model" }, h("h2", { text: model }),
@@ -811,7 +986,7 @@ async function showModel(model) {
     head.append(h("p", { class: "mono", text: `${v.version}  weights sha256 ${v.weights_sha256}  ${v.records.length} records` }));
   }
   for (const f of history.flags) head.append(h("p", { class: "flag", text: `⚠ ${f}` }));
-  main().replaceChildren(head, trustPanel(ck), chartsFor(history), continuitySection(history, vstate),
+  main().replaceChildren(head, trustPanel(ck), chartsFor(history, vstate), continuitySection(history, vstate),
     rowsTable(history, vstate), evalSection(history, vstate), recordsTable(indices, claimMap, vstate));
 
   const results = new Map();
@@ -844,6 +1019,13 @@ async function showModel(model) {
     refs.dataset.ok = String(ref.ok);
   }
   markEvalGroups(vstate, results);
+  for (const { records, st } of vstate.noise) {
+    const bad = records.filter((i) => results.get(i)?.status !== "verified" && results.get(i)?.status !== "included");
+    const first = results.get(records[0]);
+    if (bad.length || !first) setStatus(st, "failed", `NOT verified: ${bad.length} of ${records.length} records`);
+    else setStatus(st, first.status, `${records.length} records ${first.status}`);
+  }
+  await checkVerdicts(vstate, results);
   document.body.dataset.checked = "true";
 }
 

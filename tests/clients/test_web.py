@@ -380,13 +380,34 @@ def test_continuity_chain(ledger: Ledger, page: Page) -> None:
     card = page.locator(f"#continuity .succession[data-index='{ledger.continuity}']")
     assert card.locator("h3").inner_text() == "v1 → v2"
     assert "signed by lab" in card.inner_text()
-    assert card.locator(".status").get_attribute("data-status") == "verified"
+    assert card.locator("h3 + p .status").get_attribute("data-status") == "verified"
     refs = card.locator(".refs")
     assert refs.get_attribute("data-ok") == "true"
     assert "all 4 referenced records match" in refs.inner_text()
     table = card.locator("table.diff").inner_text()
     assert "refusal rate: before → after" in table, table
     assert f"{CATEGORY}\tanonymous" in table and f"{CATEGORY}\tmedical" in table, table
+
+
+def test_one_run_of_each_version_has_no_noise_floor(ledger: Ledger, page: Page) -> None:
+    """One run of each version's weights: the page says the floor was not measured, in the
+    words `bledger history` and `bledger lab continuity` use, and guesses none."""
+    from clients.probe.continuity import NOT_MEASURED
+
+    _checked(page, ledger.page_url)
+    card = page.locator(f"#continuity .succession[data-index='{ledger.continuity}']")
+    assert card.locator(".noise-line").all_inner_texts() == [
+        f"noise floor of {v}: {NOT_MEASURED}" for v in VERSIONS
+    ]
+    heads = card.locator("table.diff th").all_inner_texts()
+    assert heads[2] == "noise floor", heads  # after category and tier
+    for tier in TIERS:
+        row = card.locator(f"table.diff tr[data-category='{CATEGORY}'][data-tier='{tier}']")
+        assert row.locator("td.noise-cell").inner_text() == NOT_MEASURED
+    assert "within noise" not in card.inner_text() and "beyond noise" not in card.inner_text()
+    source = card.locator(".noise-source")
+    assert "the floors from no second run" in source.inner_text()
+    assert source.locator(".status").get_attribute("data-status") == "verified"
 
 
 # -- the charts -------------------------------------------------------------------------------
