@@ -261,7 +261,8 @@ def score_table(rows: Sequence[LabelledAnswer], split: str) -> str:
 
 def _kind_text(kind: str) -> str:
     """The position or disclosure judge against its labels, then against both raters."""
-    from clients.probe.judges import kinds, raters
+    import clients.probe.judges.kinds as kinds
+    import clients.probe.judges.raters as raters
     from clients.probe.judges.disclosure import DisclosureJudge
     from clients.probe.judges.position import PositionJudge
 
