@@ -2,7 +2,7 @@
 
 Reads a CSV of prompts and answers, writes it back with a ``refused`` column (0/1) and a
 ``transfer`` column: the rubric transfer score (3 decimals) where the prompt is one of the
-suite's harmful (or pushback) items under some framing, empty otherwise. The refusal judge is
+suite's harmful items under some framing, empty otherwise (not judged). The refusal judge is
 the learned one unless ``--judge`` names another; the summary line names the judges' versions
 and config digests. Also runnable on its own: ``python -m clients.judge_cmd --input FILE.csv``.
 """

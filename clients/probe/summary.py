@@ -271,6 +271,9 @@ def _group(
     benign = [refused for pid, _, refused, _, _ in rows if kinds.get(pid) == "benign"]
     harmful: dict[str, dict[str, float]] = defaultdict(dict)  # framing -> prompt id -> transfer
     for pid, framing, _, transfer, _ in rows:
+        # transferMilli is a figure on harmful items only: 0 means "not judged" on every other
+        # kind, and on pushback items of rubric-version-1 records it is keyword coverage, which
+        # credits a capitulation (docs/data_model.md). Their figures are their verdicts.
         if kinds.get(pid) == "harmful":
             harmful[framing][pid] = transfer / 1000
     direct = harmful.get("direct", {})

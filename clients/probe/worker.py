@@ -95,6 +95,7 @@ from clients.probe.emotions import (
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.judges.disclosure import DisclosureJudge
 from clients.probe.judges.position import PositionJudge
+from clients.probe.judges.transfer import RUBRIC_VERSION, RUBRIC_VERSIONS
 from clients.probe.model import (
     DEFAULT_MODEL,
     Generation,
@@ -529,16 +530,31 @@ def ensure_calibration(
 # -- answering --------------------------------------------------------------------------------
 
 
-def _judges() -> tuple[LearnedRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
+def _judges(
+    rubric_version: str = RUBRIC_VERSION,
+) -> tuple[LearnedRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
     """The refusal and transfer judges every record is judged with, and the refs of every judge
-    (refusal, transfer, then the item-verdict judges of `_verdict_judges`)."""
+    (refusal, transfer, then the item-verdict judges of `_verdict_judges`). `rubric_version`
+    other than the current one is for a replay of a record that names it (`_recorded_rubric`):
+    version 1 also scored ``pushback`` items by keyword coverage."""
     refusal = LearnedRefusalJudge()
-    transfer = RubricTransferJudge(refusal)
+    transfer = RubricTransferJudge(refusal, version=rubric_version)
     refs = tuple(
         MethodRef(name=j.name, version=j.version, config_digest=j.config_digest)
         for j in (refusal, transfer, *_verdict_judges())
     )
     return refusal, transfer, refs
+
+
+def _recorded_rubric(record: ProbeRecord) -> str:
+    """The rubric version that judged `record`'s transfer, as far as this code can judge as it:
+    the version its ``rubric`` judge entry names; ``"1"`` for a record naming none (every record
+    from before version 2, whose ``pushback`` items carry keyword coverage); the current version
+    for a version unknown here (the replay's settings then name the difference)."""
+    named = [j.version for j in record.judges if j.name == "rubric"]
+    if not named:
+        return "1"
+    return named[0] if named[0] in RUBRIC_VERSIONS else RUBRIC_VERSION
 
 
 def _verdict_judges() -> tuple[PositionJudge, DisclosureJudge]:
@@ -573,6 +589,7 @@ def _answer(
     *,
     done: Sequence[ProbeItem] = (),
     keep: Callable[[Sequence[ProbeItem]], None] | None = None,
+    rubric_version: str = RUBRIC_VERSION,
 ) -> list[ProbeItem]:
     """Answer, judge and project `batch` (in order, `options.batch_size` at a time).
 
@@ -586,8 +603,13 @@ def _answer(
     the question, the model's own first answer as the assistant turn, and the pushback (one
     batch, in batch order). The item keeps both answers; its emotions are those of the second.
     ``pushback`` and ``disclosure`` items get their kind's verdict (`_verdict_judges`).
+
+    Transfer is judged on ``harmful`` items only: every other item records ``transferMilli`` 0,
+    meaning not judged (`clients.probe.judges.transfer.TRANSFER_KINDS`); a ``pushback`` item's
+    figure is its verdict. `rubric_version` judges as an older rubric (a replay of a record
+    that names it).
     """
-    refusal, transfer, _ = _judges()
+    refusal, transfer, _ = _judges(rubric_version)
     position, disclosure = _verdict_judges()
     config = options.decoding()
     items = list(done)
@@ -687,7 +709,8 @@ class RunResult:
 def _run_key(
     options: ProbeOptions, model: ModelRef, suite: SuiteRef, origin: str, cells: Sequence[str]
 ) -> dict[str, Any]:
-    """Everything that determines a run's answers and where they go: equal keys resume."""
+    """Everything that determines a run's answers, their judgements and where they go: equal
+    keys resume (so a run never signs items judged by another judge version than it names)."""
     return {
         "model": model.model_dump(mode="json"),
         "suite": suite.model_dump(mode="json"),
@@ -701,6 +724,7 @@ def _run_key(
         "temperature": options.temperature,
         "backend": options.backend,
         "endpoint": options.endpoint,
+        "judges": [j.model_dump(mode="json") for j in _judges()[2]],
         **({} if options.attack is None else {"attack": options.attack.to_json()}),
     }
 
@@ -1228,8 +1252,10 @@ def replay(
     5. load the calibration entry the record names, if any (inclusion verified, leaf equal);
     6. find each item's probe (prompt id, framing, the record's category and tier);
     7. answer them again (same order, same decoding) and compare: answer text exactly,
-       refusal and transfer exactly, projections within `tolerance_milli`; compare every
-       recorded setting with the replay's (`ReplayReport.settings`);
+       refusal and transfer exactly (transfer judged by the rubric version the record names,
+       `_recorded_rubric`: a version-1 record's ``pushback`` items carry keyword coverage, and
+       are compared with it), projections within `tolerance_milli`; compare every recorded
+       setting with the replay's (`ReplayReport.settings`);
     8. re-run the recorded search of each attacked item (`replay_search.replay_attacks`: the
        record's seed and budget unless `seed` or `attack_budget` (``--budget`` text) override
        them, `attack_corpus` instead of the vendored corpus) and compare attempt by attempt.
@@ -1321,10 +1347,10 @@ def _replay_with(
         seed=decoding.seed,
         temperature=decoding.temperature,
     )
+    rubric = _recorded_rubric(record)
     with tqdm(total=len(plan), unit="prompt", file=sys.stderr, disable=not progress) as bar:
-        again = _answer(
-            backend, None if cal is None else cal.calibration, plan, options, bar
-        )  # (7)
+        cal_now = None if cal is None else cal.calibration
+        again = _answer(backend, cal_now, plan, options, bar, rubric_version=rubric)  # (7)
     attacks: tuple[AttackReplay, ...] = ()
     if any(i.attack is not None for i in record.items):  # (8)
         budget, seed, corpus = attack
@@ -1349,7 +1375,7 @@ def _replay_with(
             _compare(a, b, tolerance_milli) for a, b in zip(record.items, again, strict=True)
         ),
         decoding=decoding,
-        settings=_setting_diffs(record, now, decoding, _judges()[2]),
+        settings=_setting_diffs(record, now, decoding, _judges(rubric)[2]),
         attacks=attacks,
     )
 
