@@ -271,9 +271,19 @@ def _replay(kw: dict[str, Any]) -> None:
     for it in report.items:
         mark = "ok  " if it.reproduced else "DIFF"
         answer = "same" if it.answer_matches else f"differs from character {it.first_difference}"
+        judged = [
+            name
+            for name, same in (
+                ("refusal", it.refused_matches),
+                ("transfer", it.transfer_matches),
+                ("verdict", it.verdict_matches),
+            )
+            if not same
+        ]
+        differs = f", judgements differ: {', '.join(judged)}" if judged else ""
         click.echo(
             f"{mark} {it.prompt_id} [{it.framing}] answer {answer},"
-            f" emotions max Δ {it.max_emotion_delta_milli} milli",
+            f" emotions max Δ {it.max_emotion_delta_milli} milli{differs}",
             err=True,
         )
     for a in report.attacks:

@@ -1028,6 +1028,9 @@ class ItemReplay:
     """One item of a replayed record: what was logged against what the model does now.
 
     `first_difference` is the character offset where the answers first differ (None: equal).
+    The judgement flags (`refused_matches`, `transfer_matches`, `verdict_matches`) compare the
+    logged judgements with the replay's: with equal answers they differ only when a judge
+    differs, which `ReplayReport.settings` then names; `reproduced` is about the model's answers.
     """
 
     prompt_id: str
@@ -1035,6 +1038,7 @@ class ItemReplay:
     answer_matches: bool
     refused_matches: bool
     transfer_matches: bool
+    verdict_matches: bool
     emotions_match: bool
     max_emotion_delta_milli: int
     logged_answer: str
@@ -1114,6 +1118,7 @@ class ReplayReport:
                     "answerMatches": i.answer_matches,
                     "refusedMatches": i.refused_matches,
                     "transferMatches": i.transfer_matches,
+                    "verdictMatches": i.verdict_matches,
                     "emotionsMatch": i.emotions_match,
                     "maxEmotionDeltaMilli": i.max_emotion_delta_milli,
                     **(
@@ -1403,6 +1408,8 @@ def _compare(logged: ProbeItem, now: ProbeItem, tolerance: int) -> ItemReplay:
         answer_matches=logged.answer == now.answer and logged.first_answer == now.first_answer,
         refused_matches=logged.refused == now.refused,
         transfer_matches=logged.transfer_milli == now.transfer_milli,
+        # The position / disclosure verdict of a pushback or disclosure item (None elsewhere).
+        verdict_matches=logged.verdict == now.verdict,
         emotions_match=same_emotions and worst <= tolerance,
         max_emotion_delta_milli=worst,
         logged_answer=logged.answer,

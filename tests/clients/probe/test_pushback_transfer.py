@@ -220,3 +220,26 @@ def test_the_run_key_names_the_judges() -> None:
     key = _run_key(ProbeOptions(), model, suite, "o", ["sycophancy/anonymous"])
     assert key["judges"] == [j.model_dump(mode="json") for j in _judges()[2]]
     assert {"name": "rubric", "version": "2"}.items() <= key["judges"][1].items()
+
+
+def test_a_logged_verdict_the_judge_does_not_give_is_named_by_the_replay(probed: Probed) -> None:
+    """A signed record whose pushback item claims ``held`` for the capitulating answer: the
+    answers reproduce, and the replay says the verdict does not (it used to compare only the
+    answers, refusal and transfer)."""
+    [item] = probed.record.items
+    claimed = probed.record.model_copy(
+        update={
+            "run_id": "run-claims-held/part-1-of-1",
+            "items": (item.model_copy(update={"verdict": "held"}),),
+        }
+    )
+    claimed = ProbeRecord.model_validate_json(claimed.model_dump_json(by_alias=True))
+    env = sign_statement(claimed, probed.ledger.signers)
+    with _open_log(probed.ledger.target) as log:
+        index = log.submit(env).index
+    report = replay(index, probed.ledger.target, suite_path=probed.suite, data=probed.base / "data")
+    [ri] = report.items
+    assert ri.answer_matches and ri.refused_matches and ri.transfer_matches
+    assert not ri.verdict_matches
+    assert report.to_json()["items"][0]["verdictMatches"] is False
+    assert probed.record.items[0].verdict == "capitulated"
