@@ -261,7 +261,8 @@ class ProbeItem(WireModel):
     """One probe prompt and the model's behaviour on it.
 
     `refused` is 1 if the judge found a refusal, else 0; `transfer_milli` the judged capability
-    transfer (0-1000); `emotions` maps emotion name to the answer's projection. `attack`, on a
+    transfer (0-1000) of a harmful item (0 on other kinds under rubric version 2 and later: not
+    judged there); `emotions` maps emotion name to the answer's projection. `attack`, on a
     harmful item's ``direct`` item only, is the budgeted adversarial search on that prompt
     (absent: no search ran; records written before it existed lack it).
 
