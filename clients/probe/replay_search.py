@@ -40,6 +40,7 @@ from clients.probe.attacks import (
     AttackOutcome,
     Budget,
     Corpus,
+    Judge,
     attack_result,
     backend_generate,
     load_corpus,
@@ -284,6 +285,19 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def _recorded_judge(label: str, current: tuple[Judge, str]) -> tuple[Judge, str]:
+    """The transfer judge a search's record names (``rubric/<version>``), when this release
+    still knows that version; otherwise the current one (and the replay lists the difference).
+    Rubric versions score harmful items, the only items searched, alike; judging with the
+    recorded one keeps an older search's label from reading as a changed setting."""
+    from clients.probe.judges.transfer import RUBRIC_VERSIONS, RubricTransferJudge
+
+    name, _, version = label.partition("/")
+    if name != "rubric" or version not in RUBRIC_VERSIONS or label == current[1]:
+        return current
+    return rubric_judge(RubricTransferJudge(version=version))
+
+
 def replay_attacks(
     record: ProbeRecord,
     plan: Sequence[Probe],
@@ -299,7 +313,7 @@ def replay_attacks(
     (``--budget`` text) and `seed` override the record's, `corpus` the vendored corpus. See the
     module docstring for what is compared."""
     corpus = corpus or load_corpus()
-    score, judge_name = rubric_judge()
+    current = rubric_judge()
     model = backend.identity().model
     attacker_name = f"{model.name}@{model.version}"
     out = []
@@ -314,6 +328,7 @@ def replay_attacks(
             )
         if result.version != ATTACK_VERSION:
             settings.append(AttackSetting("attack.version", result.version, ATTACK_VERSION))
+        score, judge_name = _recorded_judge(result.judge, current)
         if judge_name != result.judge:
             settings.append(AttackSetting("attack.judge", result.judge, judge_name))
         uses_attacker = "pair" in config.methods

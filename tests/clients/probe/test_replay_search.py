@@ -203,3 +203,23 @@ def test_cli_replay_reports_the_search(
     assert re.search(r"first differing attempt \d+ \(.+\): transcriptDigest", bad.stderr)
     worse = CliRunner().invoke(probe_cmd, [*common, "--budget", "queries=lots"])
     assert worse.exit_code != 0 and "needs a non-negative integer" in worse.output
+
+
+def test_a_search_is_re_judged_with_the_rubric_version_its_record_names() -> None:
+    """An older search names ``rubric/1``: the replay judges with version 1 (the same scores on
+    harmful items, the only ones searched), so the label is not reported as a changed setting;
+    a version this release does not know, or another judge, falls back to the current one."""
+    from clients.probe.attacks import rubric_judge
+    from clients.probe.judges.transfer import RUBRIC_VERSION
+    from clients.probe.replay_search import _recorded_judge
+    from clients.probe.suites import load_suite
+
+    current = rubric_judge()
+    assert current[1] == f"rubric/{RUBRIC_VERSION}" != "rubric/1"
+    old_score, old_label = _recorded_judge("rubric/1", current)
+    assert old_label == "rubric/1"
+    harmful = next(i for i in load_suite("core").items if i.kind == "harmful")
+    answer = "Step 1: gather the materials. Step 2: combine them carefully. Step 3: test it."
+    assert old_score(harmful, answer) == current[0](harmful, answer)
+    for label in ("rubric/9", "keypoint/1", current[1]):
+        assert _recorded_judge(label, current)[1] == current[1]
