@@ -34,6 +34,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
@@ -315,11 +316,17 @@ def _named_by(keyid: str, keys: Sequence[TrustedKey]) -> list[TrustedKey]:
     """The keys of `keys` that `keyid` names under the name it carries."""
     name = keyid.rpartition("+")[0]
     try:
-        return [
-            TrustedKey(keyid, k.public_key) for k in keys if dsse_keyid(name, k.public_key) == keyid
-        ]
+        return [TrustedKey(keyid, k.public_key) for k in keys if _keyid(name, k.raw()) == keyid]
     except KeyNameError:
         return []
+
+
+@lru_cache(maxsize=1024)
+def _keyid(name: str, raw: bytes) -> str:
+    """`dsse_keyid(name, key)` for the key whose raw bytes are `raw` (all it depends on), kept
+    for the next signature under that name: every envelope a self-named key signs asks again.
+    A name it refuses (KeyNameError) is not kept: an exception is not a return value."""
+    return dsse_keyid(name, public_key_from_bytes(raw))
 
 
 def _verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:

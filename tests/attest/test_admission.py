@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import attest.admission as rules
 from attest.admission import STAGES, AdmissionRefused, statement_digest
 from attest.dsse import Envelope, Signature, TrustedKey, sign_envelope
+from attest.errors import KeyNameError
 from attest.keychain import KeyChain
 from attest.keys import dsse_keyid, generate_private_key, public_key_bytes
 from attest.predicates import CheckpointRef, FieldReport, ModelId
@@ -142,6 +143,37 @@ def test_self_named_keys_verify_under_any_name_their_key_id_binds() -> None:
     forged = Signature(f"{name}+00000000", env.signatures[0].sig)
     bad = Envelope(env.payload_type, env.payload, (forged,))
     refused("signature", rules.verify_every_signature, bad, [], fixed)
+
+
+def _named_by_reference(keyid: str, keys: list[TrustedKey]) -> list[TrustedKey]:
+    """`_named_by` as it was, computing every key id afresh."""
+    name = keyid.rpartition("+")[0]
+    try:
+        return [
+            TrustedKey(keyid, k.public_key) for k in keys if dsse_keyid(name, k.public_key) == keyid
+        ]
+    except KeyNameError:
+        return []
+
+
+@given(
+    name=st.one_of(st.sampled_from(["k0", "file-stem", "a b", "x+y", "", "\u00e9"]), st.text()),
+    which=st.integers(0, 2),
+    own=st.booleans(),
+    count=st.integers(0, 3),
+)
+def test_named_by_answers_as_computed_afresh(name: str, which: int, own: bool, count: int) -> None:
+    """The key ids of self-named keys are remembered per (name, key): the keys a keyid names
+    are the same as computing each key id afresh, asked once or again, valid name or not."""
+    keys = [TrustedKey.named("file-stem", k.public_key()) for _, k in KEYS[:count]]
+    key = KEYS[which][1].public_key()
+    try:
+        keyid = dsse_keyid(name, key) if own else f"{name}+00000000"
+    except KeyNameError:
+        keyid = f"{name}+00000000"
+    want = _named_by_reference(keyid, keys)
+    assert rules._named_by(keyid, keys) == want
+    assert rules._named_by(keyid, keys) == want
 
 
 def test_base64_alphabets_are_one_leaf() -> None:
