@@ -200,6 +200,12 @@ class KeyChain:
         else:
             self._revoke(index, p, signers)
 
+    def authorise(self, index: int, predicate_type: str, signers: frozenset[bytes]) -> None:
+        """`apply` for a statement whose predicate is not one of `STATEFUL` (it changes no
+        state): whether `signers` may make a statement of `predicate_type` at `index` (raises
+        KeyChainError). All `apply` reads of such a statement is its type."""
+        self._authorise(index, predicate_type, signers)
+
     def _authorise(
         self, index: int, predicate_type: str, signers: frozenset[bytes]
     ) -> Identity | None:

@@ -28,6 +28,7 @@ from attest.admission import AdmissionRefused, statement_digest
 from attest.dsse import Envelope, TrustedKey
 from attest.errors import AttestError
 from attest.keychain import STATEFUL, KeyChain, KeyChainError
+from attest.predicates import ContinuityStatement
 from attest.statement import Statement, parse_statement
 from attest.tiles import TILE_WIDTH, TileError, decode_bundle
 from ledger.errors import LedgerError
@@ -80,6 +81,11 @@ class Admitted:
 
     `digest` is the statement digest the log deduplicates on (`attest.admission.
     statement_digest`); None for bytes admitted without a rule (the sequencer derives it).
+
+    Pickled (an admission worker's answer, `ledger.admitters`), an entry whose statement
+    phase 2 reads only by its type (`TYPE_ONLY`) travels without it: it arrives with
+    `statement` None and `predicate_type` set. Unpickling a statement costs the serving
+    process more than the rest of the entry ten times over.
     """
 
     leaf: bytes
@@ -87,6 +93,26 @@ class Admitted:
     payload: bytes = b""
     signers: frozenset[bytes] = frozenset()
     digest: bytes | None = field(default=None, compare=False)
+    predicate_type: str | None = field(default=None, compare=False)
+
+    def __reduce__(self) -> tuple[Callable[..., Admitted], tuple[object, ...]]:
+        stmt = self.statement
+        if stmt is not None and type_only(stmt):
+            fields = (self.leaf, None, self.payload, self.signers, self.digest)
+            return (Admitted, (*fields, stmt.predicate_type))
+        return (Admitted, (self.leaf, stmt, self.payload, self.signers, self.digest))
+
+
+def type_only(stmt: Statement) -> bool:
+    """Whether phase 2 (`_EvidenceBatch.apply`) reads nothing of `stmt` but its type: a
+    predicate that changes no key-chain state (`KeyChain.apply` reads only the type of those,
+    `KeyChain.authorise`) and cites no entry (`attest.admission.check_citations` returns at
+    once for any predicate but a continuity statement)."""
+    return not isinstance(stmt.predicate, TYPE_READ)
+
+
+TYPE_READ: Final = (*STATEFUL, ContinuityStatement)
+"""Predicates phase 2 reads beyond their type (every other one is `type_only`)."""
 
 
 class BatchCheck(Protocol):
@@ -256,6 +282,15 @@ class _EvidenceBatch:
         self.bundles: OrderedDict[int, list[bytes]] = OrderedDict()  # a few, for citations
 
     def apply(self, index: int, entry: Admitted) -> None:
+        if entry.statement is None and entry.predicate_type is not None:
+            # From an admission worker without its statement (`Admitted.__reduce__`): what
+            # `rules.authorise` decides for it, nothing cited, no key event stored.
+            try:
+                self.chain.authorise(index, entry.predicate_type, entry.signers)
+            except KeyChainError as e:
+                raise refused(AdmissionRefused("key-chain", e.diagnostic)) from e
+            self.fresh[index] = entry.leaf
+            return
         if entry.statement is None:
             raise AdmissionError(400, "invalid_statement", "the evidence log stores statements")
         try:

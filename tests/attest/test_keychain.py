@@ -7,6 +7,7 @@ by a full re-audit of the log (`TestLog.check`).
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -290,3 +291,41 @@ def test_allowed_key_is_a_thin_special_case(chain: Chain) -> None:
     chain.refused(
         chain.event("register", "worker", vkey(other)), [allowed, other], 403, "not_authorised"
     )
+
+
+def test_entries_from_admission_workers_are_decided_as_in_process(chain: Chain) -> None:
+    """An admission worker's answer travels pickled; a statement phase 2 reads only by its type
+    (a field report) travels without it (`ledger.admission.Admitted.__reduce__`), and is
+    authorised or refused at its index exactly as the statement itself is; key events travel
+    whole."""
+    lab, worker = chain.lab_and_worker()
+    issuer = key("issuer")
+    chain.ok(chain.event("register", "issuer", vkey(issuer)), [lab, issuer])
+    event = chain.admit(chain.event("register", "worker", vkey(key("w2"))), [lab])
+    assert pickle.loads(pickle.dumps(event)) == event  # stateful: the statement comes along
+    signer_sets = [[worker], [lab], [chain.operator], [issuer], [worker, issuer]]
+    outcomes = []
+    for round_ in ("before", "after"):
+        for n, signers in enumerate(signer_sets):
+            try:
+                full = chain.admit(chain.report(f"{round_} {n} in process"), signers)
+            except AdmissionError:  # refused in phase 1 (a key the chain no longer knows)
+                continue
+            wire = pickle.loads(pickle.dumps(chain.admit(chain.report(f"{round_} {n}"), signers)))
+            assert wire.statement is None and full.statement is not None
+            assert wire.predicate_type == full.statement.predicate_type
+            # The wire copy first: a refusal takes no index, so both are judged at one index.
+            got, want = chain.batch([wire])[0], chain.batch([full])[0]
+            if isinstance(want, AdmissionError):
+                assert isinstance(got, AdmissionError), got
+                assert (got.status, got.error, got.diagnostic) == (
+                    want.status,
+                    want.error,
+                    want.diagnostic,
+                )
+            else:
+                assert isinstance(got, Sequenced), got.diagnostic
+            outcomes.append(isinstance(want, Sequenced))
+        if round_ == "before":
+            chain.ok(chain.event("revoke", "lab", vkey(lab)), [chain.operator])
+    assert True in outcomes and False in outcomes  # both kinds of decision were compared
