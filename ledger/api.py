@@ -550,7 +550,7 @@ async def _sequence_batch(
     bodies = _batch_bodies(raw)
     admitted = await asyncio.to_thread(server.admit, h, bodies)
     added = await asyncio.gather(
-        *(h.sequencer.add(a) for a in admitted if not isinstance(a, LedgerError)),
+        *h.sequencer.submit([a for a in admitted if not isinstance(a, LedgerError)]),
         return_exceptions=True,
     )
     # The entries of one request mostly land in one or two sequencer batches: prove those

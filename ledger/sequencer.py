@@ -186,12 +186,21 @@ class Sequencer:
 
         Raises AdmissionError when the log's rule refuses it at its index.
         """
+        return await self.submit([entry])[0]
+
+    def submit(self, entries: Sequence[bytes | Admitted]) -> list[asyncio.Future[Sequenced]]:
+        """Queue `entries`, in order and together, as `add` queues one: a future per entry,
+        done once a signed checkpoint includes it (or with its AdmissionError). A batch request
+        awaits its futures, rather than a task per entry that awaits each."""
+        if not entries:
+            return []
         if self._task is None:
             raise RuntimeError("sequencer not started")
-        fut: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, fut))
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Sequenced]] = [loop.create_future() for _ in entries]
+        self._pending.extend(zip(entries, futs, strict=True))
         self._wake.set()
-        return await fut
+        return futs
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""

@@ -194,3 +194,32 @@ def test_async_writers_are_batched_and_proven(store: Store) -> None:
         t.acked[e] = r
         t.heads.append(r.head)
     t.check()
+
+
+def test_submitted_entries_are_queued_together_in_order(store: Store) -> None:
+    """`Sequencer.submit` (a batch request's entries) queues them as one run, in order, behind
+    entries added before it and ahead of those added after; a duplicate gets its first index."""
+    t = TestLog(store)
+    first, batch, last = entries(1, "before"), entries(300, "together"), entries(1, "after")
+
+    async def run() -> list[Sequenced | BaseException]:
+        t.seq.start()
+        try:
+            before = asyncio.ensure_future(t.seq.add(first[0]))
+            await asyncio.sleep(0)  # the single add has queued its entry
+            futs = t.seq.submit([*batch, batch[0]])
+            after = asyncio.ensure_future(t.seq.add(last[0]))
+            return await asyncio.gather(before, *futs, after, return_exceptions=True)
+        finally:
+            await t.seq.stop()
+
+    results = asyncio.run(run())
+    assert t.seq.submit([]) == []
+    ok = [r for r in results if isinstance(r, Sequenced)]
+    assert len(ok) == len(results) == 303
+    assert [r.index for r in ok] == [0, *range(1, 301), 1, 301]
+    assert ok[-2].duplicate and not any(r.duplicate for r in ok[:-2])
+    for e, r in zip([*first, *batch, *last], [*ok[:-2], ok[-1]], strict=True):
+        t.acked[e] = r
+        t.heads.append(r.head)
+    t.check()
