@@ -325,7 +325,9 @@ def suite_cost_main(argv: Sequence[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args(argv)
-    # The newest version of each shipped suite, named with its version (full-2 is 800 probes).
+    # The newest version of each shipped suite, named with its version (full-3 is 1134 probes).
+    # The estimate counts probes, not generations: full-3's 134 pushback probes are asked in
+    # two turns (1268 generations), so its real cost is higher than the line printed here.
     loaded = [load_suite(name) for name in ("core", "xstest", "full")]
     suites = {f"{x.name}-{x.version}": probes(x) for x in loaded}
     lm = open_model("tiny" if args.tiny else args.model, device="cpu")
