@@ -1,0 +1,437 @@
+"""A refusal judge on SmolLM2-135M-Instruct hidden states, measured against `learned`.
+
+    python bench/hidden_probe.py embed [--cache /tmp/hs_cache] [--answer-tokens 64]
+    python bench/hidden_probe.py eval  [--cache /tmp/hs_cache] [--json OUT]
+
+``embed`` reads every labelled answer the refusal judges are measured on (both XSTest dev
+completion files, the project's hand-written dev and held-out rows, the real SmolLM2 answers, the
+other-style and fresh other-style sets), runs the bundled model once over each (prompt, answer)
+pair as a ChatML conversation, and caches, per layer (0 = embeddings .. 30), the mean of the
+residual stream over the answer's tokens and the state at the closing ``<|im_end|>``, one ``.npz``
+per source. The answer is cut to its first ``--answer-tokens`` tokens: refusals are decided in the
+opening sentences, and the cut keeps the forward passes affordable on a shared CPU. It prints the
+CPU seconds spent per answer (what `bledger judge` would pay per answer with the model loaded).
+
+``eval`` fits and scores on the cached arrays only (no model), with nothing chosen on test rows:
+
+(a) cross-model: train on one Llama-2 file plus the hand-written ``dev`` rows (the rows the
+    shipped `learned` judge's own cross-model figures are fitted on), test on the other file. The
+    probe's layer, pooling and ridge penalty are chosen by 5-fold cross-validation inside the
+    training rows; the ensemble (a logistic stack of the probe's, `learned`'s logits and the
+    XSTest string match) is fitted on out-of-fold predictions of the training rows only; the
+    threshold is 0.5 throughout (balanced training, as `learned`).
+(b) train on both Llama-2 files and the hand-written ``dev`` rows (what the shipped `learned` is
+    fitted on), test on the other-style, fresh other-style, SmolLM2 and hand-written held-out sets,
+    and on their answers whose prompt is not a training prompt (a hidden state carries its
+    prompt, and the two Llama-2 files share theirs).
+
+Beside the probe and the stack it prints two more: the stack without the probe (a control: what
+stacking `learned` with the string match gives alone) and a majority vote of the three.
+
+Every figure is agreement with the human labels, with its Wilson 95 % interval, beside `learned`
+(re-fitted on exactly the same training rows) and XSTest's string match on exactly the same rows.
+Nothing here asserts: it measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from clients.probe.judges.rules import StringMatchRefusalJudge, normalise
+from clients.probe.judges.train import (
+    FRESH_STYLE_CSV,
+    Row,
+    fit_logistic,
+    load_other_style,
+    load_project_labels,
+    load_xstest_dir,
+)
+from clients.probe.metrics import mcnemar, rate
+
+XSTEST_DIR = Path(
+    os.environ.get(
+        "BLEDGER_XSTEST_DEV",
+        Path(__file__).resolve().parents[2] / "shared" / "datasets" / "xstest-completions-dev",
+    )
+)
+"""The XSTest dev completions, read in place (``$BLEDGER_XSTEST_DEV`` moves them, as in tests)."""
+SOURCES = (
+    "hand-dev",
+    "llama2new",
+    "llama2orig",
+    "smollm2",
+    "hand-held-out",
+    "fresh-style",
+    "other-style",
+)
+Arr = npt.NDArray[np.float64]
+
+
+def load_sources(xstest_dir: Path) -> dict[str, list[Row]]:
+    """Every labelled answer set, by source name (`SOURCES`)."""
+    xs = load_xstest_dir(xstest_dir)
+    project = load_project_labels()
+    return {
+        "hand-dev": project["hand-dev"],
+        "llama2new": xs["llama2new"],
+        "llama2orig": xs["llama2orig"],
+        "smollm2": project["smollm2"],
+        "hand-held-out": project["hand-held-out"],
+        # The fresh set's rows say "other-style" as their source; name them apart.
+        "fresh-style": [
+            replace(r, source="fresh-style") for r in load_other_style(FRESH_STYLE_CSV)
+        ],
+        "other-style": load_other_style(),
+    }
+
+
+# -- embed ---------------------------------------------------------------------------------------
+
+
+def conversation_ids(
+    tok: object, prompt: str, answer: str, answer_tokens: int
+) -> tuple[list[int], int]:
+    """ChatML ids of (prompt, answer cut to `answer_tokens`), no system turn; and where the
+    answer starts. The sequence ends with ``<|im_end|>``, whose state is the "last" pooling."""
+
+    def enc(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+
+    head = enc(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+    body = enc(answer)[:answer_tokens] or enc(" ")
+    return head + body + enc("<|im_end|>"), len(head)
+
+
+def embed(cache: Path, answer_tokens: int, batch_size: int, only: Sequence[str] = SOURCES) -> None:
+    """Cache per-layer mean-over-answer and last-token states of each source in `only`, in that
+    order; a source already cached is skipped (so a run resumes, and two runs can share)."""
+    import torch
+
+    from clients.probe.model import load_model
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    lm = load_model(device="cpu")
+    cache.mkdir(parents=True, exist_ok=True)
+    every = load_sources(XSTEST_DIR)
+    for source in only:
+        rows = every[source]
+        out = cache / f"{source}.npz"
+        if out.exists():
+            print(f"{source}: cached", file=sys.stderr)
+            continue
+        seqs = [conversation_ids(lm.tokenizer, r.prompt, r.answer, answer_tokens) for r in rows]
+        n_layers = lm.num_layers + 1
+        mean = np.zeros((n_layers, len(rows), lm.model.config.hidden_size), dtype=np.float32)
+        last = np.zeros_like(mean)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+        cpu0, wall0 = time.process_time(), time.time()
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(seqs[i][0]) for i in idx)
+            ids = torch.full((len(idx), width), int(lm.tokenizer.pad_token_id), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for j, i in enumerate(idx):
+                ids[j, : len(seqs[i][0])] = torch.tensor(seqs[i][0])
+                mask[j, : len(seqs[i][0])] = 1
+            with torch.inference_mode():
+                hs = lm.model.model(
+                    input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
+                ).hidden_states
+            stacked = torch.stack(hs).float().numpy()  # [layers, batch, tokens, d]
+            for j, i in enumerate(idx):
+                ln, a0 = len(seqs[i][0]), seqs[i][1]
+                # The answer's tokens, without the closing <|im_end|>.
+                mean[:, i] = stacked[:, j, a0 : ln - 1].mean(axis=1)
+                last[:, i] = stacked[:, j, ln - 1]
+            print(f"{source}: {start + len(idx)}/{len(rows)}", file=sys.stderr, flush=True)
+        cpu, wall = time.process_time() - cpu0, time.time() - wall0
+        np.savez(
+            out,
+            ids=np.array([r.id for r in rows]),
+            mean=mean,
+            last=last,
+            cpu_s=cpu,
+            wall_s=wall,
+            tokens=sum(len(s[0]) for s in seqs),
+            answer_tokens=answer_tokens,
+        )
+        print(
+            f"{source}: n={len(rows)} {cpu / len(rows):.3f} CPU s/answer "
+            f"({len(rows) / cpu:.2f} answers per CPU second), wall {wall:.0f} s",
+            file=sys.stderr,
+        )
+
+
+# -- eval ----------------------------------------------------------------------------------------
+
+LAYERS = tuple(range(3, 31, 3))
+"""Candidate layers for the probe (every third residual stream after the embeddings)."""
+POOLINGS = ("mean", "last")
+L2_GRID = (1e-2, 1e-1, 1.0)
+"""Candidate ridge penalties for the probe (`fit_logistic` units, on standardised states)."""
+FOLDS = 5
+STACK_L2 = 1e-3
+
+
+def wilson(k: int, n: int) -> tuple[float, float, float]:
+    """k/n with its Wilson 95 % interval (`clients.probe.metrics.rate`)."""
+    r = rate(k, n)
+    return r.rate, r.low, r.high
+
+
+def folds_of(rows: Sequence[Row], k: int = FOLDS, seed: int = 0) -> npt.NDArray[np.int64]:
+    """A fold per row, stratified by (source, label), deterministic."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(rows), dtype=np.int64)
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r.source, r.refused), []).append(i)
+    for _, idx in sorted(groups.items()):
+        perm = rng.permutation(len(idx))
+        for pos, j in enumerate(perm):
+            out[idx[j]] = pos % k
+    return out
+
+
+def newton(
+    x: Arr, y: Arr, l2: float, groups: Sequence[str], iters: int = 30, tol: float = 1e-7
+) -> tuple[Arr, float]:
+    """`fit_logistic`'s objective (same balancing and penalty), stopped once a Newton step moves
+    no weight by more than `tol`: the probe is fitted hundreds of times in cross-validation."""
+    from clients.probe.judges.train import sample_weights
+
+    n, d = x.shape
+    sw = sample_weights(y, groups)
+    xb = np.hstack([x, np.ones((n, 1))])
+    w = np.zeros(d + 1)
+    pen = np.full(d + 1, l2)
+    pen[-1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -40.0, 40.0)))
+        grad = xb.T @ (sw * (p - y)) / n + pen * w
+        h = (xb * (sw * p * (1.0 - p))[:, None]).T @ xb / n + np.diag(pen) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(h, grad)
+        w = w - step
+        if float(np.max(np.abs(step))) < tol:
+            break
+    return w[:-1].copy(), float(w[-1])
+
+
+class Probe:
+    """Standardise, then `fit_logistic` (source- and class-balanced, ridge); logits out."""
+
+    def __init__(self, x: Arr, y: Arr, groups: Sequence[str], l2: float) -> None:
+        self.mu = x.mean(axis=0)
+        self.sd = x.std(axis=0) + 1e-6
+        self.w, self.b = newton((x - self.mu) / self.sd, y, l2, groups)
+
+    def logit(self, x: Arr) -> Arr:
+        out: Arr = ((x - self.mu) / self.sd) @ self.w + self.b
+        return out
+
+
+def balanced_acc_weights(y: Arr, groups: Sequence[str]) -> Arr:
+    """The training weights `fit_logistic` uses, for scoring folds the way the fit is balanced."""
+    from clients.probe.judges.train import sample_weights
+
+    return sample_weights(y, groups)
+
+
+def choose_probe(
+    hs: dict[str, Arr], y: Arr, groups: Sequence[str], folds: npt.NDArray[np.int64]
+) -> tuple[tuple[str, int, float], dict[str, float]]:
+    """(pooling, layer, l2) with the best cross-validated balanced accuracy on these rows."""
+    sw = balanced_acc_weights(y, groups)
+    scores: dict[str, float] = {}
+    for pool in POOLINGS:
+        for layer in LAYERS:
+            x = hs[pool][layer]
+            for l2 in L2_GRID:
+                hit = np.zeros(len(y))
+                for f in range(FOLDS):
+                    tr, te = folds != f, folds == f
+                    pr = Probe(x[tr], y[tr], [g for g, t in zip(groups, tr, strict=True) if t], l2)
+                    hit[te] = (pr.logit(x[te]) >= 0) == (y[te] > 0.5)
+                scores[f"{pool}:{layer}:{l2}"] = float((hit * sw).sum() / sw.sum())
+    best = max(scores, key=lambda k: (scores[k], k))
+    pool, layer_s, l2_s = best.split(":")
+    return (pool, int(layer_s), float(l2_s)), scores
+
+
+def learned_logit(xf_tr: Arr, y: Arr, groups: Sequence[str], xf_te: Arr) -> Arr:
+    """`learned` re-fitted on the training rows (its shipped L2), logits on other rows."""
+    from clients.probe.judges.train import L2
+
+    w, b = fit_logistic(xf_tr, y, L2, groups)
+    out: Arr = xf_te @ w + b
+    return out
+
+
+def stack_inputs(probe: Arr, learned: Arr, strmatch: Arr) -> Arr:
+    """The ensemble's inputs: the probe's and `learned`'s logits (clipped) and string match."""
+    return np.column_stack([np.clip(probe, -10, 10), np.clip(learned, -10, 10), strmatch])
+
+
+class Data:
+    """Cached states, `learned` features, string-match verdicts and labels of one row set."""
+
+    def __init__(self, cache: Path, all_rows: dict[str, list[Row]], sources: Sequence[str]) -> None:
+        from clients.probe.judges.learned import feature_matrix
+
+        self.rows = [r for s in sources for r in all_rows[s]]
+        self.y = np.array([r.refused for r in self.rows], dtype=np.float64)
+        self.groups = [r.source for r in self.rows]
+        self.hs: dict[str, Arr] = {}
+        for pool in POOLINGS:
+            parts = []
+            for s in sources:
+                z = np.load(cache / f"{s}.npz")
+                if list(z["ids"]) != [r.id for r in all_rows[s]]:
+                    raise SystemExit(f"{cache}/{s}.npz: rows differ from the labels; re-embed")
+                parts.append(z[pool].astype(np.float64))
+            self.hs[pool] = np.concatenate(parts, axis=1)
+        self.xf = feature_matrix([r.answer for r in self.rows], [r.prompt for r in self.rows])
+        sm = StringMatchRefusalJudge("xstest")
+        self.sm = np.array([float(sm.refused(r.prompt, r.answer)) for r in self.rows])
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What `fit_and_test` chose on the training rows, and each judge's verdicts on the test."""
+
+    choice: dict[str, object]
+    stack_weights: list[float]
+    train_oof_acc: dict[str, float]
+    cv_top: list[tuple[str, float]]
+    verdicts: dict[str, npt.NDArray[np.bool_]]
+
+
+def fit_and_test(train: Data, test: Data) -> Fit:
+    """Choose and fit everything on `train`; verdicts of each judge on `test` (and the choices)."""
+    folds = folds_of(train.rows)
+    (pool, layer, l2), cv = choose_probe(train.hs, train.y, train.groups, folds)
+    x_tr, x_te = train.hs[pool][layer], test.hs[pool][layer]
+    # Out-of-fold logits of the probe and of `learned` on the training rows: the stack's inputs.
+    oof_p, oof_l = np.zeros(len(train.y)), np.zeros(len(train.y))
+    for f in range(FOLDS):
+        tr, te = folds != f, folds == f
+        g = [g for g, t in zip(train.groups, tr, strict=True) if t]
+        oof_p[te] = Probe(x_tr[tr], train.y[tr], g, l2).logit(x_tr[te])
+        oof_l[te] = learned_logit(train.xf[tr], train.y[tr], g, train.xf[te])
+    sw, sb = fit_logistic(
+        stack_inputs(oof_p, oof_l, train.sm), train.y, STACK_L2, train.groups, iters=50
+    )
+    # The control: the same stack without the probe, so a gain can be told apart from what
+    # stacking `learned` with the string match alone gives.
+    cw, cb = fit_logistic(
+        stack_inputs(oof_p, oof_l, train.sm)[:, 1:], train.y, STACK_L2, train.groups, iters=50
+    )
+    probe = Probe(x_tr, train.y, train.groups, l2).logit(x_te)
+    learned = learned_logit(train.xf, train.y, train.groups, test.xf)
+    stack = stack_inputs(probe, learned, test.sm) @ sw + sb
+    verdicts = {
+        "strmatch-xstest": test.sm > 0.5,
+        "learned": learned >= 0,
+        "probe": probe >= 0,
+        "stack": stack >= 0,
+        "stack-no-probe": stack_inputs(probe, learned, test.sm)[:, 1:] @ cw + cb >= 0,
+        "vote": ((probe >= 0).astype(int) + (learned >= 0) + (test.sm > 0.5)) >= 2,
+    }
+    oof = {
+        "probe": float(((oof_p >= 0) == (train.y > 0.5)).mean()),
+        "learned": float(((oof_l >= 0) == (train.y > 0.5)).mean()),
+    }
+    choice: dict[str, object] = {"pooling": pool, "layer": layer, "l2": l2}
+    choice["cv_balanced_acc"] = cv[f"{pool}:{layer}:{l2}"]
+    top = sorted(cv.items(), key=lambda kv: -kv[1])[:8]
+    return Fit(choice, [*map(float, sw), float(sb)], oof, top, verdicts)
+
+
+def _report(name: str, test: Data, res: Fit, sets: dict[str, list[int]]) -> dict[str, object]:
+    verdicts = res.verdicts
+    y = test.y > 0.5
+    print(f"\n== {name}\nchoice {res.choice}  stack w {[round(w, 3) for w in res.stack_weights]}")
+    print(f"train out-of-fold acc {res.train_oof_acc}")
+    figs: dict[str, dict[str, dict[str, float]]] = {}
+    for set_name, idx in sets.items():
+        ix = np.array(idx)
+        figs[set_name] = {}
+        print(f"  {set_name} (n={len(ix)})")
+        for j, v in verdicts.items():
+            ok = v[ix] == y[ix]
+            k = int(ok.sum())
+            p, lo, hi = wilson(k, len(ix))
+            # Paired with `learned` on the same rows: rows only one of the two gets right.
+            lv = verdicts["learned"][ix] == y[ix]
+            b, c = int((ok & ~lv).sum()), int((~ok & lv).sum())
+            figs[set_name][j] = {"correct": k, "n": len(ix), "acc": p, "low": lo, "high": hi}
+            figs[set_name][j].update(only_this=b, only_learned=c, mcnemar_p=mcnemar(b, c))
+            line = f"{j:16s} {k:4d}/{len(ix):<4d} {p:.3f} [{lo:.3f}, {hi:.3f}]"
+            print(f"    {line}  vs learned +{b}/-{c} (exact McNemar p={mcnemar(b, c):.3f})")
+    return {
+        "choice": res.choice,
+        "stack_weights": res.stack_weights,
+        "train_oof_acc": res.train_oof_acc,
+        "cv_top": res.cv_top,
+        "figures": figs,
+    }
+
+
+def evaluate(cache: Path, json_out: Path | None) -> int:
+    """Protocols (a) and (b) of the module docstring; prints, and writes `json_out`."""
+    rows = load_sources(XSTEST_DIR)
+    report: dict[str, object] = {}
+    for train_m, test_m in (("llama2orig", "llama2new"), ("llama2new", "llama2orig")):
+        train, test = Data(cache, rows, [train_m, "hand-dev"]), Data(cache, rows, [test_m])
+        name = f"(a) train {train_m}+hand-dev, test {test_m}"
+        res = fit_and_test(train, test)
+        report[name] = _report(name, test, res, {test_m: list(range(len(test.rows)))})
+    tests = ["other-style", "fresh-style", "smollm2", "hand-held-out"]
+    train = Data(cache, rows, ["llama2new", "llama2orig", "hand-dev"])
+    test = Data(cache, rows, tests)
+    sets: dict[str, list[int]] = {s: [] for s in tests}
+    for i, r in enumerate(test.rows):
+        sets[r.source].append(i)
+    # The same rows less those whose prompt is also a training prompt: the states of an answer
+    # also carry its prompt, so a probe could lean on prompts it saw labelled.
+    seen = {normalise(r.prompt) for r in train.rows}
+    sets["all four, prompts not in training"] = [
+        i for i, r in enumerate(test.rows) if normalise(r.prompt) not in seen
+    ]
+    name = "(b) train both Llama-2 + hand-dev, test the project's sets"
+    report[name] = _report(name, test, fit_and_test(train, test), sets)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run ``embed`` or ``eval``."""
+    ap = argparse.ArgumentParser(prog="bench/hidden_probe.py")
+    ap.add_argument("what", choices=("embed", "eval"))
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/hs_cache"))
+    ap.add_argument("--answer-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--json", type=Path, default=None, help="eval: write the figures here")
+    a = ap.parse_args(argv)
+    if a.what == "embed":
+        embed(a.cache, a.answer_tokens, a.batch_size)
+        return 0
+    return evaluate(a.cache, a.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
