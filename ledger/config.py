@@ -63,10 +63,21 @@ class ServerConfig:
 
 
 def init_data_dir(data: Path, *, origin_prefix: str, db: str | None = None) -> ServerConfig:
-    """Create DATA with a config, an evidence-log key and the database URL; or load it."""
+    """Create DATA with a config, an evidence-log key and the database URL; or load it.
+
+    Loading an existing DATA with a `db` other than the one its config names is an error: the
+    config is where the URL lives once DATA exists, and quietly serving the old database while
+    the operator asked for another would write their entries somewhere they do not expect.
+    """
     path = data / CONFIG_NAME
     if path.exists():
-        return load_config(data)
+        cfg = load_config(data)
+        if db is not None and db != cfg.db:
+            raise ConfigError(
+                f"{path} names the database {cfg.db!r}, not --db {db!r}: DATA already exists, so "
+                f"its config decides; edit [server] db there, or give a new --data directory"
+            )
+        return cfg
     data.mkdir(parents=True, exist_ok=True)
     (data / "keys").mkdir(exist_ok=True)
     for name in PARTITIONS:

@@ -317,6 +317,13 @@ def register_lab(h: HostedLog, rule: EvidenceRule, vkey: str, operator: Ed25519P
     env = sign_statement(event, [(OPERATOR_KEY_NAME, operator)])
     (res,) = h.sequencer.integrate([rule.admit(env.canonical_bytes())])
     if isinstance(res, AdmissionError):
+        # Another frontend on the same database may have registered the key between our check
+        # above and the sequencer's lock: the batch check replayed its entry and refused ours
+        # ("registered once"). Catch up as that check did; if the key is now active, the
+        # registration we wanted is in the log.
+        rule.refresh()
+        if rule.chain.active(raw) is not None:
+            return
         raise ConfigError(f"registering lab key {vkey}: {res.diagnostic}")
 
 
