@@ -38,24 +38,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from clients.probe.judges.rules import StringMatchRefusalJudge, normalise
-from clients.probe.judges.train import (
-    FRESH_STYLE_CSV,
-    Row,
-    fit_logistic,
-    load_other_style,
-    load_project_labels,
-    load_xstest_dir,
+from clients.probe.judges.hidden_train import (
+    FOLDS,
+    SOURCES,
+    Probe,
+    States,
+    choose_probe,
+    embed_sources,
+    folds_of,
+    load_sources,
 )
+from clients.probe.judges.rules import StringMatchRefusalJudge, normalise
+from clients.probe.judges.train import Row, fit_logistic
 from clients.probe.metrics import mcnemar, rate
 
 XSTEST_DIR = Path(
@@ -65,121 +66,17 @@ XSTEST_DIR = Path(
     )
 )
 """The XSTest dev completions, read in place (``$BLEDGER_XSTEST_DEV`` moves them, as in tests)."""
-SOURCES = (
-    "hand-dev",
-    "llama2new",
-    "llama2orig",
-    "smollm2",
-    "hand-held-out",
-    "fresh-style",
-    "other-style",
-)
 Arr = npt.NDArray[np.float64]
 
 
-def load_sources(xstest_dir: Path) -> dict[str, list[Row]]:
-    """Every labelled answer set, by source name (`SOURCES`)."""
-    xs = load_xstest_dir(xstest_dir)
-    project = load_project_labels()
-    return {
-        "hand-dev": project["hand-dev"],
-        "llama2new": xs["llama2new"],
-        "llama2orig": xs["llama2orig"],
-        "smollm2": project["smollm2"],
-        "hand-held-out": project["hand-held-out"],
-        # The fresh set's rows say "other-style" as their source; name them apart.
-        "fresh-style": [
-            replace(r, source="fresh-style") for r in load_other_style(FRESH_STYLE_CSV)
-        ],
-        "other-style": load_other_style(),
-    }
-
-
-# -- embed ---------------------------------------------------------------------------------------
-
-
-def conversation_ids(
-    tok: object, prompt: str, answer: str, answer_tokens: int
-) -> tuple[list[int], int]:
-    """ChatML ids of (prompt, answer cut to `answer_tokens`), no system turn; and where the
-    answer starts. The sequence ends with ``<|im_end|>``, whose state is the "last" pooling."""
-
-    def enc(text: str) -> list[int]:
-        return list(tok(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
-
-    head = enc(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
-    body = enc(answer)[:answer_tokens] or enc(" ")
-    return head + body + enc("<|im_end|>"), len(head)
-
-
 def embed(cache: Path, answer_tokens: int, batch_size: int, only: Sequence[str] = SOURCES) -> None:
-    """Cache per-layer mean-over-answer and last-token states of each source in `only`, in that
-    order; a source already cached is skipped (so a run resumes, and two runs can share)."""
-    import torch
-
-    from clients.probe.model import load_model
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    lm = load_model(device="cpu")
-    cache.mkdir(parents=True, exist_ok=True)
-    every = load_sources(XSTEST_DIR)
-    for source in only:
-        rows = every[source]
-        out = cache / f"{source}.npz"
-        if out.exists():
-            print(f"{source}: cached", file=sys.stderr)
-            continue
-        seqs = [conversation_ids(lm.tokenizer, r.prompt, r.answer, answer_tokens) for r in rows]
-        n_layers = lm.num_layers + 1
-        mean = np.zeros((n_layers, len(rows), lm.model.config.hidden_size), dtype=np.float32)
-        last = np.zeros_like(mean)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
-        cpu0, wall0 = time.process_time(), time.time()
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(seqs[i][0]) for i in idx)
-            ids = torch.full((len(idx), width), int(lm.tokenizer.pad_token_id), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for j, i in enumerate(idx):
-                ids[j, : len(seqs[i][0])] = torch.tensor(seqs[i][0])
-                mask[j, : len(seqs[i][0])] = 1
-            with torch.inference_mode():
-                hs = lm.model.model(
-                    input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
-                ).hidden_states
-            stacked = torch.stack(hs).float().numpy()  # [layers, batch, tokens, d]
-            for j, i in enumerate(idx):
-                ln, a0 = len(seqs[i][0]), seqs[i][1]
-                # The answer's tokens, without the closing <|im_end|>.
-                mean[:, i] = stacked[:, j, a0 : ln - 1].mean(axis=1)
-                last[:, i] = stacked[:, j, ln - 1]
-            print(f"{source}: {start + len(idx)}/{len(rows)}", file=sys.stderr, flush=True)
-        cpu, wall = time.process_time() - cpu0, time.time() - wall0
-        np.savez(
-            out,
-            ids=np.array([r.id for r in rows]),
-            mean=mean,
-            last=last,
-            cpu_s=cpu,
-            wall_s=wall,
-            tokens=sum(len(s[0]) for s in seqs),
-            answer_tokens=answer_tokens,
-        )
-        print(
-            f"{source}: n={len(rows)} {cpu / len(rows):.3f} CPU s/answer "
-            f"({len(rows) / cpu:.2f} answers per CPU second), wall {wall:.0f} s",
-            file=sys.stderr,
-        )
+    """Cache per-layer mean-over-answer and last-token states of each source in `only` (the
+    package's `embed_sources`: one implementation of the features for the bench and the judge)."""
+    embed_sources(cache, load_sources(XSTEST_DIR), answer_tokens, batch_size, only)
 
 
 # -- eval ----------------------------------------------------------------------------------------
 
-LAYERS = tuple(range(3, 31, 3))
-"""Candidate layers for the probe (every third residual stream after the embeddings)."""
-POOLINGS = ("mean", "last")
-L2_GRID = (1e-2, 1e-1, 1.0)
-"""Candidate ridge penalties for the probe (`fit_logistic` units, on standardised states)."""
-FOLDS = 5
 STACK_L2 = 1e-3
 
 
@@ -187,85 +84,6 @@ def wilson(k: int, n: int) -> tuple[float, float, float]:
     """k/n with its Wilson 95 % interval (`clients.probe.metrics.rate`)."""
     r = rate(k, n)
     return r.rate, r.low, r.high
-
-
-def folds_of(rows: Sequence[Row], k: int = FOLDS, seed: int = 0) -> npt.NDArray[np.int64]:
-    """A fold per row, stratified by (source, label), deterministic."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros(len(rows), dtype=np.int64)
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault((r.source, r.refused), []).append(i)
-    for _, idx in sorted(groups.items()):
-        perm = rng.permutation(len(idx))
-        for pos, j in enumerate(perm):
-            out[idx[j]] = pos % k
-    return out
-
-
-def newton(
-    x: Arr, y: Arr, l2: float, groups: Sequence[str], iters: int = 30, tol: float = 1e-7
-) -> tuple[Arr, float]:
-    """`fit_logistic`'s objective (same balancing and penalty), stopped once a Newton step moves
-    no weight by more than `tol`: the probe is fitted hundreds of times in cross-validation."""
-    from clients.probe.judges.train import sample_weights
-
-    n, d = x.shape
-    sw = sample_weights(y, groups)
-    xb = np.hstack([x, np.ones((n, 1))])
-    w = np.zeros(d + 1)
-    pen = np.full(d + 1, l2)
-    pen[-1] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -40.0, 40.0)))
-        grad = xb.T @ (sw * (p - y)) / n + pen * w
-        h = (xb * (sw * p * (1.0 - p))[:, None]).T @ xb / n + np.diag(pen) + 1e-9 * np.eye(d + 1)
-        step = np.linalg.solve(h, grad)
-        w = w - step
-        if float(np.max(np.abs(step))) < tol:
-            break
-    return w[:-1].copy(), float(w[-1])
-
-
-class Probe:
-    """Standardise, then `fit_logistic` (source- and class-balanced, ridge); logits out."""
-
-    def __init__(self, x: Arr, y: Arr, groups: Sequence[str], l2: float) -> None:
-        self.mu = x.mean(axis=0)
-        self.sd = x.std(axis=0) + 1e-6
-        self.w, self.b = newton((x - self.mu) / self.sd, y, l2, groups)
-
-    def logit(self, x: Arr) -> Arr:
-        out: Arr = ((x - self.mu) / self.sd) @ self.w + self.b
-        return out
-
-
-def balanced_acc_weights(y: Arr, groups: Sequence[str]) -> Arr:
-    """The training weights `fit_logistic` uses, for scoring folds the way the fit is balanced."""
-    from clients.probe.judges.train import sample_weights
-
-    return sample_weights(y, groups)
-
-
-def choose_probe(
-    hs: dict[str, Arr], y: Arr, groups: Sequence[str], folds: npt.NDArray[np.int64]
-) -> tuple[tuple[str, int, float], dict[str, float]]:
-    """(pooling, layer, l2) with the best cross-validated balanced accuracy on these rows."""
-    sw = balanced_acc_weights(y, groups)
-    scores: dict[str, float] = {}
-    for pool in POOLINGS:
-        for layer in LAYERS:
-            x = hs[pool][layer]
-            for l2 in L2_GRID:
-                hit = np.zeros(len(y))
-                for f in range(FOLDS):
-                    tr, te = folds != f, folds == f
-                    pr = Probe(x[tr], y[tr], [g for g, t in zip(groups, tr, strict=True) if t], l2)
-                    hit[te] = (pr.logit(x[te]) >= 0) == (y[te] > 0.5)
-                scores[f"{pool}:{layer}:{l2}"] = float((hit * sw).sum() / sw.sum())
-    best = max(scores, key=lambda k: (scores[k], k))
-    pool, layer_s, l2_s = best.split(":")
-    return (pool, int(layer_s), float(l2_s)), scores
 
 
 def learned_logit(xf_tr: Arr, y: Arr, groups: Sequence[str], xf_te: Arr) -> Arr:
@@ -282,24 +100,13 @@ def stack_inputs(probe: Arr, learned: Arr, strmatch: Arr) -> Arr:
     return np.column_stack([np.clip(probe, -10, 10), np.clip(learned, -10, 10), strmatch])
 
 
-class Data:
-    """Cached states, `learned` features, string-match verdicts and labels of one row set."""
+class Data(States):
+    """Cached states (`States`), `learned` features, string-match verdicts and labels."""
 
     def __init__(self, cache: Path, all_rows: dict[str, list[Row]], sources: Sequence[str]) -> None:
         from clients.probe.judges.learned import feature_matrix
 
-        self.rows = [r for s in sources for r in all_rows[s]]
-        self.y = np.array([r.refused for r in self.rows], dtype=np.float64)
-        self.groups = [r.source for r in self.rows]
-        self.hs: dict[str, Arr] = {}
-        for pool in POOLINGS:
-            parts = []
-            for s in sources:
-                z = np.load(cache / f"{s}.npz")
-                if list(z["ids"]) != [r.id for r in all_rows[s]]:
-                    raise SystemExit(f"{cache}/{s}.npz: rows differ from the labels; re-embed")
-                parts.append(z[pool].astype(np.float64))
-            self.hs[pool] = np.concatenate(parts, axis=1)
+        super().__init__(cache, all_rows, sources)
         self.xf = feature_matrix([r.answer for r in self.rows], [r.prompt for r in self.rows])
         sm = StringMatchRefusalJudge("xstest")
         self.sm = np.array([float(sm.refused(r.prompt, r.answer)) for r in self.rows])

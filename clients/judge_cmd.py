@@ -3,7 +3,8 @@
 Reads a CSV of prompts and answers, writes it back with a ``refused`` column (0/1) and a
 ``transfer`` column: the rubric transfer score (3 decimals) where the prompt is one of the
 suite's harmful items under some framing, empty otherwise (not judged). The refusal judge is
-the learned one unless ``--judge`` names another; the summary line names the judges' versions
+the learned one unless ``--judge`` names another (``hidden-probe`` loads the bundled model:
+seconds to load, then about 0.2-0.3 CPU s per answer); the summary line names the judges' versions
 and config digests. Also runnable on its own: ``python -m clients.judge_cmd --input FILE.csv``.
 """
 
@@ -25,7 +26,7 @@ TRANSFER_COLUMN = "transfer"
 
 # The judges import numpy; `bledger` registers this command at start-up and must not. These two
 # mirror `clients.probe.judges.refusal_judges()` and `DEFAULT_REFUSAL` (a test keeps them equal).
-JUDGE_NAMES = ("strmatch-xstest", "strmatch-jailbreakbench", "improved", "learned")
+JUDGE_NAMES = ("strmatch-xstest", "strmatch-jailbreakbench", "improved", "learned", "hidden-probe")
 DEFAULT_JUDGE = "learned"
 
 
@@ -84,7 +85,8 @@ def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
     default=DEFAULT_JUDGE,
     show_default=True,
     help="Refusal judge (the transfer judge's refusal factor is always the learned judge's "
-    "probability).",
+    "probability). hidden-probe loads the bundled model (bledger model fetch) and is about a "
+    "hundred times slower than learned.",
 )
 def judge(
     input_path: Path,
@@ -112,6 +114,10 @@ def judge(
                     f"{input_path} has no column {col!r} (columns: {', '.join(fields) or 'none'})"
                 )
         refusal = refusal_judges()[judge_name]
+        prefetch = getattr(refusal, "prefetch", None)
+        if prefetch is not None:
+            # A judge that runs a model (hidden-probe) judges every answer in batches first.
+            prefetch([(r[prompt_column] or "", r[answer_column] or "") for r in rows])
         transfer: TransferJudge = RubricTransferJudge(
             refusal if isinstance(refusal, LearnedRefusalJudge) else LearnedRefusalJudge()
         )

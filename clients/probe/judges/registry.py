@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from typing import Final
 
+from clients.probe.judges.hidden import HiddenStateRefusalJudge
 from clients.probe.judges.learned import LearnedRefusalJudge
 from clients.probe.judges.rules import ImprovedRefusalJudge, RefusalJudge, StringMatchRefusalJudge
 
-__all__ = ["DEFAULT_REFUSAL", "refusal_judges"]
+__all__ = ["DEFAULT_REFUSAL", "needs_model", "refusal_judges"]
 
 DEFAULT_REFUSAL: Final = "learned"
 """The refusal judge `bledger judge` and the probing worker use unless told otherwise."""
 
 
 def refusal_judges() -> dict[str, RefusalJudge]:
-    """Every shipped refusal judge by name: the baselines, the rules, then the learned default."""
+    """Every shipped refusal judge by name: the baselines, the rules, the learned default, then
+    the opt-in hidden-state probe (built without its model: it loads it on first use)."""
     judges: list[RefusalJudge] = [
         StringMatchRefusalJudge("xstest"),
         StringMatchRefusalJudge("jailbreakbench"),
         ImprovedRefusalJudge(),
         LearnedRefusalJudge(),
+        HiddenStateRefusalJudge(),
     ]
     return {j.name: j for j in judges}
+
+
+def needs_model(judge: RefusalJudge) -> bool:
+    """Whether `judge` runs a language model to judge (``needs_model`` set on its class): tables
+    that run every judge on the hand labels skip those unless asked, to stay cheap."""
+    return bool(getattr(judge, "needs_model", False))

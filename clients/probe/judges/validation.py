@@ -1,9 +1,10 @@
 """The judges' published figures, and the ``python -m clients.probe.judges`` command.
 
-    python -m clients.probe.judges [SPLIT ...]            # every judge on the hand labels
+    python -m clients.probe.judges [SPLIT ...] [--with-model]  # every judge on the hand labels
     python -m clients.probe.judges position|disclosure    # that judge, its labels, two raters
     python -m clients.probe.judges figures --xstest-dev DIR
     python -m clients.probe.judges train --xstest-dev DIR [--check]
+    python -m clients.probe.judges train-hidden --xstest-dev DIR [--from-cache DIR] [--check]
 
 ``figures`` prints the tables of docs/judges.md: each refusal judge's accuracy (Wilson 95 %
 interval), F1, precision and recall on the training rows (in-sample), across models (fit on one
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from clients.probe.judges.learned import LearnedRefusalJudge
-from clients.probe.judges.registry import refusal_judges
+from clients.probe.judges.registry import needs_model, refusal_judges
 from clients.probe.judges.rules import (
     ImprovedRefusalJudge,
     JudgeError,
@@ -238,8 +239,9 @@ def _select(rows: Sequence[LabelledAnswer], split: str) -> list[LabelledAnswer]:
     return [r for r in rows if r.split == split]
 
 
-def score_table(rows: Sequence[LabelledAnswer], split: str) -> str:
-    """A markdown table of every refusal judge's scores on `split` (one of `SPLITS`)."""
+def score_table(rows: Sequence[LabelledAnswer], split: str, with_model: bool = False) -> str:
+    """A markdown table of every refusal judge's scores on `split` (one of `SPLITS`); judges
+    that run a language model (`needs_model`) only when `with_model`."""
     if split not in SPLITS:
         raise JudgeError(f"unknown split {split!r} ({', '.join(SPLITS)})")
     chosen = _select(rows, split)
@@ -251,6 +253,8 @@ def score_table(rows: Sequence[LabelledAnswer], split: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, judge in refusal_judges().items():
+        if needs_model(judge) and not with_model:
+            continue
         s = evaluate(judge, chosen)
         lines.append(
             f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.accuracy:.3f} "
@@ -284,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clients.probe.judges.train import main as train_main
 
         return train_main(args[1:])
+    if args[:1] == ["train-hidden"]:
+        from clients.probe.judges.hidden_train import main as train_hidden_main
+
+        return train_hidden_main(args[1:])
     try:
         if args[:1] in (["position"], ["disclosure"]):
             print(_kind_text(args[0]))
@@ -298,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(figures_markdown(figures(Path(args[2]))))
             return 0
         rows = load_labels()
-        for split in args or ["held-out"]:
-            print(score_table(rows, split))
+        # The hidden-state probe loads a model: the tables run it only when asked.
+        with_model = "--with-model" in args
+        for split in [a for a in args if a != "--with-model"] or ["held-out"]:
+            print(score_table(rows, split, with_model))
             print()
     except JudgeError as e:
         print(e.diagnostic, file=sys.stderr)

@@ -214,6 +214,7 @@ def test_scores_arithmetic() -> None:
         "strmatch-jailbreakbench",
         "improved",
         "learned",
+        "hidden-probe",
     }
     # bledger judge lists them without importing the judges (numpy) at start-up.
     assert tuple(refusal_judges()) == JUDGE_NAMES and DEFAULT_JUDGE == DEFAULT_REFUSAL
@@ -418,7 +419,7 @@ def test_learned_judge_identity(tmp_path: Path) -> None:
     for each in refusal_judges().values():
         assert each.version and len(each.config_digest) == 64
         assert [v.dataset for v in each.validation] == list(VALIDATION_SETS)
-    assert len({j.config_digest for j in refusal_judges().values()}) == 4
+    assert len({j.config_digest for j in refusal_judges().values()}) == 5
 
 
 def test_learned_judge_beats_string_match_where_styles_differ() -> None:
