@@ -266,15 +266,22 @@ def _answer_set(n: int) -> list[tuple[str, str]]:
     return [pairs[i % len(pairs)] for i in range(n)]
 
 
+MODEL_JUDGE_ANSWERS = 64
+"""Answers a judge that runs the model is timed on (`judge_throughput`)."""
+
+
 def judge_throughput(pairs: Sequence[tuple[str, str]], reps: int = 3) -> list[dict[str, Any]]:
     """Answers per second of every refusal judge and of the rubric transfer judge on `pairs`
     (one thread, one answer at a time, as the worker calls them), median of `reps`; the
     XSTest string match, the baseline, runs in the same process on the same answers."""
     from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge, refusal_judges
+    from clients.probe.judges.registry import needs_model
 
     learned = LearnedRefusalJudge()
     rubric = RubricTransferJudge(learned)
-    runs: list[tuple[str, Any]] = [(n, j.refused) for n, j in refusal_judges().items()]
+    runs: list[tuple[str, Any]] = [
+        (n, j.refused) for n, j in refusal_judges().items() if not needs_model(j)
+    ]
     runs.append(("learned (batch: probabilities)", None))
     runs.append(("rubric transfer (score)", rubric.score))
     rows: list[dict[str, Any]] = []
@@ -290,6 +297,24 @@ def judge_throughput(pairs: Sequence[tuple[str, str]], reps: int = 3) -> list[di
             times.append(t)
         med = statistics.median(times)
         rows.append({"judge": name, "answers": len(pairs), "s": med, "answers_s": len(pairs) / med})
+    # A judge that runs the model costs about a second of CPU per answer here: timed once, on
+    # the first MODEL_JUDGE_ANSWERS answers, batched as `bledger judge` calls it (prefetch), with
+    # the model load (once per process) timed apart.
+    few = list(pairs[:MODEL_JUDGE_ANSWERS])
+    for name, judge in refusal_judges().items():
+        if not needs_model(judge):
+            continue
+        load_s, _ = _timed(lambda judge=judge: judge.refused(*few[0]))  # loads the model
+        prefetch = judge.prefetch  # type: ignore[attr-defined]  # the model judges have it
+        t, _ = _timed(lambda j=judge, f=prefetch: (f(few), [j.refused(*x) for x in few]))
+        rows.append(
+            {
+                "judge": f"{name} (batched, {len(few)} answers, model load {load_s:.1f} s apart)",
+                "answers": len(few),
+                "s": t,
+                "answers_s": len(few) / t,
+            }
+        )
     base = float(next(r for r in rows if r["judge"] == "strmatch-xstest")["answers_s"])
     for r in rows:
         r["vs_strmatch"] = r["answers_s"] / base
@@ -309,7 +334,8 @@ def judges_main(argv: Sequence[str]) -> int:
     print("judge | s | answers/s | vs strmatch-xstest")
     print("----- | - | --------- | ------------------")
     for r in rows:
-        print(f"{r['judge']} | {r['s']:.3f} | {r['answers_s']:.0f} | {r['vs_strmatch']:.4f}x")
+        rate = f"{r['answers_s']:.1f}" if r["answers_s"] < 100 else f"{r['answers_s']:.0f}"
+        print(f"{r['judge']} | {r['s']:.3f} | {rate} | {r['vs_strmatch']:.4f}x")
     print(f"machine: {machine()}")
     return 0
 
