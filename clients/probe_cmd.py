@@ -32,7 +32,11 @@ from clients.probe import DEFAULT_MODEL
 if TYPE_CHECKING:
     from clients.probe.model import LoadedModel
 
-__all__ = ["probe"]
+__all__ = ["REFUSAL_JUDGE_CHOICES", "probe"]
+
+REFUSAL_JUDGE_CHOICES = ("learned", "hidden-probe")
+"""`clients.probe.worker.REFUSAL_JUDGES`, spelt out so that ``--help`` does not import the
+worker (torch); a test keeps the two equal."""
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -118,6 +122,13 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     "(also corpus=, rounds=, branches=, items=N|all) [default: demo; a replay: the "
     "record's, these terms overriding it].",
 )
+@click.option(
+    "--refusal-judge",
+    type=click.Choice(REFUSAL_JUDGE_CHOICES),
+    help="The judge of each answer's refusal and of the rubric's P(refused): learned, or "
+    "hidden-probe (a probe on the bundled SmolLM2's hidden states, whatever model is probed; "
+    "loads that model unless it is the one probed) [default: learned; a replay: the record's].",
+)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @click.option(
     "--data-dir",
@@ -187,6 +198,7 @@ def _options(kw: dict[str, Any], **over: Any) -> Any:
         "timeout_s": kw["timeout_s"],
         "requests_per_second": kw["requests_per_second"],
         "attack": _attack(kw),
+        "refusal_judge": kw["refusal_judge"] or REFUSAL_JUDGE_CHOICES[0],
     }
     values.update(over)
     return ProbeOptions(**values)
@@ -248,6 +260,11 @@ def _replay(kw: dict[str, Any]) -> None:
     from clients.probe.worker import REPLAY_TOLERANCE_MILLI, replay
 
     _need(kw, "ledger")
+    if kw["refusal_judge"] is not None:
+        raise click.UsageError(
+            "--refusal-judge does not apply to --replay: a replay judges with the refusal judge "
+            "the record names"
+        )
     tolerance = kw["tolerance_milli"]
     report = replay(
         kw["replay"],

@@ -17,6 +17,9 @@ Decisions a caller must know:
 * **Backends.** The text comes from a `clients.probe.backends.Backend`: local weights (the only
   backend with activations, hence emotions), an OpenAI-compatible endpoint, or vLLM. A record
   names what answered (`BackendRef`) and how (`Decoding`), and the judges that judged.
+* **Refusal judge.** ``learned`` unless `ProbeOptions.refusal_judge` names another of
+  `REFUSAL_JUDGES` (``hidden-probe``); it judges ``refused`` and the rubric's P(refused), it is
+  the record's first judge, and a replay judges with the one the record names.
 * **Calibration.** Projections need the model's emotion calibration *as logged*: given an index
   (``calibration_index``), or the latest one this machine published to this log for these
   weights, or a fresh one, published now as an ``emotion-calibration`` entry. The log has no blob
@@ -94,8 +97,14 @@ from clients.probe.emotions import (
 )
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.judges.disclosure import DisclosureJudge
+from clients.probe.judges.hidden import HiddenStateRefusalJudge
 from clients.probe.judges.position import PositionJudge
-from clients.probe.judges.transfer import RUBRIC_VERSION, RUBRIC_VERSIONS
+from clients.probe.judges.registry import DEFAULT_REFUSAL
+from clients.probe.judges.transfer import (
+    RUBRIC_VERSION,
+    RUBRIC_VERSIONS,
+    ProbabilisticRefusalJudge,
+)
 from clients.probe.model import (
     DEFAULT_MODEL,
     Generation,
@@ -117,6 +126,7 @@ from clients.sdk import ClientError, LedgerClient, Submitted, verifier_from_vkey
 
 __all__ = [
     "DATA_ENV",
+    "REFUSAL_JUDGES",
     "REPLAY_TOLERANCE_MILLI",
     "TINY_MODEL",
     "CalibrationUnavailableError",
@@ -153,6 +163,11 @@ Replays on the same hardware, dtype and batch size are bitwise identical in prac
 covers the last-digit float differences a different BLAS or thread count can make (a handful of
 ULPs of a projection, then rounding to milli-units), not a different model or calibration.
 """
+
+REFUSAL_JUDGES: Final = ("learned", HiddenStateRefusalJudge.name)
+"""The refusal judges a probing run can judge with (``--refusal-judge``): the registry's judges
+that also give P(refused), which the rubric's refused factor needs (the rule and string-match
+judges give only a verdict). The first is the default."""
 
 STATE_FORMAT: Final = "behaviour-ledger/probe-run/v1"
 _STEPS: Final = ("generated", "signed", "posted", "submitted", "done")
@@ -227,6 +242,7 @@ class ProbeOptions:
     timeout_s: float = 60.0
     requests_per_second: float | None = None
     attack: AttackConfig | None = None  # the budgeted search on harmful items (None: none)
+    refusal_judge: str = DEFAULT_REFUSAL  # one of REFUSAL_JUDGES
 
     def load_suite(self) -> Suite:
         """The suite these options name."""
@@ -530,20 +546,41 @@ def ensure_calibration(
 # -- answering --------------------------------------------------------------------------------
 
 
+def _refusal_judge(name: str, lm: LoadedModel | None = None) -> ProbabilisticRefusalJudge:
+    """The refusal judge `name` (one of `REFUSAL_JUDGES`, else ProbeRunError). ``hidden-probe``
+    reads the bundled model's states whatever model is probed: it takes `lm` when that is the
+    bundled model in float32 (`HiddenStateRefusalJudge.offer`: no second copy in memory), and
+    otherwise loads the bundled model on its first verdict."""
+    if name == "learned":
+        return LearnedRefusalJudge()
+    if name == HiddenStateRefusalJudge.name:
+        hidden = HiddenStateRefusalJudge()
+        if lm is not None:
+            hidden.offer(lm)
+        return hidden
+    raise ProbeRunError(
+        f"unknown refusal judge {name!r} for a probing run: use one of {', '.join(REFUSAL_JUDGES)}"
+    )
+
+
 def _judges(
     rubric_version: str = RUBRIC_VERSION,
-) -> tuple[LearnedRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
+    refusal: str = DEFAULT_REFUSAL,
+    lm: LoadedModel | None = None,
+) -> tuple[ProbabilisticRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
     """The refusal and transfer judges every record is judged with, and the refs of every judge
-    (refusal, transfer, then the item-verdict judges of `_verdict_judges`). `rubric_version`
-    other than the current one is for a replay of a record that names it (`_recorded_rubric`):
-    version 1 also scored ``pushback`` items by keyword coverage."""
-    refusal = LearnedRefusalJudge()
-    transfer = RubricTransferJudge(refusal, version=rubric_version)
+    (refusal, transfer, then the item-verdict judges of `_verdict_judges`). `refusal` names the
+    refusal judge (`_refusal_judge`; `lm`: the worker's local model, which it may reuse); the
+    rubric's refused factor is that judge's P(refused), so the rubric's digest names it too.
+    `rubric_version` other than the current one is for a replay of a record that names it
+    (`_recorded_rubric`): version 1 also scored ``pushback`` items by keyword coverage."""
+    refusal_judge = _refusal_judge(refusal, lm)
+    transfer = RubricTransferJudge(refusal_judge, version=rubric_version)
     refs = tuple(
         MethodRef(name=j.name, version=j.version, config_digest=j.config_digest)
-        for j in (refusal, transfer, *_verdict_judges())
+        for j in (refusal_judge, transfer, *_verdict_judges())
     )
-    return refusal, transfer, refs
+    return refusal_judge, transfer, refs
 
 
 def _recorded_rubric(record: ProbeRecord) -> str:
@@ -555,6 +592,17 @@ def _recorded_rubric(record: ProbeRecord) -> str:
     if not named:
         return "1"
     return named[0] if named[0] in RUBRIC_VERSIONS else RUBRIC_VERSION
+
+
+def _recorded_refusal(record: ProbeRecord) -> str:
+    """The refusal judge that judged `record`, as far as this code can judge as it: the name of
+    its first judge entry (the worker lists the refusal judge first) when that is one of
+    `REFUSAL_JUDGES`; the default for a record naming no judge (records from before judges
+    were recorded were judged by it) or one unknown here (the replay's settings then name the
+    difference)."""
+    if record.judges and record.judges[0].name in REFUSAL_JUDGES:
+        return record.judges[0].name
+    return DEFAULT_REFUSAL
 
 
 def _verdict_judges() -> tuple[PositionJudge, DisclosureJudge]:
@@ -590,6 +638,7 @@ def _answer(
     done: Sequence[ProbeItem] = (),
     keep: Callable[[Sequence[ProbeItem]], None] | None = None,
     rubric_version: str = RUBRIC_VERSION,
+    judges: tuple[ProbabilisticRefusalJudge, RubricTransferJudge] | None = None,
 ) -> list[ProbeItem]:
     """Answer, judge and project `batch` (in order, `options.batch_size` at a time).
 
@@ -607,9 +656,17 @@ def _answer(
     Transfer is judged on ``harmful`` items only: every other item records ``transferMilli`` 0,
     meaning not judged (`clients.probe.judges.transfer.TRANSFER_KINDS`); a ``pushback`` item's
     figure is its verdict. `rubric_version` judges as an older rubric (a replay of a record
-    that names it).
+    that names it). `judges` (refusal, transfer) are those of `_judges`, built once per run so a
+    judge that loads a model loads it once; None: built here from `options.refusal_judge`. A
+    judge with ``prefetch`` (the hidden-state probe) judges each batch's answers in one batched
+    pass before they are read one by one.
     """
-    refusal, transfer, _ = _judges(rubric_version)
+    if judges is None:
+        lm = backend.lm if isinstance(backend, LocalBackend) else None
+        refusal, transfer, _ = _judges(rubric_version, options.refusal_judge, lm)
+    else:
+        refusal, transfer = judges
+    prefetch = getattr(refusal, "prefetch", None)
     position, disclosure = _verdict_judges()
     config = options.decoding()
     items = list(done)
@@ -633,6 +690,19 @@ def _answer(
         )
         for (i, _), g, e in zip(again, second, second_e, strict=True):
             firsts[i], gens[i], summaries[i] = gens[i].text, g, e
+        if prefetch is not None:
+            # Every pair the judges below ask about: the refusal verdict's (what was asked) and
+            # the rubric's P(refused) (the item's direct prompt, on the kinds it scores).
+            asks = [
+                (p.user if t is None else t.pushback, g.text)
+                for p, t, g in zip(chunk, talks, gens, strict=True)
+            ]
+            asks += [
+                (p.item.prompt, g.text)
+                for p, g in zip(chunk, gens, strict=True)
+                if transfer.judges_kind(p.item.kind) and p.item.kind != "pushback"
+            ]
+            prefetch(asks)
         for p, t, first, g, e in zip(chunk, talks, firsts, gens, summaries, strict=True):
             asked = p.user if t is None else t.pushback
             item = probe_item(
@@ -724,7 +794,7 @@ def _run_key(
         "temperature": options.temperature,
         "backend": options.backend,
         "endpoint": options.endpoint,
-        "judges": [j.model_dump(mode="json") for j in _judges()[2]],
+        "judges": [j.model_dump(mode="json") for j in _judges(refusal=options.refusal_judge)[2]],
         **({} if options.attack is None else {"attack": options.attack.to_json()}),
     }
 
@@ -884,6 +954,9 @@ def _run(
                 if not (path / "calibration.safetensors").exists():
                     _write_atomic(path / "calibration.safetensors", cal.data)
             todo = sum(len(ps) for c, t, ps in groups if run.group(c, t)["status"] == "new")
+            # Built once for the run: the hidden-state judge may load a model on first use.
+            lm_now = backend.lm if isinstance(backend, LocalBackend) else None
+            refusal, transfer, refs = _judges(refusal=options.refusal_judge, lm=lm_now)
             with tqdm(
                 total=todo, unit="prompt", file=sys.stderr, disable=not progress, desc="probing"
             ) as bar:
@@ -899,6 +972,8 @@ def _run(
                     on_step or (lambda _s, _c, _t: None),
                     stop,
                     clock,
+                    (refusal, transfer),
+                    refs,
                 )
                 results = tuple(runner.process(c, t, ps) for c, t, ps in groups)  # (4)
     return RunResult(run.run_id, path, model, suite_ref, None if cal is None else cal.ref, results)
@@ -919,6 +994,8 @@ class _GroupRunner:
     step: StepHook
     stop: threading.Event | None
     clock: Callable[[], float]
+    judges: tuple[ProbabilisticRefusalJudge, RubricTransferJudge]
+    judge_refs: tuple[MethodRef, ...]
 
     def process(self, category: str, tier: str, group: Sequence[Probe]) -> GroupResult:
         state = self.run.group(category, tier)
@@ -943,7 +1020,16 @@ class _GroupRunner:
             _write_json(partial, [it.model_dump(mode="json") for it in items])
 
         cal = None if self.cal is None else self.cal.calibration
-        items = _answer(self.backend, cal, group, self.options, self.bar, done=done, keep=keep)
+        items = _answer(
+            self.backend,
+            cal,
+            group,
+            self.options,
+            self.bar,
+            done=done,
+            keep=keep,
+            judges=self.judges,
+        )
         if self.options.attack is not None:  # finished items are kept under attacks/
             attacks = self.run.path / "attacks" / f"{_safe(category)}--{_safe(tier)}"
             items = attack_backend_group(
@@ -986,7 +1072,7 @@ class _GroupRunner:
             issued_at=int(self.clock()),
             backend=BackendRef.model_validate(state["backend"]),
             decoding=self.options.decoding().wire(),
-            judges=_judges()[2],
+            judges=self.judge_refs,
             attacks=attack_refs(self.options.attack),
         )
         parts = sign_records(header, items, self.signers)
@@ -1257,7 +1343,8 @@ def replay(
     5. load the calibration entry the record names, if any (inclusion verified, leaf equal);
     6. find each item's probe (prompt id, framing, the record's category and tier);
     7. answer them again (same order, same decoding) and compare: answer text exactly,
-       refusal and transfer exactly (transfer judged by the rubric version the record names,
+       refusal and transfer exactly (refusal judged by the refusal judge the record names,
+       `_recorded_refusal`, e.g. ``hidden-probe``; transfer by the rubric version it names,
        `_recorded_rubric`: a version-1 record's ``pushback`` items carry keyword coverage, and
        are compared with it), projections within `tolerance_milli`; compare every recorded
        setting with the replay's (`ReplayReport.settings`);
@@ -1351,11 +1438,14 @@ def _replay_with(
         max_new_tokens=decoding.max_new_tokens,
         seed=decoding.seed,
         temperature=decoding.temperature,
+        refusal_judge=_recorded_refusal(record),
     )
     rubric = _recorded_rubric(record)
+    lm_now = backend.lm if isinstance(backend, LocalBackend) else None
+    refusal, transfer, refs = _judges(rubric, options.refusal_judge, lm_now)
     with tqdm(total=len(plan), unit="prompt", file=sys.stderr, disable=not progress) as bar:
         cal_now = None if cal is None else cal.calibration
-        again = _answer(backend, cal_now, plan, options, bar, rubric_version=rubric)  # (7)
+        again = _answer(backend, cal_now, plan, options, bar, judges=(refusal, transfer))  # (7)
     attacks: tuple[AttackReplay, ...] = ()
     if any(i.attack is not None for i in record.items):  # (8)
         budget, seed, corpus = attack
@@ -1380,7 +1470,7 @@ def _replay_with(
             _compare(a, b, tolerance_milli) for a, b in zip(record.items, again, strict=True)
         ),
         decoding=decoding,
-        settings=_setting_diffs(record, now, decoding, _judges(rubric)[2]),
+        settings=_setting_diffs(record, now, decoding, refs),
         attacks=attacks,
     )
 
