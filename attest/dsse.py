@@ -203,6 +203,35 @@ _CANONICAL_PREFIX = b'{"payload":"'
 _SIGNATURE_KEYS = (frozenset({"sig"}), _SIGNATURE_FIELDS)
 
 
+def _plain_envelope(obj: object) -> Envelope | None:
+    """The envelope of `obj`, an object `json.loads` read, when it holds exactly the envelope's
+    fields (a signature: ``sig`` and an optional ``keyid``) with a string payload and string
+    signatures; None for any other shape. Raises ValueError on base64 that is not in strict
+    form and MalformedEnvelopeError on a field the `Envelope` refuses (a lone surrogate); the
+    two readers below turn both into None. Neither reader trusts the result until its bytes
+    check passes."""
+    if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
+        return None
+    payload_type, payload, raw_sigs = obj["payloadType"], obj["payload"], obj["signatures"]
+    if type(raw_sigs) is not list or type(payload) is not str:
+        return None
+    sigs = []
+    for raw in raw_sigs:
+        if type(raw) is not dict or raw.keys() not in _SIGNATURE_KEYS:
+            return None
+        sig = raw["sig"]
+        if type(sig) is not str:
+            return None
+        sigs.append(
+            Signature(keyid=raw.get("keyid", ""), sig=binascii.a2b_base64(sig, strict_mode=True))
+        )
+    return Envelope(
+        payload_type=payload_type,
+        payload=binascii.a2b_base64(payload, strict_mode=True),
+        signatures=tuple(sigs),
+    )
+
+
 def read_canonical(data: bytes) -> Envelope | None:
     """The envelope `Envelope.from_json(data)` returns, when `data` is exactly that envelope's
     `canonical_bytes()`; None for any other data (`Envelope.from_json` then decides, and words
@@ -222,28 +251,9 @@ def read_canonical(data: bytes) -> Envelope | None:
         return None
     try:
         obj = json.loads(data.decode("utf-8"))
-        if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
+        env = _plain_envelope(obj)
+        if env is None:
             return None
-        payload_type, payload, raw_sigs = obj["payloadType"], obj["payload"], obj["signatures"]
-        if type(raw_sigs) is not list or type(payload) is not str:
-            return None
-        sigs = []
-        for raw in raw_sigs:
-            if type(raw) is not dict or raw.keys() not in _SIGNATURE_KEYS:
-                return None
-            sig = raw["sig"]
-            if type(sig) is not str:
-                return None
-            sigs.append(
-                Signature(
-                    keyid=raw.get("keyid", ""), sig=binascii.a2b_base64(sig, strict_mode=True)
-                )
-            )
-        env = Envelope(
-            payload_type=payload_type,
-            payload=binascii.a2b_base64(payload, strict_mode=True),
-            signatures=tuple(sigs),
-        )
         same = env.canonical_bytes() == data
     except (ValueError, RecursionError, MalformedEnvelopeError):  # binascii.Error: ValueError
         return None
@@ -279,28 +289,9 @@ def read_json(data: bytes) -> Envelope | None:
     try:
         text = data.decode("utf-8")
         obj = json.loads(text)
-        if type(obj) is not dict or obj.keys() != _ENVELOPE_FIELDS:
+        env = _plain_envelope(obj)
+        if env is None:
             return None
-        payload_type, payload, raw_sigs = obj["payloadType"], obj["payload"], obj["signatures"]
-        if type(raw_sigs) is not list or type(payload) is not str:
-            return None
-        sigs = []
-        for raw in raw_sigs:
-            if type(raw) is not dict or raw.keys() not in _SIGNATURE_KEYS:
-                return None
-            sig = raw["sig"]
-            if type(sig) is not str:
-                return None
-            sigs.append(
-                Signature(
-                    keyid=raw.get("keyid", ""), sig=binascii.a2b_base64(sig, strict_mode=True)
-                )
-            )
-        env = Envelope(
-            payload_type=payload_type,
-            payload=binascii.a2b_base64(payload, strict_mode=True),
-            signatures=tuple(sigs),
-        )
         if obj != env.to_json():
             return None
         # The separators after the first key tell which spelling to compare with.
