@@ -50,6 +50,7 @@ from clients.probe.judges.train import (
     load_project_labels,
     load_xstest_dir,
     sample_weights,
+    write_or_check,
 )
 from clients.probe.metrics import rate
 
@@ -469,10 +470,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JudgeError as e:
         print(e.diagnostic, file=sys.stderr)
         return 2
-    if a.check:
-        same = a.out.exists() and a.out.read_bytes() == want
-        print(f"{a.out}: {'identical' if same else 'differs from a fresh fit'}")
-        return 0 if same else 1
-    a.out.write_bytes(want)
-    print(f"wrote {a.out} ({len(want)} bytes)", file=sys.stderr)
-    return 0
+    return write_or_check(a.out, want, check=a.check)

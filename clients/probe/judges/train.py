@@ -213,6 +213,18 @@ def params_bytes(params: dict[str, object]) -> bytes:
     return (json.dumps(params, indent=1) + "\n").encode("utf-8")
 
 
+def write_or_check(out: Path, want: bytes, *, check: bool) -> int:
+    """Write a fresh fit's bytes to `out`, or with `check` compare them with what `out` holds;
+    the exit status of a ``train`` command (1: the shipped file differs from a fresh fit)."""
+    if check:
+        same = out.exists() and out.read_bytes() == want
+        print(f"{out}: {'identical' if same else 'differs from a fresh fit'}")
+        return 0 if same else 1
+    out.write_bytes(want)
+    print(f"wrote {out} ({len(want)} bytes)", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m clients.probe.judges train``: see the module docstring."""
     ap = argparse.ArgumentParser(prog="python -m clients.probe.judges train")
@@ -227,10 +239,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JudgeError as e:
         print(e.diagnostic, file=sys.stderr)
         return 2
-    if a.check:
-        same = a.out.exists() and a.out.read_bytes() == want
-        print(f"{a.out}: {'identical' if same else 'differs from a fresh fit'}")
-        return 0 if same else 1
-    a.out.write_bytes(want)
-    print(f"wrote {a.out} ({len(want)} bytes)", file=sys.stderr)
-    return 0
+    return write_or_check(a.out, want, check=a.check)
