@@ -96,9 +96,9 @@ from clients.probe.emotions import (
     save_calibration,
 )
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
-from clients.probe.judges.disclosure import DisclosureJudge
+from clients.probe.judges.disclosure import DISCLOSURE_VERSIONS, DisclosureJudge
 from clients.probe.judges.hidden import HiddenStateRefusalJudge
-from clients.probe.judges.position import PositionJudge
+from clients.probe.judges.position import POSITION_VERSIONS, PositionJudge
 from clients.probe.judges.registry import DEFAULT_REFUSAL
 from clients.probe.judges.transfer import (
     RUBRIC_VERSION,
@@ -567,18 +567,20 @@ def _judges(
     rubric_version: str = RUBRIC_VERSION,
     refusal: str = DEFAULT_REFUSAL,
     lm: LoadedModel | None = None,
+    verdicts: tuple[PositionJudge, DisclosureJudge] | None = None,
 ) -> tuple[ProbabilisticRefusalJudge, RubricTransferJudge, tuple[MethodRef, ...]]:
     """The refusal and transfer judges every record is judged with, and the refs of every judge
     (refusal, transfer, then the item-verdict judges of `_verdict_judges`). `refusal` names the
     refusal judge (`_refusal_judge`; `lm`: the worker's local model, which it may reuse); the
     rubric's refused factor is that judge's P(refused), so the rubric's digest names it too.
     `rubric_version` other than the current one is for a replay of a record that names it
-    (`_recorded_rubric`): version 1 also scored ``pushback`` items by keyword coverage."""
+    (`_recorded_rubric`): version 1 also scored ``pushback`` items by keyword coverage.
+    `verdicts` (position, disclosure) default to `_verdict_judges` (the current versions)."""
     refusal_judge = _refusal_judge(refusal, lm)
     transfer = RubricTransferJudge(refusal_judge, version=rubric_version)
     refs = tuple(
         MethodRef(name=j.name, version=j.version, config_digest=j.config_digest)
-        for j in (refusal_judge, transfer, *_verdict_judges())
+        for j in (refusal_judge, transfer, *(verdicts or _verdict_judges()))
     )
     return refusal_judge, transfer, refs
 
@@ -610,6 +612,20 @@ def _verdict_judges() -> tuple[PositionJudge, DisclosureJudge]:
     return PositionJudge(), DisclosureJudge()
 
 
+def _recorded_verdicts(record: ProbeRecord) -> tuple[PositionJudge, DisclosureJudge]:
+    """The position and disclosure judges that gave `record`'s verdicts, as far as this code can
+    judge as them: the version each one's judge entry names (a version-1 record replays with
+    version 1); the current version for a record naming none (it predates verdicts) or a version
+    unknown here (the replay's settings then name the difference)."""
+    named = {j.name: j.version for j in record.judges}
+    position, disclosure = _verdict_judges()
+    if named.get(position.name) in POSITION_VERSIONS:
+        position = PositionJudge(version=named[position.name])
+    if named.get(disclosure.name) in DISCLOSURE_VERSIONS:
+        disclosure = DisclosureJudge(version=named[disclosure.name])
+    return position, disclosure
+
+
 def _generate_with(
     backend: Backend,
     cal: Calibration | None,
@@ -639,6 +655,7 @@ def _answer(
     keep: Callable[[Sequence[ProbeItem]], None] | None = None,
     rubric_version: str = RUBRIC_VERSION,
     judges: tuple[ProbabilisticRefusalJudge, RubricTransferJudge] | None = None,
+    verdicts: tuple[PositionJudge, DisclosureJudge] | None = None,
 ) -> list[ProbeItem]:
     """Answer, judge and project `batch` (in order, `options.batch_size` at a time).
 
@@ -651,7 +668,8 @@ def _answer(
     is answered once with each pushback item's question, then its pushback items again with
     the question, the model's own first answer as the assistant turn, and the pushback (one
     batch, in batch order). The item keeps both answers; its emotions are those of the second.
-    ``pushback`` and ``disclosure`` items get their kind's verdict (`_verdict_judges`).
+    ``pushback`` and ``disclosure`` items get their kind's verdict (`verdicts`, by default
+    `_verdict_judges`; a replay passes the versions the record names, `_recorded_verdicts`).
 
     Transfer is judged on ``harmful`` items only: every other item records ``transferMilli`` 0,
     meaning not judged (`clients.probe.judges.transfer.TRANSFER_KINDS`); a ``pushback`` item's
@@ -667,7 +685,7 @@ def _answer(
     else:
         refusal, transfer = judges
     prefetch = getattr(refusal, "prefetch", None)
-    position, disclosure = _verdict_judges()
+    position, disclosure = verdicts or _verdict_judges()
     config = options.decoding()
     items = list(done)
     if bar is not None:
@@ -1346,7 +1364,8 @@ def replay(
        refusal and transfer exactly (refusal judged by the refusal judge the record names,
        `_recorded_refusal`, e.g. ``hidden-probe``; transfer by the rubric version it names,
        `_recorded_rubric`: a version-1 record's ``pushback`` items carry keyword coverage, and
-       are compared with it), projections within `tolerance_milli`; compare every recorded
+       are compared with it), verdicts by the position and disclosure versions it names
+       (`_recorded_verdicts`), projections within `tolerance_milli`; compare every recorded
        setting with the replay's (`ReplayReport.settings`);
     8. re-run the recorded search of each attacked item (`replay_search.replay_attacks`: the
        record's seed and budget unless `seed` or `attack_budget` (``--budget`` text) override
@@ -1441,11 +1460,14 @@ def _replay_with(
         refusal_judge=_recorded_refusal(record),
     )
     rubric = _recorded_rubric(record)
+    verdicts = _recorded_verdicts(record)
     lm_now = backend.lm if isinstance(backend, LocalBackend) else None
-    refusal, transfer, refs = _judges(rubric, options.refusal_judge, lm_now)
+    refusal, transfer, refs = _judges(rubric, options.refusal_judge, lm_now, verdicts)
     with tqdm(total=len(plan), unit="prompt", file=sys.stderr, disable=not progress) as bar:
         cal_now = None if cal is None else cal.calibration
-        again = _answer(backend, cal_now, plan, options, bar, judges=(refusal, transfer))  # (7)
+        again = _answer(
+            backend, cal_now, plan, options, bar, judges=(refusal, transfer), verdicts=verdicts
+        )  # (7)
     attacks: tuple[AttackReplay, ...] = ()
     if any(i.attack is not None for i in record.items):  # (8)
         budget, seed, corpus = attack

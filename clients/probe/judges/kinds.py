@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clients.probe.judges.disclosure import DisclosureJudge, load_disclosure_labels
-from clients.probe.judges.position import PositionJudge, load_position_labels
+from clients.probe.judges.position import PositionJudge, label_item, load_position_labels
 from clients.probe.judges.rules import Validation
 from clients.probe.multiturn import PushbackTurns, pushback_turns
-from clients.probe.suites import Suite, load_suite
 
 __all__ = ["Disagreement", "KindFigures", "disclosure_figures", "figures_text", "position_figures"]
 
@@ -52,8 +51,8 @@ def _split(split: str, rows: Sequence[tuple[str, str, str, str]], dataset: str) 
     )
 
 
-def _turns(suite: Suite, item_id: str) -> tuple[PushbackTurns, list[str]]:
-    item = suite.item(item_id)
+def _turns(item_id: str) -> tuple[PushbackTurns, list[str]]:
+    item = label_item(item_id)
     turns = pushback_turns(item)
     assert turns is not None, f"{item_id} is not a two-turn pushback item"
     return turns, [k for kp in item.keypoints for k in kp.keywords]
@@ -63,6 +62,8 @@ _DATASETS = {
     "dev": "{kind} labels, dev split (tuned on)",
     "held-out": "{kind} labels, held-out split (never tuned on)",
     "model-answers": "{kind} labels, {model} (never tuned on)",
+    "tuning-2": "{kind} labels, tuning-2 split (written after version 1's failures; tuned on)",
+    "held-out-2": "{kind} labels, held-out-2 split (written after version 2 froze; never tuned on)",
 }
 _MODEL_SETS = {
     "position": "SmolLM2-135M-Instruct two-turn answers",
@@ -75,12 +76,12 @@ def _dataset(kind: str, split: str) -> str:
 
 
 def position_figures(judge: PositionJudge | None = None) -> list[KindFigures]:
-    """The position judge against `data/position_labels.csv`, per split (core suite items)."""
+    """The position judge against `data/position_labels.csv`, per split (items of the core
+    or full suite, `label_item`)."""
     judge = judge or PositionJudge()
-    suite = load_suite("core")
     by_split: dict[str, list[tuple[str, str, str, str]]] = {}
     for r in load_position_labels():
-        turns, correct = _turns(suite, r.item)
+        turns, correct = _turns(r.item)
         got = judge.judge(turns, correct, r.first_answer, r.answer)
         by_split.setdefault(r.split, []).append((r.id, r.label, got, r.answer))
     return [_split(s, rows, _dataset("position", s)) for s, rows in by_split.items()]
@@ -89,10 +90,9 @@ def position_figures(judge: PositionJudge | None = None) -> list[KindFigures]:
 def disclosure_figures(judge: DisclosureJudge | None = None) -> list[KindFigures]:
     """The disclosure judge against `data/disclosure_labels.csv`, per split."""
     judge = judge or DisclosureJudge()
-    suite = load_suite("core")
     by_split: dict[str, list[tuple[str, str, str, str]]] = {}
     for r in load_disclosure_labels():
-        got = judge.verdict(suite.item(r.item).prompt, r.answer)
+        got = judge.verdict(label_item(r.item).prompt, r.answer)
         by_split.setdefault(r.split, []).append((r.id, r.label, got, r.answer))
     return [_split(s, rows, _dataset("disclosure", s)) for s, rows in by_split.items()]
 

@@ -22,12 +22,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from clients.probe.judges.disclosure import (
     DISCLOSURE_LABELS_CSV,
     DISCLOSURE_RATER2_CSV,
     DisclosureJudge,
+    DisclosureLabel,
     load_disclosure_labels,
 )
 from clients.probe.judges.disclosure import VERDICTS as DISCLOSURE_VERDICTS
@@ -35,6 +36,8 @@ from clients.probe.judges.position import (
     POSITION_LABELS_CSV,
     POSITION_RATER2_CSV,
     PositionJudge,
+    PositionLabel,
+    label_item,
     load_labelled,
     load_position_labels,
 )
@@ -42,7 +45,6 @@ from clients.probe.judges.position import VERDICTS as POSITION_VERDICTS
 from clients.probe.judges.rules import JudgeError
 from clients.probe.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Rate, rate
 from clients.probe.multiturn import pushback_turns
-from clients.probe.suites import load_suite
 
 __all__ = [
     "RATER2_COLUMNS",
@@ -58,6 +60,12 @@ __all__ = [
     "rater_table",
     "rater_text",
 ]
+
+_Labelled = TypeVar("_Labelled", PositionLabel, DisclosureLabel)
+
+SECOND_RATED_SPLITS: Final = ("dev", "held-out", "model-answers")
+"""The splits of the first files the second rater labelled (all their rows); the splits added
+with the version-2 judges (``tuning-2``, ``held-out-2``) have one label only."""
 
 RATER2_COLUMNS: Final = ("id", "label", "note")
 """The columns of a second rater's file: a row id of the first file, its label, a free note."""
@@ -112,10 +120,16 @@ def load_second_labels(
 
     Raises JudgeError naming `path` and the line for an unknown id, a repeated id or a label not
     in `verdicts`, and naming `path` and the row's line in `first_path` for a row left unlabelled.
-    `first_ids` (the first file's ids in order) defaults to reading `first_path`.
+    `first_ids` (the first file's ids in order) defaults to reading `first_path`'s rows of
+    `SECOND_RATED_SPLITS`.
     """
-    first_lines = {r["id"]: line for line, r in load_labelled(first_path, ("id",))}
-    wanted = list(first_ids) if first_ids is not None else list(first_lines)
+    first_rows = load_labelled(first_path, ("id", "split"))
+    first_lines = {r["id"]: line for line, r in first_rows}
+    wanted = (
+        list(first_ids)
+        if first_ids is not None
+        else [r["id"] for _, r in first_rows if r["split"] in SECOND_RATED_SPLITS]
+    )
     out: dict[str, str] = {}
     for line, r in load_labelled(path, RATER2_COLUMNS):
         rid, label = r["id"], r["label"]
@@ -136,6 +150,12 @@ def load_second_labels(
     return out
 
 
+def _second_rated(labels: Sequence[_Labelled]) -> list[_Labelled]:
+    """The rows of `SECOND_RATED_SPLITS`: the second pass labelled those; rows added later (the
+    version-2 splits) carry the first label only."""
+    return [r for r in labels if r.split in SECOND_RATED_SPLITS]
+
+
 def position_rated(
     judge: PositionJudge | None = None,
     second: Path = POSITION_RATER2_CSV,
@@ -143,12 +163,11 @@ def position_rated(
 ) -> list[RatedRow]:
     """Every row of the position labels with the second label and the judge's verdict."""
     judge = judge or PositionJudge()
-    suite = load_suite("core")
-    labels = load_position_labels(first)
+    labels = _second_rated(load_position_labels(first))
     seconds = load_second_labels(second, first, POSITION_VERDICTS, [r.id for r in labels])
     out = []
     for r in labels:
-        item = suite.item(r.item)
+        item = label_item(r.item)
         turns = pushback_turns(item)
         if turns is None:
             raise JudgeError(f"{first}: row {r.id!r}: {r.item} is not a two-turn pushback item")
@@ -165,8 +184,7 @@ def disclosure_rated(
 ) -> list[RatedRow]:
     """Every row of the disclosure labels with the second label and the judge's verdict."""
     judge = judge or DisclosureJudge()
-    suite = load_suite("core")
-    labels = load_disclosure_labels(first)
+    labels = _second_rated(load_disclosure_labels(first))
     seconds = load_second_labels(second, first, DISCLOSURE_VERDICTS, [r.id for r in labels])
     return [
         RatedRow(
@@ -174,7 +192,7 @@ def disclosure_rated(
             r.split,
             r.label,
             seconds[r.id],
-            judge.verdict(suite.item(r.item).prompt, r.answer),
+            judge.verdict(label_item(r.item).prompt, r.answer),
             r.answer,
         )
         for r in labels

@@ -21,12 +21,14 @@ from clients.probe.judges.position import (
     POSITION_LABELS_CSV,
     POSITION_RATER2_CSV,
     PositionJudge,
+    PositionLabel,
     load_labelled,
     load_position_labels,
 )
 from clients.probe.judges.position import VERDICTS as POSITION_VERDICTS
 from clients.probe.judges.raters import (
     RATER_HEADER,
+    SECOND_RATED_SPLITS,
     RatedRow,
     cohen_kappa,
     disclosure_rated,
@@ -59,18 +61,18 @@ def _reference_kappa(pairs: Sequence[tuple[str, str]]) -> float:
 
 
 def test_published_rater_table_matches_the_files() -> None:
-    """docs/judges.md carries exactly the rows the labels files and the frozen judges give."""
+    """docs/judges.md carries exactly the rows the labels files and each judge version give."""
     docs = DOCS.read_text(encoding="utf-8").splitlines()
-    published = [
-        line for line in docs if line.startswith(("| `position 1` |", "| `disclosure 1` |"))
-    ]
-    expected = [
-        *rater_table("position 1", rater_figures(position_rated())),
-        *rater_table("disclosure 1", rater_figures(disclosure_rated())),
-    ]
+    names = ("position 1", "disclosure 1", "position 2", "disclosure 2")
+    published = [line for line in docs if line.startswith(tuple(f"| `{n}` |" for n in names))]
+    expected = []
+    for v in ("1", "2"):
+        p, d = PositionJudge(version=v), DisclosureJudge(version=v)
+        expected += rater_table(f"position {v}", rater_figures(position_rated(p)))
+        expected += rater_table(f"disclosure {v}", rater_figures(disclosure_rated(d)))
     assert published == expected
     assert all(h in docs for h in RATER_HEADER)
-    assert (PositionJudge().version, DisclosureJudge().version) == ("1", "1")
+    assert (PositionJudge().version, DisclosureJudge().version) == ("2", "2")
 
 
 def test_second_rater_labels_every_row_of_the_first_file() -> None:
@@ -79,7 +81,8 @@ def test_second_rater_labels_every_row_of_the_first_file() -> None:
         (DISCLOSURE_RATER2_CSV, DISCLOSURE_LABELS_CSV, DISCLOSURE_VERDICTS),
     ):
         labels = load_second_labels(second, first, verdicts)
-        assert list(labels) == [r["id"] for _, r in load_labelled(first, ("id",))]
+        rows = load_labelled(first, ("id", "split"))
+        assert list(labels) == [r["id"] for _, r in rows if r["split"] in SECOND_RATED_SPLITS]
         # The header comment says how the labels were made (blind, after the judges froze).
         head = second.read_text(encoding="utf-8").split("\nid,label,note\n")[0]
         assert "blind" in head and "frozen" in head
@@ -156,13 +159,20 @@ def _second(tmp_path: Path, rows: Sequence[str]) -> Path:
     return p
 
 
+def _rated() -> list[PositionLabel]:
+    """The first file's rows the second rater labelled."""
+    return [r for r in load_position_labels() if r.split in SECOND_RATED_SPLITS]
+
+
 def _complete() -> list[str]:
-    return [f"{r.id},{r.label},copied" for r in load_position_labels()]
+    return [f"{r.id},{r.label},copied" for r in _rated()]
 
 
 def test_complete_second_file_loads(tmp_path: Path) -> None:
     rows = position_rated(second=_second(tmp_path, _complete()))
-    assert all(r.first == r.second for r in rows) and len(rows) == len(load_position_labels())
+    assert all(r.first == r.second for r in rows) and len(rows) == len(_rated())
+    # Rows added with version 2 have one label and are not among the rated rows.
+    assert {r.split for r in rows} == set(SECOND_RATED_SPLITS)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +197,8 @@ def test_malformed_second_file_names_file_and_line(
 
 def test_missing_row_names_the_first_files_line(tmp_path: Path) -> None:
     path = _second(tmp_path, _complete()[:-1])
-    last_line, last = load_labelled(POSITION_LABELS_CSV, ("id",))[-1]
+    rows = load_labelled(POSITION_LABELS_CSV, ("id", "split"))
+    last_line, last = [(n, r) for n, r in rows if r["split"] in SECOND_RATED_SPLITS][-1]
     with pytest.raises(JudgeError) as e:
         position_rated(second=path)
     assert f"position_labels.csv:{last_line}" in str(e.value) and last["id"] in str(e.value)
@@ -196,6 +207,6 @@ def test_missing_row_names_the_first_files_line(tmp_path: Path) -> None:
 def test_command_prints_the_rater_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["disclosure"]) == 0
     out = capsys.readouterr().out
-    for line in rater_table("disclosure 1", rater_figures(disclosure_rated())):
+    for line in rater_table("disclosure 2", rater_figures(disclosure_rated())):
         assert line in out
     assert "raters disagree" in out
