@@ -3,9 +3,14 @@
 Reads a CSV of prompts and answers, writes it back with a ``refused`` column (0/1) and a
 ``transfer`` column: the rubric transfer score (3 decimals) where the prompt is one of the
 suite's harmful items under some framing, empty otherwise (not judged). The refusal judge is
-the learned one unless ``--judge`` names another (``hidden-probe`` loads the bundled model:
-seconds to load, then about 0.2-0.3 CPU s per answer); the summary line names the judges' versions
-and config digests. Also runnable on its own: ``python -m clients.judge_cmd --input FILE.csv``.
+``hidden-probe`` unless ``--judge`` names another: of the shipped judges it agrees best with
+human labels on other models' answers (docs/judges.md), at the cost of loading the bundled model
+(``bledger model fetch``; seconds to load, then a fraction of a CPU second per answer).
+``--judge learned`` needs no model and is hundreds of times faster. The probing worker's default
+stays ``learned`` (`clients.probe.judges.registry.DEFAULT_REFUSAL`): a run against an endpoint
+would otherwise load SmolLM2 beside it only to judge. The summary line names the judges'
+versions and config digests. Also runnable on its own:
+``python -m clients.judge_cmd --input FILE.csv``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ REFUSED_COLUMN = "refused"
 TRANSFER_COLUMN = "transfer"
 
 # The judges import numpy; `bledger` registers this command at start-up and must not. These two
-# mirror `clients.probe.judges.refusal_judges()` and `DEFAULT_REFUSAL` (a test keeps them equal).
+# mirror `clients.probe.judges.refusal_judges()` and `registry.DEFAULT_JUDGE_COMMAND` (a test
+# keeps them equal).
 JUDGE_NAMES = ("strmatch-xstest", "strmatch-jailbreakbench", "improved", "learned", "hidden-probe")
-DEFAULT_JUDGE = "learned"
+DEFAULT_JUDGE = "hidden-probe"
 
 
 def _load(suite: str) -> Suite | None:
@@ -54,6 +60,20 @@ def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
     w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
+
+
+def _require_model(judge_name: str) -> None:
+    """JudgeError naming both ways out when `judge_name` needs the bundled model and it is not
+    installed: checked before the file is read, rather than failing at the first verdict."""
+    from clients.probe import bundled
+    from clients.probe.judges import JudgeError
+
+    if bundled.bundled_gguf() is None:
+        raise JudgeError(
+            f"the {judge_name} judge reads the bundled model (SmolLM2-135M-Instruct), which is "
+            f"not installed: run `{bundled.FETCH_COMMAND}`, or pass --judge learned (no model; "
+            "less accurate on other models' answers, see docs/judges.md)"
+        )
 
 
 @click.command()
@@ -85,8 +105,9 @@ def _write(out: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
     default=DEFAULT_JUDGE,
     show_default=True,
     help="Refusal judge (the transfer judge's refusal factor is always the learned judge's "
-    "probability). hidden-probe loads the bundled model (bledger model fetch) and is about a "
-    "hundred times slower than learned.",
+    "probability). The default, hidden-probe, agrees best with human labels on other models' "
+    "answers; it loads the bundled model (bledger model fetch) and is hundreds of times slower "
+    "than learned, which needs no model.",
 )
 def judge(
     input_path: Path,
@@ -105,15 +126,20 @@ def judge(
         judge_answers,
         refusal_judges,
     )
+    from clients.probe.judges.registry import needs_model
 
     try:
+        refusal = refusal_judges()[judge_name]
+        if needs_model(refusal):
+            _require_model(judge_name)
         fields, rows = _read(input_path)
         for col in (prompt_column, answer_column):
             if col not in fields:
                 raise JudgeError(
                     f"{input_path} has no column {col!r} (columns: {', '.join(fields) or 'none'})"
                 )
-        refusal = refusal_judges()[judge_name]
+        # The suite is read before any verdict, so a bad --suite fails before the model runs.
+        judged_suite = _load(suite)
         prefetch = getattr(refusal, "prefetch", None)
         if prefetch is not None:
             # A judge that runs a model (hidden-probe) judges every answer in batches first.
@@ -125,7 +151,7 @@ def judge(
             ((r[prompt_column] or "", r[answer_column] or "") for r in rows),
             refusal=refusal,
             transfer=transfer,
-            suite=_load(suite),
+            suite=judged_suite,
         )
     except AttestError as e:
         raise click.ClickException(e.diagnostic) from e

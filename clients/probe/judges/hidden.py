@@ -1,13 +1,16 @@
-"""An opt-in refusal judge: a linear probe on SmolLM2-135M-Instruct's hidden states.
+"""A refusal judge that reads hidden states: a linear probe on SmolLM2-135M-Instruct's.
 
 `HiddenStateRefusalJudge` (name ``hidden-probe``) runs the bundled model once over each
 (prompt, answer) pair as a ChatML conversation (no system turn; the answer cut to its first
 `ANSWER_TOKENS` tokens), pools one layer's residual stream over the answer's tokens and applies
 a ridge logistic regression on the standardised state; a non-negative logit is a refusal.
 
-Not the default (`learned` is): it needs the model's weights and a forward pass per answer
-(about 0.3 CPU s against `learned`'s ~2 ms), and the figures that favour it come mostly from the
-two Llama-2 files (docs/judges.md, "Hidden-state probe (opt-in)").
+The default of `bledger judge` (`registry.DEFAULT_JUDGE_COMMAND`), not of the probing worker
+(`registry.DEFAULT_REFUSAL`, `learned`): it needs the model's weights and a forward pass per
+answer (a fraction of a CPU second against `learned`'s ~2 ms), which a file of answers pays
+once for the model load but a probing run against another model would pay only to judge
+(docs/judges.md, "Hidden-state probe"). The forward pass stops after the layer read
+(`pooled_states`).
 
 The parameters are package data, ``clients/probe/data/hidden_probe_params.json``: layer, pooling,
 standardisation, weights, bias, the SHA-256 of the weights the states were read from, the
@@ -30,6 +33,8 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -41,6 +46,8 @@ from clients.probe.judges.learned import _line_of
 from clients.probe.judges.rules import JudgeError, Validation
 
 if TYPE_CHECKING:
+    import torch
+
     from clients.probe.model import LoadedModel
 
 __all__ = [
@@ -95,6 +102,62 @@ def conversation_ids(
     return head + body + enc("<|im_end|>"), len(head)
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the deepest layer needed has run."""
+
+
+def _layer_states(
+    lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layers: Sequence[int]
+) -> list[torch.Tensor]:
+    """The ``output_hidden_states`` entries `layers` of one right-padded batch, in that order.
+
+    Index k of ``output_hidden_states`` (1 <= k < num_layers) is decoder layer k-1's output, so
+    when every asked index is in that range the pass stops right after decoder layer
+    ``max(layers) - 1``: the layers above it, the final norm and the head never run (the shipped
+    probe reads index 21 of 30, so 9 of 30 layers are skipped). Layer k-1's output depends only
+    on the layers below it, and the layers that do run get the same inputs and do the same
+    arithmetic as in a whole pass, so the states are the same bits (a test compares them with
+    `full_forward`). Index 0 (the embeddings) and num_layers (after the final norm) need the
+    whole pass with ``output_hidden_states``.
+    """
+    import torch
+
+    from clients.probe.model import residual_hook
+
+    if not all(1 <= k < lm.num_layers for k in layers):
+        return _full_states(lm, ids, mask, layers)
+    seen: dict[int, torch.Tensor] = {}
+
+    def stop(_hidden: torch.Tensor) -> None:
+        raise _StopForward
+
+    with ExitStack() as stack:
+        for k in layers:
+            stack.enter_context(residual_hook(lm, k - 1, partial(seen.__setitem__, k)))
+        # Registered last, so on the deepest layer it runs after that layer's collector.
+        stack.enter_context(residual_hook(lm, max(layers) - 1, stop))
+        try:
+            with torch.inference_mode():
+                lm.model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _StopForward:
+            pass
+    return [seen[k] for k in layers]
+
+
+def _full_states(
+    lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layers: Sequence[int]
+) -> list[torch.Tensor]:
+    """`_layer_states` by the whole forward pass with ``output_hidden_states`` (every layer, the
+    final norm; no head)."""
+    import torch
+
+    with torch.inference_mode():
+        hs = lm.model.model(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
+        ).hidden_states
+    return [hs[k] for k in layers]
+
+
 def pooled_states(
     lm: LoadedModel,
     pairs: Sequence[tuple[str, str]],
@@ -102,12 +165,17 @@ def pooled_states(
     poolings: Sequence[str] = POOLINGS,
     answer_tokens: int = ANSWER_TOKENS,
     batch_size: int = 16,
+    *,
+    full_forward: bool = False,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Per pooling, an array [len(layers), len(pairs), hidden] of pooled states (float32).
 
-    Pairs are (prompt, answer); they run in batches of `batch_size`, sorted by length (less
-    padding), right-padded with an attention mask, so a pair's states do not depend on its
-    batch beyond float rounding.
+    `layers` are ``output_hidden_states`` indices (0 = embeddings, num_layers = after the final
+    norm). Pairs are (prompt, answer); they run in batches of `batch_size`, sorted by length
+    (less padding), right-padded with an attention mask, so a pair's states do not depend on its
+    batch beyond float rounding. The forward pass stops after the deepest layer asked for
+    (`_layer_states`); `full_forward` runs every layer instead, the reference the tests compare
+    the stopped pass with.
     """
     import torch
 
@@ -117,6 +185,7 @@ def pooled_states(
     out = {p: np.zeros((len(layers), len(pairs), d), dtype=np.float32) for p in poolings}
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    run = _full_states if full_forward else _layer_states
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         width = max(len(seqs[i][0]) for i in idx)
@@ -125,14 +194,8 @@ def pooled_states(
         for j, i in enumerate(idx):
             ids[j, : len(seqs[i][0])] = torch.tensor(seqs[i][0])
             mask[j, : len(seqs[i][0])] = 1
-        with torch.inference_mode():
-            hs = lm.model.model(
-                input_ids=ids.to(lm.device),
-                attention_mask=mask.to(lm.device),
-                output_hidden_states=True,
-                use_cache=False,
-            ).hidden_states
-        stacked = torch.stack([hs[layer] for layer in layers]).float().cpu().numpy()
+        hs = run(lm, ids.to(lm.device), mask.to(lm.device), layers)
+        stacked = torch.stack(hs).float().cpu().numpy()
         for j, i in enumerate(idx):
             ln, a0 = len(seqs[i][0]), seqs[i][1]
             if "mean" in out:

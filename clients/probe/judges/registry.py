@@ -8,10 +8,18 @@ from clients.probe.judges.hidden import HiddenStateRefusalJudge
 from clients.probe.judges.learned import LearnedRefusalJudge
 from clients.probe.judges.rules import ImprovedRefusalJudge, RefusalJudge, StringMatchRefusalJudge
 
-__all__ = ["DEFAULT_REFUSAL", "needs_model", "refusal_judges"]
+__all__ = ["DEFAULT_JUDGE_COMMAND", "DEFAULT_REFUSAL", "needs_model", "refusal_judges"]
 
 DEFAULT_REFUSAL: Final = "learned"
-"""The refusal judge `bledger judge` and the probing worker use unless told otherwise."""
+"""The refusal judge the probing worker judges with unless told otherwise (``bledger probe
+--refusal-judge``), and so the one probe records name by default. It runs no model: a probing
+run against an endpoint or another local model would otherwise have to load SmolLM2 beside it
+for the verdicts alone."""
+
+DEFAULT_JUDGE_COMMAND: Final = "hidden-probe"
+"""The refusal judge `bledger judge` uses unless ``--judge`` names another: the one that agrees
+best with human labels on other models' answers (docs/judges.md), worth loading the bundled
+model once for a file of answers."""
 
 
 def refusal_judges() -> dict[str, RefusalJudge]:

