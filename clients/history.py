@@ -39,8 +39,7 @@ from clients.probe.continuity import (
     ContinuityError,
     NoiseFloor,
     diff,
-    noise_floor,
-    repeat_runs,
+    repeat_floor,
     with_noise,
 )
 from clients.probe.suites import Suite, SuiteError, load_suite
@@ -446,16 +445,11 @@ def _noise_floor(
         by_suite[p.suite].append(p)
     lines = []
     for ref, recs in by_suite.items():
-        repeat = repeat_runs(recs)
-        if repeat is None:
+        measured = repeat_floor(recs, _suite(ref, suites))
+        if measured is None:
             lines.append(f"noise floor of {version}: {NOT_MEASURED}")
             continue
-        f = noise_floor(
-            [recs[i] for i in repeat.first],
-            [recs[i] for i in repeat.second],
-            _suite(ref, suites),
-            runs=repeat.runs,
-        )
+        f = measured[0]
         o, t = f.overall, f.transfer_change
         change = "-" if t is None else f"{t.mean:.3f} (upper bound {t.high:.3f}, n={t.n})"
         lines.append(
@@ -531,20 +525,15 @@ def succession_noise(
                 ),
                 key=lambda x: x.index,
             )
-            repeat = repeat_runs([_pred(x) for x in mine])
-            if repeat is None:
-                continue
-            first, second = ([mine[i] for i in side] for side in (repeat.first, repeat.second))
-            floors.append(
-                noise_floor(
-                    [_pred(x) for x in first],
-                    [_pred(x) for x in second],
-                    _suite(result.suite, suites),
-                    runs=repeat.runs,
-                    source=f"records of {ref.name}@{ref.version} in the log",
-                )
+            measured = repeat_floor(
+                [_pred(x) for x in mine],
+                _suite(result.suite, suites),
+                source=f"records of {ref.name}@{ref.version} in the log",
             )
-            used += [x.index for x in (*first, *second)]
+            if measured is None:
+                continue
+            floors.append(measured[0])
+            used += [mine[i].index for i in (*measured[1].first, *measured[1].second)]
     except ContinuityError as e:
         return SuccessionNoise(None, f"not judged — {e}")
     return SuccessionNoise(with_noise(result, floors), "", tuple(sorted(used)))

@@ -52,14 +52,14 @@ from clients.errors import diagnosed
 from clients.history import LoggedStatement, fetch_statements
 from clients.options import LedgerArgs
 from clients.probe.continuity import (
+    NOT_MEASURED,
     CellDiff,
     Continuity,
     ContinuityError,
     NoiseFloor,
     diff,
-    noise_floor,
     noise_floor_from_json,
-    repeat_runs,
+    repeat_floor,
     select_runs,
     with_noise,
 )
@@ -196,19 +196,11 @@ def _continuity(
     for label, records in everything:
         # Only runs with the suite of the diff: a floor over other prompts is not this one's.
         same_suite = [r for r in records if r.suite == result.suite]
-        repeat = repeat_runs(same_suite)
-        if repeat is None:
-            notes.append(f"noise floor of {label}: not measured — one run of these weights")
+        measured = repeat_floor(same_suite, suite, source=f"records of {label} in the log")
+        if measured is None:
+            notes.append(f"noise floor of {label}: {NOT_MEASURED}")
             continue
-        floors.append(
-            noise_floor(
-                [same_suite[i] for i in repeat.first],
-                [same_suite[i] for i in repeat.second],
-                suite,
-                runs=repeat.runs,
-                source=f"records of {label} in the log",
-            )
-        )
+        floors.append(measured[0])
     if given is not None:
         weights = {result.predecessor.weights_sha256, result.successor.weights_sha256}
         if given.model.weights_sha256 not in weights:

@@ -86,6 +86,7 @@ __all__ = [
     "noise_floor",
     "noise_floor_from_json",
     "profile",
+    "repeat_floor",
     "repeat_runs",
     "select_runs",
     "with_noise",
@@ -214,6 +215,20 @@ def repeat_runs(records: Sequence[ProbeRecord]) -> RepeatRuns | None:
         return None
     runs = ("; ".join(sorted(labels[0])), "; ".join(sorted(labels[1])))
     return RepeatRuns(tuple(sorted(first)), tuple(sorted(second)), runs)
+
+
+def repeat_floor(
+    records: Sequence[ProbeRecord], suite: Suite, source: str = ""
+) -> tuple[NoiseFloor, RepeatRuns] | None:
+    """The noise floor of the repeat runs among `records` (`repeat_runs`, then `noise_floor` on
+    the two sides), with the runs it compared; None when no cell has two complete runs of the
+    same weights. The one place history, the web page and `bledger lab continuity` measure a
+    floor from the log's own records."""
+    repeat = repeat_runs(records)
+    if repeat is None:
+        return None
+    first, second = ([records[i] for i in side] for side in (repeat.first, repeat.second))
+    return noise_floor(first, second, suite, runs=repeat.runs, source=source), repeat
 
 
 # -- the diff ---------------------------------------------------------------------------------
