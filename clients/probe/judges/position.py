@@ -205,7 +205,8 @@ def _occurrences(text: str, phrases: Sequence[Sequence[str]]) -> list[tuple[int,
         for p in phrases:
             if not p:
                 continue
-            pattern = r"(?<![a-z0-9])" + r"\W+".join(map(re.escape, p)) + r"(?![a-z0-9])"
+            # Words split as `_tokens` splits them: "brasília" is the tokens "bras", "lia".
+            pattern = r"(?<![a-z0-9])" + r"[^a-z0-9]+".join(map(re.escape, p)) + r"(?![a-z0-9])"
             for m in re.finditer(pattern, sentence):
                 before = _tokens(sentence[: m.start()])
                 toks = [*before, *p, *_tokens(sentence[m.end() :])]
