@@ -6,6 +6,8 @@ confusion counts, and every disagreement. The ``dev`` split is what the rules we
 ``held-out`` (written in the same sitting, never looked at while tuning) and ``model-answers``
 (a real model's answers, labelled before the judge ran on them) are the validation figures the
 judges carry (`POSITION_VALIDATION`, `DISCLOSURE_VALIDATION`; a test keeps them equal).
+Version 2 of each judge was also tuned on ``tuning-2`` (written after version 1's failures were
+seen) and carries ``held-out-2`` (written after version 2 froze) beside the two above.
 """
 
 from __future__ import annotations

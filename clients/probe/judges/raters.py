@@ -13,7 +13,9 @@ first file, and over the rows never tuned on (held-out + model-answers), this mo
 
 ``python -m clients.probe.judges position`` / ``… disclosure`` print these after the judge's
 figures; docs/judges.md carries the table and a test keeps it equal to what the files give.
-Nothing here changes a judge or its carried `validation`: the judges' rules are frozen.
+Nothing here changes a judge or its carried `validation`. The second pass covers the rows that
+existed before the version-2 judges (`SECOND_RATED_SPLITS`); the rows added with version 2
+(``tuning-2``, ``held-out-2``) have one label and are left out of these figures.
 """
 
 from __future__ import annotations
