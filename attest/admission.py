@@ -271,8 +271,18 @@ def check_seen(
 # -- (4) signatures -----------------------------------------------------------------------------
 
 
+Verifies = Callable[[TrustedKey, bytes, bytes], bool]
+"""Whether a signature (bytes) of a message (bytes) verifies under a key. The rules' own is
+`ed25519_verifies` (`cryptography`, RFC 8032); a caller may pass a faster one only if it answers
+exactly what `ed25519_verifies` answers, for every input."""
+
+
 def verify_every_signature(
-    env: Envelope, trusted: Iterable[TrustedKey], self_named: Iterable[TrustedKey] = ()
+    env: Envelope,
+    trusted: Iterable[TrustedKey],
+    self_named: Iterable[TrustedKey] = (),
+    *,
+    verifies: Verifies | None = None,
 ) -> list[TrustedKey]:
     """The distinct keys that signed `env`; every signature must verify (stage "signature").
 
@@ -287,8 +297,10 @@ def verify_every_signature(
     2. the signature verifies under one of the keys that keyid names;
     3. that key has not signed already (a key signs a statement once).
 
-    Returns the keys in the order they signed.
+    Returns the keys in the order they signed. `verifies` answers step 2 (default
+    `ed25519_verifies`).
     """
+    check = ed25519_verifies if verifies is None else verifies
     by_keyid: dict[str, list[TrustedKey]] = {}
     for key in trusted:
         by_keyid.setdefault(key.keyid, []).append(key)
@@ -301,7 +313,7 @@ def verify_every_signature(
             raise AdmissionRefused(
                 "signature", f"signature {n}: keyid {sig.keyid[:80]!r} names no key this log knows"
             )
-        good = next((k for k in keys if _verifies(k, sig.sig, message)), None)
+        good = next((k for k in keys if check(k, sig.sig, message)), None)
         if good is None:  # (2)
             raise AdmissionRefused(
                 "signature", f"signature {n} does not verify under key {sig.keyid[:80]!r}"
@@ -329,7 +341,9 @@ def _keyid(name: str, raw: bytes) -> str:
     return dsse_keyid(name, public_key_from_bytes(raw))
 
 
-def _verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
+def ed25519_verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
+    """Whether `sig` is a valid Ed25519 signature of `message` under `key` (64 bytes, RFC 8032
+    verification by `cryptography`): the rules' answer to "does this signature verify"."""
     if len(sig) != 64:
         return False
     try:
@@ -340,14 +354,19 @@ def _verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
 
 
 def verify_signers(
-    env: Envelope, stmt: Statement, chain: KeyChain, fixed: Sequence[TrustedKey] = ()
+    env: Envelope,
+    stmt: Statement,
+    chain: KeyChain,
+    fixed: Sequence[TrustedKey] = (),
+    *,
+    verifies: Verifies | None = None,
 ) -> list[TrustedKey]:
     """The keys that signed `env` (every signature verifying, `verify_every_signature`) among
     the keys the chain knows by keyid, a key event's own keys (proof of possession), and
     `fixed` keys (operator roots, keys the log admits directly, under any name their keyid
-    binds to them). Stage "signature"."""
+    binds to them). Stage "signature"; `verifies` as `verify_every_signature` takes it."""
     trusted = chain.candidates((s.keyid for s in env.signatures), stmt)
-    return verify_every_signature(env, trusted, fixed)
+    return verify_every_signature(env, trusted, fixed, verifies=verifies)
 
 
 def holder_keys(env: Envelope, chain: KeyChain) -> list[TrustedKey]:

@@ -1,0 +1,82 @@
+"""`ledger.admission.sodium_first_verifies` against the rules' own verification.
+
+The evidence log checks signatures with libsodium first and asks `cryptography` again when
+libsodium refuses (`attest.admission.ed25519_verifies`, the reference). The two must agree on
+every input: honest signatures, every kind of forgery, and the signatures only one of the two
+libraries accepts (a small-order public key: OpenSSL accepts, libsodium refuses).
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attest import admission as rules
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, TrustedKey, pae, sign_envelope
+from attest.keys import public_key_from_bytes
+from ledger.admission import sodium_first_verifies
+
+L = 2**252 + 27742317777372353535851937790883648493  # the order of Ed25519's base point
+IDENTITY = b"\x01" + bytes(31)  # the neutral element's encoding: a small-order point
+
+
+def trusted(raw: bytes) -> TrustedKey:
+    return TrustedKey("k", public_key_from_bytes(raw))
+
+
+def agree(key: TrustedKey, sig: bytes, message: bytes) -> bool:
+    want = rules.ed25519_verifies(key, sig, message)
+    assert sodium_first_verifies(key, sig, message) is want
+    return want
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.binary(min_size=32, max_size=32),
+    message=st.binary(max_size=300),
+    flip=st.integers(min_value=-1, max_value=8 * (64 + 300) - 1),
+)
+def test_honest_and_flipped_signatures_get_the_reference_answer(
+    seed: bytes, message: bytes, flip: int
+) -> None:
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    key = TrustedKey("k", private.public_key())
+    sig = private.sign(message)
+    if flip < 0:
+        assert agree(key, sig, message)
+        return
+    blob = bytearray(sig + message)
+    if flip >= 8 * len(blob):
+        return
+    blob[flip // 8] ^= 1 << (flip % 8)
+    assert not agree(key, bytes(blob[:64]), bytes(blob[64:]))
+
+
+def test_a_small_order_key_libsodium_refuses_is_still_the_reference_answer() -> None:
+    # R = the identity, S = 0: [S]B = R + [k]A holds for A the identity whatever k is, so
+    # OpenSSL's RFC 8032 check accepts it for any message; libsodium refuses small-order keys.
+    key, sig = trusted(IDENTITY), IDENTITY + bytes(32)
+    for message in (b"", b"any message", pae(IN_TOTO_PAYLOAD_TYPE, b"{}")):
+        assert rules.ed25519_verifies(key, sig, message), "premise: cryptography accepts it"
+        assert agree(key, sig, message)
+
+
+def test_a_non_canonical_s_is_refused_by_both() -> None:
+    private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    key, message = TrustedKey("k", private.public_key()), b"m"
+    sig = private.sign(message)
+    s = int.from_bytes(sig[32:], "little") + L
+    assert s < 2**256
+    assert not agree(key, sig[:32] + s.to_bytes(32, "little"), message)
+    assert not agree(key, sig[:63], message)
+    assert not agree(key, sig + b"\x00", message)
+
+
+def test_verify_every_signature_with_it_answers_as_without() -> None:
+    a = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    env = sign_envelope(IN_TOTO_PAYLOAD_TYPE, b"{}", [("a", a)])
+    keys = [TrustedKey(env.signatures[0].keyid, a.public_key())]
+    want = rules.verify_every_signature(env, keys)
+    got = rules.verify_every_signature(env, keys, verifies=sodium_first_verifies)
+    assert [k.raw() for k in got] == [k.raw() for k in want]
