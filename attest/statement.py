@@ -25,7 +25,7 @@ from typing import Annotated, Final, Literal, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from attest._wire import WireModel
+from attest._wire import WireModel, sha256_hex
 from attest.dsse import (
     IN_TOTO_PAYLOAD_TYPE,
     Envelope,
@@ -41,7 +41,17 @@ from attest.jcs import (
     canonicalize,
     dumps_bmp,
 )
-from attest.predicates import PREDICATE_TYPES, AnyPredicate, Predicate, ResourceDescriptor
+from attest.predicates import (
+    ANONYMOUS_TIER,
+    FIELD_REPORT,
+    PREDICATE_TYPES,
+    AnyPredicate,
+    CheckpointRef,
+    FieldReport,
+    ModelId,
+    Predicate,
+    ResourceDescriptor,
+)
 
 __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",
@@ -108,7 +118,11 @@ def parse_statement(payload: bytes) -> Statement:
     what the plan accepts and returns what it returns, at a fraction of the cost; anything else,
     every refusal included, runs the plan itself, so errors are the plan's.
     """
-    stmt = _parse_proven(payload) if isinstance(payload, bytes) else None
+    if not isinstance(payload, bytes):
+        return _parse_planned(payload)
+    stmt = _parse_field_report(payload)
+    if stmt is None:
+        stmt = _parse_proven(payload)
     return stmt if stmt is not None else _parse_planned(payload)
 
 
@@ -275,6 +289,177 @@ def _parse_proven(payload: bytes) -> Statement | None:
     except (ValueError, TypeError, RecursionError):
         return None
     return stmt if same else None
+
+
+# -- the field-report shortcut --------------------------------------------------------------------
+#
+# Field reports are what most writers post, and `_parse_proven` spends most of its time in
+# pydantic validating them. `_parse_field_report` checks a field report's statement by hand,
+# field by field with the constraints of `FieldReport`, `ModelId`, `CheckpointRef` and
+# `Statement` (`attest._wire`'s `Label`, `Token`, `Count`, `Sha256Hex`; `ReportText`), then builds
+# the models without validating them again (`_built`). It answers only when every field is
+# spelled as `statement_bytes` spells it; anything else goes on to `_parse_proven` and the plan.
+# The property tests hold it to the plan (tests/attest/test_statement_shortcut.py).
+
+_LABEL: Final = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+_TOKEN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+_REPORT_TEXT_MAX: Final = 8192
+_STATEMENT_KEYS: Final = frozenset({"_type", "subject", "predicateType", "predicate"})
+_REPORT_KEYS: Final = frozenset(
+    {"seenCheckpoint", "issuedAt", "model", "category", "tier", "text", "credentialTier"}
+)
+_REPORT_REQUIRED: Final = _REPORT_KEYS - {"credentialTier"}
+_CHECKPOINT_KEYS: Final = frozenset({"origin", "size", "root"})
+_MODEL_KEYS: Final = frozenset({"name", "version"})
+
+
+def _built(cls: type[WireModel], values: dict[str, object], fields_set: set[str]) -> WireModel:
+    """An instance of `cls` with these field values (in field order, defaults included) and
+    this fields set: what validation builds, without validating (the caller has checked).
+
+    Validation adds the fields set's names in field order, so callers build it from a tuple in
+    that order (a set display of constants is a frozenset in the bytecode, whose order is the
+    compiling process's), and the set iterates, and pickles, as validation's does."""
+    m = cls.__new__(cls)
+    object.__setattr__(m, "__dict__", values)
+    object.__setattr__(m, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
+
+
+def _label(value: object) -> bool:
+    return type(value) is str and _LABEL.fullmatch(value) is not None
+
+
+def _token(value: object) -> bool:
+    return type(value) is str and _TOKEN.fullmatch(value) is not None
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_SAFE_INTEGER
+
+
+def _parse_field_report(payload: bytes) -> Statement | None:
+    """The statement `_parse_planned(payload)` returns for a field report, when this proves
+    that the plan accepts `payload`; None otherwise (the caller goes on as if this did not
+    exist).
+
+    Why the answer is the plan's: the payload has no character beyond the BMP and is, byte for
+    byte, `json`'s RFC 8785 spelling of what `_DECODER` read from it (floats refused, integers
+    in range), so it is canonical I-JSON (steps 1 and 4, as in `_parse_proven`). Every key is
+    the wire name `statement_bytes` writes, no other key is present, and every value has the
+    type and constraint of its field (strict: a bool is not an integer), so validating it as
+    `FieldReport` succeeds (step 3), and so does `Statement` around it: `_type` is the
+    statement type, predicateType is the field report's, the subject is the one the predicate
+    derives, and no other predicate model could take these keys (`_only`). The models built
+    hold what validation would put in them: the same values, defaults for absent optional
+    fields, and the fields set of the keys present.
+    """
+    if not payload.isascii() and _ASTRAL.search(payload):
+        return None
+    try:
+        obj = _DECODER.decode(payload.decode("utf-8"))
+    except (ValueError, _Unproven, RecursionError):
+        return None
+    if type(obj) is not dict or obj.keys() != _STATEMENT_KEYS:
+        return None
+    pred, subject = obj["predicate"], obj["subject"]
+    if (
+        obj["_type"] != STATEMENT_TYPE
+        or obj["predicateType"] != FIELD_REPORT
+        or type(pred) is not dict
+        or type(subject) is not list
+        or len(subject) != 1
+    ):
+        return None
+    keys = pred.keys()
+    if not (_REPORT_REQUIRED <= keys <= _REPORT_KEYS) or not _only(FieldReport, frozenset(keys)):
+        return None
+    seen, model = pred["seenCheckpoint"], pred["model"]
+    tier, text, category = pred["tier"], pred["text"], pred["category"]
+    credential_tier = pred.get("credentialTier")
+    if not (
+        type(seen) is dict
+        and seen.keys() == _CHECKPOINT_KEYS
+        and _label(seen["origin"])
+        and _count(seen["size"])
+        and type(seen["root"]) is str
+        and _SHA256_HEX.fullmatch(seen["root"])
+        and _count(pred["issuedAt"])
+        and type(model) is dict
+        and model.keys() == _MODEL_KEYS
+        and _label(model["name"])
+        and _label(model["version"])
+        and _token(category)
+        and type(tier) is str
+        and tier in ("anonymous", "attested")
+        and type(text) is str
+        and 1 <= len(text) <= _REPORT_TEXT_MAX
+    ):
+        return None
+    if "credentialTier" in keys:  # (FieldReport._attested_names_its_tier)
+        if tier != "attested" or not _token(credential_tier) or credential_tier == ANONYMOUS_TIER:
+            return None
+    elif tier == "attested":
+        return None
+    try:
+        digest = sha256_hex(text.encode("utf-8"))
+        if subject != [{"name": model["name"], "digest": {"sha256": digest}}]:
+            return None
+        if dumps_bmp(obj) != payload:
+            return None
+    except (ValueError, TypeError, RecursionError):  # a lone surrogate
+        return None
+    report = _built(
+        FieldReport,
+        {
+            "seen_checkpoint": _built(
+                CheckpointRef,
+                {"origin": seen["origin"], "size": seen["size"], "root": seen["root"]},
+                set(("origin", "size", "root")),
+            ),
+            "issued_at": pred["issuedAt"],
+            "model": _built(
+                ModelId,
+                {"name": model["name"], "version": model["version"]},
+                set(("name", "version")),
+            ),
+            "category": category,
+            "tier": tier,
+            "text": text,
+            "credential_tier": credential_tier,
+        },
+        set(_REPORT_FIELDS_SET[credential_tier is not None]),
+    )
+    # The subject's own values (equal to the derived ones), as validation keeps them.
+    descriptor = _built(
+        ResourceDescriptor,
+        {"name": subject[0]["name"], "digest": dict(subject[0]["digest"])},
+        set(("name", "digest")),
+    )
+    return cast(
+        Statement,
+        _built(
+            Statement,
+            {
+                "type_": STATEMENT_TYPE,
+                "subject": (descriptor,),
+                "predicate_type": FIELD_REPORT,
+                "predicate": report,
+            },
+            set(("type_", "subject", "predicate_type", "predicate")),
+        ),
+    )
+
+
+# A field report's fields set, without and with credentialTier, in field order (the order
+# validation adds them in, so the set pickles as validation's does).
+_REPORT_FIELDS_SET: Final = {
+    False: ("seen_checkpoint", "issued_at", "model", "category", "tier", "text"),
+    True: ("seen_checkpoint", "issued_at", "model", "category", "tier", "text", "credential_tier"),
+}
 
 
 def _diagnostic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
