@@ -23,6 +23,7 @@ from attest.admission import entry_statement_digest
 from attest.checkpoint import Checkpoint, sign_checkpoint
 from attest.note import NoteSigner
 from attest.tiles import (
+    TILE_HEIGHT,
     TILE_WIDTH,
     TileId,
     decode_bundle,
@@ -34,6 +35,12 @@ from ledger.admission import AdmissionError, AdmissionRule, Admitted, BatchCheck
 from ledger.errors import LedgerError
 from ledger.log import Log
 from ledger.storage import Batch, Head, WriteTxn
+
+# First bytes that can start a JSON text as `json.loads` reads bytes: `{` or JSON whitespace
+# (UTF-8, or UTF-16-LE / UTF-32-LE without a byte order mark), a NUL (UTF-16-BE / UTF-32-BE), or
+# the first byte of a UTF-8, UTF-16 or UTF-32 byte order mark. Any other leaf cannot be a DSSE
+# envelope, and parsing it only to fail cost about 4 us per entry.
+_JSON_STARTS = frozenset(b"{ \t\n\r\x00\xef\xfe\xff")
 
 
 class PublishError(LedgerError):
@@ -92,6 +99,8 @@ class Sequencer:
         self._pending: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The right edge of the tree this sequencer last committed; see `_Edge`.
+        self._edge: _Edge | None = None
 
     # -- the synchronous writer path ---------------------------------------------------------
 
@@ -133,29 +142,34 @@ class Sequencer:
         leave the queue in the same transaction.
         """
         items = [e if isinstance(e, Admitted) else Admitted(e) for e in entries]
-        hashes = [merkle.leaf_hash(a.leaf) for a in items]
-        digests = [
-            (entry_statement_digest(a.leaf) if a.digest is None else a.digest)
-            if self.one_entry_per_statement
-            else None
-            for a in items
-        ]
+        leaf_hash = merkle.leaf_hash
+        hashes = [leaf_hash(a.leaf) for a in items]
+        digests: list[bytes | None]
+        if self.one_entry_per_statement:
+            digests = [_statement_digest(a.leaf) if a.digest is None else a.digest for a in items]
+        else:
+            digests = [None] * len(items)
         with self.log.store.writer(self.log.id) as txn:
             head = txn.head
             check = None if self.rule is None else self.rule.begin(txn)
+            # The edge this sequencer kept is the stored one only while the head is the tree
+            # it committed (another writer may have moved it): same size and root, same tiles.
+            edge = self._edge if self._edge is not None and self._edge.holds(head) else None
+            reader = _EdgeReader(txn, edge)
             known = _Known(
                 txn.lookup_leaves(set(hashes)),
                 txn.lookup_statements({d for d in digests if d is not None}),
-                txn,
+                reader.read,
             )
             plan = _assign(items, hashes, digests, known, head.size, check)
             if not plan.fresh:
                 txn.delete_pending(pending_done)
                 return plan.results(head), head.size
             new_size = head.size + len(plan.fresh)
-            tiles = integrate(head.size, txn.read_tile, plan.fresh_hashes).tiles
-            bundles = _append_bundles(txn, head.size, plan.fresh)
-            root = merkle.subtree_hash(0, new_size, node_at_from_tiles(_overlay(tiles, txn)))
+            tiles = integrate(head.size, reader.read, plan.fresh_hashes).tiles
+            reader.batch = tiles
+            bundles = _append_bundles(txn, edge, head.size, plan.fresh)
+            root = merkle.subtree_hash(0, new_size, node_at_from_tiles(reader.read))
             new_head = signed_head(self.log.row.origin, new_size, root, self.signer)
             # Crash point: nothing written yet; the batch is simply lost, unacknowledged.
             txn.commit_batch(
@@ -172,8 +186,12 @@ class Sequencer:
                 )
             )
             # Crash point: rows written but not committed; the database rolls them back.
+            # Forget the edge until the commit is known to have happened: a failed commit
+            # leaves the head where it was, and a kept edge would then be the wrong one.
+            self._edge = None
         # Crash point: committed but not yet acknowledged; a client that retries gets the
         # same index back through deduplication, and a restart rebuilds the key chain.
+        self._edge = _Edge.after(new_head, reader, bundles)
         self.log.remember_edge(tiles)
         if check is not None:
             check.commit(new_size)
@@ -254,8 +272,13 @@ class _Known:
     """What the log already holds, as of the batch's transaction: leaf hashes and statement
     digests, each with its index."""
 
-    def __init__(self, leaves: dict[bytes, int], statements: dict[bytes, int], txn: WriteTxn):
-        self.leaves, self.statements, self.txn = leaves, statements, txn
+    def __init__(
+        self,
+        leaves: dict[bytes, int],
+        statements: dict[bytes, int],
+        read: Callable[[TileId], bytes],
+    ) -> None:
+        self.leaves, self.statements, self.read = leaves, statements, read
         self.fresh: dict[int, bytes] = {}  # index -> leaf hash, for this batch's entries
 
     def find(self, leaf_hash: bytes, digest: bytes | None) -> tuple[int, bytes] | None:
@@ -277,7 +300,7 @@ class _Known:
 
     def _stored_leaf(self, index: int) -> bytes:
         n, offset = divmod(index, TILE_WIDTH)
-        tile = self.txn.read_tile(TileId(0, n))
+        tile = self.read(TileId(0, n))
         return tile[offset * merkle.HASH_SIZE : (offset + 1) * merkle.HASH_SIZE]
 
 
@@ -330,16 +353,26 @@ def _assign(
     return plan
 
 
-def _append_bundles(txn: WriteTxn, size: int, entries: list[bytes]) -> dict[int, tuple[int, bytes]]:
-    """New contents of every entry bundle touched by appending `entries` at `size`."""
+def _append_bundles(
+    txn: WriteTxn, edge: _Edge | None, size: int, entries: list[bytes]
+) -> dict[int, tuple[int, bytes]]:
+    """New contents of every entry bundle touched by appending `entries` at `size`.
+
+    The partial bundle at the right edge comes from `edge` when it holds it (it is the bundle
+    this sequencer wrote last), else from the database.
+    """
     out: dict[int, tuple[int, bytes]] = {}
     pos, i = size, 0
     while i < len(entries):
         idx, have = divmod(pos, TILE_WIDTH)
         base = b""
         if have:
-            base = txn.read_bundle(idx)
-            if len(decode_bundle(base)) != have:
+            if edge is not None and edge.bundle is not None and edge.bundle[0] == idx:
+                count, base = edge.bundle[1], edge.bundle[2]
+            else:
+                base = txn.read_bundle(idx)
+                count = len(decode_bundle(base))
+            if count != have:
                 raise ValueError(f"entry bundle {idx} does not hold {have} entries")
         take = min(TILE_WIDTH - have, len(entries) - i)
         out[idx] = (have + take, base + encode_bundle(entries[i : i + take]))
@@ -348,11 +381,74 @@ def _append_bundles(txn: WriteTxn, size: int, entries: list[bytes]) -> dict[int,
     return out
 
 
-def _overlay(tiles: dict[TileId, bytes], txn: WriteTxn) -> Callable[[TileId], bytes]:
-    """Read tiles from the batch being written first, then from the database."""
+def _statement_digest(leaf: bytes) -> bytes | None:
+    """`entry_statement_digest`, without parsing leaves that cannot be JSON at all."""
+    if not leaf or leaf[0] not in _JSON_STARTS:
+        return None
+    return entry_statement_digest(leaf)
 
-    def read(t: TileId) -> bytes:
-        data = tiles.get(t)
-        return data if data is not None else txn.read_tile(t)
 
-    return read
+class _Edge:
+    """The right edge of a tree this sequencer committed: its partial tile at each level and
+    its partial entry bundle, which are all a batch reads to append and to compute the root.
+
+    Tiles and bundles of a tree follow from its leaves, so while the stored head has this
+    size and root, these are the stored ones too, and the next batch need not read them.
+    """
+
+    def __init__(
+        self, size: int, root: bytes, tiles: dict[TileId, bytes], bundle: tuple[int, int, bytes]
+    ) -> None:
+        self.size, self.root, self.tiles = size, root, tiles
+        self.bundle: tuple[int, int, bytes] | None = bundle if bundle[1] else None
+
+    def holds(self, head: Head) -> bool:
+        """Whether this is the edge of the tree `head` signs."""
+        return head.size == self.size and head.root == self.root
+
+    @staticmethod
+    def after(
+        head: Head, reader: _EdgeReader, bundles: dict[int, tuple[int, bytes]]
+    ) -> _Edge | None:
+        """The edge of the tree a batch just committed (None if a tile of it went unread)."""
+        tiles: dict[TileId, bytes] = {}
+        level = 0
+        while head.size >> (TILE_HEIGHT * level):
+            count = head.size >> (TILE_HEIGHT * level)
+            width = count % TILE_WIDTH
+            if width:
+                tid = TileId(level, count // TILE_WIDTH)
+                data = reader.seen(tid)
+                if data is None or len(data) < width * merkle.HASH_SIZE:
+                    return None
+                tiles[tid] = data[: width * merkle.HASH_SIZE]
+            level += 1
+        idx, width = divmod(head.size, TILE_WIDTH)
+        count, data = bundles.get(idx, (0, b""))
+        if width and count != width:
+            return None
+        return _Edge(head.size, head.root, tiles, (idx, width, data))
+
+
+class _EdgeReader:
+    """Tiles as of the batch being written: its own new tiles first, then the kept edge, then
+    the database; remembers what it read, to keep the next edge."""
+
+    def __init__(self, txn: WriteTxn, edge: _Edge | None) -> None:
+        self.txn = txn
+        self.batch: dict[TileId, bytes] = {}
+        self._read: dict[TileId, bytes] = {} if edge is None else dict(edge.tiles)
+
+    def read(self, t: TileId) -> bytes:
+        data = self.batch.get(t)
+        if data is not None:
+            return data
+        data = self._read.get(t)
+        if data is None:
+            data = self._read[t] = self.txn.read_tile(t)
+        return data
+
+    def seen(self, t: TileId) -> bytes | None:
+        """The tile as this batch wrote or read it, if it did."""
+        data = self.batch.get(t)
+        return data if data is not None else self._read.get(t)

@@ -421,7 +421,18 @@ class Store:
     def writer(self, log_id: int) -> Iterator[WriteTxn]:
         """A write transaction holding the log's sequencer lock; commits on clean exit."""
         with self._write.begin() as conn:
-            yield WriteTxn(self, conn, log_id, _read_head(conn, log_id, lock=True))
+            yield WriteTxn(self, conn, log_id, self._lock_head(conn, log_id))
+
+    def _lock_head(self, conn: Connection, log_id: int) -> Head:
+        """The log's head, locked for this transaction (driver-level: once per batch)."""
+        if self.dialect == "postgresql":
+            sql = "SELECT size, root, checkpoint FROM heads WHERE log_id = %s FOR UPDATE"
+        else:  # the transaction began with BEGIN IMMEDIATE, which locked the database
+            sql = "SELECT size, root, checkpoint FROM heads WHERE log_id = ?"
+        r = conn.exec_driver_sql(sql, (log_id,)).first()
+        if r is None:
+            raise StorageError(f"log {log_id} has no head")
+        return Head(int(r[0]), bytes(r[1]), str(r[2]))
 
 
 class WriteTxn:
@@ -429,20 +440,22 @@ class WriteTxn:
 
     def __init__(self, store: Store, conn: Connection, log_id: int, head: Head) -> None:
         self.store, self.conn, self.log_id, self.head = store, conn, log_id, head
+        # The driver's parameter marker, for the statements sent without SQLAlchemy's compiler.
+        self._mark = "%s" if store.dialect == "postgresql" else "?"
 
     def read_tile(self, tile: TileId) -> bytes:
         """A tile as of this transaction (right-edge tiles may have moved since last batch)."""
-        t = schema.tiles.c
-        q = select(t.data).where(
-            t.log_id == self.log_id, t.level == tile.level, t.idx == tile.index
-        )
-        return self.conn.execute(q).scalar_one_or_none() or b""
+        m = self._mark
+        sql = f"SELECT data FROM tiles WHERE log_id = {m} AND level = {m} AND idx = {m}"
+        row = self.conn.exec_driver_sql(sql, (self.log_id, tile.level, tile.index)).first()
+        return b"" if row is None else bytes(row[0])
 
     def read_bundle(self, index: int) -> bytes:
         """An entry bundle as of this transaction."""
-        b = schema.bundles.c
-        q = select(b.data).where(b.log_id == self.log_id, b.idx == index)
-        return self.conn.execute(q).scalar_one_or_none() or b""
+        m = self._mark
+        sql = f"SELECT data FROM bundles WHERE log_id = {m} AND idx = {m}"
+        row = self.conn.exec_driver_sql(sql, (self.log_id, index)).first()
+        return b"" if row is None else bytes(row[0])
 
     def lookup_leaves(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
         """Indices of the leaf hashes this log already holds (deduplication).
@@ -523,16 +536,15 @@ class WriteTxn:
         Nothing is visible to readers until the surrounding transaction commits; a crash at any
         point before that leaves the previous head, tiles and bundles untouched.
         """
-        c, log_id = self.conn, self.log_id
+        c, log_id, h = self.conn, self.log_id, batch.new_head
+        mark = self._mark
         # Compare-and-swap first: a stale batch fails before it writes anything else.
-        res = c.execute(
-            update(schema.heads)
-            .where(schema.heads.c.log_id == log_id, schema.heads.c.size == batch.old_size)
-            .values(
-                size=batch.new_head.size,
-                root=batch.new_head.root,
-                checkpoint=batch.new_head.checkpoint,
-            )
+        # Driver-level SQL, as `lookup_leaves`: these run once per batch, and building them
+        # through SQLAlchemy's expression language each time showed in profiles.
+        res = c.exec_driver_sql(
+            f"UPDATE heads SET size = {mark}, root = {mark}, checkpoint = {mark}"
+            f" WHERE log_id = {mark} AND size = {mark}",
+            (h.size, h.root, h.checkpoint, log_id, batch.old_size),
         )
         if res.rowcount != 1:
             raise ConflictError(f"log head moved away from size {batch.old_size}")
@@ -571,15 +583,10 @@ class WriteTxn:
             )
         if batch.pending_done:
             self.delete_pending(batch.pending_done)
-        h = batch.new_head
-        c.execute(
-            schema.checkpoints.insert().values(
-                log_id=log_id,
-                size=h.size,
-                root=h.root,
-                checkpoint=h.checkpoint,
-                created_at=batch.created_at,
-            )
+        c.exec_driver_sql(
+            f"INSERT INTO checkpoints (log_id, size, root, checkpoint, created_at)"
+            f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
+            (log_id, h.size, h.root, h.checkpoint, batch.created_at),
         )
 
     def delete_pending(self, hashes: Sequence[bytes]) -> None:
@@ -599,7 +606,7 @@ class WriteTxn:
         Driver-level, as `lookup_leaves`: it runs on every batch, and building the statement
         through SQLAlchemy each time showed in profiles of single-envelope writes. The syntax
         is the same on SQLite and PostgreSQL; only the parameter marker differs."""
-        mark = "%s" if self.store.dialect == "postgresql" else "?"
+        mark = self._mark
         names = ", ".join(f'"{c}"' for c in (*keys, *cols))
         marks = ", ".join([mark] * (len(keys) + len(cols)))
         sql = (
