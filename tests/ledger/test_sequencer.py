@@ -14,13 +14,15 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from attest import merkle
+from attest.admission import entry_statement_digest
 from attest.audit import audit_tree
 from attest.checkpoint import open_checkpoint
 from attest.keys import generate_private_key
 from attest.note import Ed25519NoteSigner
+from attest.tiles import TILE_WIDTH, encode_bundle, integrate
 from ledger.log import Log, LogRangeError
-from ledger.sequencer import Sequenced, Sequencer, signed_head
-from ledger.storage import Batch, ConflictError, Head, Store
+from ledger.sequencer import Sequenced, Sequencer, _statement_digest, signed_head
+from ledger.storage import Batch, ConflictError, Head, Store, WriteTxn
 
 ORIGIN = "test.example/evidence"
 
@@ -223,3 +225,65 @@ def test_submitted_entries_are_queued_together_in_order(store: Store) -> None:
         t.acked[e] = r
         t.heads.append(r.head)
     t.check()
+
+
+def test_the_kept_edge_gives_the_bytes_a_one_shot_integration_gives(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of every shape append onto the edge the sequencer kept; the stored tiles and
+    # bundles must be byte for byte those of integrating every entry at once, and no batch
+    # after the first may read a tile or bundle back from the database.
+    t = TestLog(store)
+    reads: list[object] = []
+    read_tile, read_bundle = WriteTxn.read_tile, WriteTxn.read_bundle
+    monkeypatch.setattr(WriteTxn, "read_tile", lambda s, x: reads.append(x) or read_tile(s, x))
+    monkeypatch.setattr(WriteTxn, "read_bundle", lambda s, x: reads.append(x) or read_bundle(s, x))
+    rng = random.Random(7)
+    added: list[bytes] = []
+    for i, n in enumerate([1, 255, 3, 256, 700, 1, 256 * 2 + 17, *rng.sample(range(1, 300), 6)]):
+        batch = entries(n, f"k{i}")
+        t.seq.integrate(batch)
+        added += batch
+        assert reads == [], f"batch {i} read {reads} from the database"
+    size = len(added)
+    want = integrate(0, lambda _: b"", [merkle.leaf_hash(e) for e in added]).tiles
+    for tile, data in want.items():
+        assert store.read_tile(t.log.id, tile) == data, tile
+    for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
+        got = store.read_bundle(t.log.id, n)
+        assert got == encode_bundle(added[n * TILE_WIDTH : (n + 1) * TILE_WIDTH]), n
+    t.check()
+
+
+def test_a_stale_edge_is_not_used(db_url: str) -> None:
+    # Another sequencer moves the head: the first one's kept edge is no longer the stored
+    # tree, so it must read the database (else its tiles would miss the other's entries).
+    s1, s2 = Store(db_url), Store(db_url)
+    s1.migrate()
+    t = TestLog(s1)
+    t.add(entries(10, "a"))
+    row = s2.get_log("evidence")
+    assert row is not None
+    other = entries(5, "b")
+    res = Sequencer(Log(s2, row), t.signer).integrate(other)
+    t.acked.update(zip(other, res, strict=True))
+    t.heads.append(res[0].head)
+    t.add(entries(10, "c"))
+    assert t.log.head().size == 25
+    s1.close()
+    s2.close()
+
+
+@pytest.mark.parametrize("first", range(256))
+def test_skipping_the_parse_of_non_json_leaves_changes_no_digest(first: int) -> None:
+    # The shortcut may answer None only where parsing would: every first byte, before plain
+    # bytes and before envelopes in every encoding json.loads detects.
+    envelope = '{"payloadType":"t","payload":"aGk=","signatures":[]}'
+    tails = [b"", b"xyz", envelope.encode()]
+    tails += [envelope.encode(c) for c in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")]
+    for tail in tails:
+        leaf = bytes([first]) + tail
+        assert _statement_digest(leaf) == entry_statement_digest(leaf), leaf[:8]
+    for enc in ("utf-8-sig", "utf-16", "utf-32", "utf-16-le", "utf-16-be", "utf-32-be"):
+        leaf = (" " + envelope).encode(enc)
+        assert _statement_digest(leaf) == entry_statement_digest(leaf) is not None, enc
