@@ -279,11 +279,15 @@ def test_skipping_the_parse_of_non_json_leaves_changes_no_digest(first: int) -> 
     # The shortcut may answer None only where parsing would: every first byte, before plain
     # bytes and before envelopes in every encoding json.loads detects.
     envelope = '{"payloadType":"t","payload":"aGk=","signatures":[]}'
-    tails = [b"", b"xyz", envelope.encode()]
+    tails = [b"", b"xyz", bytes(range(256)), b"\x00" * 7 + b"\xff" * 9, envelope.encode()]
     tails += [envelope.encode(c) for c in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")]
+    tails += [b"\x00\xfe\xff" + envelope.encode("utf-32-be"), b"\x00\x00" + b"{}" * 4]
     for tail in tails:
         leaf = bytes([first]) + tail
         assert _statement_digest(leaf) == entry_statement_digest(leaf), leaf[:8]
     for enc in ("utf-8-sig", "utf-16", "utf-32", "utf-16-le", "utf-16-be", "utf-32-be"):
-        leaf = (" " + envelope).encode(enc)
-        assert _statement_digest(leaf) == entry_statement_digest(leaf) is not None, enc
+        for text in (envelope, " " + envelope, "\r\n" + envelope):
+            leaf = text.encode(enc)
+            assert _statement_digest(leaf) == entry_statement_digest(leaf) is not None, enc
+    leaf = b"\x00\x00\xfe\xff" + envelope.encode("utf-32-be")
+    assert _statement_digest(leaf) == entry_statement_digest(leaf) is not None
