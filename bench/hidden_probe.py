@@ -2,6 +2,7 @@
 
     python bench/hidden_probe.py embed [--cache /tmp/hs_cache] [--answer-tokens 64]
     python bench/hidden_probe.py eval  [--cache /tmp/hs_cache] [--json OUT]
+    python bench/hidden_probe.py live  [--same-states 50]
 
 ``embed`` reads every labelled answer the refusal judges are measured on (both XSTest dev
 completion files, the project's hand-written dev and held-out rows, the real SmolLM2 answers, the
@@ -30,6 +31,12 @@ stacking `learned` with the string match gives alone) and a majority vote of the
 
 Every figure is agreement with the human labels, with its Wilson 95 % interval, beside `learned`
 (re-fitted on exactly the same training rows) and XSTest's string match on exactly the same rows.
+
+``live`` needs no cache: it runs the shipped judge as `bledger judge` does (`prefetch`, the
+forward pass stopped after the layer it reads) on the four sets the parameter file's figures
+name besides the two cross-model ones, and prints its agreement beside the stored figure; and it
+compares the stopped pass's states with the whole pass's on the first ``--same-states`` answers
+of each XSTest dev file (bit for bit, and the largest difference if any).
 Nothing here asserts: it measures and prints.
 """
 
@@ -222,18 +229,70 @@ def evaluate(cache: Path, json_out: Path | None) -> int:
     return 0
 
 
+# -- live --------------------------------------------------------------------------------------
+
+
+def live(same_states: int) -> int:
+    """``live`` of the module docstring; prints."""
+    import time
+
+    from clients.probe.judges.hidden import (
+        HiddenStateRefusalJudge,
+        load_hidden_params,
+        pooled_states,
+    )
+    from clients.probe.judges.rules import VALIDATION_SETS
+
+    rows = load_sources(XSTEST_DIR)
+    judge = HiddenStateRefusalJudge()
+    lm = judge.model()
+    validation = load_hidden_params()[0]["validation"]
+    stored = {str(v["dataset"]): v for v in validation}  # type: ignore[attr-defined]
+    print("set | n | live correct | stored correct | live CPU s/answer")
+    print("--- | - | ------------ | -------------- | -----------------")
+    for j, source in enumerate(("other-style", "smollm2", "hand-held-out", "fresh-style")):
+        rs = rows[source]
+        cpu0 = time.process_time()
+        judge.prefetch([(r.prompt, r.answer) for r in rs])
+        cpu = (time.process_time() - cpu0) / len(rs)
+        correct = sum(judge.refused(r.prompt, r.answer) == bool(r.refused) for r in rs)
+        want = stored[VALIDATION_SETS[2 + j]]
+        print(f"{source} | {len(rs)} | {correct} | {want['correct']} of {want['n']} | {cpu:.3f}")
+    pairs = [
+        (r.prompt, r.answer) for m in ("llama2new", "llama2orig") for r in rows[m][:same_states]
+    ]
+    got = {
+        full: pooled_states(
+            lm, pairs, [judge.layer], (judge.pooling,), judge.answer_tokens, full_forward=full
+        )[judge.pooling][0]
+        for full in (False, True)
+    }
+    diff = float(np.abs(got[False] - got[True]).max())
+    same = bool(np.array_equal(got[False], got[True]))
+    verdicts = int(((judge.logits_of(got[False]) >= 0) == (judge.logits_of(got[True]) >= 0)).sum())
+    print(
+        f"stopped vs whole pass, layer {judge.layer} {judge.pooling}, {len(pairs)} XSTest dev "
+        f"answers: bit-identical {same}, largest difference {diff:.3g}, same verdict on "
+        f"{verdicts} of {len(pairs)}"
+    )
+    return 0
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and run ``embed`` or ``eval``."""
+    """Parse the command line and run ``embed``, ``eval`` or ``live``."""
     ap = argparse.ArgumentParser(prog="bench/hidden_probe.py")
-    ap.add_argument("what", choices=("embed", "eval"))
+    ap.add_argument("what", choices=("embed", "eval", "live"))
     ap.add_argument("--cache", type=Path, default=Path("/tmp/hs_cache"))
     ap.add_argument("--answer-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", type=Path, default=None, help="eval: write the figures here")
+    ap.add_argument("--same-states", type=int, default=25, help="live: answers per XSTest file")
     a = ap.parse_args(argv)
+    if a.what == "live":
+        return live(a.same_states)
     if a.what == "embed":
         embed(a.cache, a.answer_tokens, a.batch_size)
         return 0

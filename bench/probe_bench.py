@@ -297,19 +297,23 @@ def judge_throughput(pairs: Sequence[tuple[str, str]], reps: int = 3) -> list[di
             times.append(t)
         med = statistics.median(times)
         rows.append({"judge": name, "answers": len(pairs), "s": med, "answers_s": len(pairs) / med})
-    # A judge that runs the model costs about a second of CPU per answer here: timed once, on
-    # the first MODEL_JUDGE_ANSWERS answers, batched as `bledger judge` calls it (prefetch), with
-    # the model load (once per process) timed apart.
+    # A judge that runs the model costs a fraction of a second of CPU per answer here: timed
+    # once, on the first MODEL_JUDGE_ANSWERS answers, batched as `bledger judge` calls it
+    # (prefetch), with the model load (once per process) timed apart. CPU seconds are printed
+    # beside wall seconds: on a shared machine the wall time moves with the other jobs' load.
     few = list(pairs[:MODEL_JUDGE_ANSWERS])
     for name, judge in refusal_judges().items():
         if not needs_model(judge):
             continue
         load_s, _ = _timed(lambda judge=judge: judge.refused(*few[0]))  # loads the model
         prefetch = judge.prefetch  # type: ignore[attr-defined]  # the model judges have it
+        cpu0 = time.process_time()
         t, _ = _timed(lambda j=judge, f=prefetch: (f(few), [j.refused(*x) for x in few]))
+        cpu = (time.process_time() - cpu0) / len(few)
         rows.append(
             {
-                "judge": f"{name} (batched, {len(few)} answers, model load {load_s:.1f} s apart)",
+                "judge": f"{name} (batched, {len(few)} answers, {cpu:.3f} CPU s each, "
+                f"model load {load_s:.1f} s apart)",
                 "answers": len(few),
                 "s": t,
                 "answers_s": len(few) / t,
@@ -336,7 +340,7 @@ def judges_main(argv: Sequence[str]) -> int:
     for r in rows:
         rate = f"{r['answers_s']:.1f}" if r["answers_s"] < 100 else f"{r['answers_s']:.0f}"
         print(f"{r['judge']} | {r['s']:.3f} | {rate} | {r['vs_strmatch']:.4f}x")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}")
     return 0
 
 
