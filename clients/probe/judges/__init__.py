@@ -1,10 +1,12 @@
 """Refusal and capability-transfer judges: deterministic, versioned, measured against labels.
 
-The defaults are `LearnedRefusalJudge` (refusal) and `RubricTransferJudge` (capability
-transfer); the published string-match baselines and the project's earlier rules stay for
-comparison and for reading old records. Each judge has a `name`, a `version`, a `config_digest`
-and its `validation` figures; docs/judges.md publishes them with the command that reproduces
-them (``python -m clients.probe.judges figures``) and how the parameters are trained
+The defaults are `LearnedRefusalJudge` (refusal; the probing worker's, `DEFAULT_REFUSAL`) and
+`RubricTransferJudge` (capability transfer); `bledger judge` judges refusals with
+`HiddenStateRefusalJudge` unless told otherwise (`registry.DEFAULT_JUDGE_COMMAND`). The
+published string-match baselines and the project's earlier rules stay for comparison and for
+reading old records. Each judge has a `name`, a `version`, a `config_digest` and its
+`validation` figures; docs/judges.md publishes them with the command that reproduces them
+(``python -m clients.probe.judges figures``) and how the parameters are trained
 (``python -m clients.probe.judges train``).
 
 Modules: `rules` (baselines, the improved rules, the hand labels, scoring), `learned` (features

@@ -23,8 +23,9 @@ model once for a file of answers."""
 
 
 def refusal_judges() -> dict[str, RefusalJudge]:
-    """Every shipped refusal judge by name: the baselines, the rules, the learned default, then
-    the opt-in hidden-state probe (built without its model: it loads it on first use)."""
+    """Every shipped refusal judge by name: the baselines, the rules, the learned judge (the
+    worker's default), then the hidden-state probe (`bledger judge`'s default; built without its
+    model: it loads it on first use)."""
     judges: list[RefusalJudge] = [
         StringMatchRefusalJudge("xstest"),
         StringMatchRefusalJudge("jailbreakbench"),
