@@ -32,7 +32,7 @@ from clients.probe.judges.disclosure import (
     DisclosureJudge,
     load_disclosure_labels,
 )
-from clients.probe.judges.kinds import disclosure_figures, position_figures
+from clients.probe.judges.kinds import KindFigures, disclosure_figures, position_figures
 from clients.probe.judges.position import (
     POSITION_VALIDATION,
     POSITION_VALIDATION_V1,
@@ -41,7 +41,7 @@ from clients.probe.judges.position import (
     load_position_labels,
     wrong_claims,
 )
-from clients.probe.judges.rules import JudgeError
+from clients.probe.judges.rules import JudgeError, Validation
 from clients.probe.judges.transfer import KeyPointTransferJudge
 from clients.probe.model import LoadedModel
 from clients.probe.multiturn import pushback_turns
@@ -286,21 +286,21 @@ def test_published_validation_figures_match_the_labels() -> None:
     """`POSITION_VALIDATION` / `DISCLOSURE_VALIDATION` (version 2) and the version-1 figures
     (and docs/judges.md) are recomputed from the labels files; the splits tuned on (dev, and
     tuning-2 for version 2) are not among them."""
-    for figs, published in (
-        (position_figures(PositionJudge(version="1")), POSITION_VALIDATION_V1),
-        (disclosure_figures(DisclosureJudge(version="1")), DISCLOSURE_VALIDATION_V1),
-    ):
+    checks: list[tuple[list[KindFigures], tuple[Validation, ...], tuple[str, ...]]] = [
+        (position_figures(PositionJudge(version="1")), POSITION_VALIDATION_V1, V1_SPLITS),
+        (disclosure_figures(DisclosureJudge(version="1")), DISCLOSURE_VALIDATION_V1, V1_SPLITS),
+        (position_figures(), POSITION_VALIDATION, V2_SPLITS),
+        (disclosure_figures(), DISCLOSURE_VALIDATION, V2_SPLITS),
+    ]
+    for figs, published, splits in checks:
         by_split = {f.split: f.validation for f in figs}
-        assert published == (by_split["held-out"], by_split["model-answers"])
-    for figs, published in (
-        (position_figures(), POSITION_VALIDATION),
-        (disclosure_figures(), DISCLOSURE_VALIDATION),
-    ):
-        by_split = {f.split: f.validation for f in figs}
-        assert set(by_split) >= {"dev", "tuning-2", "held-out", "model-answers", "held-out-2"}
-        want = (by_split["held-out"], by_split["model-answers"], by_split["held-out-2"])
-        assert published == want
+        assert set(by_split) == {"dev", "tuning-2", "held-out", "model-answers", "held-out-2"}
+        assert published == tuple(by_split[s] for s in splits)
         assert all(v.n >= 8 and v.correct <= v.n for v in published)
+
+
+V1_SPLITS = ("held-out", "model-answers")
+V2_SPLITS = ("held-out", "model-answers", "held-out-2")
 
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "judges.md"
