@@ -379,6 +379,10 @@ def format_table(result: Continuity, used: Used) -> str:
             f"{f.overall.n} (upper bound {f.overall.high:.3f}), |transfer change| upper bound "
             f"{change}"
         )
+    lines += [
+        f"judges differ: {change} (a change in these figures may be the judge's, not the model's)"
+        for change in result.judge_changes
+    ]
     if not result.noise_floors:
         lines.append("noise floor: not measured — one run of these weights")
     else:
@@ -401,5 +405,6 @@ def _json(result: Continuity, used: Used, notes: Sequence[str]) -> dict[str, Any
         "only_before": [list(c) for c in result.only_before],
         "only_after": [list(c) for c in result.only_after],
         "verdict_methods": list(result.verdict_methods),
+        "judge_changes": list(result.judge_changes),
         "notes": list(notes),
     }

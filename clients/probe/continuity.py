@@ -21,7 +21,10 @@ the same suite, `diff` computes per (category, tier) present in both:
   versions had a position on: neither first answer ``initially-wrong``) and **disclosure
   engaged** on ``disclosure`` items (the disclosure judge's ``engaged``), both sides with
   Wilson intervals, over items carrying a verdict on both sides, with McNemar's exact test on
-  the paired verdicts; the judges and versions behind them (`Continuity.verdict_methods`).
+  the paired verdicts; the judges and versions behind them (`Continuity.verdict_methods`);
+* **judge changes**: each judging role (refusal, transfer, each verdict judge) whose judges
+  differ between the two sides (`Continuity.judge_changes`), so a change the judge made is not
+  read as the model's.
 
 Decisions a caller must know:
 
@@ -83,6 +86,7 @@ __all__ = [
     "RunSelection",
     "decoding_text",
     "diff",
+    "judge_changes",
     "noise_floor",
     "noise_floor_from_json",
     "profile",
@@ -499,6 +503,10 @@ class Continuity:
     of one judge here mean the verdict figures mix judges."""
     noise_floors: tuple[NoiseFloor, ...] = ()
     """The noise floors given to `with_noise` (none: not measured)."""
+    judge_changes: tuple[str, ...] = ()
+    """Per judging role (``refusal``, ``transfer``, each verdict judge) whose judges differ
+    between the two sides' records, one line naming both sides' judges (`judge_changes`): the
+    change in that role's figures may be the judge's, not the model's."""
 
     def behaviour_diffs(self) -> tuple[BehaviourDiff, ...]:
         """The cells as a continuity statement's `diff`."""
@@ -551,6 +559,37 @@ def diff(before: Sequence[ProbeRecord], after: Sequence[ProbeRecord], suite: Sui
                 }
             )
         ),
+        judge_changes=judge_changes(before, after),
+    )
+
+
+def _judges_by_role(records: Iterable[ProbeRecord]) -> dict[str, set[str]]:
+    """Per role, the judges (``name version (config digest prefix)``) `records` name. A record
+    lists its refusal judge first, then its transfer judge, then its verdict judges (named by
+    the judge's name); a record naming none (written before records named their judges) counts
+    as ``not named`` for refusal and transfer."""
+    roles: dict[str, set[str]] = defaultdict(set)
+    for rec in records:
+        if not rec.judges:
+            roles["refusal"].add("not named")
+            roles["transfer"].add("not named")
+        for k, j in enumerate(rec.judges):
+            role = ("refusal", "transfer")[k] if k < 2 else j.name
+            roles[role].add(f"{j.name} {j.version} ({j.config_digest[:12]})")
+    return roles
+
+
+def judge_changes(before: Sequence[ProbeRecord], after: Sequence[ProbeRecord]) -> tuple[str, ...]:
+    """One line per judging role whose judges differ between `before` and `after` (a role only
+    one side has, e.g. verdict judges of items only one side answered, is not a change: its
+    figures have no pairs). A continuity diff shows these beside its figures: records of two
+    versions judged by different judges (another refusal judge, position 1 against position 2)
+    differ by the judge as well as by the model."""
+    a, b = _judges_by_role(before), _judges_by_role(after)
+    return tuple(
+        f"{role} judged by {', '.join(sorted(a[role]))} before, {', '.join(sorted(b[role]))} after"
+        for role in sorted(a.keys() & b.keys())
+        if a[role] != b[role]
     )
 
 

@@ -30,6 +30,7 @@ from attest.predicates import (
     ContinuityStatement,
     Decoding,
     LogEntryRef,
+    MethodRef,
     ModelRef,
     ProbeItem,
     ProbeRecord,
@@ -108,6 +109,7 @@ def log_run(
     suite: SuiteRef = SUITE_REF,
     parts: slice = slice(None),
     decoding: Decoding | None = None,
+    judges: tuple[MethodRef, ...] = (),
 ) -> list[tuple[ProbeRecord, LogEntryRef]]:
     """Log one run (both tiers) of `model`@v`version`; `limit` splits it into parts, `parts`
     picks which parts get posted."""
@@ -123,6 +125,7 @@ def log_run(
             seen_checkpoint=EMPTY,
             issued_at=1_700_000_000,
             decoding=decoding,
+            judges=judges,
         )
         for part in sign_records(header, items(version), worker, limit=limit)[parts]:
             ref = post_ok(base_url, envelope_body(part.envelope))
@@ -365,6 +368,32 @@ def test_a_rerun_of_the_same_weights_is_the_noise_floor(ledger: Lab, tmp_path: P
     assert cells["anonymous"]["source"] == str(given)
     assert cells["medical"]["within_noise"] is False
     assert cells["medical"]["source"] == "records of n@v1 in the log"
+
+
+def test_a_diff_across_judges_says_so(ledger: Lab) -> None:
+    """j@v1 judged with learned, j@v2 with hidden-probe (same transfer judge): the output names
+    the refusal role and both judges, in the table and in the JSON; the transfer role is not
+    named. The diff is still computed: the figures are what the records say."""
+    worker = ledger.signer("worker")
+
+    def ref(name: str, version: str) -> MethodRef:
+        digest = hashlib.sha256(f"{name} {version}".encode()).hexdigest()
+        return MethodRef(name=name, version=version, config_digest=digest)
+
+    rubric = ref("rubric", "2")
+    log_run(ledger.base_url, worker, "j", 1, run="j1", judges=(ref("learned", "1"), rubric))
+    log_run(ledger.base_url, worker, "j", 2, run="j2", judges=(ref("hidden-probe", "1"), rubric))
+    args = ["--from", "j@v1", "--to", "j@v2", "--key", str(ledger.keys / "lab.pem"),
+            "--vkey", ledger.vkey]  # fmt: skip
+    code, out, err = ledger.run(*args)
+    assert code == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("judges differ:")]
+    assert line.startswith("judges differ: refusal judged by learned 1 (")
+    assert "hidden-probe 1 (" in line
+    code, out, err = ledger.run(*args, "--json")
+    assert code == 0, err
+    (change,) = json.loads(out)["judge_changes"]
+    assert change.startswith("refusal judged by learned 1 (")
 
 
 def test_a_malformed_noise_floor_file_is_refused(ledger: Lab, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from attest.predicates import (
     EmotionProjection,
     Framing,
     LogEntryRef,
+    MethodRef,
     ModelRef,
     ProbeItem,
     ProbeRecord,
@@ -485,3 +486,32 @@ def test_noise_floor_json_round_trips_and_malformed_is_refused() -> None:
     for bad in broken:
         with pytest.raises(ContinuityError, match=r"f\.json is not a noise floor"):
             noise_floor_from_json(bad, "f.json")
+
+
+def judged(rec: ProbeRecord, *judges: tuple[str, str]) -> ProbeRecord:
+    """`rec` naming `judges` (name, version) in its order: refusal, transfer, then verdicts."""
+    refs = tuple(
+        MethodRef(name=n, version=v, config_digest=hashlib.sha256(f"{n}{v}".encode()).hexdigest())
+        for n, v in judges
+    )
+    return rec.model_copy(update={"judges": refs})
+
+
+def test_a_diff_names_the_judging_roles_whose_judges_differ() -> None:
+    before, after = hand_case()
+    same = [("learned", "1"), ("rubric", "2"), ("position", "2")]
+    res = diff([judged(record(V1, before), *same)], [judged(record(V2, after), *same)], SUITE)
+    assert res.judge_changes == ()
+    other = [("hidden-probe", "1.c1"), ("rubric", "2"), ("position", "1")]
+    res = diff([judged(record(V1, before), *same)], [judged(record(V2, after), *other)], SUITE)
+    assert [c.split(" judged by ")[0] for c in res.judge_changes] == ["position", "refusal"]
+    assert "learned 1 (" in res.judge_changes[1] and "hidden-probe 1.c1 (" in res.judge_changes[1]
+    # Records written before records named their judges: the role reads "not named".
+    res = diff([record(V1, before)], [judged(record(V2, after), *same)], SUITE)
+    assert [c.split(" judged by ")[1].split(" before")[0] for c in res.judge_changes] == [
+        "not named",
+        "not named",
+    ]
+    # A verdict judge only one side names has no pairs to mislead: not a change.
+    res = diff([judged(record(V1, before), *same[:2])], [judged(record(V2, after), *same)], SUITE)
+    assert res.judge_changes == ()
