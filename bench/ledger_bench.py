@@ -379,14 +379,20 @@ def integrate_rows(
 
 # Where `Sequencer.integrate` spends its time, by function (cumulative time under cProfile).
 _PHASES = [
-    ("leaf hashing (merkle.leaf_hash)", "ledger/merkle.py", "leaf_hash"),
+    ("leaf hashing (merkle.leaf_hash)", "attest/merkle.py", "leaf_hash"),
+    ("statement digests (sequencer._statement_digest)", "ledger/sequencer.py", "_statement_digest"),
     ("dedup lookup (WriteTxn.lookup_leaves)", "ledger/storage.py", "lookup_leaves"),
     ("index assignment (sequencer._assign)", "ledger/sequencer.py", "_assign"),
-    ("tile integration (tiles.integrate)", "ledger/tiles.py", "integrate"),
+    ("tile integration (tiles.integrate)", "attest/tiles.py", "integrate"),
     ("bundle encoding (sequencer._append_bundles)", "ledger/sequencer.py", "_append_bundles"),
-    ("root from tiles (merkle.subtree_hash)", "ledger/merkle.py", "subtree_hash"),
+    ("root from tiles (merkle.subtree_hash)", "attest/merkle.py", "subtree_hash"),
     ("checkpoint signing (sequencer.signed_head)", "ledger/sequencer.py", "signed_head"),
     ("DB writes (WriteTxn.commit_batch)", "ledger/storage.py", "commit_batch"),
+    (
+        "  of which leaf-hash index rows (WriteTxn._insert_leaves)",
+        "ledger/storage.py",
+        "_insert_leaves",
+    ),
     ("  of which bundle+tile upserts (WriteTxn._upsert)", "ledger/storage.py", "_upsert"),
     ("begin, head lock, commit (Store.writer)", "ledger/storage.py", "writer"),
     (

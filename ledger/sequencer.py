@@ -329,6 +329,16 @@ def _assign(
     """Give each entry its index: an entry whose leaf or statement the log holds gets that
     entry's index and leaf hash (a duplicate); new ones are appended in order once the
     admission check (if any) authorises them at that index."""
+    if check is None and _all_new(hashes, digests, known):
+        # The common batch: nothing held, nothing repeated, no rule; the loop below would
+        # append every entry in order, so append them all at once.
+        fresh_idx = range(size, size + len(items))
+        return _Plan(
+            fresh=[a.leaf for a in items],
+            fresh_hashes=list(hashes),
+            statements=[(d, i) for d, i in zip(digests, fresh_idx, strict=True) if d is not None],
+            outcome=[(i, h, False) for i, h in zip(fresh_idx, hashes, strict=True)],
+        )
     plan = _Plan()
     for a, h, d in zip(items, hashes, digests, strict=True):
         held = known.find(h, d)
@@ -349,6 +359,14 @@ def _assign(
             plan.statements.append((d, index))
         plan.outcome.append((index, h, False))
     return plan
+
+
+def _all_new(hashes: Sequence[bytes], digests: Sequence[bytes | None], known: _Known) -> bool:
+    """Whether no entry of a batch is held by the log or repeated within the batch."""
+    if known.leaves or known.statements or len(set(hashes)) != len(hashes):
+        return False
+    named = [d for d in digests if d is not None]
+    return len(set(named)) == len(named)
 
 
 def _append_bundles(

@@ -136,6 +136,13 @@ def test_bundle_round_trip(entries: list[bytes]) -> None:
     assert decode_bundle(encode_bundle(entries)) == entries
 
 
+@given(st.lists(st.binary(max_size=600), max_size=20))
+def test_bundle_bytes_are_the_spec_layout(entries: list[bytes]) -> None:
+    # The spec's layout written the plain way: each entry behind its big-endian uint16 length.
+    want = b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+    assert encode_bundle(entries) == want
+
+
 @pytest.mark.parametrize(
     ("data", "case"),
     [(b"\x00", "truncated-length"), (b"\x00\x05abc", "truncated-entry")],

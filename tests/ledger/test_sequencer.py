@@ -20,8 +20,18 @@ from attest.checkpoint import open_checkpoint
 from attest.keys import generate_private_key
 from attest.note import Ed25519NoteSigner
 from attest.tiles import TILE_WIDTH, encode_bundle, integrate
+from ledger.admission import Admitted
 from ledger.log import Log, LogRangeError
-from ledger.sequencer import Sequenced, Sequencer, _statement_digest, signed_head
+from ledger.sequencer import (
+    Sequenced,
+    Sequencer,
+    _all_new,
+    _assign,
+    _Known,
+    _Plan,
+    _statement_digest,
+    signed_head,
+)
 from ledger.storage import Batch, ConflictError, Head, Store, WriteTxn
 
 ORIGIN = "test.example/evidence"
@@ -291,3 +301,43 @@ def test_skipping_the_parse_of_non_json_leaves_changes_no_digest(first: int) -> 
             assert _statement_digest(leaf) == entry_statement_digest(leaf) is not None, enc
     leaf = b"\x00\x00\xfe\xff" + envelope.encode("utf-32-be")
     assert _statement_digest(leaf) == entry_statement_digest(leaf) is not None
+
+
+class _AcceptAll:
+    """An admission check that admits everything: it sends `_assign` down its general loop."""
+
+    def apply(self, index: int, entry: Admitted) -> None:
+        pass
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_all_new_shortcut_plans_what_the_general_loop_plans(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randrange(1, 40)
+    leaves = [
+        rng.choice([b"a", b"b", b"c", b"d"]) + str(rng.randrange(60)).encode() for _ in range(n)
+    ]
+    if seed % 2:  # half the batches without repeats, so the shortcut is taken
+        leaves = list(dict.fromkeys(leaves))
+    items = [Admitted(x) for x in leaves]
+    hashes = [merkle.leaf_hash(x) for x in leaves]
+    # Statement digests: none at all, one per distinct leaf, or shared by different leaves.
+    digests: list[bytes | None] = [
+        None if seed % 4 == 0 or rng.random() < 0.3 else x[:1] if seed % 5 == 0 else x * 2
+        for x in leaves
+    ]
+    held = {h: 1000 + i for i, h in enumerate(hashes) if seed % 3 == 0 and rng.random() < 0.2}
+
+    def plan(check: object) -> _Plan:
+        known = _Known(dict(held), {}, lambda t: merkle.leaf_hash(b"stored") * TILE_WIDTH)
+        return _assign(items, hashes, digests, known, 5000, check)  # type: ignore[arg-type]
+
+    assert plan(None) == plan(_AcceptAll())
+    shortcuts.append(_all_new(hashes, digests, _Known(dict(held), {}, lambda t: b"")))
+
+
+shortcuts: list[bool] = []
+
+
+def test_the_shortcut_was_both_taken_and_not() -> None:
+    assert True in shortcuts and False in shortcuts
