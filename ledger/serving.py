@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from ledger.errors import LedgerError
@@ -183,16 +183,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
-        """The headers arrived in time: the request is handed to the app, whose response
-        goes out in one write (`OneWriteCycle`)."""
+        """The headers arrived in time: the request is handed to the app."""
         self._awaiting_headers = False
         self._disarm()
         super().on_headers_complete()
-        # uvicorn made the request's cycle just now (its task, if any, has not run yet).
-        cycle = self.cycle
-        if cycle is not None and type(cycle) is RequestResponseCycle:
-            cycle.__class__ = OneWriteCycle
-            cycle.transport = HeldHead(cycle.transport)  # type: ignore[assignment]
         # httptools calls on_message_complete at once for a request without a body.
         self._body_timer = self.loop.call_later(self._limits.body_timeout, self._expire)
 
@@ -228,81 +222,6 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
-
-
-class HeldHead:
-    """A response's transport as its cycle sees it: the status line and headers, which uvicorn
-    writes on their own, are held (`hold`) and sent in the same write as what follows them.
-
-    A small answer then costs one `send` system call instead of two: on loopback each call
-    also runs the receiver's TCP input, and single-envelope writes spent about a third of the
-    serving process's time in uvicorn's two writes per response. Whatever is held goes out
-    before any close (`close`) and at the end of each ASGI message (`flush`), so nothing the
-    app sent is held past the `send` that sent it.
-    """
-
-    __slots__ = ("_held", "_hold_next", "_transport")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._held = b""
-        self._hold_next = False
-
-    def hold(self) -> None:
-        """Hold the next write (the head) until the one after it, or `flush`."""
-        self._hold_next = True
-
-    def unhold(self) -> None:
-        """Stop waiting for a head to hold (one that came is still held)."""
-        self._hold_next = False
-
-    def write(self, data: bytes) -> None:
-        """Write `data` (after the held head), or hold it as the head."""
-        if self._hold_next:
-            self._hold_next = False
-            self._held = bytes(data)
-            return
-        if self._held:
-            data, self._held = self._held + data, b""
-        self._transport.write(data)
-
-    def flush(self) -> None:
-        """Send what is held, if anything."""
-        self._hold_next = False
-        if self._held:
-            data, self._held = self._held, b""
-            self._transport.write(data)
-
-    def close(self) -> None:
-        """Send what is held, then close."""
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class OneWriteCycle(RequestResponseCycle):
-    """uvicorn's request-response cycle writing each response's head with its first body
-    bytes (`HeldHead`). Same bytes on the wire, in fewer writes."""
-
-    async def send(self, message: Any) -> None:
-        """Send one ASGI message; the head waits for the body message that follows it."""
-        held = self.transport
-        assert isinstance(held, HeldHead)
-        if not self.response_started and message.get("type") == "http.response.start":
-            held.hold()
-            try:
-                await super().send(message)
-            except BaseException:
-                held.flush()
-                raise
-            held.unhold()  # a disconnected client's cycle returns without writing its head
-            return
-        try:
-            await super().send(message)
-        finally:
-            held.flush()
 
 
 class GuardedConfig(uvicorn.Config):
