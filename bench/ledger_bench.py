@@ -63,7 +63,7 @@ from sqlalchemy.engine import make_url
 
 from attest import merkle
 from attest.dsse import pae
-from attest.keys import generate_private_key, write_key_pair
+from attest.keys import generate_private_key, public_key_bytes, write_key_pair
 from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, FieldReport, ModelId
 from attest.statement import Statement, sign_statement, statement_bytes
@@ -939,6 +939,29 @@ def bench_bare(args: argparse.Namespace, report: Report) -> None:
         )
     )
     log_progress(f"bare: {rate:,.0f} Ed25519 verifications/s on one core")
+    # The evidence log verifies with libsodium first (`ledger.admission.sodium_first_verifies`):
+    # its bare cost is shown beside OpenSSL's, so ratios can be read against either floor.
+    from nacl.bindings import crypto_sign_open
+
+    raw = public_key_bytes(pub)
+    sodium = []
+    for _ in range(args.reps):
+        c0 = time.thread_time()
+        for m, sg in zip(msgs, sigs, strict=True):
+            crypto_sign_open(sg + m, raw)
+        sodium.append((time.thread_time() - c0) / len(msgs) * 1e6)
+    report.add(
+        Row(
+            "bare",
+            "libsodium (PyNaCl)",
+            "Ed25519 verify, one core, 1 KiB statement PAE",
+            "CPU per verification",
+            statistics.median(sodium),
+            "us",
+            spread=spread(sodium, "{:,.1f}"),
+            key="bare/libsodium/cpu",
+        )
+    )
 
 
 def load_batches(
