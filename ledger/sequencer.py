@@ -139,14 +139,21 @@ class Sequencer:
         result and takes no index. `pending_done` names queued entries (anonymous log) that
         leave the queue in the same transaction.
         """
-        items = [e if isinstance(e, Admitted) else Admitted(e) for e in entries]
+        # Raw bytes stay bytes: wrapping each in an Admitted showed in profiles, and only an
+        # admission rule needs one (`_assign` wraps them for it).
+        leaves = [e.leaf if isinstance(e, Admitted) else e for e in entries]
         leaf_hash = merkle.leaf_hash
-        hashes = [leaf_hash(a.leaf) for a in items]
+        hashes = [leaf_hash(x) for x in leaves]
         digests: list[bytes | None]
         if self.one_entry_per_statement:
-            digests = [_statement_digest(a.leaf) if a.digest is None else a.digest for a in items]
+            digests = [
+                e.digest
+                if isinstance(e, Admitted) and e.digest is not None
+                else _statement_digest(x)
+                for e, x in zip(entries, leaves, strict=True)
+            ]
         else:
-            digests = [None] * len(items)
+            digests = [None] * len(leaves)
         with self.log.store.writer(self.log.id) as txn:
             head = txn.head
             check = None if self.rule is None else self.rule.begin(txn)
@@ -159,7 +166,7 @@ class Sequencer:
                 txn.lookup_statements({d for d in digests if d is not None}),
                 reader.read,
             )
-            plan = _assign(items, hashes, digests, known, head.size, check)
+            plan = _assign(entries, leaves, hashes, digests, known, head.size, check)
             if not plan.fresh:
                 txn.delete_pending(pending_done)
                 return plan.results(head), head.size
@@ -319,7 +326,8 @@ class _Plan:
 
 
 def _assign(
-    items: Sequence[Admitted],
+    entries: Sequence[bytes | Admitted],
+    leaves: Sequence[bytes],
     hashes: Sequence[bytes],
     digests: Sequence[bytes | None],
     known: _Known,
@@ -332,15 +340,15 @@ def _assign(
     if check is None and _all_new(hashes, digests, known):
         # The common batch: nothing held, nothing repeated, no rule; the loop below would
         # append every entry in order, so append them all at once.
-        fresh_idx = range(size, size + len(items))
+        fresh_idx = range(size, size + len(leaves))
         return _Plan(
-            fresh=[a.leaf for a in items],
+            fresh=list(leaves),
             fresh_hashes=list(hashes),
             statements=[(d, i) for d, i in zip(digests, fresh_idx, strict=True) if d is not None],
             outcome=[(i, h, False) for i, h in zip(fresh_idx, hashes, strict=True)],
         )
     plan = _Plan()
-    for a, h, d in zip(items, hashes, digests, strict=True):
+    for e, leaf, h, d in zip(entries, leaves, hashes, digests, strict=True):
         held = known.find(h, d)
         if held is not None:
             plan.outcome.append((*held, True))
@@ -348,12 +356,12 @@ def _assign(
         index = size + len(plan.fresh)
         if check is not None:
             try:
-                check.apply(index, a)
+                check.apply(index, e if isinstance(e, Admitted) else Admitted(e))
             except AdmissionError as e:
                 plan.outcome.append(e)
                 continue
         known.add(index, h, d)
-        plan.fresh.append(a.leaf)
+        plan.fresh.append(leaf)
         plan.fresh_hashes.append(h)
         if d is not None:
             plan.statements.append((d, index))

@@ -319,7 +319,7 @@ def test_the_all_new_shortcut_plans_what_the_general_loop_plans(seed: int) -> No
     ]
     if seed % 2:  # half the batches without repeats, so the shortcut is taken
         leaves = list(dict.fromkeys(leaves))
-    items = [Admitted(x) for x in leaves]
+    items: list[bytes | Admitted] = [Admitted(x) if rng.random() < 0.5 else x for x in leaves]
     hashes = [merkle.leaf_hash(x) for x in leaves]
     # Statement digests: none at all, one per distinct leaf, or shared by different leaves.
     digests: list[bytes | None] = [
@@ -330,7 +330,7 @@ def test_the_all_new_shortcut_plans_what_the_general_loop_plans(seed: int) -> No
 
     def plan(check: object) -> _Plan:
         known = _Known(dict(held), {}, lambda t: merkle.leaf_hash(b"stored") * TILE_WIDTH)
-        return _assign(items, hashes, digests, known, 5000, check)  # type: ignore[arg-type]
+        return _assign(items, leaves, hashes, digests, known, 5000, check)  # type: ignore[arg-type]
 
     assert plan(None) == plan(_AcceptAll())
     shortcuts.append(_all_new(hashes, digests, _Known(dict(held), {}, lambda t: b"")))
