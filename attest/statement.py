@@ -408,7 +408,7 @@ def _parse_field_report(payload: bytes) -> Statement | None:
         digest = sha256_hex(text.encode("utf-8"))
         if subject != [{"name": model["name"], "digest": {"sha256": digest}}]:
             return None
-        if dumps_bmp(obj) != payload:
+        if _report_bytes(obj, pred, model, seen, digest) != payload:
             return None
     except (ValueError, TypeError, RecursionError):  # a lone surrogate
         return None
@@ -456,6 +456,47 @@ def _parse_field_report(payload: bytes) -> Statement | None:
 
 # A field report's fields set, without and with credentialTier, in field order (the order
 # validation adds them in, so the set pickles as validation's does).
+_esc: Final = json.encoder.encode_basestring  # a str as `dumps_bmp` writes it, quotes included
+_REPORT_HEAD: Final = '{"_type":' + _esc(STATEMENT_TYPE) + ',"predicate":{"category":'
+_REPORT_TAIL: Final = (
+    '},"predicateType":' + _esc(FIELD_REPORT) + ',"subject":[{"digest":{"sha256":"'
+)
+
+
+def _report_bytes(
+    obj: dict[str, object],
+    pred: dict[str, object],
+    model: dict[str, object],
+    seen: dict[str, object],
+    digest: str,
+) -> bytes:
+    """`dumps_bmp(obj)` for a field report's statement `obj` that `_parse_field_report` has
+    checked (keys, types, subject), written piece by piece in the encoder's key order (sorted
+    by code point) with the encoder's own string escaping: the same bytes, without the
+    encoder's walk of dicts and key sort. Raises UnicodeEncodeError on a lone surrogate."""
+    tier = pred.get("credentialTier")
+    return (
+        _REPORT_HEAD
+        + _esc(pred["category"])
+        + ("" if tier is None else ',"credentialTier":' + _esc(tier))
+        + f',"issuedAt":{pred["issuedAt"]:d},"model":{{"name":'
+        + _esc(model["name"])
+        + ',"version":'
+        + _esc(model["version"])
+        + '},"seenCheckpoint":{"origin":'
+        + _esc(seen["origin"])
+        + f',"root":"{seen["root"]}","size":{seen["size"]:d}}},"text":'
+        + _esc(pred["text"])
+        + ',"tier":'
+        + _esc(pred["tier"])
+        + _REPORT_TAIL
+        + digest
+        + '"},"name":'
+        + _esc(model["name"])
+        + "}]}"
+    ).encode("utf-8")
+
+
 _REPORT_FIELDS_SET: Final = {
     False: ("seen_checkpoint", "issued_at", "model", "category", "tier", "text"),
     True: ("seen_checkpoint", "issued_at", "model", "category", "tier", "text", "credential_tier"),

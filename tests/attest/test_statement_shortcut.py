@@ -695,3 +695,43 @@ def test_field_report_edges_are_refused_as_the_reference_refuses(
     assert statement_module._parse_field_report(payload) is None
     kind, _ = assert_same(payload)
     assert kind == "error"
+
+
+@pytest.mark.parametrize(
+    "text_",
+    [
+        'say "no"',
+        "back\\slash",
+        "line\nbreak\ttab\r\x08\x0c",
+        "\x00\x01\x1f\x7f",
+        "é\u2028\ue000",
+        "/",
+    ],
+)
+def test_field_reports_with_escapes_take_the_hand_written_shortcut(text_: str) -> None:
+    """The shortcut writes strings as `json` does (`_report_bytes`): every escape a canonical
+    payload can hold is accepted, not sent on to the slower parses."""
+    report = FieldReport.model_validate(
+        {
+            "seenCheckpoint": {"origin": f"o{text_[:1]}é", "size": 7, "root": "0" * 64},
+            "issuedAt": 1,
+            "model": {"name": f"m {text_[-1:]}", "version": "1"},
+            "category": "c",
+            "tier": "attested",
+            "credentialTier": "nurse",
+            "text": text_,
+        }
+        if text_[:1] >= " " and text_[-1:] >= " " and text_[-1:] != "\x7f"
+        else {
+            "seenCheckpoint": {"origin": "o", "size": 7, "root": "0" * 64},
+            "issuedAt": 1,
+            "model": {"name": "m", "version": "1"},
+            "category": "c",
+            "tier": "anonymous",
+            "text": text_,
+        }
+    )
+    stmt = Statement.of(report)
+    payload = statement_bytes(stmt)
+    got = statement_module._parse_field_report(payload)
+    assert got == stmt == reference_parse(payload)
