@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Final, Literal, cast
+from typing import Annotated, Any, Final, Literal, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -408,7 +408,7 @@ def _parse_field_report(payload: bytes) -> Statement | None:
         digest = sha256_hex(text.encode("utf-8"))
         if subject != [{"name": model["name"], "digest": {"sha256": digest}}]:
             return None
-        if _report_bytes(obj, pred, model, seen, digest) != payload:
+        if _report_bytes(pred, model, seen, digest) != payload:
             return None
     except (ValueError, TypeError, RecursionError):  # a lone surrogate
         return None
@@ -464,16 +464,13 @@ _REPORT_TAIL: Final = (
 
 
 def _report_bytes(
-    obj: dict[str, object],
-    pred: dict[str, object],
-    model: dict[str, object],
-    seen: dict[str, object],
-    digest: str,
+    pred: dict[str, Any], model: dict[str, Any], seen: dict[str, Any], digest: str
 ) -> bytes:
-    """`dumps_bmp(obj)` for a field report's statement `obj` that `_parse_field_report` has
-    checked (keys, types, subject), written piece by piece in the encoder's key order (sorted
-    by code point) with the encoder's own string escaping: the same bytes, without the
-    encoder's walk of dicts and key sort. Raises UnicodeEncodeError on a lone surrogate."""
+    """`dumps_bmp` of the field report's statement around `pred` (with its `model`,
+    `seenCheckpoint` and subject digest), once `_parse_field_report` has checked its keys, types
+    and subject: written piece by piece in the encoder's key order (sorted by code point) with
+    the encoder's own string escaping, so the same bytes without the encoder's walk of dicts and
+    key sort. Raises UnicodeEncodeError on a lone surrogate."""
     tier = pred.get("credentialTier")
     return (
         _REPORT_HEAD
