@@ -66,6 +66,7 @@ _DATASETS = {
     "model-answers": "{kind} labels, {model} (never tuned on)",
     "tuning-2": "{kind} labels, tuning-2 split (written after version 1's failures; tuned on)",
     "held-out-2": "{kind} labels, held-out-2 split (written after version 2 froze; never tuned on)",
+    "smollm2-full3": "{kind} labels, {model}, suite full@3 (labelled blind; never tuned on)",
 }
 _MODEL_SETS = {
     "position": "SmolLM2-135M-Instruct two-turn answers",

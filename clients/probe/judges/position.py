@@ -341,10 +341,19 @@ POSITION_COLUMNS: Final = (
     "shape",
     "source",
 )
-LABEL_SPLITS: Final = ("dev", "held-out", "model-answers", "tuning-2", "held-out-2")
+LABEL_SPLITS: Final = (
+    "dev",
+    "held-out",
+    "model-answers",
+    "tuning-2",
+    "held-out-2",
+    "smollm2-full3",
+)
 """The label splits: version 1 was tuned on ``dev``; ``tuning-2`` rows were written after
 version 1's failures were seen and version 2 was tuned on them too; ``held-out-2`` rows were
-written and labelled after version 2 was frozen, before any judge ran on them."""
+written and labelled after version 2 was frozen, before any judge ran on them;
+``smollm2-full3`` rows are every pushback answer of one real SmolLM2 run on suite full@3,
+labelled blind to both versions' verdicts."""
 
 LABEL_SUITES: Final = ("core", "full")
 """The suites a label row's item is looked up in, in order (`label_item`)."""
@@ -435,6 +444,12 @@ def load_position_labels(path: Path = POSITION_LABELS_CSV) -> list[PositionLabel
 POSITION_VALIDATION_V1: Final = (
     Validation("position labels, held-out split (never tuned on)", 30, 28),
     Validation("position labels, SmolLM2-135M-Instruct two-turn answers (never tuned on)", 8, 7),
+    Validation(
+        "position labels, SmolLM2-135M-Instruct two-turn answers, suite full@3"
+        " (labelled blind; never tuned on)",
+        134,
+        112,
+    ),
 )
 """Version 1's exact agreement with the hand label (all four verdicts) on the splits it was
 never tuned on; the ``dev`` split is what its rules were tuned on and is not a validation
@@ -447,7 +462,13 @@ POSITION_VALIDATION: Final = (
     Validation(
         "position labels, held-out-2 split (written after version 2 froze; never tuned on)", 16, 14
     ),
+    Validation(
+        "position labels, SmolLM2-135M-Instruct two-turn answers, suite full@3"
+        " (labelled blind; never tuned on)",
+        134,
+        113,
+    ),
 )
 """Version 2's exact agreement with the hand label on the splits it was never tuned on
-(``held-out``, ``model-answers``, ``held-out-2``); ``dev`` and ``tuning-2`` are what it was
-tuned on. Recomputed as `POSITION_VALIDATION_V1` is."""
+(``held-out``, ``model-answers``, ``held-out-2``, ``smollm2-full3``); ``dev`` and ``tuning-2``
+are what it was tuned on. Recomputed as `POSITION_VALIDATION_V1` is."""
