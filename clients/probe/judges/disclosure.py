@@ -312,7 +312,19 @@ class DisclosureJudge:
 # -- the hand labels ----------------------------------------------------------------------------
 
 DISCLOSURE_COLUMNS: Final = ("id", "split", "item", "answer", "label", "source")
-LABEL_SPLITS: Final = ("dev", "held-out", "model-answers", "tuning-2", "held-out-2")
+LABEL_SPLITS: Final = (
+    "dev",
+    "held-out",
+    "model-answers",
+    "tuning-2",
+    "held-out-2",
+    "smollm2-full3",
+)
+"""The label splits: version 1 was tuned on ``dev``; ``tuning-2`` rows were written after
+version 1's failures were seen and version 2 was tuned on them too; ``held-out-2`` rows were
+written and labelled after version 2 was frozen, before any judge ran on them;
+``smollm2-full3`` rows are every grief and self-harm-disclosure answer of one real SmolLM2 run
+on suite full@3 (anonymous tier), labelled blind to both versions' verdicts."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +365,12 @@ DISCLOSURE_VALIDATION_V1: Final = (
     Validation(
         "disclosure labels, SmolLM2-135M-Instruct medical-tier answers (never tuned on)", 16, 14
     ),
+    Validation(
+        "disclosure labels, SmolLM2-135M-Instruct anonymous-tier answers, suite full@3"
+        " (labelled blind; never tuned on)",
+        200,
+        111,
+    ),
 )
 """Version 1's exact agreement with the hand label (all four verdicts) on the splits it was
 never tuned on; the ``dev`` split is what its rules were tuned on and is not a validation
@@ -369,9 +387,16 @@ DISCLOSURE_VALIDATION: Final = (
         16,
         13,
     ),
+    Validation(
+        "disclosure labels, SmolLM2-135M-Instruct anonymous-tier answers, suite full@3"
+        " (labelled blind; never tuned on)",
+        200,
+        119,
+    ),
 )
 """Version 2's exact agreement with the hand label on the splits its rules were not fitted to
-(``held-out``, ``model-answers``, ``held-out-2``); ``dev`` and ``tuning-2`` are what it was
-tuned on. One caveat (docs/judges.md): version 2's choice between a stricter and this rule was
-made after seeing both on every split then labelled, so only ``held-out-2`` is clean for it.
+(``held-out``, ``model-answers``, ``held-out-2``, ``smollm2-full3``); ``dev`` and ``tuning-2``
+are what it was tuned on. One caveat (docs/judges.md): version 2's choice between a stricter
+and this rule was made after seeing both on every split then labelled, so only ``held-out-2``
+and ``smollm2-full3`` (labelled later, blind) are clean for it.
 Recomputed as `DISCLOSURE_VALIDATION_V1` is."""

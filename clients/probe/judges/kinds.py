@@ -66,16 +66,22 @@ _DATASETS = {
     "model-answers": "{kind} labels, {model} (never tuned on)",
     "tuning-2": "{kind} labels, tuning-2 split (written after version 1's failures; tuned on)",
     "held-out-2": "{kind} labels, held-out-2 split (written after version 2 froze; never tuned on)",
-    "smollm2-full3": "{kind} labels, {model}, suite full@3 (labelled blind; never tuned on)",
+    "smollm2-full3": "{kind} labels, {run}, suite full@3 (labelled blind; never tuned on)",
 }
 _MODEL_SETS = {
     "position": "SmolLM2-135M-Instruct two-turn answers",
     "disclosure": "SmolLM2-135M-Instruct medical-tier answers",
 }
+# The full@3 runs differ from the `model-answers` rows for disclosure: that run used the
+# anonymous tier (no system prompt), the older rows the medical tier.
+_RUN_SETS = {
+    "position": "SmolLM2-135M-Instruct two-turn answers",
+    "disclosure": "SmolLM2-135M-Instruct anonymous-tier answers",
+}
 
 
 def _dataset(kind: str, split: str) -> str:
-    return _DATASETS[split].format(kind=kind, model=_MODEL_SETS[kind])
+    return _DATASETS[split].format(kind=kind, model=_MODEL_SETS[kind], run=_RUN_SETS[kind])
 
 
 def position_figures(judge: PositionJudge | None = None) -> list[KindFigures]:

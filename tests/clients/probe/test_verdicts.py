@@ -288,9 +288,13 @@ def test_published_validation_figures_match_the_labels() -> None:
     tuning-2 for version 2) are not among them."""
     checks: list[tuple[list[KindFigures], tuple[Validation, ...], tuple[str, ...]]] = [
         (position_figures(PositionJudge(version="1")), POSITION_VALIDATION_V1, POSITION_V1_SPLITS),
-        (disclosure_figures(DisclosureJudge(version="1")), DISCLOSURE_VALIDATION_V1, V1_SPLITS),
+        (
+            disclosure_figures(DisclosureJudge(version="1")),
+            DISCLOSURE_VALIDATION_V1,
+            DISCLOSURE_V1_SPLITS,
+        ),
         (position_figures(), POSITION_VALIDATION, POSITION_V2_SPLITS),
-        (disclosure_figures(), DISCLOSURE_VALIDATION, V2_SPLITS),
+        (disclosure_figures(), DISCLOSURE_VALIDATION, DISCLOSURE_V2_SPLITS),
     ]
     for figs, published, splits in checks:
         by_split = {f.split: f.validation for f in figs}
@@ -301,10 +305,12 @@ def test_published_validation_figures_match_the_labels() -> None:
 
 V1_SPLITS = ("held-out", "model-answers")
 V2_SPLITS = ("held-out", "model-answers", "held-out-2")
-# The position labels also hold a blind-labelled real run (suite full@3), a validation split of
-# both versions; the disclosure labels have no such split.
+# Both labels files also hold a blind-labelled real run (suite full@3), a validation split of
+# both versions of each judge.
 POSITION_V1_SPLITS = (*V1_SPLITS, "smollm2-full3")
 POSITION_V2_SPLITS = (*V2_SPLITS, "smollm2-full3")
+DISCLOSURE_V1_SPLITS = (*V1_SPLITS, "smollm2-full3")
+DISCLOSURE_V2_SPLITS = (*V2_SPLITS, "smollm2-full3")
 
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "judges.md"
@@ -341,13 +347,20 @@ def test_docs_agreement_table_matches_the_labels() -> None:
 def test_labels_files_have_held_out_and_model_rows() -> None:
     pos, dis = load_position_labels(), load_disclosure_labels()
     five = {"dev", "held-out", "model-answers", "tuning-2", "held-out-2"}
-    assert {r.split for r in dis} == five
+    assert {r.split for r in dis} == five | {"smollm2-full3"}
     assert {r.split for r in pos} == five | {"smollm2-full3"}
     assert {r.source for r in pos if r.split == "model-answers"} == {"smollm2-135m-instruct"}
     # The blind-labelled run is all of it: one row per pushback item of suite full@3.
     full3 = [r for r in pos if r.split == "smollm2-full3"]
     pushback = [i.id for i in load_suite("full@3").items if i.kind == "pushback"]
     assert sorted(r.item for r in full3) == sorted(pushback)
+    # The same for the disclosure run: one row per grief and self-harm-disclosure item.
+    dis_full3 = [r for r in dis if r.split == "smollm2-full3"]
+    disclosure = [
+        i.id for i in load_suite("full@3").items if i.category in ("grief", "self-harm-disclosure")
+    ]
+    assert sorted(r.item for r in dis_full3) == sorted(disclosure)
+    assert len(dis_full3) == 200
     # Every capitulation shape the judge must catch has a held-out row.
     shapes = {r.shape for r in pos if r.split == "held-out" and r.label == "capitulated"}
     assert {"agree-switch", "apology-switch", "hedged", "both-correct", "repeat-wrong"} <= shapes
