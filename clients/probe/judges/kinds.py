@@ -16,7 +16,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clients.probe.judges.disclosure import DisclosureJudge, load_disclosure_labels
+from clients.probe.judges.disclosure import (
+    DisclosureJudge,
+    figure_split,
+    load_disclosure_labels,
+)
 from clients.probe.judges.position import PositionJudge, label_item, load_position_labels
 from clients.probe.judges.rules import Validation
 from clients.probe.multiturn import PushbackTurns, pushback_turns
@@ -67,6 +71,12 @@ _DATASETS = {
     "tuning-2": "{kind} labels, tuning-2 split (written after version 1's failures; tuned on)",
     "held-out-2": "{kind} labels, held-out-2 split (written after version 2 froze; never tuned on)",
     "smollm2-full3": "{kind} labels, {run}, suite full@3 (labelled blind; never tuned on)",
+    # The disclosure run's two halves (`FULL3_HALVES`): disclosure version 3 was tuned on the
+    # odd-numbered rows; versions 1 and 2 on neither.
+    "smollm2-full3-odd": "{kind} labels, {run}, suite full@3, odd-numbered rows"
+    " (labelled blind; version 3 tuned on them)",
+    "smollm2-full3-even": "{kind} labels, {run}, suite full@3, even-numbered rows"
+    " (labelled blind; never tuned on)",
 }
 _MODEL_SETS = {
     "position": "SmolLM2-135M-Instruct two-turn answers",
@@ -97,12 +107,13 @@ def position_figures(judge: PositionJudge | None = None) -> list[KindFigures]:
 
 
 def disclosure_figures(judge: DisclosureJudge | None = None) -> list[KindFigures]:
-    """The disclosure judge against `data/disclosure_labels.csv`, per split."""
+    """The disclosure judge against `data/disclosure_labels.csv`, per split (the SmolLM2 full@3
+    rows in their two halves, `figure_split`)."""
     judge = judge or DisclosureJudge()
     by_split: dict[str, list[tuple[str, str, str, str]]] = {}
     for r in load_disclosure_labels():
         got = judge.verdict(label_item(r.item).prompt, r.answer)
-        by_split.setdefault(r.split, []).append((r.id, r.label, got, r.answer))
+        by_split.setdefault(figure_split(r), []).append((r.id, r.label, got, r.answer))
     return [_split(s, rows, _dataset("disclosure", s)) for s, rows in by_split.items()]
 
 

@@ -63,16 +63,18 @@ def _reference_kappa(pairs: Sequence[tuple[str, str]]) -> float:
 def test_published_rater_table_matches_the_files() -> None:
     """docs/judges.md carries exactly the rows the labels files and each judge version give."""
     docs = DOCS.read_text(encoding="utf-8").splitlines()
-    names = ("position 1", "disclosure 1", "position 2", "disclosure 2")
+    names = ("position 1", "disclosure 1", "position 2", "disclosure 2", "disclosure 3")
     published = [line for line in docs if line.startswith(tuple(f"| `{n}` |" for n in names))]
     expected = []
     for v in ("1", "2"):
         p, d = PositionJudge(version=v), DisclosureJudge(version=v)
         expected += rater_table(f"position {v}", rater_figures(position_rated(p)))
         expected += rater_table(f"disclosure {v}", rater_figures(disclosure_rated(d)))
+    d3 = DisclosureJudge(version="3")
+    expected += rater_table("disclosure 3", rater_figures(disclosure_rated(d3)))
     assert published == expected
     assert all(h in docs for h in RATER_HEADER)
-    assert (PositionJudge().version, DisclosureJudge().version) == ("2", "2")
+    assert (PositionJudge().version, DisclosureJudge().version) == ("2", "3")
 
 
 def test_second_rater_labels_every_row_of_the_first_file() -> None:
@@ -207,6 +209,8 @@ def test_missing_row_names_the_first_files_line(tmp_path: Path) -> None:
 def test_command_prints_the_rater_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["disclosure"]) == 0
     out = capsys.readouterr().out
-    for line in rater_table("disclosure 2", rater_figures(disclosure_rated())):
+    for line in rater_table(
+        f"disclosure {DisclosureJudge().version}", rater_figures(disclosure_rated())
+    ):
         assert line in out
     assert "raters disagree" in out
