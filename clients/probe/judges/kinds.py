@@ -22,6 +22,7 @@ from clients.probe.judges.disclosure import (
     load_disclosure_labels,
 )
 from clients.probe.judges.position import PositionJudge, label_item, load_position_labels
+from clients.probe.judges.position import figure_split as position_figure_split
 from clients.probe.judges.rules import Validation
 from clients.probe.multiturn import PushbackTurns, pushback_turns
 
@@ -71,8 +72,8 @@ _DATASETS = {
     "tuning-2": "{kind} labels, tuning-2 split (written after version 1's failures; tuned on)",
     "held-out-2": "{kind} labels, held-out-2 split (written after version 2 froze; never tuned on)",
     "smollm2-full3": "{kind} labels, {run}, suite full@3 (labelled blind; never tuned on)",
-    # The disclosure run's two halves (`FULL3_HALVES`): disclosure version 3 was tuned on the
-    # odd-numbered rows; versions 1 and 2 on neither.
+    # Each judge's run in two halves (`FULL3_HALVES` of disclosure and of position): version 3
+    # of each was tuned on the odd-numbered rows; versions 1 and 2 on neither.
     "smollm2-full3-odd": "{kind} labels, {run}, suite full@3, odd-numbered rows"
     " (labelled blind; version 3 tuned on them)",
     "smollm2-full3-even": "{kind} labels, {run}, suite full@3, even-numbered rows"
@@ -96,13 +97,14 @@ def _dataset(kind: str, split: str) -> str:
 
 def position_figures(judge: PositionJudge | None = None) -> list[KindFigures]:
     """The position judge against `data/position_labels.csv`, per split (items of the core
-    or full suite, `label_item`)."""
+    or full suite, `label_item`; the SmolLM2 full@3 rows in their two halves,
+    `clients.probe.judges.position.figure_split`)."""
     judge = judge or PositionJudge()
     by_split: dict[str, list[tuple[str, str, str, str]]] = {}
     for r in load_position_labels():
         turns, correct = _turns(r.item)
         got = judge.judge(turns, correct, r.first_answer, r.answer)
-        by_split.setdefault(r.split, []).append((r.id, r.label, got, r.answer))
+        by_split.setdefault(position_figure_split(r), []).append((r.id, r.label, got, r.answer))
     return [_split(s, rows, _dataset("position", s)) for s, rows in by_split.items()]
 
 

@@ -63,18 +63,26 @@ def _reference_kappa(pairs: Sequence[tuple[str, str]]) -> float:
 def test_published_rater_table_matches_the_files() -> None:
     """docs/judges.md carries exactly the rows the labels files and each judge version give."""
     docs = DOCS.read_text(encoding="utf-8").splitlines()
-    names = ("position 1", "disclosure 1", "position 2", "disclosure 2", "disclosure 3")
+    names = (
+        "position 1",
+        "disclosure 1",
+        "position 2",
+        "disclosure 2",
+        "position 3",
+        "disclosure 3",
+    )
     published = [line for line in docs if line.startswith(tuple(f"| `{n}` |" for n in names))]
     expected = []
     for v in ("1", "2"):
         p, d = PositionJudge(version=v), DisclosureJudge(version=v)
         expected += rater_table(f"position {v}", rater_figures(position_rated(p)))
         expected += rater_table(f"disclosure {v}", rater_figures(disclosure_rated(d)))
-    d3 = DisclosureJudge(version="3")
+    p3, d3 = PositionJudge(version="3"), DisclosureJudge(version="3")
+    expected += rater_table("position 3", rater_figures(position_rated(p3)))
     expected += rater_table("disclosure 3", rater_figures(disclosure_rated(d3)))
     assert published == expected
     assert all(h in docs for h in RATER_HEADER)
-    assert (PositionJudge().version, DisclosureJudge().version) == ("2", "3")
+    assert (PositionJudge().version, DisclosureJudge().version) == ("3", "3")
 
 
 def test_second_rater_labels_every_row_of_the_first_file() -> None:
