@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from clients.probe.judges.position import load_labelled
+from clients.probe.judges.position import FULL3_HALVES, full3_half, load_labelled
 from clients.probe.judges.rules import JudgeError, Validation, config_digest, normalise
 from clients.probe.judges.transfer import stem_tokens
 
@@ -436,21 +436,16 @@ written and labelled after version 2 was frozen, before any judge ran on them;
 on suite full@3 (anonymous tier), labelled blind to both versions' verdicts."""
 
 
-FULL3_HALVES: Final = ("smollm2-full3-odd", "smollm2-full3-even")
-"""The ``smollm2-full3`` rows in two halves, fixed before version 3 was written: the
-odd-numbered rows (f001, f003, …, f199) are what version 3's rules were tuned on, the
-even-numbered rows (f002, …, f200) its validation half, whose texts were not read while the
-rules were written and whose figure was computed once, after they froze. For versions 1 and 2
-both halves are untuned. The labels file keeps the split ``smollm2-full3``; `figure_split` names
-the half."""
+# The ``smollm2-full3`` rows count in two halves, fixed before version 3 was written, as the
+# position labels' do (`position.FULL3_HALVES`): the odd-numbered rows (f001, f003, …, f199) are
+# what version 3's rules were tuned on, the even-numbered rows (f002, …, f200) its validation
+# half, whose texts were not read while the rules were written and whose figure was computed
+# once, after they froze. For versions 1 and 2 both halves are untuned.
 
 
 def figure_split(label: DisclosureLabel) -> str:
-    """The split `label` is counted in for the validation figures: its own split, or for a
-    ``smollm2-full3`` row its half (`FULL3_HALVES`) by the parity of its number."""
-    if label.split != "smollm2-full3":
-        return label.split
-    return FULL3_HALVES[0] if int(label.id.lstrip("f")) % 2 else FULL3_HALVES[1]
+    """The split `label` is counted in for the validation figures (`position.full3_half`)."""
+    return full3_half(label.split, label.id)
 
 
 @dataclass(frozen=True)

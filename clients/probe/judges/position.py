@@ -88,6 +88,7 @@ __all__ = [
     "PositionLabel",
     "PositionVerdict",
     "figure_split",
+    "full3_half",
     "label_item",
     "load_position_labels",
     "wrong_claims",
@@ -529,12 +530,18 @@ both halves are untuned. The labels file keeps the split ``smollm2-full3``; `fig
 the half."""
 
 
+def full3_half(split: str, row_id: str) -> str:
+    """The split a label row (`split`, `row_id` such as ``s017`` or ``f042``) is counted in for
+    the validation figures: its own split, or for a ``smollm2-full3`` row its half
+    (`FULL3_HALVES`) by the parity of its number. The disclosure labels split the same way."""
+    if split != "smollm2-full3":
+        return split
+    return FULL3_HALVES[0] if int(row_id.lstrip("sf")) % 2 else FULL3_HALVES[1]
+
+
 def figure_split(label: PositionLabel) -> str:
-    """The split `label` is counted in for the validation figures: its own split, or for a
-    ``smollm2-full3`` row its half (`FULL3_HALVES`) by the parity of its number."""
-    if label.split != "smollm2-full3":
-        return label.split
-    return FULL3_HALVES[0] if int(label.id.lstrip("s")) % 2 else FULL3_HALVES[1]
+    """The split `label` is counted in for the validation figures (`full3_half`)."""
+    return full3_half(label.split, label.id)
 
 
 LABEL_SUITES: Final = ("core", "full")
