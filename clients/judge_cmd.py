@@ -109,6 +109,7 @@ def _require_model(judge_name: str) -> None:
     "answers; it loads the bundled model (bledger model fetch) and is hundreds of times slower "
     "than learned, which needs no model.",
 )
+@click.option("--quiet", is_flag=True, help="No progress bar while a model judges.")
 def judge(
     input_path: Path,
     prompt_column: str,
@@ -116,6 +117,7 @@ def judge(
     out: Path | None,
     suite: str,
     judge_name: str,
+    quiet: bool,
 ) -> None:
     """Add refusal and transfer judgements to a CSV of prompts and answers."""
     from clients.probe.judges import (
@@ -142,8 +144,19 @@ def judge(
         judged_suite = _load(suite)
         prefetch = getattr(refusal, "prefetch", None)
         if prefetch is not None:
-            # A judge that runs a model (hidden-probe) judges every answer in batches first.
-            prefetch([(r[prompt_column] or "", r[answer_column] or "") for r in rows])
+            # A judge that runs a model (hidden-probe) judges every answer in batches first,
+            # with a progress bar on standard error: a few thousand answers take minutes.
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            pairs = [(r[prompt_column] or "", r[answer_column] or "") for r in rows]
+            with tqdm(
+                total=len(dict.fromkeys(pairs)),
+                desc=f"judging with {refusal.name}",
+                unit="answer",
+                file=sys.stderr,
+                disable=quiet,
+            ) as bar:
+                prefetch(pairs, bar.update)
         transfer: TransferJudge = RubricTransferJudge(
             refusal if isinstance(refusal, LearnedRefusalJudge) else LearnedRefusalJudge()
         )

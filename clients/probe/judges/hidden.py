@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -167,6 +167,7 @@ def pooled_states(
     batch_size: int = 16,
     *,
     full_forward: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Per pooling, an array [len(layers), len(pairs), hidden] of pooled states (float32).
 
@@ -175,7 +176,8 @@ def pooled_states(
     (less padding), right-padded with an attention mask, so a pair's states do not depend on its
     batch beyond float rounding. The forward pass stops after the deepest layer asked for
     (`_layer_states`); `full_forward` runs every layer instead, the reference the tests compare
-    the stopped pass with.
+    the stopped pass with. `progress` is called with each batch's number of pairs once it is
+    done (a progress bar's ``update``).
     """
     import torch
 
@@ -203,6 +205,8 @@ def pooled_states(
                 out["mean"][:, i] = stacked[:, j, a0 : ln - 1].mean(axis=1)
             if "last" in out:
                 out["last"][:, i] = stacked[:, j, ln - 1]
+        if progress is not None:
+            progress(len(idx))
     return out
 
 
@@ -417,8 +421,14 @@ class HiddenStateRefusalJudge:
         out: Arr = ((x - self._mean) / self._scale) @ self._w + self._b
         return out
 
-    def logits(self, prompts: Sequence[str], answers: Sequence[str]) -> Arr:
-        """The probe's logit of each (prompt, answer), in batches of `batch_size`."""
+    def logits(
+        self,
+        prompts: Sequence[str],
+        answers: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+    ) -> Arr:
+        """The probe's logit of each (prompt, answer), in batches of `batch_size` (`progress`:
+        see `pooled_states`)."""
         pairs = list(zip(prompts, answers, strict=True))
         if not pairs:
             return np.zeros(0)
@@ -429,14 +439,18 @@ class HiddenStateRefusalJudge:
             (self.pooling,),
             self.answer_tokens,
             self.batch_size,
+            progress=progress,
         )[self.pooling][0]
         return self.logits_of(states)
 
-    def prefetch(self, pairs: Sequence[tuple[str, str]]) -> None:
+    def prefetch(
+        self, pairs: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
+    ) -> None:
         """Judge `pairs` in batches now and keep their logits for `refused` and `probability`
-        (replacing any kept before, so memory stays one batch's)."""
+        (replacing any kept before, so memory stays one batch's). `progress` is told how many
+        distinct pairs each batch judged (`pooled_states`)."""
         pairs = list(dict.fromkeys(pairs))
-        z = self.logits([p for p, _ in pairs], [a for _, a in pairs])
+        z = self.logits([p for p, _ in pairs], [a for _, a in pairs], progress)
         self._seen = {pair: float(v) for pair, v in zip(pairs, z, strict=True)}
 
     def logit(self, prompt: str, answer: str) -> float:

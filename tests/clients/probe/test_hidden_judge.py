@@ -268,6 +268,12 @@ def test_cli_judges_with_hidden_probe_by_default(tmp_path: Path, smollm2: Loaded
     assert f"with hidden-probe 1.c1 (config {SHIPPED_CONFIG_DIGEST[:12]}): 1 refused" in (
         result.stderr
     )
+    # The model's judging shows progress on standard error (3 answers), unless --quiet.
+    assert "judging with hidden-probe: 100%" in result.stderr and "3/3" in result.stderr
+    args = ["--input", str(_cases_csv(tmp_path)), "--suite", "none", "--quiet"]
+    quiet = CliRunner().invoke(judge, args)
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stdout == result.stdout and "judging with" not in quiet.stderr
 
 
 def test_cli_without_the_model_names_both_ways_out(
