@@ -193,5 +193,6 @@ class Log:
         return ConsistencyProof(first, second, tuple(hashes))
 
     def index_of(self, leaf_hash: bytes) -> int | None:
-        """The index of the entry with `leaf_hash`, if any."""
+        """The index of the entry with `leaf_hash`, if any (exact: entries the leaf-hash index
+        does not hold yet are found in their tiles, `Store.leaf_index`)."""
         return self.store.leaf_index(self.id, leaf_hash)

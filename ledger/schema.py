@@ -73,13 +73,25 @@ bundles = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
-# Leaf-hash index: deduplication and inclusion proofs by hash.
+# Leaf-hash index: deduplication and inclusion proofs by hash (up to `leaf_index_heads`).
 leaves = Table(
     "leaves",
     metadata,
     Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
     Column("leaf_hash", LargeBinary(32), primary_key=True),
     Column("idx", BigInteger, nullable=False),
+)
+
+# How far each log's leaf-hash index reaches: entries below `size` have their row in `leaves`.
+# The index lags the tree (the sequencer adds rows in sorted bulk flushes, not per batch); the
+# leaf hashes of entries in [size, tree size) are the level-0 tile hashes there, so a lookup
+# that misses `leaves` reads them from the tiles (`ledger.storage.Store.leaf_index`). A log
+# without a row (none flushed since it was created) has its watermark at 0.
+leaf_index_heads = Table(
+    "leaf_index_heads",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("size", BigInteger, nullable=False),
 )
 
 # Statement-digest index: one entry per signed statement, whatever its signatures. The digest

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from attest import merkle
@@ -39,6 +39,17 @@ from ledger.storage import Batch, Head, WriteTxn
 # The characters a JSON object can start with (it may follow whitespace).
 _OBJECT_STARTS = frozenset(b"{ \t\n\r")
 _BOM_UTF32_BE = b"\x00\x00\xfe\xff"
+
+# How far the leaf-hash index (`leaves`) may lag the tree before a full batch flushes it.
+# The table is keyed by leaf hash, i.e. at random: inserting a batch's rows as they come
+# dirties about one B-tree page per entry (4 KiB written per entry on SQLite). A flush of
+# sorted rows dirties each page at most once, so the larger the flush the fewer pages per
+# entry, until every page of the index is touched by each flush (at about 80 rows a page,
+# from some 1.3M entries on at this bound; beyond that a larger bound keeps paying off).
+# What bounds it: every lookup that misses `leaves` searches the tail in its level-0 tiles
+# (`Store.leaf_index`), and a sequencer that finds another process moved the tree re-reads
+# them: 16,384 entries are 64 full tiles, 512 KiB, a few milliseconds at worst.
+LEAF_INDEX_LAG = 16_384
 
 
 class PublishError(LedgerError):
@@ -82,12 +93,21 @@ class Sequencer:
         rule: AdmissionRule | None = None,
         publish: Callable[[int], object] | None = None,
         one_entry_per_statement: bool = True,
+        leaf_index_lag: int = LEAF_INDEX_LAG,
     ) -> None:
         """`publish(size)`, when given, makes the tile store hold a checkpoint of at least
         `size` (`ledger.tilestore.Publisher.publish`); it runs after every batch, and no entry
-        of the batch is acknowledged before it returned."""
+        of the batch is acknowledged before it returned.
+
+        `leaf_index_lag`: how many entries the leaf-hash index may lag the tree before a
+        batch flushes it (`LEAF_INDEX_LAG`). A batch smaller than `batch_size` flushes it
+        whatever the lag: the queue ran dry, so the sequencer has the time, and a quiet log
+        keeps its index complete."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if leaf_index_lag < 1:
+            raise ValueError("leaf_index_lag must be at least 1")
+        self.leaf_index_lag = leaf_index_lag
         self.log, self.signer, self.clock, self.rule = log, signer, clock, rule
         self.publish = publish
         # The anonymous log keeps every report that spent a token, even two people's identical
@@ -99,6 +119,8 @@ class Sequencer:
         self._task: asyncio.Task[None] | None = None
         # The right edge of the tree this sequencer last committed; see `_Edge`.
         self._edge: _Edge | None = None
+        # The leaf hashes above the leaf-hash index's watermark; see `_LeafTail`.
+        self._tail: _LeafTail | None = None
 
     # -- the synchronous writer path ---------------------------------------------------------
 
@@ -117,6 +139,43 @@ class Sequencer:
         # previous tree until then).
         self._publish(size)
         return results
+
+    def flush_leaf_index(self) -> int:
+        """Flush the whole unindexed tail into the leaf-hash index now, in its own
+        transaction; returns how many rows it added. (Batches flush it on their own once it
+        lags `leaf_index_lag` entries, or when the queue runs dry; this is for a clean stop,
+        a benchmark that counts all the index work, or an operator.)"""
+        with self.log.store.writer(self.log.id) as txn:
+            mark = txn.leaf_index_size()
+            tail = self._sync_tail(txn, mark)
+            self._tail = None
+            rows = tail.rows(mark)
+            if rows:
+                txn.index_leaves(rows, txn.head.size)
+            # Crash point: rows written, not committed: rolled back with the watermark; the
+            # tail is still found through its tiles, and the next flush writes it again.
+        self._tail = _LeafTail(txn.head.size, txn.head.size, {}) if rows else tail
+        return len(rows)
+
+    def _flush_due(self, mark: int, size: int, batch: int) -> bool:
+        """Whether this batch flushes the tail: it lags the bound, or the batch is short."""
+        lag = size - mark
+        return lag > 0 and (lag >= self.leaf_index_lag or batch < self.batch_size)
+
+    def _sync_tail(self, txn: WriteTxn, mark: int) -> _LeafTail:
+        """The leaf hashes of the entries in [mark, head size), as of `txn`.
+
+        The kept tail is extended, not rebuilt, when another process sequenced or flushed
+        since: a log is append-only, so what it says (this hash is at this index) stays true,
+        and only the entries it lacks are read from their tiles. Rebuilt from the tiles when
+        there is none (a fresh process) or it does not fit the stored tree.
+        """
+        size, kept = txn.head.size, self._tail
+        if kept is None or kept.size > size or kept.start > mark:
+            return _LeafTail(mark, size, txn.read_leaf_hashes(mark, size))
+        if kept.size == size and kept.start == mark:
+            return kept
+        return kept.extended(txn.read_leaf_hashes(kept.size, size).items(), size).pruned(mark)
 
     def _publish(self, size: int) -> None:
         if self.publish is None:
@@ -161,14 +220,24 @@ class Sequencer:
             # it committed (another writer may have moved it): same size and root, same tiles.
             edge = self._edge if self._edge is not None and self._edge.holds(head) else None
             reader = _EdgeReader(txn, edge)
+            mark = txn.leaf_index_size()
+            tail = self._sync_tail(txn, mark)
+            self._tail = None  # kept again below once this transaction's outcome is known
             known = _Known(
-                txn.lookup_leaves(set(hashes)),
+                txn.lookup_leaves(set(hashes), tail.hashes),
                 txn.lookup_statements({d for d in digests if d is not None}),
                 reader.read,
             )
             plan = _assign(entries, leaves, hashes, digests, known, head.size, check)
+            flush = self._flush_due(mark, head.size + len(plan.fresh), len(entries))
             if not plan.fresh:
                 txn.delete_pending(pending_done)
+                if flush:
+                    txn.index_leaves(tail.rows(mark), head.size)
+                    tail = _LeafTail(head.size, head.size, {})
+                # Kept before the commit: should it fail, the stored watermark is below this
+                # tail's start and `_sync_tail` rebuilds it rather than trust it.
+                self._tail = tail
                 return plan.results(head), head.size
             new_size = head.size + len(plan.fresh)
             tiles = integrate(head.size, reader.read, plan.fresh_hashes).tiles
@@ -176,14 +245,20 @@ class Sequencer:
             bundles = _append_bundles(txn, edge, head.size, plan.fresh)
             root = merkle.subtree_hash(0, new_size, node_at_from_tiles(reader.read))
             new_head = signed_head(self.log.row.origin, new_size, root, self.signer)
+            fresh_leaves = list(zip(plan.fresh_hashes, range(head.size, new_size), strict=True))
             # Crash point: nothing written yet; the batch is simply lost, unacknowledged.
+            # A flush rides in the batch's transaction: the tail's rows, this batch's
+            # included, and the watermark commit with the head or not at all. Without a
+            # flush, a crash after the commit leaves the new entries above the watermark,
+            # found through their tiles until a later batch (or `flush_leaf_index`) flushes.
             txn.commit_batch(
                 Batch(
                     old_size=head.size,
                     new_head=new_head,
                     tiles=tiles,
                     bundles=bundles,
-                    leaves=list(zip(plan.fresh_hashes, range(head.size, new_size), strict=True)),
+                    leaves=[*tail.rows(mark), *fresh_leaves] if flush else [],
+                    leaf_index_size=new_size if flush else None,
                     statements=plan.statements,
                     created_at=int(self.clock()),
                     key_events=() if check is None else check.key_events(),
@@ -197,6 +272,9 @@ class Sequencer:
         # Crash point: committed but not yet acknowledged; a client that retries gets the
         # same index back through deduplication, and a restart rebuilds the key chain.
         self._edge = _Edge.after(new_head, reader, bundles)
+        self._tail = (
+            _LeafTail(new_size, new_size, {}) if flush else tail.extended(fresh_leaves, new_size)
+        )
         self.log.remember_edge(tiles)
         if check is not None:
             check.commit(new_size)
@@ -429,6 +507,34 @@ def _cannot_hold_object(leaf: bytes) -> bool:
     if b0 in (0xEF, 0xFE, 0xFF):
         return False
     return b0 not in _OBJECT_STARTS
+
+
+class _LeafTail:
+    """Leaf hash -> index of the entries [start, size) of a stored tree, the ones above the
+    leaf-hash index's watermark: they are not in `leaves` yet, and deduplication must still
+    find them. Every pair is a fact about the log (append-only), so a tail stays true as the
+    log grows; it is complete for a tree of `size` entries whose watermark is `start` or more.
+    """
+
+    def __init__(self, start: int, size: int, hashes: dict[bytes, int]) -> None:
+        self.start, self.size, self.hashes = start, size, hashes
+
+    def rows(self, mark: int) -> list[tuple[bytes, int]]:
+        """The (leaf hash, index) rows from `mark` up: what a flush adds to `leaves`."""
+        return [(h, i) for h, i in self.hashes.items() if i >= mark]
+
+    def extended(self, leaves: Iterable[tuple[bytes, int]], size: int) -> _LeafTail:
+        """This tail with the entries up to `size` added (it is updated in place)."""
+        self.hashes.update(leaves)
+        self.size = size
+        return self
+
+    def pruned(self, mark: int) -> _LeafTail:
+        """This tail without the entries below `mark` (another process flushed them)."""
+        if mark > self.start:
+            self.hashes = {h: i for h, i in self.hashes.items() if i >= mark}
+            self.start = mark
+        return self
 
 
 class _Edge:

@@ -33,6 +33,7 @@ _IN_CHUNK = 500
 # start together on one database take turns instead of racing on CREATE TABLE / INSERT.
 _SETUP_LOCK = 0x626C6564
 _ROOT_CACHE = 65536
+_HASH_SIZE = 32
 _WAL_CHECKPOINT_PAGES = 10_000
 
 
@@ -72,11 +73,16 @@ class Batch:
     new_head: Head
     tiles: Mapping[TileId, bytes]
     bundles: Mapping[int, tuple[int, bytes]]  # index -> (entry count, bundle bytes)
-    leaves: Sequence[tuple[bytes, int]]  # (leaf hash, index) of new entries
+    # (leaf hash, index) rows added to the leaf-hash index by this batch: the whole unindexed
+    # tail up to the new head when the sequencer flushes it, else none (`leaf_index_size`).
+    leaves: Sequence[tuple[bytes, int]]
     created_at: int
     key_events: Sequence[KeyEventRow] = ()
     pending_done: Sequence[bytes] = ()  # leaf hashes leaving the anonymous log's queue
     statements: Sequence[tuple[bytes, int]] = ()  # (statement digest, index) of new entries
+    # The leaf-hash index's new watermark when `leaves` is a flush of the tail below it; the
+    # rows and the watermark commit together, so a flush is all there or not at all.
+    leaf_index_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -295,13 +301,70 @@ class Store:
         with self._read.connect() as conn:
             return conn.execute(q).scalar_one_or_none() or b""
 
-    def leaf_index(self, log_id: int, leaf_hash: bytes) -> int | None:
-        """The index of the entry with this leaf hash, if the log has it."""
-        lv = schema.leaves.c
-        q = select(lv.idx).where(lv.log_id == log_id, lv.leaf_hash == leaf_hash)
+    def leaf_index_size(self, log_id: int) -> int:
+        """How many entries of the log the leaf-hash index (`leaves`) holds; the leaf hashes of
+        the entries above are in the level-0 tiles."""
+        w = schema.leaf_index_heads.c
         with self._read.connect() as conn:
-            v = conn.execute(q).scalar_one_or_none()
-        return None if v is None else int(v)
+            v = conn.execute(select(w.size).where(w.log_id == log_id)).scalar_one_or_none()
+        return int(v or 0)
+
+    def leaf_index(self, log_id: int, leaf_hash: bytes) -> int | None:
+        """The index of the entry with this leaf hash, if the log has it.
+
+        Exact although the leaf-hash index lags the tree: one statement reads the watermark,
+        the tree size and the `leaves` row together (one snapshot); on a miss, the entries in
+        [watermark, size) are searched in their level-0 tiles. Entries below the watermark
+        were indexed in the same transaction that moved it, and tiles only grow, so reading
+        the tiles after that statement cannot lose an entry the statement did not see.
+
+        Cost of a miss (a hash the log does not hold, or one in the tail): the tail is at most
+        the sequencer's `leaf_index_lag` plus a batch, 64 full tiles by default, taken from the
+        store's tile cache (full tiles never change), plus one range query for the tiles not
+        cached (always the partial right-edge tile), and a byte search of up to ~0.5 MiB:
+        well under a millisecond beside the query.
+        """
+        w, h, lv = schema.leaf_index_heads.c, schema.heads.c, schema.leaves.c
+        q = select(
+            select(w.size).where(w.log_id == log_id).scalar_subquery(),
+            select(h.size).where(h.log_id == log_id).scalar_subquery(),
+            select(lv.idx).where(lv.log_id == log_id, lv.leaf_hash == leaf_hash).scalar_subquery(),
+        )
+        with self._read.connect() as conn:
+            mark, size, found = conn.execute(q).one()
+            if found is not None:
+                return int(found)
+            if size is None:
+                return None
+            return self._tail_index(conn, log_id, int(mark or 0), int(size), leaf_hash)
+
+    def _tail_index(
+        self, conn: Connection, log_id: int, mark: int, size: int, leaf_hash: bytes
+    ) -> int | None:
+        """The index in [mark, size) of `leaf_hash`, searched in the level-0 tiles there."""
+        if mark >= size:
+            return None
+        first, last = mark // TILE_WIDTH, (size - 1) // TILE_WIDTH
+        tiles: dict[int, bytes] = {}
+        with self._cache_lock:
+            for n in range(first, last + 1):
+                data = self._full_tiles.get((log_id, TileId(0, n)))
+                if data is not None:
+                    tiles[n] = data
+        missing = [n for n in range(first, last + 1) if n not in tiles]
+        if missing:
+            t = schema.tiles.c
+            q = select(t.idx, t.data).where(
+                t.log_id == log_id, t.level == 0, t.idx >= missing[0], t.idx <= missing[-1]
+            )
+            read = {int(n): bytes(d) for n, d in conn.execute(q)}
+            self.remember_tiles(log_id, {TileId(0, n): d for n, d in read.items()})
+            tiles.update(read)
+        for n in range(first, last + 1):
+            offset = _find_hash(tiles.get(n, b""), leaf_hash)
+            if offset is not None:
+                return n * TILE_WIDTH + offset
+        return None
 
     # -- the anonymous log ----------------------------------------------------------------------
 
@@ -344,13 +407,14 @@ class Store:
 
     def holds_leaf(self, log_id: int, leaf_hash: bytes) -> bool:
         """Whether the anonymous log has this entry queued or integrated."""
-        p, lv = schema.pending.c, schema.leaves.c
+        p = schema.pending.c
         queued = select(p.leaf_hash).where(p.log_id == log_id, p.leaf_hash == leaf_hash)
-        logged = select(lv.idx).where(lv.log_id == log_id, lv.leaf_hash == leaf_hash)
         with self._read.connect() as conn:
-            return (
-                conn.execute(queued).first() is not None or conn.execute(logged).first() is not None
-            )
+            if conn.execute(queued).first() is not None:
+                return True
+        # Queued entries leave the queue in the transaction that logs them, so asked in this
+        # order a concurrent batch cannot hide the entry from both reads.
+        return self.leaf_index(log_id, leaf_hash) is not None
 
     def pending(self, log_id: int, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to `limit` queued (leaf hash, entry) pairs, in no meaningful order."""
@@ -464,18 +528,65 @@ class WriteTxn:
         row = self.conn.exec_driver_sql(sql, (self.log_id, index)).first()
         return b"" if row is None else bytes(row[0])
 
-    def lookup_leaves(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
-        """Indices of the leaf hashes this log already holds (deduplication).
+    def leaf_index_size(self) -> int:
+        """The leaf-hash index's watermark as of this transaction (entries below it are in
+        `leaves`); 0 when the log has none yet."""
+        m = self._mark
+        sql = f"SELECT size FROM leaf_index_heads WHERE log_id = {m}"
+        row = self.conn.exec_driver_sql(sql, (self.log_id,)).first()
+        return 0 if row is None else int(row[0])
+
+    def read_leaf_hashes(self, start: int, end: int) -> dict[bytes, int]:
+        """Leaf hash -> index of the entries in [start, end), from their level-0 tiles (one
+        range query): the tail the leaf-hash index does not hold yet."""
+        out: dict[bytes, int] = {}
+        if start >= end:
+            return out
+        m = self._mark
+        sql = (
+            f"SELECT idx, data FROM tiles WHERE log_id = {m} AND level = 0"
+            f" AND idx >= {m} AND idx <= {m}"
+        )
+        params = (self.log_id, start // TILE_WIDTH, (end - 1) // TILE_WIDTH)
+        for n, data in self.conn.exec_driver_sql(sql, params):
+            base, data = int(n) * TILE_WIDTH, bytes(data)
+            lo, hi = max(start - base, 0), min(end - base, len(data) // _HASH_SIZE)
+            for k in range(lo, hi):
+                out[data[k * _HASH_SIZE : (k + 1) * _HASH_SIZE]] = base + k
+        if len(out) != end - start:
+            raise StorageError(f"level-0 tiles hold {len(out)} of entries [{start}, {end})")
+        return out
+
+    def lookup_leaves(
+        self, hashes: Iterable[bytes], tail: Mapping[bytes, int] | None = None
+    ) -> dict[bytes, int]:
+        """Indices of the leaf hashes this log already holds (deduplication): from `leaves`
+        for the entries below the watermark, and from the unindexed tail above it.
+
+        `tail` is the caller's map of that tail (the sequencer keeps it in memory, see
+        `ledger.sequencer._LeafTail`); without one it is read from the tiles.
 
         On the hot path of every batch, so it talks to the driver directly: one array
         parameter on PostgreSQL (answered from the primary key whatever the statistics say),
         chunks of `?` parameters on SQLite.
         """
-        wanted, found = list(hashes), {}
+        if tail is None:
+            tail = self.read_leaf_hashes(self.leaf_index_size(), self.head.size)
+        found: dict[bytes, int] = {}
+        wanted = []
+        for h in hashes:
+            ix = tail.get(h)
+            if ix is None:
+                wanted.append(h)
+            else:
+                found[h] = ix
+        if not wanted:
+            return found
         if self.store.dialect == "postgresql":
             sql = "SELECT leaf_hash, idx FROM leaves WHERE log_id = %s AND leaf_hash = ANY(%s)"
             rows = self.conn.exec_driver_sql(sql, (self.log_id, wanted)).all()
-            return {bytes(h): int(ix) for h, ix in rows}
+            found.update({bytes(h): int(ix) for h, ix in rows})
+            return found
         for i in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[i : i + _IN_CHUNK]
             sql = (
@@ -519,8 +630,23 @@ class WriteTxn:
             [(self.log_id, d, i) for d, i in statements],
         )
 
+    def index_leaves(self, leaves: Sequence[tuple[bytes, int]], size: int) -> None:
+        """Flush the unindexed tail into the leaf-hash index: `leaves` are the rows of every
+        entry from the watermark up to `size`, which becomes the watermark.
+
+        Sorted by hash, so the B-tree takes them in key order and each of its pages is written
+        once per flush, however many of the rows land on it (one row at a time in hash order
+        is one page per row: the cost this lag exists to avoid). Idempotent by construction:
+        the rows and the watermark commit together, so after a crash mid-flush neither is
+        there and the next flush writes exactly these rows again; the caller holds the
+        writer lock, so no other flush runs from the same watermark.
+        """
+        if leaves:
+            self._insert_leaves(sorted(leaves))
+        self._upsert(schema.leaf_index_heads, [(self.log_id, size)], ["log_id"], ["size"])
+
     def _insert_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> None:
-        """The leaf-hash index rows of a batch: COPY on PostgreSQL, executemany on SQLite."""
+        """Leaf-hash index rows: COPY on PostgreSQL, executemany on SQLite."""
         if self.store.dialect == "postgresql":
             raw = self.conn.connection.driver_connection
             copy_sql = "COPY leaves (log_id, leaf_hash, idx) FROM STDIN"
@@ -555,7 +681,9 @@ class WriteTxn:
         )
         if res.rowcount != 1:
             raise ConflictError(f"log head moved away from size {batch.old_size}")
-        if batch.leaves:
+        if batch.leaf_index_size is not None:
+            self.index_leaves(batch.leaves, batch.leaf_index_size)
+        elif batch.leaves:
             self._insert_leaves(batch.leaves)
         if batch.statements:
             # The primary key (log, digest) is what keeps one entry per statement should two
@@ -622,6 +750,17 @@ class WriteTxn:
             + ", ".join(f'"{c}" = excluded."{c}"' for c in cols)
         )
         self.conn.exec_driver_sql(sql, rows)
+
+
+def _find_hash(tile: bytes, leaf_hash: bytes) -> int | None:
+    """The position of `leaf_hash` among the hashes of a tile (a match must start on a hash
+    boundary: one spanning two hashes is not a leaf)."""
+    at = tile.find(leaf_hash)
+    while at >= 0:
+        if at % _HASH_SIZE == 0:
+            return at // _HASH_SIZE
+        at = tile.find(leaf_hash, at + 1)
+    return None
 
 
 def _key_events(conn: Connection, log_id: int, since: int) -> list[KeyEventRow]:

@@ -1,0 +1,332 @@
+"""The leaf-hash index lags the tree, and nothing that looks leaves up can tell, on SQLite and
+PostgreSQL.
+
+The `leaves` table holds the entries below a per-log watermark (`leaf_index_heads`); the leaf
+hashes above it are the level-0 tile hashes there. These tests check that lookups by hash
+(`Store.leaf_index`, `Store.holds_leaf`) and the sequencer's deduplication stay exact on both
+sides of the watermark, across flushes, across processes sharing one database, across a
+`kill -9` between a batch's commit and the flush or in the middle of a flush, and across the
+migration that introduces the watermark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, select
+
+from attest import merkle
+from attest.note import Ed25519NoteSigner
+from attest.tiles import TileId
+from ledger import schema
+from ledger.log import Log
+from ledger.sequencer import Sequenced, Sequencer, signed_head
+from ledger.storage import Store
+
+ORIGIN = "test.example/leaf-index"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SEED = bytes(range(32))  # the log's key: a restarted process signs as the crashed one did
+
+
+def entries(n: int, tag: str) -> list[bytes]:
+    """`n` distinct leaves (not JSON: no statement digest, so dedupe is by leaf hash alone)."""
+    return [f"{tag}-{i}".encode() for i in range(n)]
+
+
+def open_log(store: Store) -> Log:
+    """The test log in a migrated store, created on first use."""
+    signer = Ed25519NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(SEED))
+    empty = signed_head(ORIGIN, 0, merkle.EMPTY_ROOT, signer)
+    return Log(store, store.create_log("evidence", ORIGIN, "evidence", signer.vkey, empty))
+
+
+def sequencer(log: Log, *, batch_size: int, lag: int) -> Sequencer:
+    signer = Ed25519NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(SEED))
+    return Sequencer(log, signer, batch_size=batch_size, leaf_index_lag=lag)
+
+
+def integrate(seq: Sequencer, xs: Sequence[bytes]) -> list[Sequenced]:
+    out = seq.integrate(xs)
+    assert all(isinstance(r, Sequenced) for r in out), out
+    return out  # type: ignore[return-value]
+
+
+def leaf_rows(url: str, log_id: int) -> dict[int, bytes]:
+    """The `leaves` rows of a log, index -> leaf hash (asserting one row per index)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            lv = schema.leaves.c
+            rows = conn.execute(select(lv.idx, lv.leaf_hash).where(lv.log_id == log_id)).all()
+    finally:
+        engine.dispose()
+    out = {int(i): bytes(h) for i, h in rows}
+    assert len(out) == len(rows), "two rows for one index"
+    return out
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_lookups_on_both_sides_of_the_watermark(store: Store) -> None:
+    # Full batches of 48 under a lag bound of 300: the seventh batch (336 entries) flushes,
+    # four more leave a tail [336, 528) that starts inside tile 1 and ends in a partial tile 2.
+    log = open_log(store)
+    seq = sequencer(log, batch_size=48, lag=300)
+    added: list[bytes] = []
+    for i in range(11):
+        batch = entries(48, f"b{i}")
+        integrate(seq, batch)
+        added += batch
+        want_mark = 0 if i < 6 else 336
+        assert store.leaf_index_size(log.id) == want_mark, i
+    assert log.head().size == 528
+    hashes = [merkle.leaf_hash(e) for e in added]
+    # The table holds exactly the entries below the watermark: full batches wrote no rows.
+    assert leaf_rows(store.url, log.id) == dict(enumerate(hashes[:336]))
+    # Every entry by hash, with the boundaries named: the last indexed entry, the first of the
+    # tail, the first of a tile, the last of the partial tile.
+    for i in (0, 255, 335, 336, 337, 511, 512, 527):
+        assert store.leaf_index(log.id, hashes[i]) == i, i
+        assert log.index_of(hashes[i]) == i, i
+        assert store.holds_leaf(log.id, hashes[i]), i
+    for i, h in enumerate(hashes):
+        assert store.leaf_index(log.id, h) == i, i
+    # Not in the log: an unknown hash; 32 bytes of a tile that straddle two leaf hashes; a
+    # level-1 hash (an interior node, not a leaf).
+    tile1 = store.read_tile(log.id, TileId(0, 1)) or log.tile(TileId(0, 1), 528)
+    straddling = tile1[16:48]
+    level1 = log.tile(TileId(1, 0), 528)[:32]
+    for absent in (merkle.leaf_hash(b"never logged"), straddling, level1):
+        assert store.leaf_index(log.id, absent) is None
+        assert not store.holds_leaf(log.id, absent)
+
+
+def test_dedupe_across_a_flush(store: Store) -> None:
+    log = open_log(store)
+    seq = sequencer(log, batch_size=32, lag=100)
+    a = entries(128, "a")
+    for i in range(0, 128, 32):
+        integrate(seq, a[i : i + 32])
+    assert store.leaf_index_size(log.id) == 128  # the fourth batch reached the bound
+    b = entries(64, "b")
+    integrate(seq, b[:32])
+    integrate(seq, b[32:])
+    assert store.leaf_index_size(log.id) == 128  # b is the tail
+    # A full batch of duplicates, half indexed and half in the tail: their first indices.
+    again = integrate(seq, [*a[:16], *b[:16]])
+    assert [r.index for r in again] == [*range(16), *range(128, 144)]
+    assert all(r.duplicate for r in again)
+    assert log.head().size == 192
+    # Full batches with duplicates from both sides of the watermark and within the batch:
+    # new entries are appended once; the second batch reaches the bound and flushes.
+    c = entries(48, "c")
+    mixed = [*c[:24], a[5], b[40], c[0]]
+    mixed += entries(32 - len(mixed), "pad")
+    res = integrate(seq, mixed)
+    assert [r.index for r in res[24:27]] == [5, 128 + 40, 192]
+    assert [r.duplicate for r in res[24:27]] == [True, True, True]
+    assert store.leaf_index_size(log.id) == 128  # 192 + 29 new = 221: lag 93 < 100
+    res = integrate(seq, [*c[24:48], *b[:8]])  # 24 new: lag 117, the flush rides this batch
+    assert [r.index for r in res[24:]] == list(range(128, 136))
+    size = log.head().size
+    assert size == 245 and store.leaf_index_size(log.id) == size
+    # After the flush: every row once, each the hash of the entry at its index.
+    everything = [*a, *b, *c[:24], *entries(32 - 27, "pad"), *c[24:]]
+    by_index = {r.index: r.leaf_hash for r in integrate(seq, everything) if r.duplicate}
+    assert len(by_index) == size
+    assert leaf_rows(store.url, log.id) == by_index
+    assert log.head().size == size
+    # A sequencer of a fresh process finds the tail through the tiles.
+    integrate(seq, entries(32, "d"))
+    fresh = sequencer(Log(store, log.row), batch_size=32, lag=100)
+    res = integrate(fresh, entries(32, "d"))
+    assert [r.index for r in res] == list(range(size, size + 32))
+    assert all(r.duplicate for r in res)
+
+
+def test_two_processes_share_the_tail(db_url: str) -> None:
+    # Two stores on one database, as two frontends: one sequences, the other looks up and
+    # deduplicates; then they take turns, and one flushes behind the other's back.
+    s1, s2 = Store(db_url), Store(db_url)
+    s1.migrate()
+    try:
+        log1 = open_log(s1)
+        log2 = open_log(s2)
+        seq1 = sequencer(log1, batch_size=16, lag=1000)
+        seq2 = sequencer(log2, batch_size=16, lag=1000)
+        a = entries(48, "a")
+        for i in range(0, 48, 16):
+            integrate(seq1, a[i : i + 16])
+        assert s2.leaf_index_size(log2.id) == 0
+        for i, e in enumerate(a):
+            assert s2.leaf_index(log2.id, merkle.leaf_hash(e)) == i
+        res = integrate(seq2, [*a[:8], *entries(8, "b")])  # rebuilt from the tiles
+        assert [r.index for r in res] == [*range(8), *range(48, 56)]
+        # seq1's kept tail is behind the stored tree now: extended from the tiles.
+        res = integrate(seq1, [*entries(8, "b"), *entries(8, "c")])
+        assert [r.index for r in res] == [*range(48, 56), *range(56, 64)]
+        assert [r.duplicate for r in res] == [True] * 8 + [False] * 8
+        assert seq2.flush_leaf_index() == 64
+        assert s1.leaf_index_size(log1.id) == 64
+        # seq1's kept tail starts below the watermark now; it must neither trust what it
+        # would flush nor write those rows again.
+        res = integrate(seq1, [*a[40:48], *entries(8, "d")])
+        assert [r.index for r in res] == [*range(40, 48), *range(64, 72)]
+        assert seq1.flush_leaf_index() == 8
+        assert seq1.flush_leaf_index() == 0
+        assert seq2.flush_leaf_index() == 0
+        want = [*a, *entries(8, "b"), *entries(8, "c"), *entries(8, "d")]
+        assert leaf_rows(db_url, log1.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
+    finally:
+        s1.close()
+        s2.close()
+
+
+def test_a_short_batch_flushes(store: Store) -> None:
+    # The queue ran dry (a batch below batch_size): the index is brought up to the tree, so a
+    # quiet log keeps it complete.
+    log = open_log(store)
+    seq = sequencer(log, batch_size=64, lag=10_000)
+    integrate(seq, entries(64, "full"))
+    assert store.leaf_index_size(log.id) == 0
+    integrate(seq, entries(5, "short"))
+    assert store.leaf_index_size(log.id) == 69
+    assert len(leaf_rows(store.url, log.id)) == 69
+
+
+def test_migration_moves_the_watermark_both_ways(db_url: str) -> None:
+    # Down to 0005, the tail is written out (earlier revisions expect a row per entry); back
+    # up, every existing log starts with its watermark at its tree size.
+    store = Store(db_url)
+    store.migrate()
+    try:
+        log = open_log(store)
+        seq = sequencer(log, batch_size=32, lag=10_000)
+        integrate(seq, entries(10, "flushed"))  # short: flushes
+        for i in range(3):
+            integrate(seq, entries(32, f"tail{i}"))
+        assert store.leaf_index_size(log.id) == 10
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
+        with store._write.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0005")
+        want = [*entries(10, "flushed"), *(e for i in range(3) for e in entries(32, f"tail{i}"))]
+        assert leaf_rows(db_url, log.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
+        store.migrate()
+        assert store.leaf_index_size(log.id) == 106
+        fresh = sequencer(Log(store, log.row), batch_size=32, lag=10_000)
+        assert [r.index for r in integrate(fresh, want[100:])] == list(range(100, 106))
+    finally:
+        store.close()
+
+
+# -- kill -9 around the flush ----------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from tests.ledger.test_leaf_index import entries, open_log, sequencer
+    from ledger.storage import Store, WriteTxn
+
+    url, point = sys.argv[1], sys.argv[2]
+    store = Store(url)
+    store.migrate()
+    log = open_log(store)
+    # The bound is reached by the fifth full batch only at "in_batch_flush".
+    seq = sequencer(log, batch_size=64, lag=300 if point == "in_batch_flush" else 10_000)
+    for i in range(4):
+        seq.integrate(entries(64, f"e{i}"))
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    insert_leaves = WriteTxn._insert_leaves
+
+    def dying_insert(self, rows):
+        insert_leaves(self, rows)
+        print("inserted", len(rows), flush=True)
+        die()  # rows written, watermark not moved, nothing committed
+
+    if point in ("in_batch_flush", "mid_flush"):
+        WriteTxn._insert_leaves = dying_insert
+    seq.integrate(entries(64, "e4"))
+    if point == "after_batch_commit":
+        die()  # committed; the new entries are above the watermark, no flush ran
+    seq.flush_leaf_index()
+    if point == "after_flush_commit":
+        die()
+    sys.exit(3)  # every point above dies first
+    """
+)
+
+# point -> (tree size, watermark) the restarted process finds
+CRASHES = {
+    "after_batch_commit": (320, 0),
+    "in_batch_flush": (256, 0),  # the batch carrying the flush is lost as a whole
+    "mid_flush": (320, 0),
+    "after_flush_commit": (320, 320),
+}
+
+
+@pytest.mark.parametrize("point", sorted(CRASHES))
+def test_kill_9_around_the_flush(point: str, db_url: str) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, db_url, point],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert child.returncode == -signal.SIGKILL, (child.returncode, child.stderr)
+    if point in ("in_batch_flush", "mid_flush"):
+        assert child.stdout.startswith("inserted 320"), child.stdout  # died mid-flush
+    size, mark = CRASHES[point]
+    store = Store(db_url)
+    try:
+        log = open_log(store)
+        assert log.head().size == size
+        assert store.leaf_index_size(log.id) == mark
+        added = [e for i in range(size // 64) for e in entries(64, f"e{i}")]
+        hashes = [merkle.leaf_hash(e) for e in added]
+        # Nothing of a flush that did not commit is in the table.
+        assert leaf_rows(store.url, log.id) == dict(enumerate(hashes[:mark]))
+        # Every leaf is found: the tail through its tiles.
+        for i, h in enumerate(hashes):
+            assert store.leaf_index(log.id, h) == i
+        # A restarted sequencer deduplicates them all, and its flush completes.
+        seq = sequencer(log, batch_size=64, lag=10_000)
+        for i in range(0, size, 64):
+            res = integrate(seq, added[i : i + 64])
+            assert [r.index for r in res] == list(range(i, i + 64))
+            assert all(r.duplicate for r in res)
+        assert seq.flush_leaf_index() == size - mark
+        assert seq.flush_leaf_index() == 0
+        assert store.leaf_index_size(log.id) == size
+        assert leaf_rows(store.url, log.id) == dict(enumerate(hashes))
+        more = entries(64, "after")
+        res = integrate(seq, more)
+        assert [r.index for r in res] == list(range(size, size + 64))
+        assert not any(r.duplicate for r in res)
+    finally:
+        store.close()
