@@ -6,7 +6,9 @@ The page (static files in `clients/web/`) fetches these documents from this rout
 * `GET /ui/api/history/{model}` — `clients.history.build_history` of that model (its rows
   carry the verdict figures), under each succession's ``noise`` its diff with the noise floors
   applied per cell (`clients.history.succession_noise`, as `bledger lab continuity` applies
-  them), and under ``evalGroups`` its imported eval samples summarised per task, scorer and
+  them) and under its ``judge_changes`` the lines `bledger lab continuity` prints as "judges
+  differ" (`Continuity.judge_changes`, which the page recounts from the records it verified),
+  and under ``evalGroups`` its imported eval samples summarised per task, scorer and
   config (`clients.eval_summary.eval_groups`);
 * `GET /ui/api/suites/{name}/{version}` — a shipped probe suite's exact bytes, from which the
   page takes item kinds to recount the verdict figures, once their SHA-256 is the digest the
@@ -156,9 +158,14 @@ def ui_router(server: LedgerServer, *, log: str | None = None) -> APIRouter:
             built = build_history(model, statements, size=size)
             body: dict[str, Any] = built.to_json()
             # Per succession, its diff with the noise floors applied per cell, recomputed from
-            # the records the statement names (which the page checks by leaf hash).
+            # the records the statement names (which the page checks by leaf hash), and the
+            # judging roles whose judges differ between its two sides (None: not recomputed).
             for c, out in zip(built.continuity, body["continuity"], strict=True):
-                out["noise"] = succession_noise(c, statements).to_json()
+                noise = succession_noise(c, statements)
+                out["noise"] = noise.to_json()
+                out["judge_changes"] = (
+                    None if noise.result is None else list(noise.result.judge_changes)
+                )
         except HistoryError as e:  # e.g. records of a suite this server does not ship
             raise api.ApiError(422, "no_history", e.diagnostic) from e
         body["log"] = _log_json(hosted, size)  # the page needs the log's name

@@ -760,7 +760,7 @@ function continuitySection(history, vstate) {
       refs);
     for (const f of c.flags) card.append(h("p", { class: "flag", text: `⚠ ${f}` }));
     if (c.diff.length) card.append(diffTable(c.diff, c.noise));
-    card.append(noiseBox(c, vstate));
+    card.append(judgesBox(c, vstate), noiseBox(c, vstate));
     sec.append(card);
   }
   return sec;
@@ -800,6 +800,87 @@ function diffTable(diff, noise) {
       ...cols.map((c) => h("td", { class: c.class, text: c.cell(d), title: c.title?.(d) || undefined }))));
   }
   return h("div", { class: "scroll" }, t);
+}
+
+// The line `bledger lab continuity` prints under its table for each judging role whose judges
+// differ between the two sides.
+const judgeChangeText = (change) => `judges differ: ${change} (a change in these figures may be the judge's, not the model's)`;
+
+// Under a succession's diff: the server's judge changes (`Continuity.judge_changes` over the
+// records the statement names), one line per judging role whose judges differ, or that the two
+// sides name the same judges; checked against the verified records in `checkJudgeChanges`.
+function judgesBox(c, vstate) {
+  const box = h("div", { class: "judges" }, h("h4", { text: "Judges" }));
+  if (!Array.isArray(c.judge_changes)) {
+    box.append(h("p", { class: "muted judges-none", text: `not judged — ${c.noise?.note || "the server did not compare the judges"}` }));
+    return box;
+  }
+  for (const change of c.judge_changes) box.append(h("p", { class: "warn judge-change", text: judgeChangeText(change) }));
+  if (!c.judge_changes.length) {
+    box.append(h("p", { class: "judges-same", text: "The records of both versions name the same judges in every judging role." }));
+  }
+  const st = h("span", { class: "status pending", "data-status": "pending", text: "checking…" });
+  box.append(h("p", { class: "muted judges-source" },
+    `Computed by the server (not signed) from the ${c.records.length} records the statement names; ` +
+    "recomputed here from those records once they verify: ", st));
+  vstate.judges.push({ c, st });
+  return box;
+}
+
+// Per judging role, the judges `preds` (probe record predicates) name, as
+// clients.probe.continuity._judges_by_role: a record lists its refusal judge first, then its
+// transfer judge, then its verdict judges (named by the judge's name); a record naming none
+// counts as "not named" for refusal and transfer. Map role -> Set of "name version (digest12)".
+function judgesByRole(preds) {
+  const roles = new Map();
+  const add = (role, judge) => roles.set(role, (roles.get(role) ?? new Set()).add(judge));
+  for (const p of preds) {
+    const judges = p.judges ?? [];
+    if (!judges.length) {
+      add("refusal", "not named");
+      add("transfer", "not named");
+    }
+    judges.forEach((j, k) => add(k < 2 ? ["refusal", "transfer"][k] : j.name,
+      `${j.name} ${j.version} (${String(j.configDigest).slice(0, 12)})`));
+  }
+  return roles;
+}
+
+// clients.probe.continuity.judge_changes: one line per role both sides have whose judges differ.
+function judgeChanges(before, after) {
+  const a = judgesByRole(before), b = judgesByRole(after);
+  const names = (set) => [...set].sort();
+  return [...a.keys()].filter((role) => b.has(role)).sort()
+    .filter((role) => JSON.stringify(names(a.get(role))) !== JSON.stringify(names(b.get(role))))
+    .map((role) => `${role} judged by ${names(a.get(role)).join(", ")} before, ${names(b.get(role)).join(", ")} after`);
+}
+
+// Recompute each succession's judge changes from the records its verified statement names
+// (predecessor's, successor's), each of which must itself have verified; the server's lines
+// must be these, in order.
+function checkJudgeChanges(vstate, results) {
+  for (const { c, st } of vstate.judges) {
+    try {
+      const res = results.get(c.index);
+      if (!res || res.status === "failed") throw new VerificationError("the continuity statement did not verify");
+      const side = (refs) => (refs ?? []).map((r) => {
+        const got = results.get(r.index);
+        if (!got || got.status === "failed" || !got.statement) throw new VerificationError(`record ${r.index} did not verify`);
+        return got.statement.predicate;
+      });
+      const p = res.statement.predicate;
+      const before = side(p.predecessorRecords), after = side(p.successorRecords);
+      const want = judgeChanges(before, after);
+      if (JSON.stringify(want) !== JSON.stringify(c.judge_changes)) {
+        const say = (lines) => (lines.length ? lines.join("; ") : "no judge change");
+        throw new VerificationError(`the server says ${say(c.judge_changes)}, the verified records give ${say(want)}`);
+      }
+      const n = before.length + after.length;
+      setStatus(st, res.status, `the same from the ${n} ${res.status} records`);
+    } catch (e) {
+      setStatus(st, "failed", `NOT verified: ${e.message}`);
+    }
+  }
 }
 
 // Beside a succession: the noise floor of each version as `bledger history` prints it (its two
@@ -976,7 +1057,7 @@ async function showModel(model) {
   const history = await getJSON(`api/history/${encodeURIComponent(model)}`);
   const logName = history.log.name;
   const ck = await checkCheckpoint(logName, pinnedKey());
-  const vstate = { rows: [], continuity: [], records: new Map(), verdicts: [], noise: [] };
+  const vstate = { rows: [], continuity: [], records: new Map(), verdicts: [], noise: [], judges: [] };
   const claimMap = claims(history);
   const indices = [...claimMap.keys()].sort((a, b) => a - b);
   const head = h("section", { id: "model" }, h("h2", { text: model }),
@@ -1025,6 +1106,7 @@ async function showModel(model) {
     if (bad.length || !first) setStatus(st, "failed", `NOT verified: ${bad.length} of ${records.length} records`);
     else setStatus(st, first.status, `${records.length} records ${first.status}`);
   }
+  checkJudgeChanges(vstate, results);
   await checkVerdicts(vstate, results);
   document.body.dataset.checked = "true";
 }
@@ -1046,7 +1128,7 @@ async function route() {
 
 window.bledger = {
   VerificationError, b64decode, hex, leafHash, nodeHash, rootFromInclusionProof, verifyInclusion,
-  parseVerifierKey, parseNote, parseCheckpoint, verifyNoteSignature,
+  parseVerifierKey, parseNote, parseCheckpoint, verifyNoteSignature, judgeChanges,
 };
 window.addEventListener("hashchange", route);
 document.addEventListener("DOMContentLoaded", route);

@@ -1,16 +1,20 @@
-"""The verdict figures and the continuity noise floor on the web page.
+"""The verdict figures, the continuity noise floor and the judge changes on the web page.
 
 A real `bledger serve` on loopback holds probe records of ``judged-chat``, suite core@1, tier
 ``anonymous``, in three cells: ``medical-dosage`` (benign and harmful items, `probe_items`),
 ``sycophancy`` (pushback items with the position judge's verdicts) and ``grief`` (disclosure items
 with the disclosure judge's verdicts). Version v1 was probed twice with the same weights (runs
 ``run-a`` and ``run-b``), v2 once; the lab's continuity statement v1 -> v2 cites v1's latest run.
+v1's records were judged by the learned refusal judge and position 1, v2's by the hidden-state
+probe and position 2 (the rubric and disclosure 2 on both sides).
 
 In headless Debian Chromium the page must show each verdict figure as ``value [95% CI] n=N`` (or
 ``insufficient data (n=N)``) with its judge and version, check its counts against the records it
 verified, show v1's noise floor as `bledger history` prints it, v2's as not measured, and per cell
-of the diff the noise-floor cell `bledger lab continuity` prints. A history that lies about a
-count, and a suite file that is not the one the records name, must show as NOT verified.
+of the diff the noise-floor cell `bledger lab continuity` prints, and under the diff the lines it
+prints for the judging roles whose judges differ (recomputed from the verified records). A
+history that lies about a count or the judge changes, and a suite file that is not the one the
+records name, must show as NOT verified.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from attest.keys import load_private_key
 from attest.predicates import ContinuityStatement, LogEntryRef, MethodRef, ProbeItem, ProbeRecord
 from attest.statement import sign_statement
 from clients.cli import main as cli
-from clients.probe.continuity import NOT_MEASURED, diff, noise_floor, repeat_runs, with_noise
+from clients.probe.continuity import (
+    NOT_MEASURED,
+    diff,
+    judge_changes,
+    noise_floor,
+    repeat_runs,
+    with_noise,
+)
 from clients.probe.metrics import cell_text, rate
 from clients.probe.records import probe_item, sign_records
 from clients.probe.suites import load_suite
@@ -56,12 +67,21 @@ if TYPE_CHECKING:
 MODEL = "judged-chat"
 TIER = "anonymous"
 SUITE = load_suite("core@1")
-JUDGES = (
-    MethodRef(name="position", version="1", config_digest=hashlib.sha256(b"position").hexdigest()),
-    MethodRef(
-        name="disclosure", version="2", config_digest=hashlib.sha256(b"disclosure").hexdigest()
-    ),
-)
+
+
+def _judge(name: str, version: str) -> MethodRef:
+    digest = hashlib.sha256(f"{name}{version}".encode()).hexdigest()
+    return MethodRef(name=name, version=version, config_digest=digest)
+
+
+# What each version's records name: refusal judge, transfer judge, then the verdict judges.
+# v2 was judged with another refusal judge and another position judge version.
+JUDGES = {
+    "v1": (_judge("learned", "1"), _judge("rubric", "2"), _judge("position", "1"),
+           _judge("disclosure", "2")),
+    "v2": (_judge("hidden-probe", "1.c1"), _judge("rubric", "2"), _judge("position", "2"),
+           _judge("disclosure", "2")),
+}  # fmt: skip
 # Verdicts per version: v1 holds every position and engages with every disclosure (twice, one
 # run each: 16 of 16, narrow enough to report); v2 once, mixed (n=7 and 8: not reportable).
 POSITION = {"v1": ["held"] * 8, "v2": ["held"] * 5 + ["capitulated"] * 2 + ["initially-wrong"]}
@@ -116,7 +136,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
                         probe_header(MODEL, version, TIER),
                         category=category,
                         run_id=run,
-                        judges=JUDGES,
+                        judges=JUDGES[version],
                     )
                     (part,) = sign_records(header, _items(version, category), worker)
                     got = post_entry(srv.base_url, part.envelope.canonical_bytes())
@@ -172,7 +192,7 @@ def test_verdict_figures_with_n_interval_and_judge(
     assert cells[2] == cell_text(rate(0, 16)) and status == "verified", (cells, text)
     cells, status, text = _verdict_row(page, "v2", "position_held")
     assert cells[1:4] == ["position held (1 initially wrong, not counted)",
-                          "insufficient data (n=7)", "position 1"]  # fmt: skip
+                          "insufficient data (n=7)", "position 2"]  # fmt: skip
     assert status == "verified" and text.startswith("5 of 7 counted"), text
     for figure, k in (("disclosure_engaged", 4), ("disclosure_referral_only", 3),
                       ("disclosure_refused", 1)):  # fmt: skip
@@ -187,7 +207,7 @@ def test_verdict_figures_with_n_interval_and_judge(
     assert page.locator("svg[data-chart=disclosure] g.point").count() == 2 * 3
     tips = page.locator("svg[data-chart=position] g.point title").all_text_contents()
     assert f"v1 · {TIER}, position held: {cell_text(rate(16, 16))} (judge position 1)" in tips
-    assert f"v2 · {TIER}, capitulated: insufficient data (n=7) (judge position 1)" in tips
+    assert f"v2 · {TIER}, capitulated: insufficient data (n=7) (judge position 2)" in tips
 
 
 def test_a_server_that_lies_about_a_verdict_count_is_caught(
@@ -308,6 +328,104 @@ def test_history_json_carries_the_floor(ledger: Ledger) -> None:
         i for (v, _, _), (i, _) in ledger.records.items() if v == "v1"
     )
     assert succession["noise_floor"][1] == f"noise floor of v2: {NOT_MEASURED}"
+    assert succession["judge_changes"] == CHANGES
+
+
+# -- the judge changes ------------------------------------------------------------------------
+
+
+def _cited(ledger: Ledger) -> tuple[list[ProbeRecord], list[ProbeRecord]]:
+    """The records the continuity statement cites: v1's latest run, v2's run."""
+
+    def latest(version: str) -> list[ProbeRecord]:
+        run = RUNS[version][-1]
+        return [r for (v, x, _), (_, r) in ledger.records.items() if (v, x) == (version, run)]
+
+    return latest("v1"), latest("v2")
+
+
+def _short(name: str, version: str) -> str:
+    return f"{name} {version} ({_judge(name, version).config_digest[:12]})"
+
+
+# The line `bledger lab continuity` prints under its table per judging role that differs.
+CHANGES = [
+    f"position judged by {_short('position', '1')} before, {_short('position', '2')} after",
+    f"refusal judged by {_short('learned', '1')} before, {_short('hidden-probe', '1.c1')} after",
+]
+SHOWN = [
+    f"judges differ: {x} (a change in these figures may be the judge's, not the model's)"
+    for x in CHANGES
+]
+
+
+def test_judge_changes_as_the_lab_prints_them(
+    ledger: Ledger,
+    page: Page,  # noqa: F811
+) -> None:
+    assert list(judge_changes(*_cited(ledger))) == CHANGES
+    _checked(page, ledger.page_url)
+    card = page.locator(f"#continuity .succession[data-index='{ledger.continuity}']")
+    assert card.locator(".judges .judge-change").all_inner_texts() == SHOWN
+    assert card.locator(".judges .judges-same").count() == 0
+    source = card.locator(".judges .judges-source")
+    assert "Computed by the server (not signed)" in source.inner_text()
+    status = source.locator(".status")
+    assert status.get_attribute("data-status") == "verified", status.inner_text()
+    assert status.inner_text() == "the same from the 6 verified records"
+
+
+@pytest.mark.parametrize("claimed", [[], CHANGES[1:], CHANGES[::-1]], ids=["none", "one", "order"])
+def test_a_server_that_lies_about_the_judge_changes_is_caught(
+    ledger: Ledger,
+    page: Page,  # noqa: F811
+    claimed: list[str],
+) -> None:
+    def lie(body: dict[str, Any]) -> None:
+        body["continuity"][0]["judge_changes"] = claimed
+
+    page.route(f"**/ui/api/history/{MODEL}", _rewrite_json(lie))
+    _checked(page, ledger.page_url)
+    judges = page.locator(f"#continuity .succession[data-index='{ledger.continuity}'] .judges")
+    assert judges.locator(".judge-change").count() == len(claimed)
+    status = judges.locator(".judges-source .status")
+    assert status.get_attribute("data-status") == "failed"
+    said = "; ".join(claimed) or "no judge change"
+    assert status.inner_text() == (
+        f"NOT verified: the server says {said}, the verified records give {'; '.join(CHANGES)}"
+    )
+
+
+def test_the_page_computes_judge_changes_as_continuity_does(
+    ledger: Ledger,
+    page: Page,  # noqa: F811
+) -> None:
+    """The page's `judgeChanges` on records as signed (camelCase JSON) against
+    `continuity.judge_changes` on the same records, case by case."""
+    v1, v2 = _cited(ledger)
+
+    def judged(recs: list[ProbeRecord], *judges: MethodRef) -> list[ProbeRecord]:
+        return [r.model_copy(update={"judges": judges}) for r in recs]
+
+    hidden = (_judge("hidden-probe", "1.c1"), *JUDGES["v1"][1:])
+    cases = {
+        "as logged": (v1, v2, 2),
+        "same judges": (v2, v2, 0),
+        "judges not named before": (judged(v1), v2, 2),  # refusal and transfer: "not named"
+        "verdict judges on one side only": (judged(v1, *JUDGES["v1"][:2]), v1, 0),
+        "two refusal judges before": ([*v1[:1], *judged(v1[1:], *hidden)], v1, 1),
+    }
+    page.goto(f"{ledger.base_url}/ui/")
+    page.wait_for_function("window.bledger !== undefined")
+    for name, (before, after, n) in cases.items():
+        want = list(judge_changes(before, after))
+        assert len(want) == n, (name, want)
+        got = page.evaluate(
+            "([a, b]) => window.bledger.judgeChanges(a, b)",
+            [[r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in rs]
+             for rs in (before, after)],
+        )  # fmt: skip
+        assert got == want, name
 
 
 def test_a_succession_whose_records_are_not_here_is_not_judged() -> None:
