@@ -23,9 +23,9 @@ import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from ledger.admission import AdmissionRule, Admitted
+from ledger.admission import AdmissionRule, Admitted, admit_batch_entry
 from ledger.errors import LedgerError
 from ledger.serving import die_with_parent
 
@@ -75,6 +75,15 @@ def _admit(log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
     return out
 
 
+def _admit_entries(log: str, entries: Sequence[bytes]) -> list[Admitted | LedgerError | None]:
+    assert _RULES is not None, "worker not initialised"
+    rule = _RULES.rule_of(log)
+    return [admit_batch_entry(rule, entry) for entry in entries]
+
+
+_R = TypeVar("_R")
+
+
 class AdmissionPool:
     """N worker processes admitting envelopes for the logs of one data directory."""
 
@@ -99,12 +108,28 @@ class AdmissionPool:
 
     def admit(self, log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Admit `bodies` (in order) for log `log`, spread over the workers; blocks."""
-        if not bodies:
+        return self._spread(_admit, log, bodies)
+
+    def admit_entries(
+        self, log: str, entries: Sequence[bytes]
+    ) -> list[Admitted | LedgerError | None]:
+        """`ledger.admission.admit_batch_entry` of each of `entries` (the envelopes of a batch
+        request, as their bytes in it), in order, spread over the workers; blocks."""
+        return self._spread(_admit_entries, log, entries)
+
+    def _spread(
+        self,
+        fn: Callable[[str, Sequence[bytes]], list[_R]],
+        log: str,
+        items: Sequence[bytes],
+    ) -> list[_R]:
+        """`fn(log, items)`, the items cut into one part per worker, run in the workers."""
+        if not items:
             return []
-        chunk = max(1, -(-len(bodies) // self.workers))
-        parts = [bodies[i : i + chunk] for i in range(0, len(bodies), chunk)]
-        out: list[Admitted | LedgerError] = []
-        for got in self._pool.map(_admit, [log] * len(parts), parts):
+        chunk = max(1, -(-len(items) // self.workers))
+        parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+        out: list[_R] = []
+        for got in self._pool.map(fn, [log] * len(parts), parts):
             out.extend(got)
         return out
 

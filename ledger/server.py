@@ -17,7 +17,13 @@ from attest.keys import load_private_key, load_public_key, verifier_key
 from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, KeyEvent
 from attest.statement import sign_statement
-from ledger.admission import AdmissionError, AdmissionRule, Admitted, EvidenceRule
+from ledger.admission import (
+    AdmissionError,
+    AdmissionRule,
+    Admitted,
+    EvidenceRule,
+    admit_batch_entry,
+)
 from ledger.admitters import AdmissionPool, PoolOptions
 from ledger.config import (
     DEFAULT_TIER_QUORUM,
@@ -157,6 +163,16 @@ class LedgerServer:
             pool = self.admission_pool
             self._grouper = AdmissionGroups(self.admit, 1 if pool is None else pool.workers)
         return await self._grouper.admit(h, body)
+
+    def admit_entries(
+        self, h: HostedLog, entries: Sequence[bytes]
+    ) -> list[Admitted | LedgerError | None]:
+        """Phase 1 of admission for the envelopes of a batch request, given as their bytes in
+        it (`ledger.admission.admit_batch_entry`: None for one that is not JSON), in the worker
+        processes when there are any; one answer per entry, in order."""
+        if self.admission_pool is not None and h.queue is None:
+            return self.admission_pool.admit_entries(h.name, entries)
+        return [admit_batch_entry(h.rule, entry) for entry in entries]
 
     def admit(self, h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Phase 1 of admission for `bodies` (no token: not for the anonymous log), in the

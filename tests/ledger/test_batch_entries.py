@@ -1,0 +1,188 @@
+"""The batch route passes each envelope's own bytes to admission (`ledger.api._batch_entries`,
+`ledger.admission.admit_batch_entry`): the answers must be the ones the route gives when it
+re-encodes each envelope (`_batch_bodies`), for honest and hostile bodies alike, with and
+without admission workers, against a real server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from attest.dsse import Envelope, sign_envelope
+from attest.keys import generate_private_key
+from ledger.api import MAX_BATCH, _batch_entries
+from tests.support import Signer, running_server
+
+# -- the lexical cut, against Python's JSON parser ---------------------------------------------
+
+
+def _check_cut(raw: bytes) -> list[bytes] | None:
+    """`_batch_entries(raw)`, asserting what the route relies on: when it cuts, the body is
+    JSON exactly when every piece is, and then the pieces are the array's elements."""
+    got = _batch_entries(raw)
+    if got is None:
+        return None
+    try:
+        values = [json.loads(e.decode("utf-8", "surrogatepass")) for e in got]
+    except ValueError:
+        with pytest.raises(ValueError):
+            json.loads(raw)
+        return got
+    assert json.loads(raw) == {"envelopes": values}
+    return got
+
+
+def _env(i: int) -> dict[str, Any]:
+    return {
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": "eyJ4IjogMX0=" * (i + 1),
+        "signatures": [{"keyid": f"k{i}", "sig": "c2ln"}, {"sig": "b3RoZXI="}],
+    }
+
+
+def test_cut_is_the_array_elements_for_any_spelling() -> None:
+    envs = [_env(i) for i in range(5)]
+    tricky = {"payloadType": 'a "quoted" \\ back\\slash ] } [ {', "payload": "é\u2028",
+              "signatures": [[], {"y": 1}, ["x", 2.5, None, True]]}  # fmt: skip
+    for items in (envs, [*envs, tricky], [tricky]):
+        for indent, seps, ascii_ in (
+            (None, None, True),
+            (None, (",", ":"), False),
+            (2, None, True),
+        ):
+            raw = json.dumps(
+                {"envelopes": items}, indent=indent, separators=seps, ensure_ascii=ascii_
+            ).encode()
+            got = _check_cut(raw)
+            assert got is not None and [json.loads(e) for e in got] == items
+    spaced = b' \r\n{ "envelopes" :\t[ {"a":"b"} ,\n{"c":["d"]} ] }\n'
+    assert _check_cut(spaced) == [b'{"a":"b"}', b'{"c":["d"]}']
+
+
+def test_cut_never_admits_what_the_parser_refuses() -> None:
+    body = json.dumps({"envelopes": [_env(0), _env(1)]}).encode()
+    for n in range(len(body)):  # every truncation
+        assert _check_cut(body[:n]) is None or n == len(body)
+    rng = random.Random(7)
+    alphabet = b'{}[]",:\\ abtrue0'
+    for _ in range(3000):  # corrupt one byte, insert one, or drop one
+        i = rng.randrange(len(body))
+        c = alphabet[rng.randrange(len(alphabet)) :][:1]
+        for bad in (
+            body[:i] + c + body[i + 1 :],
+            body[:i] + c + body[i:],
+            body[:i] + body[i + 1 :],
+        ):
+            _check_cut(bad)
+
+
+def test_cut_leaves_other_bodies_to_the_parser() -> None:
+    for raw in (
+        b'{"envelopes": []}',
+        b'{"x": 1, "envelopes": [{}]}',
+        b'{"envelopes": [{}], "envelopes": [{}]}',
+        b'{"envelopes": [{}, "not an object"]}',
+        b'{"envelopes": [{"a": [[["too deep"]]]}]}',
+        b'{"envelopes": [{},]}',
+        b"\xef\xbb\xbf" + b'{"envelopes": [{}]}',
+        json.dumps({"envelopes": [{}] * (MAX_BATCH + 1)}).encode(),
+    ):
+        assert _batch_entries(raw) is None, raw
+    assert len(_check_cut(json.dumps({"envelopes": [{}] * MAX_BATCH}).encode()) or []) == MAX_BATCH
+
+
+# -- the route, on a real server ---------------------------------------------------------------
+
+
+def _spellings(env: Envelope) -> list[bytes]:
+    """The same envelope in spellings the route must treat as it always did."""
+    obj = env.to_json()
+    pretty = json.dumps(obj, indent=3).encode()
+    dup = json.dumps(obj)[:-1] + ', "payloadType": ' + json.dumps(obj["payloadType"]) + "}"
+    escaped = json.dumps(obj).replace("/", "\\/")  # same strings, spelled with escapes
+    compact = json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return [pretty, dup.encode(), escaped.encode(), compact.encode()]
+
+
+def _results(answer: httpx.Response) -> list[tuple[Any, ...]]:
+    assert answer.status_code == 200, answer.text
+    out = []
+    for r in answer.json()["results"]:
+        if "error" in r:
+            out.append((r["status"], r["error"]))
+        else:
+            out.append((r["index"], r["leaf_hash"]))
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_answers_as_if_each_envelope_were_reencoded(tmp_path: Path, workers: int) -> None:
+    writer = Signer.create(tmp_path / "keys")
+    stranger = Signer.create(tmp_path / "other", "stranger")
+    ok = writer.envelope("honest")
+    forged_sig = sign_envelope(ok.payload_type, ok.payload, [("writer", generate_private_key())])
+    forged = Envelope(ok.payload_type, ok.payload, forged_sig.signatures)
+    wrong_type = writer.envelope("typed", payload_type="text/plain")
+    items: list[bytes] = [json.dumps(ok.to_json()).encode()]
+    items += _spellings(writer.envelope("spelled"))
+    items += _spellings(forged) + _spellings(wrong_type)
+    items += [
+        json.dumps(forged.to_json()).encode(),
+        json.dumps(stranger.envelope("unknown key").to_json()).encode(),
+        json.dumps(writer.envelope("again").to_json()).encode(),
+        json.dumps(writer.envelope("again").to_json()).encode(),  # a duplicate in the batch
+        b'{"payloadType": 1}',
+        b'{"payloadType": "x", "payload": "not base64!", "signatures": []}',
+        b"{}",
+    ]
+    fast = b'{"envelopes": [' + b", ".join(items) + b"]}"
+    slow = b'{"first": 0, "envelopes": [' + b", ".join(items) + b"]}"  # `_batch_bodies`
+    assert _batch_entries(fast) is not None and _batch_entries(slow) is None
+    args = ("--admission-workers", str(workers))
+    with running_server(tmp_path / "data", allow_keys=(writer.pub,), extra_args=args) as srv:
+        url = f"{srv.base_url}/logs/evidence/entries/batch"
+        first = _results(httpx.post(url, content=slow, timeout=60))
+        again = _results(httpx.post(url, content=fast, timeout=60))
+    assert first == again  # the second post finds each admitted entry at the same index
+    assert first[0] == (0, first[0][1]) and first[1][0] == 1
+    assert all(r == first[1] for r in first[1:5])  # one statement, four spellings
+    assert {r for r in first[5:9]} == {(403, "untrusted_signature")}
+    assert first[13:15] == [(403, "untrusted_signature")] * 2
+    assert first[15] == first[16] and isinstance(first[15][0], int)
+    assert first[17:] == [(400, "malformed_envelope")] * 3
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_refuses_bad_bodies_whole(tmp_path: Path, workers: int) -> None:
+    writer = Signer.create(tmp_path / "keys")
+    envs = [json.dumps(writer.envelope(f"e {i}").to_json()).encode() for i in range(4)]
+    body = b'{"envelopes": [' + b", ".join(envs) + b"]}"
+    args = ("--admission-workers", str(workers))
+    with running_server(tmp_path / "data", allow_keys=(writer.pub,), extra_args=args) as srv:
+        url = f"{srv.base_url}/logs/evidence/entries/batch"
+        cut_inside = body[: len(body) - len(envs[-1]) // 2]
+        cut_after = body[: body.rindex(b"}, ") + 3]
+        bad_element = body.replace(b'"payloadType"', b"payloadType", 1)  # still cut, not JSON
+        no_value = b'{"envelopes": [{"payloadType": tru}]}'
+        for bad in (cut_inside, cut_after, bad_element, no_value, b'{"envelopes": [{}'):
+            try:
+                json.loads(bad)
+            except ValueError as e:
+                why = f"body is not JSON: {e}"
+            r = httpx.post(url, content=bad, timeout=60)
+            assert (r.status_code, r.json()) == (400, {"error": "bad_request", "detail": why})
+        huge = b'{"envelopes": [{"payload": "' + b"x" * (17 * 1024 * 1024) + b'"}]}'
+        r = httpx.post(url, content=huge, timeout=60)
+        assert (r.status_code, r.json()["error"]) == (413, "body_too_large")
+        many = json.dumps({"envelopes": [{}] * (MAX_BATCH + 1)}).encode()
+        r = httpx.post(url, content=many, timeout=60)
+        assert (r.status_code, r.json()["error"]) == (400, "bad_request")
+        # Nothing above was logged: the honest batch still starts at index 0.
+        r = httpx.post(url, content=body, timeout=60)
+        assert [x.get("index") for x in r.json()["results"]] == [0, 1, 2, 3]
