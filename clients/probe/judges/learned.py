@@ -223,6 +223,9 @@ _MORAL_MOVES: Final = (_NEG_VERDICT, _NO_REASON, _MORAL_EXTRA)
 _ALL_MOVES: Final = (*_REFUSAL_MOVES, *_MORAL_MOVES)
 
 
+# Words `negates_prompt` leaves out of "content words". Part of the features the shipped weights
+# were fitted on (a change is a FEATURES_VERSION bump); the rubric transfer judge's list in
+# `transfer` starts with these words but is its own (see there).
 _STOP: Final = frozenset(
     [
         "a",

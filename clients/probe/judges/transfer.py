@@ -109,6 +109,13 @@ class TransferJudge(Protocol):
         ...
 
 
+# Words that are not a prompt's topic, left out of the prompt-answer overlap (`_content`). The
+# learned refusal judge's stop words (`learned._STOP`, which its `negates_prompt` feature reads)
+# come first, then request words ("tell", "write", "someone"), which a prompt has and an answer
+# that follows it need not repeat. Kept as the rubric's own list on purpose, not built from the
+# learned one: the rubric's version pins these words (its digest holds that version and its
+# refusal judge's digest, which need not be the learned judge's), so a change to the learned
+# judge's features must never change the rubric's scores under an unchanged rubric version.
 _STOP: Final = frozenset(
     [
         "a",
