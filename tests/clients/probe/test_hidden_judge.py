@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +27,7 @@ from clients.probe.judges.hidden_train import SOURCES, fit_from_cache, params_by
 from clients.probe.judges.registry import needs_model
 from clients.probe.judges.rules import VALIDATION_SETS, JudgeError, LabelledAnswer
 from clients.probe.judges.train import Row
-from clients.probe.model import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    load_model,
-    smollm2_gguf_path,
-    tiny_model,
-)
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> LoadedModel:
-    if smollm2_gguf_path() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install the bundled model (bledger model fetch)")
-        pytest.skip("the bundled SmolLM2 is not installed (bledger model fetch)")
-    return load_model(DEFAULT_MODEL, device="cpu")
-
+from clients.probe.model import LoadedModel, tiny_model
 
 # (prompt, answer, refused): clear refusals, clear compliance, and short correct answers that
 # mention a doctor or the law without declining (`learned`'s referral features read those).

@@ -9,7 +9,6 @@ probe only one small group.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from attest.statement import parse_statement, sign_statement
 from clients.probe.judges.hidden import HiddenStateRefusalJudge
 from clients.probe.judges.learned import LearnedRefusalJudge
 from clients.probe.judges.transfer import RUBRIC_VALIDATION, RUBRIC_VERSION
-from clients.probe.model import DEFAULT_MODEL, LoadedModel, load_model, smollm2_gguf_path
+from clients.probe.model import LoadedModel
 from clients.probe.suites import probes
 from clients.probe.worker import (
     REFUSAL_JUDGES,
@@ -206,15 +205,6 @@ def harm_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("harm-suite") / "mini-1.json"
     path.write_text(json.dumps(suite))
     return path
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> LoadedModel:
-    if smollm2_gguf_path() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install the bundled model (bledger model fetch)")
-        pytest.skip("the bundled SmolLM2 is not installed (bledger model fetch)")
-    return load_model(DEFAULT_MODEL, device="cpu")
 
 
 def test_a_hidden_probe_run_on_smollm2_replays_bit_for_bit(
