@@ -17,13 +17,14 @@ The anonymous log is never admitted here: redeeming its token writes to the data
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from ledger.admission import AdmissionRule, Admitted, admit_batch_entry
 from ledger.errors import LedgerError
@@ -81,9 +82,6 @@ def _admit_entries(log: str, entries: Sequence[bytes]) -> list[Admitted | Ledger
     return [admit_batch_entry(rule, entry) for entry in entries]
 
 
-_R = TypeVar("_R")
-
-
 class AdmissionPool:
     """N worker processes admitting envelopes for the logs of one data directory."""
 
@@ -108,30 +106,31 @@ class AdmissionPool:
 
     def admit(self, log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Admit `bodies` (in order) for log `log`, spread over the workers; blocks."""
-        return self._spread(_admit, log, bodies)
+        parts = self._parts(bodies)
+        out: list[Admitted | LedgerError] = []
+        for got in self._pool.map(_admit, [log] * len(parts), parts):
+            out.extend(got)
+        return out
 
-    def admit_entries(
+    async def admit_entries(
         self, log: str, entries: Sequence[bytes]
     ) -> list[Admitted | LedgerError | None]:
         """`ledger.admission.admit_batch_entry` of each of `entries` (the envelopes of a batch
-        request, as their bytes in it), in order, spread over the workers; blocks."""
-        return self._spread(_admit_entries, log, entries)
-
-    def _spread(
-        self,
-        fn: Callable[[str, Sequence[bytes]], list[_R]],
-        log: str,
-        items: Sequence[bytes],
-    ) -> list[_R]:
-        """`fn(log, items)`, the items cut into one part per worker, run in the workers."""
-        if not items:
-            return []
-        chunk = max(1, -(-len(items) // self.workers))
-        parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-        out: list[_R] = []
-        for got in self._pool.map(fn, [log] * len(parts), parts):
+        request, as their bytes in it), in order, spread over the workers. Awaited on the
+        event loop, not in a thread: a batch request waiting for the workers holds none of
+        the default executor's few threads, which the sequencer needs to commit (with a thread
+        per request in flight, enough concurrent batches would leave it none)."""
+        parts = self._parts(entries)
+        futs = [asyncio.wrap_future(self._pool.submit(_admit_entries, log, p)) for p in parts]
+        out: list[Admitted | LedgerError | None] = []
+        for got in await asyncio.gather(*futs):
             out.extend(got)
         return out
+
+    def _parts(self, items: Sequence[bytes]) -> list[Sequence[bytes]]:
+        """`items` cut into one run per worker (fewer when there are fewer items)."""
+        chunk = max(1, -(-len(items) // self.workers))
+        return [items[i : i + chunk] for i in range(0, len(items), chunk)]
 
     def close(self) -> None:
         """Stop the workers (requests in flight finish first)."""

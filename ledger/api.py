@@ -625,7 +625,7 @@ async def _admit_batch(
     request's ApiError when it is not a batch of 1 to `MAX_BATCH` envelopes."""
     entries = _batch_entries(raw)
     if entries is not None:
-        got = await asyncio.to_thread(server.admit_entries, h, entries)
+        got = await server.admit_entries(h, entries)
         admitted = [a for a in got if a is not None]
         if len(admitted) == len(got):
             return admitted

@@ -164,15 +164,15 @@ class LedgerServer:
             self._grouper = AdmissionGroups(self.admit, 1 if pool is None else pool.workers)
         return await self._grouper.admit(h, body)
 
-    def admit_entries(
+    async def admit_entries(
         self, h: HostedLog, entries: Sequence[bytes]
     ) -> list[Admitted | LedgerError | None]:
         """Phase 1 of admission for the envelopes of a batch request, given as their bytes in
         it (`ledger.admission.admit_batch_entry`: None for one that is not JSON), in the worker
-        processes when there are any; one answer per entry, in order."""
+        processes when there are any, else in a thread; one answer per entry, in order."""
         if self.admission_pool is not None and h.queue is None:
-            return self.admission_pool.admit_entries(h.name, entries)
-        return [admit_batch_entry(h.rule, entry) for entry in entries]
+            return await self.admission_pool.admit_entries(h.name, entries)
+        return await asyncio.to_thread(lambda: [admit_batch_entry(h.rule, e) for e in entries])
 
     def admit(self, h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
         """Phase 1 of admission for `bodies` (no token: not for the anonymous log), in the
