@@ -456,15 +456,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) used so far by process `pid` and its live
-    descendants (the worker processes of `bledger serve --workers`)."""
+def own_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by process `pid` alone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return 0.0
     fields = text[text.rindex(")") + 2 :].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by process `pid` and its live
+    descendants (the worker processes of `bledger serve --workers`)."""
+    own = own_cpu(pid)
     children: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
@@ -603,29 +608,37 @@ class LoadResult:
 
     samples: list[tuple[float, float, int]]  # (start, end, HTTP status or -1)
     window: tuple[float, float]
-    server_cpu: float
+    server_cpu: float  # the server's process and its descendants (admission workers)
     client_cpu: float
     machine_cpu: float
     exhausted: bool
+    serving_cpu: float = 0.0  # the serving process alone (the one event loop and its threads)
 
 
 class Window:
-    """Marks the measurement window: wall clock, server CPU, our CPU, the machine's CPU."""
+    """Marks the measurement window: wall clock, server CPU (all its processes, and the
+    serving process alone), our CPU, the machine's CPU."""
 
     def __init__(self, server_pid: int) -> None:
         self.pid = server_pid
-        self.marks: list[tuple[float, float, float, float]] = []
+        self.marks: list[tuple[float, float, float, float, float]] = []
 
     def mark(self) -> None:
         """Record a boundary of the window (call twice)."""
         self.marks.append(
-            (time.perf_counter(), process_cpu(self.pid), time.process_time(), machine_busy())
+            (
+                time.perf_counter(),
+                process_cpu(self.pid),
+                time.process_time(),
+                machine_busy(),
+                own_cpu(self.pid),
+            )
         )
 
     def result(self, samples: list[tuple[float, float, int]], exhausted: bool) -> LoadResult:
         """The load result over the two marked boundaries."""
-        (t0, s0, c0, m0), (t1, s1, c1, m1) = self.marks
-        return LoadResult(samples, (t0, t1), s1 - s0, c1 - c0, m1 - m0, exhausted)
+        (t0, s0, c0, m0, o0), (t1, s1, c1, m1, o1) = self.marks
+        return LoadResult(samples, (t0, t1), s1 - s0, c1 - c0, m1 - m0, exhausted, o1 - o0)
 
 
 def post_until(
@@ -897,6 +910,7 @@ def http_rows(report: Report, cfg: str, name: str, res: LoadResult, clients: int
     ):
         report.add(Row("http", backend, cfg, metric, v, "cores", spread=f"of {cpus}"))
     report.add(cpu_per_entry_row("http", backend, cfg, res.server_cpu, len(ok), f"http/{name}"))
+    report.add(serving_cpu_row("http", backend, cfg, res, len(ok)))
     log_progress(
         f"http ({name}): {rate:,.0f} entries/s, p99 "
         f"{percentile(lat, 99) if lat else float('nan'):,.0f} ms"
@@ -1042,11 +1056,17 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         for q in (50, 99):
             v = percentile(lat, q) if lat else float("nan")
             report.add(Row("batch", "sqlite", cfg, f"p{q} request latency", v, "ms"))
-        report.add(
-            Row("batch", "sqlite", cfg, "server CPU", res.server_cpu / (w1 - w0), "cores")
-        )
+        wall, cpus = w1 - w0, os.cpu_count()
+        others = max(0.0, (res.machine_cpu - res.server_cpu - res.client_cpu) / wall)
+        for metric, v in (
+            ("server CPU", res.server_cpu / wall),
+            ("load generator CPU", res.client_cpu / wall),
+            ("other processes CPU", others),
+        ):
+            report.add(Row("batch", "sqlite", cfg, metric, v, "cores", spread=f"of {cpus}"))
         n = len(ok) * per
         report.add(cpu_per_entry_row("batch", "sqlite", cfg, res.server_cpu, n, f"batch/aw{aw}"))
+        report.add(serving_cpu_row("batch", "sqlite", cfg, res, n))
         if res.exhausted:
             report.notes.append(f"batch (aw={aw}): envelopes ran out; raise --http-rate-cap")
         log_progress(f"batch (admission workers {aw}): {rate:,.0f} entries/s")
@@ -1515,6 +1535,21 @@ def cpu_per_entry_row(section: str, backend: str, cfg: str, cpu: float, n: int, 
         spread=f"n={n:,}",
         key=f"{key}/cpu",
         peer="bare/ed25519/cpu",
+    )
+
+
+def serving_cpu_row(section: str, backend: str, cfg: str, res: LoadResult, n: int) -> Row:
+    """CPU seconds the serving process alone spent per entry acknowledged in the window: with
+    admission workers, the share of `cpu_per_entry_row` that runs under the one event loop's
+    interpreter lock (HTTP, sequencing, proofs, answers), which caps the rate at 1 / this."""
+    return Row(
+        section,
+        backend,
+        cfg,
+        "serving process CPU per entry",
+        res.serving_cpu / n * 1e6 if n else float("nan"),
+        "us",
+        spread=f"n={n:,}",
     )
 
 
