@@ -48,7 +48,9 @@ _BOM_UTF32_BE = b"\x00\x00\xfe\xff"
 # from some 1.3M entries on at this bound; beyond that a larger bound keeps paying off).
 # What bounds it: every lookup that misses `leaves` searches the tail in its level-0 tiles
 # (`Store.leaf_index`), and a sequencer that finds another process moved the tree re-reads
-# them: 16,384 entries are 64 full tiles, 512 KiB, a few milliseconds at worst.
+# them: 16,384 entries are 64 full tiles, 512 KiB, a few milliseconds at worst. The batch that
+# flushes carries the whole tail, so its latency grows by the flush (tens of milliseconds on
+# SQLite at this bound): the price of the other batches writing no index rows at all.
 LEAF_INDEX_LAG = 16_384
 
 

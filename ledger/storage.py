@@ -322,7 +322,7 @@ class Store:
         the sequencer's `leaf_index_lag` plus a batch, 64 full tiles by default, taken from the
         store's tile cache (full tiles never change), plus one range query for the tiles not
         cached (always the partial right-edge tile), and a byte search of up to ~0.5 MiB:
-        well under a millisecond beside the query.
+        about 80 us more than a hit for a tail of 32 tiles on SQLite (a hit itself ~220 us).
         """
         w, h, lv = schema.leaf_index_heads.c, schema.heads.c, schema.leaves.c
         q = select(
