@@ -12,7 +12,6 @@ what it changes (the first attempt, or the corpus template the best attack names
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from clients.probe.backends import USER_PLACEHOLDER
 from clients.probe.judges import LearnedRefusalJudge, RubricTransferJudge
 from clients.probe.judges.disclosure import DisclosureJudge
 from clients.probe.judges.position import PositionJudge
-from clients.probe.model import DEFAULT_MODEL, LoadedModel, load_model, smollm2_gguf_path
+from clients.probe.model import LoadedModel
 from clients.probe.worker import ProbeOptions, RunResult, read_entry, replay, run_probe
 from clients.probe_cmd import probe as probe_cmd
 from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, Ledger, start_ledger
@@ -35,15 +34,6 @@ from tests.support import log_identity
 TOKENS = 8
 BATCH = 2
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> LoadedModel:
-    if smollm2_gguf_path() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install the bundled model (bledger model fetch)")
-        pytest.skip("the bundled SmolLM2 is not installed (bledger model fetch)")
-    return load_model(DEFAULT_MODEL, device="cpu")
 
 
 @pytest.fixture(scope="module")
