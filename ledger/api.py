@@ -38,7 +38,7 @@ from attest.tlog_proof import HEADER, TlogProof, format_tlog_proof
 from ledger import index
 from ledger.admission import AdmissionError, Admitted
 from ledger.errors import LedgerError
-from ledger.log import InclusionProof, LogRangeError
+from ledger.log import InclusionProof, Log, LogRangeError
 from ledger.sequencer import PublishError, Sequenced
 from ledger.server import HostedLog, LedgerServer
 from ledger.storage import StorageError
@@ -671,6 +671,7 @@ class WriteRoutes:
 
     def __init__(self, server: LedgerServer) -> None:
         self.server = server
+        self._proofs: dict[str, ProofGroups] = {}
 
     def _route(self, scope: Scope) -> tuple[HostedLog, bool] | None:
         """The log and whether it is the batch route, for a write this class answers."""
@@ -698,7 +699,11 @@ class WriteRoutes:
                 answer = await _add_batch_json(self.server, h, body)
             else:
                 admitted = await self.server.admit_one(h, body)
-                answer = _entry_answer_json(h, await h.sequencer.add(admitted))
+                seq = await h.sequencer.add(admitted)
+                proofs = self._proofs.get(h.name) or self._proofs.setdefault(
+                    h.name, ProofGroups(h.log)
+                )
+                answer = _answer_json(seq, await proofs.proof(seq.index, seq.head.size))
         except Exception as e:
             resp = _error_answer(e)
             if resp is None:
@@ -707,6 +712,44 @@ class WriteRoutes:
             await resp(scope, receive, send)
             return
         await _send_json(send, answer)
+
+
+class ProofGroups:
+    """Inclusion proofs for single-entry writes, made together for the writes that ask in one
+    pass of the event loop.
+
+    The sequencer acknowledges a whole batch of entries at once, so their writers resume in
+    the same pass and each asks for its proof against the same checkpoint: made together
+    (`Log.inclusion_proofs`), the proofs look each shared node up once, rather than once per
+    writer. The proofs are made by a callback the loop runs right after those writers, so no
+    writer waits for a timer or for more writes."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self._asked: dict[int, list[tuple[int, asyncio.Future[InclusionProof]]]] = {}
+
+    def proof(self, index: int, size: int) -> asyncio.Future[InclusionProof]:
+        """The inclusion proof of entry `index` in the published tree of `size` entries."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[InclusionProof] = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._prove)
+        self._asked.setdefault(size, []).append((index, fut))
+        return fut
+
+    def _prove(self) -> None:
+        asked, self._asked = self._asked, {}
+        for size, items in asked.items():
+            try:
+                proofs = self.log.inclusion_proofs([i for i, _ in items], size)
+            except Exception as e:  # each writer answers as it would have alone
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), p in zip(items, proofs, strict=True):
+                if not fut.done():
+                    fut.set_result(p)
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -754,11 +797,6 @@ def _escaped(note: str, cache: dict[str, str]) -> str:
     if got is None:
         got = cache[note] = _json_str(note)[1:-1]
     return got
-
-
-def _entry_answer_json(h: HostedLog, seq: Sequenced) -> bytes:
-    """`_entry_answer(h, seq)` as the bytes `_send_json` would encode it."""
-    return _answer_json(seq, h.log.inclusion_proof(seq.index, seq.head.size, checked=True))
 
 
 def _answer_json(seq: Sequenced, proof: InclusionProof) -> bytes:

@@ -6,18 +6,26 @@ without admission workers, against a real server on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from attest import merkle
 from attest.dsse import Envelope, sign_envelope
 from attest.keys import generate_private_key
-from ledger.api import MAX_BATCH, _batch_entries
-from tests.support import Signer, running_server
+from attest.note import Ed25519NoteSigner
+from clients.sdk import LedgerClient, verifier_from_vkey
+from ledger.api import MAX_BATCH, ProofGroups, _batch_entries
+from ledger.log import InclusionProof, Log, LogRangeError
+from ledger.sequencer import Sequencer, signed_head
+from ledger.storage import Store
+from tests.support import Signer, log_identity, running_server
 
 # -- the lexical cut, against Python's JSON parser ---------------------------------------------
 
@@ -186,3 +194,53 @@ def test_batch_refuses_bad_bodies_whole(tmp_path: Path, workers: int) -> None:
         # Nothing above was logged: the honest batch still starts at index 0.
         r = httpx.post(url, content=body, timeout=60)
         assert [x.get("index") for x in r.json()["results"]] == [0, 1, 2, 3]
+
+
+# -- single-entry writes: proofs made together ------------------------------------------------
+
+
+def test_proof_groups_give_each_writer_its_own_proof(tmp_path: Path) -> None:
+    """Proofs asked in one pass of the loop, at two tree sizes, are each `Log.inclusion_proof`
+    of their own index; a bad one fails its own size's writers, not the other size's."""
+    signer = Ed25519NoteSigner("test.example/evidence", generate_private_key())
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store.migrate()
+    empty = signed_head(signer.name, 0, merkle.EMPTY_ROOT, signer)
+    log = Log(store, store.create_log("evidence", signer.name, "evidence", signer.vkey, empty))
+    seq = Sequencer(log, signer)
+    seq.integrate([b"entry %d" % i for i in range(300)])
+    first = log.head().size
+    seq.integrate([b"entry %d" % i for i in range(300, 310)])
+    second = log.head().size
+
+    async def ask() -> tuple[list[InclusionProof | BaseException], list[BaseException | Any]]:
+        groups = ProofGroups(log)
+        asked = [(i, second) for i in range(300, 310)] + [(i, first) for i in (0, 7, 299)]
+        good = await asyncio.gather(*(groups.proof(i, n) for i, n in asked))
+        bad = await asyncio.gather(
+            groups.proof(first, first), groups.proof(1, first), groups.proof(2, second),
+            return_exceptions=True,
+        )  # fmt: skip
+        return list(good), list(bad)
+
+    good, bad = asyncio.run(ask())
+    want = [log.inclusion_proof(i, second) for i in range(300, 310)]
+    want += [log.inclusion_proof(i, first) for i in (0, 7, 299)]
+    assert good == want
+    assert isinstance(bad[0], LogRangeError) and isinstance(bad[1], LogRangeError)
+    assert bad[2] == log.inclusion_proof(2, second)
+    store.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_concurrent_single_writes_get_proofs_that_verify(tmp_path: Path, workers: int) -> None:
+    writer = Signer.create(tmp_path / "keys")
+    args = ("--admission-workers", str(workers))
+    with running_server(tmp_path / "data", allow_keys=(writer.pub,), extra_args=args) as srv:
+        vkey, origin = log_identity(srv.base_url)
+        envs = [writer.envelope(f"single {i}") for i in range(40)]
+        with LedgerClient(srv.base_url) as c, ThreadPoolExecutor(20) as pool:
+            got = list(
+                pool.map(lambda e: c.submit("evidence", e, verifier_from_vkey(vkey), origin), envs)
+            )
+    assert sorted(s.index for s in got) == list(range(40))  # every proof verified offline
