@@ -112,6 +112,15 @@ class AdmissionPool:
             out.extend(got)
         return out
 
+    async def admit_async(self, log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
+        """`admit`, awaited on the event loop (see `admit_entries`)."""
+        parts = self._parts(bodies)
+        futs = [asyncio.wrap_future(self._pool.submit(_admit, log, p)) for p in parts]
+        out: list[Admitted | LedgerError] = []
+        for got in await asyncio.gather(*futs):
+            out.extend(got)
+        return out
+
     async def admit_entries(
         self, log: str, entries: Sequence[bytes]
     ) -> list[Admitted | LedgerError | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,8 +161,20 @@ class LedgerServer:
         with the envelopes that arrive with it (`AdmissionGroups`); raises its refusal."""
         if self._grouper is None:
             pool = self.admission_pool
-            self._grouper = AdmissionGroups(self.admit, 1 if pool is None else pool.workers)
+            self._grouper = AdmissionGroups(
+                self.admit,
+                1 if pool is None else pool.workers,
+                None if pool is None else self._admit_in_workers,
+            )
         return await self._grouper.admit(h, body)
+
+    async def _admit_in_workers(
+        self, h: HostedLog, bodies: Sequence[bytes]
+    ) -> list[Admitted | LedgerError]:
+        """`admit`, awaiting the admission workers on the event loop rather than in a thread."""
+        if self.admission_pool is not None and h.queue is None:
+            return await self.admission_pool.admit_async(h.name, bodies)
+        return await asyncio.to_thread(self.admit, h, bodies)
 
     async def admit_entries(
         self, h: HostedLog, entries: Sequence[bytes]
@@ -204,8 +216,12 @@ class AdmissionGroups:
         self,
         admit: Callable[[HostedLog, Sequence[bytes]], list[Admitted | LedgerError]],
         in_flight: int,
+        admit_async: Callable[[HostedLog, Sequence[bytes]], Awaitable[list[Admitted | LedgerError]]]
+        | None = None,
     ) -> None:
-        self._admit = admit
+        """`admit` runs in a thread; `admit_async`, when given, is awaited instead (the
+        admission workers' futures: no thread hop per group)."""
+        self._admit, self._admit_async = admit, admit_async
         self._in_flight, self._running = max(1, in_flight), 0
         self._pending: list[tuple[HostedLog, bytes, asyncio.Future[Admitted]]] = []
 
@@ -231,7 +247,10 @@ class AdmissionGroups:
             for items in by_log.values():
                 bodies = [b for _, b, _ in items]
                 try:
-                    got = await asyncio.to_thread(self._admit, items[0][0], bodies)
+                    if self._admit_async is not None:
+                        got = await self._admit_async(items[0][0], bodies)
+                    else:
+                        got = await asyncio.to_thread(self._admit, items[0][0], bodies)
                 except Exception as exc:  # the call failed (a worker died): none was admitted
                     for _, _, fut in items:
                         if not fut.done():

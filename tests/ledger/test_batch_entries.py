@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -21,9 +24,12 @@ from attest.dsse import Envelope, sign_envelope
 from attest.keys import generate_private_key
 from attest.note import Ed25519NoteSigner
 from clients.sdk import LedgerClient, verifier_from_vkey
+from ledger.admission import AdmissionError, Admitted
 from ledger.api import MAX_BATCH, ProofGroups, _batch_entries
+from ledger.errors import LedgerError
 from ledger.log import InclusionProof, Log, LogRangeError
 from ledger.sequencer import Sequencer, signed_head
+from ledger.server import AdmissionGroups, HostedLog
 from ledger.storage import Store
 from tests.support import Signer, log_identity, running_server
 
@@ -244,3 +250,41 @@ def test_concurrent_single_writes_get_proofs_that_verify(tmp_path: Path, workers
                 pool.map(lambda e: c.submit("evidence", e, verifier_from_vkey(vkey), origin), envs)
             )
     assert sorted(s.index for s in got) == list(range(40))  # every proof verified offline
+
+
+def test_admission_groups_await_the_workers_without_a_thread() -> None:
+    """With `admit_async` (the admission workers' futures), groups are awaited on the loop's
+    own thread; envelopes arriving together still share a call, and a failed call fails
+    only its own envelopes."""
+    calls: list[list[bytes]] = []
+    threads: set[str] = set()
+    gate = asyncio.Event()
+
+    def in_a_thread(h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
+        raise AssertionError("admit_async was given: no thread")
+
+    async def admit_async(h: HostedLog, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
+        threads.add(threading.current_thread().name)
+        calls.append(list(bodies))
+        await gate.wait()
+        if b"boom" in bodies:
+            raise RuntimeError("a worker died")
+        return [AdmissionError(403, "untrusted_signature", "x") if b == b"bad" else Admitted(b)
+                for b in bodies]  # fmt: skip
+
+    async def scenario() -> list[Any]:
+        groups = AdmissionGroups(in_a_thread, 1, admit_async)
+        log = cast(HostedLog, SimpleNamespace(name="evidence"))
+        first = asyncio.ensure_future(groups.admit(log, b"boom"))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(groups.admit(log, b)) for b in (b"a", b"bad", b"c")]
+        await asyncio.sleep(0.01)
+        gate.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    boom, a, bad, c = asyncio.run(scenario())
+    assert calls == [[b"boom"], [b"a", b"bad", b"c"]]
+    assert threads == {threading.main_thread().name}
+    assert isinstance(boom, RuntimeError)
+    assert isinstance(a, Admitted) and a.leaf == b"a" and isinstance(c, Admitted)
+    assert isinstance(bad, AdmissionError) and bad.status == 403
