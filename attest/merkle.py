@@ -12,7 +12,7 @@ a bool: it returns None or raises a `ProofError`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from attest.errors import AttestError
 
@@ -26,6 +26,7 @@ __all__ = [
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
+    "leaf_hashes",
     "node_hash",
     "root_from_inclusion_proof",
     "root_hash",
@@ -71,6 +72,16 @@ class ProofShapeError(ProofError):
 def leaf_hash(data: bytes) -> bytes:
     """Return the RFC 9162 leaf hash ``SHA-256(0x00 || data)``."""
     return hashlib.sha256(_LEAF_PREFIX + data).digest()
+
+
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
+    """Return the `leaf_hash` of each entry, in order.
+
+    One call per batch rather than one per entry: the sequencer hashes every entry it is
+    given, and the call per entry cost about as much as hashing a 1 KiB entry's prefix.
+    """
+    sha256, prefix = hashlib.sha256, _LEAF_PREFIX
+    return [sha256(prefix + data).digest() for data in entries]
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:

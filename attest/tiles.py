@@ -9,6 +9,7 @@ tile one level below. Partial tiles (1..255 hashes) sit on the right edge of the
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -229,11 +230,29 @@ def integrate(old_size: int, read: TileReader, new_leaf_hashes: Sequence[bytes])
         _append_level(level, old_count, read, hashes, changed)
         # Tiles that just became full contribute their root to the level above.
         hashes = [
-            root_hash(split_hashes(changed[TileId(level, n)]))
+            _full_tile_root(changed[TileId(level, n)])
             for n in range(old_count // TILE_WIDTH, new_count // TILE_WIDTH)
         ]
         level += 1
     return Integration(changed, new_size)
+
+
+_NODE_PREFIX = b"\x01"  # RFC 9162's interior node prefix, as `attest.merkle.node_hash` uses
+
+
+def _full_tile_root(data: bytes) -> bytes:
+    """`root_hash(split_hashes(data))` for a full tile, hashing pairs straight from the packed
+    bytes: one slice per node rather than a list of hashes and two concatenations (about a
+    fifth less time; the sequencer hashes a tile's worth of nodes for every 256 entries)."""
+    if len(data) != TILE_WIDTH * HASH_SIZE:
+        raise TileError(f"a full tile has {TILE_WIDTH * HASH_SIZE} bytes, not {len(data)}")
+    sha256, pair = hashlib.sha256, 2 * HASH_SIZE
+    # A full tile is a perfect subtree: every level pairs up evenly, down to one hash.
+    while len(data) > HASH_SIZE:
+        data = b"".join(
+            [sha256(_NODE_PREFIX + data[i : i + pair]).digest() for i in range(0, len(data), pair)]
+        )
+    return data
 
 
 def _append_level(

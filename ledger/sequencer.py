@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from attest import merkle
 from attest.admission import entry_statement_digest
@@ -203,14 +204,11 @@ class Sequencer:
         # Raw bytes stay bytes: wrapping each in an Admitted showed in profiles, and only an
         # admission rule needs one (`_assign` wraps them for it).
         leaves = [e.leaf if isinstance(e, Admitted) else e for e in entries]
-        leaf_hash = merkle.leaf_hash
-        hashes = [leaf_hash(x) for x in leaves]
+        hashes = merkle.leaf_hashes(leaves)
         digests: list[bytes | None]
         if self.one_entry_per_statement:
             digests = [
-                e.digest
-                if isinstance(e, Admitted) and e.digest is not None
-                else _statement_digest(x)
+                _statement_digest(e) if type(e) is bytes else _entry_digest(e, x)
                 for e, x in zip(entries, leaves, strict=True)
             ]
         else:
@@ -245,7 +243,8 @@ class Sequencer:
             tiles = integrate(head.size, reader.read, plan.fresh_hashes).tiles
             reader.batch = tiles
             bundles = _append_bundles(txn, edge, head.size, plan.fresh)
-            root = merkle.subtree_hash(0, new_size, node_at_from_tiles(reader.read))
+            nodes = _RootNodes(node_at_from_tiles(reader.read), edge)
+            root = merkle.subtree_hash(0, new_size, nodes.node_at)
             new_head = signed_head(self.log.row.origin, new_size, root, self.signer)
             fresh_leaves = list(zip(plan.fresh_hashes, range(head.size, new_size), strict=True))
             # Crash point: nothing written yet; the batch is simply lost, unacknowledged.
@@ -273,7 +272,7 @@ class Sequencer:
             self._edge = None
         # Crash point: committed but not yet acknowledged; a client that retries gets the
         # same index back through deduplication, and a restart rebuilds the key chain.
-        self._edge = _Edge.after(new_head, reader, bundles)
+        self._edge = _Edge.after(new_head, reader, bundles, nodes.used)
         self._tail = (
             _LeafTail(new_size, new_size, {}) if flush else tail.extended(fresh_leaves, new_size)
         )
@@ -397,12 +396,32 @@ class _Plan:
     fresh_hashes: list[bytes] = field(default_factory=list)
     statements: list[tuple[bytes, int]] = field(default_factory=list)  # (digest, index) of new
     outcome: list[tuple[int, bytes, bool] | AdmissionError] = field(default_factory=list)
+    # Set when every entry is new and appended in order from this index: the results then
+    # follow from `fresh_hashes` alone. Says how the plan was made, not what it is.
+    first: int | None = field(default=None, compare=False)
 
     def results(self, head: Head) -> list[Sequenced | AdmissionError]:
-        out: list[Sequenced | AdmissionError] = []
-        for o in self.outcome:
-            out.append(o if isinstance(o, AdmissionError) else Sequenced(o[0], o[1], head, o[2]))
-        return out
+        if self.first is not None:
+            return [
+                _sequenced(i, h, head, False)
+                for i, h in enumerate(self.fresh_hashes, start=self.first)
+            ]
+        return [
+            o if isinstance(o, AdmissionError) else _sequenced(o[0], o[1], head, o[2])
+            for o in self.outcome
+        ]
+
+
+_new_object = object.__new__
+
+
+def _sequenced(index: int, leaf_hash: bytes, head: Head, duplicate: bool) -> Sequenced:
+    """`Sequenced(index, leaf_hash, head, duplicate)`, built as the frozen dataclass's own
+    `__init__` would leave it, at about half its cost (that `__init__` sets each field through
+    `object.__setattr__`); one is built per entry of every batch."""
+    result: Sequenced = _new_object(Sequenced)
+    result.__dict__.update(index=index, leaf_hash=leaf_hash, head=head, duplicate=duplicate)
+    return result
 
 
 def _assign(
@@ -420,12 +439,12 @@ def _assign(
     if check is None and _all_new(hashes, digests, known):
         # The common batch: nothing held, nothing repeated, no rule; the loop below would
         # append every entry in order, so append them all at once.
-        fresh_idx = range(size, size + len(leaves))
         return _Plan(
             fresh=list(leaves),
             fresh_hashes=list(hashes),
-            statements=[(d, i) for d, i in zip(digests, fresh_idx, strict=True) if d is not None],
-            outcome=[(i, h, False) for i, h in zip(fresh_idx, hashes, strict=True)],
+            statements=[(d, i) for i, d in enumerate(digests, start=size) if d is not None],
+            outcome=list(zip(range(size, size + len(hashes)), hashes, repeat(False))),
+            first=size,
         )
     plan = _Plan()
     for e, leaf, h, d in zip(entries, leaves, hashes, digests, strict=True):
@@ -485,6 +504,13 @@ def _append_bundles(
     return out
 
 
+def _entry_digest(entry: bytes | Admitted, leaf: bytes) -> bytes | None:
+    """The statement digest of an entry: the one admission found, else from its leaf."""
+    if isinstance(entry, Admitted) and entry.digest is not None:
+        return entry.digest
+    return _statement_digest(leaf)
+
+
 def _statement_digest(leaf: bytes) -> bytes | None:
     """`entry_statement_digest`, without parsing leaves that cannot hold a JSON object."""
     if len(leaf) >= 4 and _cannot_hold_object(leaf):
@@ -523,6 +549,8 @@ class _LeafTail:
 
     def rows(self, mark: int) -> list[tuple[bytes, int]]:
         """The (leaf hash, index) rows from `mark` up: what a flush adds to `leaves`."""
+        if mark <= self.start:  # the usual case: the tail is what lies above the watermark
+            return list(self.hashes.items())
         return [(h, i) for h, i in self.hashes.items() if i >= mark]
 
     def extended(self, leaves: Iterable[tuple[bytes, int]], size: int) -> _LeafTail:
@@ -548,10 +576,17 @@ class _Edge:
     """
 
     def __init__(
-        self, size: int, root: bytes, tiles: dict[TileId, bytes], bundle: tuple[int, int, bytes]
+        self,
+        size: int,
+        root: bytes,
+        tiles: dict[TileId, bytes],
+        bundle: tuple[int, int, bytes],
+        nodes: dict[tuple[int, int], bytes],
     ) -> None:
         self.size, self.root, self.tiles = size, root, tiles
         self.bundle: tuple[int, int, bytes] | None = bundle if bundle[1] else None
+        # The perfect subtrees (level, index) whose hashes made this tree's root (`_RootNodes`).
+        self.nodes = nodes
 
     def holds(self, head: Head) -> bool:
         """Whether this is the edge of the tree `head` signs."""
@@ -559,7 +594,10 @@ class _Edge:
 
     @staticmethod
     def after(
-        head: Head, reader: _EdgeReader, bundles: dict[int, tuple[int, bytes]]
+        head: Head,
+        reader: _EdgeReader,
+        bundles: dict[int, tuple[int, bytes]],
+        nodes: dict[tuple[int, int], bytes],
     ) -> _Edge | None:
         """The edge of the tree a batch just committed (None if a tile of it went unread)."""
         tiles: dict[TileId, bytes] = {}
@@ -578,7 +616,31 @@ class _Edge:
         count, data = bundles.get(idx, (0, b""))
         if width and count != width:
             return None
-        return _Edge(head.size, head.root, tiles, (idx, width, data))
+        return _Edge(head.size, head.root, tiles, (idx, width, data), nodes)
+
+
+class _RootNodes:
+    """The perfect-subtree hashes a batch's root is made of, from the kept edge when the
+    previous root used them too, else from the tiles.
+
+    A root hashes one perfect subtree per set bit of the tree size, and from a size to the
+    next most of them are the same: the higher ones each take up to 255 hashes of a tile
+    to recompute. A perfect subtree of a tree never changes as the tree grows, so the kept
+    edge's ones (a committed tree that the stored head still signs) stay right.
+    """
+
+    def __init__(self, node_at: Callable[[int, int], bytes], edge: _Edge | None) -> None:
+        self._node_at = node_at
+        self._kept: dict[tuple[int, int], bytes] = {} if edge is None else edge.nodes
+        self.used: dict[tuple[int, int], bytes] = {}
+
+    def node_at(self, level: int, index: int) -> bytes:
+        key = (level, index)
+        node = self._kept.get(key)
+        if node is None:
+            node = self._node_at(level, index)
+        self.used[key] = node
+        return node
 
 
 class _EdgeReader:

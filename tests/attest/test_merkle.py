@@ -26,6 +26,7 @@ from attest.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    leaf_hashes,
     node_hash,
     root_from_inclusion_proof,
     root_hash,
@@ -441,3 +442,9 @@ def test_wrong_index_fails(leaf: tuple[int, int], data: st.DataObject) -> None:
     proof = inclusion_proof(index, size, TREE.node_at(size))
     with pytest.raises(ProofError):
         verify_inclusion(TREE.levels[0][index], wrong, size, proof, TREE.root(size))
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_leaf_hashes_is_leaf_hash_of_each(entries: list[bytes]) -> None:
+    assert leaf_hashes(entries) == [leaf_hash(e) for e in entries]
+    assert leaf_hashes(iter(entries)) == [leaf_hash(e) for e in entries]

@@ -14,6 +14,7 @@ from attest.tiles import (
     TILE_WIDTH,
     TileError,
     TileId,
+    _full_tile_root,
     decode_bundle,
     encode_bundle,
     encode_index,
@@ -176,3 +177,15 @@ def test_expanded_tiles_give_the_same_nodes(size: int) -> None:
             index, size, plain
         )
     assert merkle.subtree_hash(0, size, fast) == merkle.root_hash(leaves(size))
+
+
+@settings(max_examples=30)
+@given(st.binary(min_size=TILE_WIDTH * 32, max_size=TILE_WIDTH * 32))
+def test_the_full_tile_root_is_the_root_of_its_hashes(data: bytes) -> None:
+    assert _full_tile_root(data) == merkle.root_hash(split_hashes(data))
+
+
+@pytest.mark.parametrize("width", [0, 1, 255, 257])
+def test_the_full_tile_root_refuses_a_tile_that_is_not_full(width: int) -> None:
+    with pytest.raises(TileError):
+        _full_tile_root(bytes(32 * width))

@@ -29,6 +29,7 @@ from ledger.sequencer import (
     _assign,
     _Known,
     _Plan,
+    _sequenced,
     _statement_digest,
     signed_head,
 )
@@ -341,3 +342,19 @@ shortcuts: list[bool] = []
 
 def test_the_shortcut_was_both_taken_and_not() -> None:
     assert True in shortcuts and False in shortcuts
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_a_fast_built_result_is_the_dataclass_it_stands_for(duplicate: bool) -> None:
+    head = Head(7, b"r" * 32, "checkpoint")
+    fast, made = _sequenced(3, b"h" * 32, head, duplicate), Sequenced(3, b"h" * 32, head, duplicate)
+    assert type(fast) is Sequenced
+    assert (fast == made, hash(fast) == hash(made), repr(fast) == repr(made)) == (True,) * 3
+    assert (fast.index, fast.leaf_hash, fast.head, fast.duplicate) == (
+        3,
+        b"h" * 32,
+        head,
+        duplicate,
+    )
+    with pytest.raises(AttributeError):  # still frozen
+        fast.index = 4  # type: ignore[misc]
