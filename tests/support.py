@@ -42,9 +42,11 @@ from typing import Any, ClassVar
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attest import merkle
 from attest.checkpoint import Checkpoint
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
 from attest.keys import generate_private_key, load_private_key, write_key_pair
+from attest.note import Ed25519NoteSigner
 from attest.predicates import (
     CheckpointRef,
     ContinuityStatement,
@@ -61,6 +63,9 @@ from attest.vkey import parse_vkey
 from clients.probe.records import RecordHeader, probe_item, sign_records
 from clients.probe.suites import load_suite
 from clients.sdk import ClientError, LedgerClient
+from ledger.log import Log
+from ledger.sequencer import Sequencer, signed_head
+from ledger.storage import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG = "evidence"
@@ -628,3 +633,14 @@ def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:
         pixels += [tuple(line[i : i + 3]) for i in range(0, stride, bpp)]
         prev = line
     return width, height, pixels
+
+
+def sqlite_evidence_log(path: Path) -> tuple[Log, Sequencer]:
+    """An empty evidence log in a fresh SQLite database at `path`, with its sequencer (a random
+    signing key, origin test.example/evidence): for tests of the log core without a server."""
+    signer = Ed25519NoteSigner("test.example/evidence", generate_private_key())
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    empty = signed_head(signer.name, 0, merkle.EMPTY_ROOT, signer)
+    log = Log(store, store.create_log("evidence", signer.name, "evidence", signer.vkey, empty))
+    return log, Sequencer(log, signer)

@@ -19,19 +19,15 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from attest import merkle
 from attest.dsse import Envelope, sign_envelope
 from attest.keys import generate_private_key
-from attest.note import Ed25519NoteSigner
 from clients.sdk import LedgerClient, verifier_from_vkey
 from ledger.admission import AdmissionError, Admitted
 from ledger.api import MAX_BATCH, ProofGroups, _batch_entries
 from ledger.errors import LedgerError
-from ledger.log import InclusionProof, Log, LogRangeError
-from ledger.sequencer import Sequencer, signed_head
+from ledger.log import InclusionProof, LogRangeError
 from ledger.server import AdmissionGroups, HostedLog
-from ledger.storage import Store
-from tests.support import Signer, log_identity, running_server
+from tests.support import Signer, log_identity, running_server, sqlite_evidence_log
 
 # -- the lexical cut, against Python's JSON parser ---------------------------------------------
 
@@ -208,12 +204,7 @@ def test_batch_refuses_bad_bodies_whole(tmp_path: Path, workers: int) -> None:
 def test_proof_groups_give_each_writer_its_own_proof(tmp_path: Path) -> None:
     """Proofs asked in one pass of the loop, at two tree sizes, are each `Log.inclusion_proof`
     of their own index; a bad one fails its own size's writers, not the other size's."""
-    signer = Ed25519NoteSigner("test.example/evidence", generate_private_key())
-    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
-    store.migrate()
-    empty = signed_head(signer.name, 0, merkle.EMPTY_ROOT, signer)
-    log = Log(store, store.create_log("evidence", signer.name, "evidence", signer.vkey, empty))
-    seq = Sequencer(log, signer)
+    log, seq = sqlite_evidence_log(tmp_path / "ledger.db")
     seq.integrate([b"entry %d" % i for i in range(300)])
     first = log.head().size
     seq.integrate([b"entry %d" % i for i in range(300, 310)])
@@ -235,7 +226,7 @@ def test_proof_groups_give_each_writer_its_own_proof(tmp_path: Path) -> None:
     assert good == want
     assert isinstance(bad[0], LogRangeError) and isinstance(bad[1], LogRangeError)
     assert bad[2] == log.inclusion_proof(2, second)
-    store.close()
+    log.store.close()
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -19,15 +19,11 @@ import httpx
 import pytest
 
 from attest import merkle
-from attest.keys import generate_private_key
-from attest.note import Ed25519NoteSigner
 from ledger.admission import AdmissionError, Admitted
 from ledger.errors import LedgerError
-from ledger.log import Log, LogRangeError
-from ledger.sequencer import Sequencer, signed_head
+from ledger.log import LogRangeError
 from ledger.server import AdmissionGroups, HostedLog
-from ledger.storage import Store
-from tests.support import Signer, envelope_body, running_server
+from tests.support import Signer, envelope_body, running_server, sqlite_evidence_log
 
 
 class _Log:
@@ -170,12 +166,7 @@ def test_proofs_of_a_batch_are_each_entrys_own_proof(tmp_path: Path) -> None:
     """`Log.inclusion_proofs` (one node lookup shared by a batch's proofs) gives, for every
     index and at sizes inside and across tiles, exactly `Log.inclusion_proof`, and each
     verifies against the checkpoint's root."""
-    signer = Ed25519NoteSigner("test.example/evidence", generate_private_key())
-    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
-    store.migrate()
-    empty = signed_head(signer.name, 0, merkle.EMPTY_ROOT, signer)
-    log = Log(store, store.create_log("evidence", signer.name, "evidence", signer.vkey, empty))
-    seq = Sequencer(log, signer)
+    log, seq = sqlite_evidence_log(tmp_path / "ledger.db")
     for start, count in ((0, 1), (1, 300), (301, 5), (306, 400)):
         seq.integrate([b"entry %d" % i for i in range(start, start + count)])
         head = log.head()
@@ -187,4 +178,4 @@ def test_proofs_of_a_batch_are_each_entrys_own_proof(tmp_path: Path) -> None:
             merkle.verify_inclusion(leaf, p.index, head.size, p.hashes, head.root)
     with pytest.raises(LogRangeError):
         log.inclusion_proofs([0, head.size], head.size)
-    store.close()
+    log.store.close()
