@@ -124,13 +124,17 @@ def parse_envelope(data: bytes) -> Envelope:
         raise AdmissionRefused("envelope", e.diagnostic, reason="malformed") from e
 
 
-def leaf_data(env: Envelope) -> bytes:
+def leaf_data(env: Envelope, canonical: bytes | None = None) -> bytes:
     """The canonical bytes a log stores for `env`, within the tiles' 64 KiB entry limit
-    (stage "envelope", reason "too-large")."""
-    try:
-        data = env.canonical_bytes()
-    except AttestError as e:
-        raise AdmissionRefused("envelope", e.diagnostic, reason="malformed") from e
+    (stage "envelope", reason "too-large"). `canonical`: `env.canonical_bytes()`, when the
+    caller has it already (`attest.dsse.read_json_leaf` writes it while reading `env`)."""
+    if canonical is not None:
+        data = canonical
+    else:
+        try:
+            data = env.canonical_bytes()
+        except AttestError as e:
+            raise AdmissionRefused("envelope", e.diagnostic, reason="malformed") from e
     if len(data) > MAX_ENTRY_SIZE:
         raise AdmissionRefused(
             "envelope",

@@ -30,8 +30,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -43,7 +44,7 @@ from attest.errors import (
     SignatureError,
     ThresholdError,
 )
-from attest.jcs import JSONValue, canonical_loads, canonicalize, dumps_bmp
+from attest.jcs import JSONValue, canonical_loads, canonicalize
 from attest.keys import dsse_keyid, public_key_bytes
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "pae",
     "read_canonical",
     "read_json",
+    "read_json_leaf",
     "sign_envelope",
     "verify_envelope",
 ]
@@ -187,16 +189,46 @@ class Envelope:
 
     def canonical_bytes(self) -> bytes:
         """RFC 8785 bytes of `to_json()`: the log's leaf data for this envelope."""
-        obj = self.to_json()
         try:
-            # Only strings under fixed ASCII keys: `json` writes exactly RFC 8785's bytes.
-            return dumps_bmp(obj)
+            return _canonical_text(
+                base64.b64encode(self.payload).decode("ascii"),
+                self.payload_type,
+                [(s.keyid, base64.b64encode(s.sig).decode("ascii")) for s in self.signatures],
+            ).encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: canonicalize words the error
             pass
         try:
-            return canonicalize(obj)
+            return canonicalize(self.to_json())
         except CanonicalizationError as exc:
             raise MalformedEnvelopeError(f"envelope cannot be canonicalized: {exc}") from exc
+
+
+_esc = json.encoder.encode_basestring  # a str as `json` writes it with ensure_ascii=False
+_esc_ascii = json.encoder.encode_basestring_ascii  # ... and with ensure_ascii=True
+
+
+def _canonical_text(payload: str, payload_type: str, sigs: Sequence[tuple[str, str]]) -> str:
+    """`dumps_bmp(obj)` as text, `obj` being the `to_json()` object with base64 strings
+    `payload` and `sigs` (keyid, sig): written piece by piece in the encoder's key order
+    ("payload" < "payloadType" < "signatures", "keyid" < "sig"; an empty keyid is absent), with
+    the encoder's own string escaping, which leaves a base64 string as it is. The same text
+    without the encoder's walk of dicts and key sort; `json` writes exactly RFC 8785's bytes
+    for strings under fixed ASCII keys. A lone surrogate stays in the text (encoding it to
+    UTF-8 raises UnicodeEncodeError, as `dumps_bmp` does)."""
+    return (
+        '{"payload":"'
+        + payload
+        + '","payloadType":'
+        + _esc(payload_type)
+        + ',"signatures":['
+        + ",".join(
+            [
+                ('{"keyid":' + _esc(keyid) + ',"sig":"' if keyid else '{"sig":"') + sig + '"}'
+                for keyid, sig in sigs
+            ]
+        )
+        + "]}"
+    )
 
 
 _CANONICAL_PREFIX = b'{"payload":"'
@@ -286,6 +318,19 @@ def read_json(data: bytes) -> Envelope | None:
         or not data.startswith(b'{"')
     ):
         return None
+    read = read_json_leaf(data)
+    return None if read is None else read[0]
+
+
+def read_json_leaf(data: bytes) -> tuple[Envelope, bytes] | None:
+    """`read_json(data)` and that envelope's `canonical_bytes()`, written once from the object
+    `read_json` compares (`_canonical_text`); None where `read_json` answers None."""
+    if (
+        not isinstance(data, bytes)
+        or len(data) > MAX_ENVELOPE_JSON_BYTES
+        or not data.startswith(b'{"')
+    ):
+        return None
     try:
         text = data.decode("utf-8")
         obj = json.loads(text)
@@ -296,11 +341,51 @@ def read_json(data: bytes) -> Envelope | None:
             return None
         # The separators after the first key tell which spelling to compare with.
         colon = text.index('"', 2) + 1
-        sep = _JSON_SPELLINGS[text[colon : colon + 2] == ": "]
-        same = json.dumps(obj, separators=sep, ensure_ascii=data.isascii()) == text
+        item, key = _JSON_SPELLINGS[text[colon : colon + 2] == ": "]
+        if _spelled(obj, item, key, _esc_ascii if data.isascii() else _esc) != text:
+            return None
+        sigs = obj["signatures"]
+        leaf = _canonical_text(
+            obj["payload"],
+            obj["payloadType"],
+            [(s.get("keyid", ""), s["sig"]) for s in sigs],
+        ).encode("utf-8")
     except (ValueError, RecursionError, MalformedEnvelopeError):  # binascii.Error: ValueError
         return None
-    return env if same else None
+    return env, leaf
+
+
+def _spelled(obj: dict[str, Any], item: str, key: str, esc: Callable[[str], str]) -> str:
+    """`json.dumps(obj, separators=(item, key), ensure_ascii=esc is _esc_ascii)`, for `obj`
+    equal to an envelope's `to_json()` (`read_json_leaf` checked it): keys in `obj`'s order, each
+    string written by `esc` (`json`'s own escaping) but the base64 ones (payload, sig), which
+    hold only characters that no escaping changes (`A-Z a-z 0-9 + / =`)."""
+    parts = []
+    for name, value in obj.items():
+        if name == "signatures":
+            value = (
+                "["
+                + item.join(
+                    [
+                        "{"
+                        + item.join(
+                            [
+                                (esc(k) + key + ('"' + v + '"' if k == "sig" else esc(v)))
+                                for k, v in s.items()
+                            ]
+                        )
+                        + "}"
+                        for s in value
+                    ]
+                )
+                + "]"
+            )
+        elif name == "payload":
+            value = '"' + value + '"'
+        else:
+            value = esc(value)
+        parts.append(esc(name) + key + value)
+    return "{" + item.join(parts) + "}"
 
 
 def _load_object(data: bytes | str | Mapping[str, object]) -> Mapping[str, object]:

@@ -26,7 +26,7 @@ from typing import Final, Protocol
 from attest import admission as rules
 from attest.admission import DEFAULT_SKEW as DEFAULT_SKEW
 from attest.admission import AdmissionRefused, statement_digest
-from attest.dsse import MAX_ENVELOPE_JSON_BYTES, Envelope, TrustedKey, read_json
+from attest.dsse import MAX_ENVELOPE_JSON_BYTES, Envelope, TrustedKey, read_json_leaf
 from attest.errors import AttestError
 from attest.keychain import STATEFUL, KeyChain, KeyChainError
 from attest.predicates import ContinuityStatement
@@ -164,10 +164,11 @@ def parse_envelope(body: bytes) -> Envelope:
         raise refused(e) from e
 
 
-def leaf_data(env: Envelope) -> bytes:
-    """The canonical bytes the log stores, checked against the tiles' 64 KiB entry limit."""
+def leaf_data(env: Envelope, canonical: bytes | None = None) -> bytes:
+    """The canonical bytes the log stores, checked against the tiles' 64 KiB entry limit
+    (`canonical`: `env.canonical_bytes()` when the caller has it, `rules.leaf_data`)."""
     try:
-        return rules.leaf_data(env)
+        return rules.leaf_data(env, canonical)
     except AdmissionRefused as e:
         raise refused(e) from e
 
@@ -227,10 +228,10 @@ def admit_batch_entry(rule: AdmissionRule, entry: bytes) -> Admitted | LedgerErr
     take that path. Everything else (another spelling, a duplicate key, another rule) is
     re-encoded and admitted exactly as before.
     """
-    env = read_json(entry) if len(entry) <= _READ_AS_IS else None
+    read = read_json_leaf(entry) if len(entry) <= _READ_AS_IS else None
     try:
-        if env is not None and isinstance(rule, EvidenceRule):
-            return rule.admit_envelope(env)
+        if read is not None and isinstance(rule, EvidenceRule):
+            return rule.admit_envelope(*read)
         try:
             value = json.loads(entry.decode("utf-8", "surrogatepass"))
         except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError: ValueError
@@ -293,11 +294,15 @@ class EvidenceRule:
 
     def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
         """Parse, check anti-backdating and verify every signature against the known keys."""
+        read = read_json_leaf(body)  # what `parse_envelope` reads first, with its leaf data
+        if read is not None:
+            return self.admit_envelope(*read)
         return self.admit_envelope(parse_envelope(body))
 
-    def admit_envelope(self, env: Envelope) -> Admitted:
-        """`admit` of a body that `parse_envelope` reads as `env`."""
-        leaf = leaf_data(env)
+    def admit_envelope(self, env: Envelope, canonical: bytes | None = None) -> Admitted:
+        """`admit` of a body that `parse_envelope` reads as `env` (`canonical`: its
+        `canonical_bytes()`, when the caller has them)."""
+        leaf = leaf_data(env, canonical)
         stmt = parse_payload(env)
         check_seen(self.store, self.log_id, self.origin, stmt, int(self.clock()), self.skew)
         try:

@@ -25,8 +25,17 @@ from pydantic import BaseModel, ValidationError
 
 from attest import statement as statement_module
 from attest.admission import AdmissionRefused, admit_statement, check_seen
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, read_canonical, read_json
-from attest.errors import AttestError, CanonicalizationError, StatementError
+from attest.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    MAX_ENVELOPE_JSON_BYTES,
+    Envelope,
+    Signature,
+    _plain_envelope,
+    read_canonical,
+    read_json,
+    read_json_leaf,
+)
+from attest.errors import AttestError, CanonicalizationError, MalformedEnvelopeError, StatementError
 from attest.jcs import canonical_equals, canonical_loads, canonicalize, dumps_bmp
 from attest.predicates import PREDICATE_TYPES, FieldReport, Predicate
 from attest.statement import Statement, _diagnostic, parse_statement, statement_bytes
@@ -549,15 +558,102 @@ def test_read_json_is_from_json_or_declines(data: bytes) -> None:
         assert got == want
 
 
+def reference_read_json(data: bytes) -> Envelope | None:
+    """`attest.dsse.read_json` before `read_json_leaf`, verbatim: the spelling compared with
+    what `json.dumps` writes."""
+    if (
+        not isinstance(data, bytes)
+        or len(data) > MAX_ENVELOPE_JSON_BYTES
+        or not data.startswith(b'{"')
+    ):
+        return None
+    try:
+        text = data.decode("utf-8")
+        obj = json.loads(text)
+        env = _plain_envelope(obj)
+        if env is None:
+            return None
+        if obj != env.to_json():
+            return None
+        colon = text.index('"', 2) + 1
+        sep = ((",", ":"), (", ", ": "))[text[colon : colon + 2] == ": "]
+        same = json.dumps(obj, separators=sep, ensure_ascii=data.isascii()) == text
+    except (ValueError, RecursionError, MalformedEnvelopeError):
+        return None
+    return env if same else None
+
+
+def _read_json_agrees(data: bytes) -> None:
+    """`read_json_leaf` answers as the reference does, with the envelope's RFC 8785 bytes."""
+    want = reference_read_json(data)
+    got = read_json_leaf(data)
+    assert read_json(data) == want
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    assert got[0] == want
+    assert got[1] == rfc8785.dumps(want.to_json()) == want.canonical_bytes()
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=json_spellings())
+def test_read_json_leaf_answers_as_the_reference(data: bytes) -> None:
+    _read_json_agrees(data)
+
+
+STRINGS = st.sampled_from(
+    ["", "k", 'a"b', "a\\b", "a/b", "\x00", "\x1f", "\x7f", "é", "\u2028", "\ue000",
+     "\U0001f600", "\ud800", "lab+01234567"]
+) | st.text(max_size=12)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keyids=st.lists(STRINGS, min_size=1, max_size=3),
+    payload_type=STRINGS,
+    payload=st.binary(max_size=40),
+    sep=st.sampled_from([(",", ":"), (", ", ": "), (",", ": ")]),
+    ensure_ascii=st.booleans(),
+    flip=st.booleans(),
+)
+def test_read_json_leaf_on_every_spelling_of_an_envelope(
+    keyids: list[str],
+    payload_type: str,
+    payload: bytes,
+    sep: tuple[str, str],
+    ensure_ascii: bool,
+    flip: bool,
+) -> None:
+    """Envelopes with strings that every escaping touches (quotes, backslashes, control,
+    non-ASCII, beyond the BMP, lone surrogates), in each `json.dumps` spelling and key order."""
+    obj: dict[str, Any] = {
+        "payload": base64.b64encode(payload).decode(),
+        "payloadType": payload_type,
+        "signatures": [
+            {"sig": base64.b64encode(bytes([n + 1]) * 64).decode(), **({"keyid": k} if k else {})}
+            for n, k in enumerate(keyids)
+        ],
+    }
+    if flip:
+        obj = dict(reversed(list(obj.items())))
+        obj["signatures"] = [dict(reversed(list(s.items()))) for s in obj["signatures"]]
+    data = json.dumps(obj, separators=sep, ensure_ascii=ensure_ascii)
+    _read_json_agrees(data.encode("utf-8", "surrogatepass"))
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    keyid=st.text(max_size=20),
-    payload_type=st.text(min_size=1, max_size=20),
+    keyids=st.lists(STRINGS, min_size=1, max_size=3),
+    payload_type=STRINGS,
     payload=st.binary(max_size=40),
 )
-def test_envelope_canonical_bytes_is_rfc8785(keyid: str, payload_type: str, payload: bytes) -> None:
+def test_envelope_canonical_bytes_is_rfc8785(
+    keyids: list[str], payload_type: str, payload: bytes
+) -> None:
     try:
-        env = Envelope(payload_type, payload, (Signature(keyid, b"s" * 64),))
+        sigs = tuple(Signature(k, bytes([n + 1]) * 64) for n, k in enumerate(keyids))
+        env = Envelope(payload_type, payload, sigs)
     except AttestError:
         return  # a lone surrogate: no envelope
     assert env.canonical_bytes() == rfc8785.dumps(env.to_json())
