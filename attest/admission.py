@@ -322,9 +322,10 @@ def verify_every_signature(
             raise AdmissionRefused(
                 "signature", f"signature {n} does not verify under key {sig.keyid[:80]!r}"
             )
-        if good.raw() in signed:  # (3)
+        raw = good.raw()
+        if raw in signed:  # (3)
             raise AdmissionRefused("signature", f"signature {n}: key {sig.keyid!r} signed twice")
-        signed[good.raw()] = good
+        signed[raw] = good
     return list(signed.values())
 
 

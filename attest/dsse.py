@@ -31,7 +31,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -474,6 +474,11 @@ class TrustedKey:
 
     keyid: str
     public_key: Ed25519PublicKey
+    # `raw()`, written once: admission asks for it several times per signature.
+    _raw: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_raw", public_key_bytes(self.public_key))
 
     @classmethod
     def named(cls, name: str, public_key: Ed25519PublicKey) -> TrustedKey:
@@ -482,7 +487,7 @@ class TrustedKey:
 
     def raw(self) -> bytes:
         """The raw 32-byte public key: the identity that the threshold counts."""
-        return public_key_bytes(self.public_key)
+        return self._raw
 
 
 def verify_envelope(

@@ -439,3 +439,17 @@ def test_envelope_round_trip_is_canonical(
 def test_sign_then_verify(payload: bytes) -> None:
     env = sign_envelope(IN_TOTO_PAYLOAD_TYPE, payload, [("a.example/key", KEY_A)])
     assert verify_envelope(Envelope.from_json(env.canonical_bytes()), [A]) == [A]
+
+
+def test_trusted_key_raw_is_the_public_key_and_no_part_of_equality() -> None:
+    private = Ed25519PrivateKey.generate()
+    key = TrustedKey("k", private.public_key())
+    assert key.raw() == private.public_key().public_bytes_raw()
+    same = TrustedKey(
+        "k", Ed25519PrivateKey.from_private_bytes(private.private_bytes_raw()).public_key()
+    )
+    assert same.raw() == key.raw()
+    assert "_raw" not in repr(key)
+    other = TrustedKey("k", Ed25519PrivateKey.generate().public_key())
+    assert other.raw() != key.raw()
+    assert key != other
