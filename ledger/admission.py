@@ -222,7 +222,8 @@ def admit_batch_entry(rule: AdmissionRule, entry: bytes) -> Admitted | LedgerErr
     posted alone in Python's spelling. Only the work differs. When `read_json(entry)` reads an
     envelope (`entry` is already a `json.dumps` spelling of it: what clients built on `json`
     post), `parse_envelope` reads that same envelope from the re-encoded body, so the evidence
-    rule admits it without re-encoding and re-reading it. The length bound keeps the
+    rule admits it without re-encoding and re-reading it, with the leaf data `read_json_leaf`
+    wrote while reading it (`canonical_bytes()`, not written twice). The length bound keeps the
     re-encoded body, at most 3 times as long (a separator gains a space; an escaped character
     is at most 12 bytes for 4), within `read_json`'s limit, so `parse_envelope` would indeed
     take that path. Everything else (another spelling, a duplicate key, another rule) is
