@@ -28,6 +28,7 @@ from ledger.sequencer import (
     _all_new,
     _assign,
     _Known,
+    _LeafTail,
     _Plan,
     _sequenced,
     _statement_digest,
@@ -358,3 +359,16 @@ def test_a_fast_built_result_is_the_dataclass_it_stands_for(duplicate: bool) -> 
     )
     with pytest.raises(AttributeError):  # still frozen
         fast.index = 4  # type: ignore[misc]
+
+
+def test_a_leaf_tail_flushes_exactly_the_pairs_above_the_watermark() -> None:
+    # The tail keeps its pairs twice (a map for lookups, a list for flushes): read from tiles,
+    # extended by batches, pruned by another process's flush, both must say the same.
+    pairs = [(merkle.leaf_hash(b"%d" % i), i) for i in range(40)]
+    tail = _LeafTail(5, 12, dict(pairs[5:12]))
+    tail.extended(pairs[12:20], 20).extended(iter(pairs[20:33]), 33)
+    assert sorted(tail.rows(5)) == sorted(pairs[5:33]) == sorted(tail.hashes.items())
+    assert sorted(tail.rows(9)) == sorted(pairs[9:33])
+    tail.pruned(17).extended(pairs[33:40], 40)
+    assert (tail.start, tail.size) == (17, 40)
+    assert sorted(tail.rows(17)) == sorted(pairs[17:40]) == sorted(tail.hashes.items())
