@@ -229,10 +229,11 @@ def admit_batch_entry(rule: AdmissionRule, entry: bytes) -> Admitted | LedgerErr
     take that path. Everything else (another spelling, a duplicate key, another rule) is
     re-encoded and admitted exactly as before.
     """
-    read = read_json_leaf(entry) if len(entry) <= _READ_AS_IS else None
+    evidence = rule if isinstance(rule, EvidenceRule) else None  # others re-encode every entry
+    read = read_json_leaf(entry) if evidence is not None and len(entry) <= _READ_AS_IS else None
     try:
-        if read is not None and isinstance(rule, EvidenceRule):
-            return rule.admit_envelope(*read)
+        if evidence is not None and read is not None:
+            return evidence.admit_envelope(*read)
         try:
             value = json.loads(entry.decode("utf-8", "surrogatepass"))
         except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError: ValueError
