@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from attest import merkle
 from attest.tiles import (
     ENTRIES_LEVEL,
+    TILE_HEIGHT,
     TILE_WIDTH,
     ExpandedTile,
     TileId,
@@ -166,7 +167,14 @@ class Log:
     def inclusion_proofs(self, indices: list[int], size: int) -> list[InclusionProof]:
         """Inclusion proofs of several entries in the tree of `size` leaves, which the caller
         knows was published (a batch's checkpoint): the proofs share most of their nodes, so
-        each node is looked up once for all of them."""
+        each node is looked up once for all of them.
+
+        Entries of one entry bundle (`TILE_WIDTH` leaves) share the part of their proofs above
+        it. Within the bundle, an entry's proof is its proof in the bundle's own tree (the
+        bundle's leaves below `size`: RFC 9162's tree splits at powers of two, so its subtrees
+        align with bundles); the rest is the bundle's and is made once, as what follows that
+        part in the first entry's whole proof. In a full bundle the part within it is one
+        sibling per level, sliced out of its expanded level-0 tile."""
         for index in indices:
             if not 0 <= index < size:
                 raise LogRangeError(f"index {index} is not below the tree size {size}")
@@ -179,10 +187,38 @@ class Log:
                 node = seen[(level, index)] = tiles(level, index)
             return node
 
-        return [
-            InclusionProof(i, size, tuple(merkle.inclusion_proof(i, size, node_at)))
-            for i in indices
-        ]
+        bundles: dict[int, tuple[ExpandedTile | None, tuple[bytes, ...]]] = {}
+        out: list[InclusionProof] = []
+        for i in indices:
+            b, offset = divmod(i, TILE_WIDTH)
+            width = min(TILE_WIDTH, size - b * TILE_WIDTH)
+            got = bundles.get(b)
+            if got is None:
+                local = self._proof_in_bundle(b, offset, width, node_at)
+                whole = merkle.inclusion_proof(i, size, node_at)
+                if whole[: len(local)] != local:  # the alignment above, checked once a bundle
+                    raise StorageError(f"bundle {b}'s proofs disagree with the tree's")
+                tile = self._expanded(TileId(0, b), size) if width == TILE_WIDTH else None
+                got = bundles[b] = (tile, tuple(whole[len(local) :]))
+            tile, above = got
+            if tile is not None:
+                out.append(InclusionProof(i, size, _siblings(tile, offset) + above))
+            else:
+                local = self._proof_in_bundle(b, offset, width, node_at)
+                out.append(InclusionProof(i, size, tuple(local) + above))
+        return out
+
+    @staticmethod
+    def _proof_in_bundle(
+        bundle: int, offset: int, width: int, node_at: merkle.NodeHashFn
+    ) -> list[bytes]:
+        """The proof of leaf `offset` of entry bundle `bundle` in the tree of the bundle's
+        first `width` leaves."""
+
+        def node_in(level: int, index: int) -> bytes:
+            return node_at(level, (bundle << (TILE_HEIGHT - level)) + index)
+
+        return merkle.inclusion_proof(offset, width, node_in)
 
     def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
         """Consistency proof between sizes `first` and `second`. Requires 0 < first <= second."""
@@ -196,3 +232,13 @@ class Log:
         """The index of the entry with `leaf_hash`, if any (exact: entries the leaf-hash index
         does not hold yet are found in their tiles, `Store.leaf_index`)."""
         return self.store.leaf_index(self.id, leaf_hash)
+
+
+def _siblings(tile: ExpandedTile, offset: int) -> tuple[bytes, ...]:
+    """The proof of leaf `offset` within a full level-0 tile, expanded: its sibling at each
+    of the tile's levels."""
+    proof = []
+    for level in range(TILE_HEIGHT):
+        at = ((offset >> level) ^ 1) * merkle.HASH_SIZE
+        proof.append(tile[level][at : at + merkle.HASH_SIZE])
+    return tuple(proof)

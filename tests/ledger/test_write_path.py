@@ -179,3 +179,27 @@ def test_proofs_of_a_batch_are_each_entrys_own_proof(tmp_path: Path) -> None:
     with pytest.raises(LogRangeError):
         log.inclusion_proofs([0, head.size], head.size)
     log.store.close()
+
+
+def test_proofs_of_a_batch_at_bundle_edges(tmp_path: Path) -> None:
+    """Proofs made together share each entry bundle's part above it: at tree sizes on, just
+    past and just short of bundle boundaries (full last bundle, one-leaf last bundle), for
+    indices in any order, repeated, and a few from old bundles only, each is exactly the
+    entry's own proof."""
+    log, seq = sqlite_evidence_log(tmp_path / "ledger.db")
+    done = 0
+    for size in (255, 256, 257, 511, 512, 513, 1024, 1025, 1300):
+        seq.integrate([b"entry %d" % i for i in range(done, size)])
+        done = size
+        assert log.head().size == size
+        everything = list(range(size))
+        for indices in (everything[::-1], [size - 1, 0, size - 1, 3, 256 % size], [0, 1, 2]):
+            together = log.inclusion_proofs(indices, size)
+            assert together == [log.inclusion_proof(i, size) for i in indices]
+        # Older published sizes too: the bundle that is partial at `older` is full now.
+        for older in (size - 1, size // 2 + 1):
+            indices = list(range(older))
+            assert log.inclusion_proofs(indices, older) == [
+                log.inclusion_proof(i, older) for i in indices
+            ]
+    log.store.close()
