@@ -576,7 +576,7 @@ async def _add_batch_json(server: LedgerServer, h: HostedLog, raw: bytes) -> byt
     admitted, added, proofs = await _sequence_batch(server, h, raw)
     parts: list[str] = []
     sequenced = iter(added)
-    escaped: dict[str, str] = {}  # checkpoint note -> its JSON-escaped text (one per batch)
+    escaped: dict[str, tuple[bytes, str]] = {}  # checkpoint note -> UTF-8, JSON-escaped
     b64_of: dict[bytes, str] = {}  # proof hash -> its base64
     for a in admitted:
         r: BaseException | Sequenced | LedgerError = (
@@ -587,7 +587,11 @@ async def _add_batch_json(server: LedgerServer, h: HostedLog, raw: bytes) -> byt
             parts.append(_entry_result_json(r, proof, escaped, b64_of))
         else:
             parts.append(_json_text(_entry_result(h, r, proofs)))
-    return ('{"results":[' + ",".join(parts) + "]}").encode()
+    # The frame joins onto the first and last parts: the answer (hundreds of KiB) is copied
+    # once by the join and once by the encoding, not again for each piece added to it.
+    parts[0] = '{"results":[' + parts[0]
+    parts[-1] += "]}"
+    return ",".join(parts).encode()
 
 
 async def _sequence_batch(
@@ -778,13 +782,13 @@ escapes)."""
 
 
 def _proof_json(
-    index: int, hashes: tuple[bytes, ...], texts: list[str], note: str, escaped_note: str
+    index: int, hashes: tuple[bytes, ...], texts: list[str], note: bytes, escaped_note: str
 ) -> str:
-    """`_json_str(format_tlog_proof(TlogProof(index, hashes, note.encode())))`, given the
-    hashes' base64 `texts` and the note's escape `escaped_note` (`_json_str(note)` without its
-    quotes, computed once per checkpoint). The TlogProof is still built, so its checks (index,
-    hash sizes, the note) still run."""
-    TlogProof(index, hashes, note.encode())
+    """`_json_str(format_tlog_proof(TlogProof(index, hashes, note)))`, given the hashes'
+    base64 `texts` and the note's escape `escaped_note` (`_json_str(note.decode())` without
+    its quotes, computed once per checkpoint). The TlogProof is still built, so its checks
+    (index, hash sizes, the note) still run."""
+    TlogProof(index, hashes, note)
     lines = "".join(x + "\\n" for x in texts)
     return f'"{_HEADER_JSON}\\nindex {index}\\n{lines}\\n{escaped_note}"'
 
@@ -792,10 +796,12 @@ def _proof_json(
 _HEADER_JSON = _json_str(HEADER)[1:-1]
 
 
-def _escaped(note: str, cache: dict[str, str]) -> str:
+def _escaped(note: str, cache: dict[str, tuple[bytes, str]]) -> tuple[bytes, str]:
+    """The checkpoint `note` in UTF-8 and JSON-escaped (without quotes), made once per note:
+    the same bytes object each time also keeps its hash for the TlogProof's note check."""
     got = cache.get(note)
     if got is None:
-        got = cache[note] = _json_str(note)[1:-1]
+        got = cache[note] = (note.encode(), _json_str(note)[1:-1])
     return got
 
 
@@ -805,7 +811,7 @@ def _answer_json(seq: Sequenced, proof: InclusionProof) -> bytes:
     esc = _json_str(note)
     texts = [b64(x) for x in proof.hashes]
     hashes = ",".join(f'"{x}"' for x in texts)
-    tlog = _proof_json(seq.index, proof.hashes, texts, note, esc[1:-1])
+    tlog = _proof_json(seq.index, proof.hashes, texts, note.encode(), esc[1:-1])
     return (
         f'{{"index":{seq.index:d},"leaf_hash":"{b64(seq.leaf_hash)}",'
         f'"duplicate":{"true" if seq.duplicate else "false"},"checkpoint":{esc},'
@@ -814,14 +820,17 @@ def _answer_json(seq: Sequenced, proof: InclusionProof) -> bytes:
 
 
 def _entry_result_json(
-    seq: Sequenced, proof: InclusionProof, escaped: dict[str, str], b64_of: dict[bytes, str]
+    seq: Sequenced,
+    proof: InclusionProof,
+    escaped: dict[str, tuple[bytes, str]],
+    b64_of: dict[bytes, str],
 ) -> str:
     """`_json_text(_entry_result(h, seq, proofs))` for a sequenced entry whose proof is
     `proof`. Across the entries of a batch, `escaped` remembers each checkpoint's escape and
     `b64_of` each proof hash's base64 (the proofs of one batch share most of their nodes)."""
     note = seq.head.checkpoint
     texts = [b64_of.get(x) or b64_of.setdefault(x, b64(x)) for x in proof.hashes]
-    tlog = _proof_json(seq.index, proof.hashes, texts, note, _escaped(note, escaped))
+    tlog = _proof_json(seq.index, proof.hashes, texts, *_escaped(note, escaped))
     return (
         f'{{"index":{seq.index:d},"leaf_hash":"{b64(seq.leaf_hash)}",'
         f'"duplicate":{"true" if seq.duplicate else "false"},"tlog_proof":{tlog}}}'
