@@ -577,14 +577,14 @@ async def _add_batch_json(server: LedgerServer, h: HostedLog, raw: bytes) -> byt
     parts: list[str] = []
     sequenced = iter(added)
     escaped: dict[str, tuple[bytes, str]] = {}  # checkpoint note -> UTF-8, JSON-escaped
-    b64_of: dict[bytes, str] = {}  # proof hash -> its base64
+    line_of: dict[bytes, str] = {}  # proof hash -> its line in a tlog-proof
     for a in admitted:
         r: BaseException | Sequenced | LedgerError = (
             a if isinstance(a, LedgerError) else next(sequenced)
         )
         if isinstance(r, Sequenced):
             proof = proofs[(r.index, r.head.size)]
-            parts.append(_entry_result_json(r, proof, escaped, b64_of))
+            parts.append(_entry_result_json(r, proof, escaped, line_of))
         else:
             parts.append(_json_text(_entry_result(h, r, proofs)))
     # The frame joins onto the first and last parts: the answer (hundreds of KiB) is copied
@@ -782,14 +782,13 @@ escapes)."""
 
 
 def _proof_json(
-    index: int, hashes: tuple[bytes, ...], texts: list[str], note: bytes, escaped_note: str
+    index: int, hashes: tuple[bytes, ...], lines: str, note: bytes, escaped_note: str
 ) -> str:
     """`_json_str(format_tlog_proof(TlogProof(index, hashes, note)))`, given the hashes'
-    base64 `texts` and the note's escape `escaped_note` (`_json_str(note.decode())` without
-    its quotes, computed once per checkpoint). The TlogProof is still built, so its checks
-    (index, hash sizes, the note) still run."""
+    `lines` (each one's base64 and an escaped newline) and the note's escape `escaped_note`
+    (`_json_str(note.decode())` without its quotes, computed once per checkpoint). The
+    TlogProof is still built, so its checks (index, hash sizes, the note) still run."""
     TlogProof(index, hashes, note)
-    lines = "".join(x + "\\n" for x in texts)
     return f'"{_HEADER_JSON}\\nindex {index}\\n{lines}\\n{escaped_note}"'
 
 
@@ -811,7 +810,8 @@ def _answer_json(seq: Sequenced, proof: InclusionProof) -> bytes:
     esc = _json_str(note)
     texts = [b64(x) for x in proof.hashes]
     hashes = ",".join(f'"{x}"' for x in texts)
-    tlog = _proof_json(seq.index, proof.hashes, texts, note.encode(), esc[1:-1])
+    lines = "".join(x + "\\n" for x in texts)
+    tlog = _proof_json(seq.index, proof.hashes, lines, note.encode(), esc[1:-1])
     return (
         f'{{"index":{seq.index:d},"leaf_hash":"{b64(seq.leaf_hash)}",'
         f'"duplicate":{"true" if seq.duplicate else "false"},"checkpoint":{esc},'
@@ -823,14 +823,15 @@ def _entry_result_json(
     seq: Sequenced,
     proof: InclusionProof,
     escaped: dict[str, tuple[bytes, str]],
-    b64_of: dict[bytes, str],
+    line_of: dict[bytes, str],
 ) -> str:
     """`_json_text(_entry_result(h, seq, proofs))` for a sequenced entry whose proof is
     `proof`. Across the entries of a batch, `escaped` remembers each checkpoint's escape and
-    `b64_of` each proof hash's base64 (the proofs of one batch share most of their nodes)."""
+    `line_of` each proof hash's line in a tlog-proof (its base64 and the escaped newline; the
+    proofs of one batch share most of their nodes)."""
     note = seq.head.checkpoint
-    texts = [b64_of.get(x) or b64_of.setdefault(x, b64(x)) for x in proof.hashes]
-    tlog = _proof_json(seq.index, proof.hashes, texts, *_escaped(note, escaped))
+    lines = "".join([line_of.get(x) or line_of.setdefault(x, b64(x) + "\\n") for x in proof.hashes])
+    tlog = _proof_json(seq.index, proof.hashes, lines, *_escaped(note, escaped))
     return (
         f'{{"index":{seq.index:d},"leaf_hash":"{b64(seq.leaf_hash)}",'
         f'"duplicate":{"true" if seq.duplicate else "false"},"tlog_proof":{tlog}}}'
