@@ -78,8 +78,8 @@ def test_batch_result_text_is_the_encoders(
     seq, proof = entry
     proofs = {(seq.index, seq.head.size): proof}
     want = outcome(lambda: _json_text(_entry_result(None, seq, proofs)))  # type: ignore[arg-type]
-    escaped: dict[str, str] = {}
-    b64_of: dict[bytes, str] = {}
-    if again:  # the checkpoint's escape and the hashes' base64 remembered from an earlier entry
-        outcome(_entry_result_json, seq, proof, escaped, b64_of)
-    assert outcome(_entry_result_json, seq, proof, escaped, b64_of) == want
+    escaped: dict[str, tuple[bytes, str]] = {}
+    line_of: dict[bytes, str] = {}
+    if again:  # the checkpoint's encodings and the hashes' lines remembered from an earlier entry
+        outcome(_entry_result_json, seq, proof, escaped, line_of)
+    assert outcome(_entry_result_json, seq, proof, escaped, line_of) == want
