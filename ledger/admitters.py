@@ -18,6 +18,7 @@ The anonymous log is never admitted here: redeeming its token writes to the data
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -58,6 +59,13 @@ def _init(build: Callable[[PoolOptions], Rules], opts: PoolOptions, parent: int)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
     _RULES = build(opts)
+    # Everything alive now (modules, pydantic's schemas, the rules: tens of thousands of
+    # objects) lives as long as the worker, yet each full collection walks it again, and
+    # admission allocates enough (parsed JSON, statement models) to start one every few
+    # thousand entries. Frozen, a collection walks only what admission allocated since: in a
+    # loop admitting and pickling 128-entry tasks as a worker does, 6% less CPU per entry
+    # (146 against 155 us, medians of 8 paired rounds).
+    gc.freeze()
 
 
 def _ready(_: int) -> bool:
