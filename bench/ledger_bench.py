@@ -13,7 +13,11 @@ Sections (pick with ``--only``):
 * ``http``: the real server (``bledger serve`` in a subprocess, one uvicorn process, default
   config) on loopback, 64 concurrent clients posting distinct pre-signed DSSE envelopes.
   Targets 2,000 entries/s and p99 <= 1 s. Server and load generator share the machine's cores;
-  both CPU figures are reported.
+  both CPU figures are reported. ``--client`` picks the load generators: ``threads`` (a thread
+  and ``http.client`` connection per client) and ``httpx`` (asyncio) by default, and ``wrk``
+  (the C tool, Debian package ``wrk``, scripted by ``bench/wrk_post.lua``), which posts the same
+  bodies, each at most once, with much less CPU of its own, so more of the cores is the
+  server's. ``batch`` (the batch route) runs the ``threads`` and ``wrk`` of ``--client``.
 * ``proofs``: `Log.inclusion_proof` at 1,000,000 entries in-process: with no tile cache, with a
   cold cache (first pass of a new `Store`), warm (second pass), and through the sequencer's own
   `Log`. Target p50 <= 1 ms.
@@ -36,11 +40,13 @@ import contextlib
 import cProfile
 import http.client
 import json
+import math
 import os
 import platform
 import pstats
 import random
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -613,14 +619,17 @@ class LoadResult:
     machine_cpu: float
     exhausted: bool
     serving_cpu: float = 0.0  # the serving process alone (the one event loop and its threads)
+    errors: dict[str, int] = field(default_factory=dict)  # wrk's socket errors, by kind
 
 
 class Window:
     """Marks the measurement window: wall clock, server CPU (all its processes, and the
-    serving process alone), our CPU, the machine's CPU."""
+    serving process alone), the load generator's CPU (ours, and that of `client_pids`: wrk),
+    the machine's CPU."""
 
-    def __init__(self, server_pid: int) -> None:
+    def __init__(self, server_pid: int, client_pids: Sequence[int] = ()) -> None:
         self.pid = server_pid
+        self.client_pids = client_pids
         self.marks: list[tuple[float, float, float, float, float]] = []
 
     def mark(self) -> None:
@@ -629,7 +638,7 @@ class Window:
             (
                 time.perf_counter(),
                 process_cpu(self.pid),
-                time.process_time(),
+                time.process_time() + sum(own_cpu(p) for p in self.client_pids),
                 machine_busy(),
                 own_cpu(self.pid),
             )
@@ -757,9 +766,89 @@ async def _load_httpx(
     return window.result(samples, len(samples) >= len(bodies))
 
 
+WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
+WRK_MISSING = "--client wrk needs wrk on the PATH (Debian package wrk: apt-get install -y wrk)"
+
+
+def load_wrk(
+    base: str,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+) -> LoadResult:
+    """wrk (C, epoll) with `clients` threads of one keep-alive connection each, posting `bodies`
+    through `bench/wrk_post.lua`: a load generator that takes far less CPU than ours.
+
+    Thread i gets the bodies i, i + clients, ... in a file of its own and sends each at most
+    once; one connection per thread lets the script pair each response with its request, so
+    the samples (and hence the window's rate and latencies) are exactly those the other
+    generators record. wrk has no warm-up: it runs past warm-up and window, is stopped with
+    SIGINT at the window's end, and its CPU (from /proc) is the load generator's."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError(WRK_MISSING)
+    if len(bodies) < clients:
+        raise ValueError(f"{len(bodies)} bodies for {clients} wrk connections")
+    with tempfile.TemporaryDirectory(prefix="wrk-") as t:
+        d = Path(t)
+        for i in range(clients):
+            with (d / f"bodies-{i}.txt").open("wb") as f:
+                for body in bodies[i::clients]:
+                    if b"\n" in body:
+                        raise ValueError("a request body with a newline: wrk reads one a line")
+                    f.write(body + b"\n")
+        # Longer than needed: the SIGINT at the window's end is what stops it.
+        seconds = math.ceil(warmup + duration) + 600
+        cmd = [wrk, "-t", str(clients), "-c", str(clients), "-d", f"{seconds}s"]
+        cmd += ["--timeout", "120s", "-s", str(WRK_SCRIPT), base + path, "--", str(d)]
+        cmd += [str(clients)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        try:
+            said: list[bytes] = []
+            while (line := proc.stderr.readline()) != b"wrk-ready\n":
+                if not line:
+                    out, err = proc.communicate(timeout=60)
+                    why = (b"".join(said) + err + out).decode(errors="replace").strip()
+                    raise RuntimeError(f"wrk exited before its run started: {why[-2000:]}")
+                said.append(line)
+            start = time.perf_counter()
+            window = Window(server_pid, (proc.pid,))
+            time.sleep(warmup)
+            window.mark()
+            time.sleep(max(0.0, start + warmup + duration - time.perf_counter()))
+            window.mark()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        lines = [x for x in out.decode().splitlines() if x.startswith("wrk-result ")]
+        if proc.returncode != 0 or not lines:
+            why = (err + out).decode(errors="replace").strip()
+            raise RuntimeError(f"wrk failed (exit {proc.returncode}): {why[-2000:]}")
+        result = json.loads(lines[0].removeprefix("wrk-result "))
+        # The script's times are CLOCK_MONOTONIC; perf_counter is the same clock on Linux, but
+        # take the offset rather than assume it.
+        offset = time.perf_counter() - time.clock_gettime(time.CLOCK_MONOTONIC)
+        samples: list[tuple[float, float, int]] = []
+        for i in range(clients):
+            for rec in (d / f"samples-{i}.txt").read_text().splitlines():
+                s0, s1, st = rec.split()
+                samples.append((int(s0) / 1e6 + offset, int(s1) / 1e6 + offset, int(st)))
+    res = window.result(samples, any(t["exhausted"] for t in result["threads"]))
+    res.errors = {k: v for k, v in result["errors"].items() if v and k != "status"}
+    return res
+
+
 LOAD_GENERATORS = {
     "threads": ("stdlib http.client, one thread per client", load_threads),
     "httpx": ("httpx.AsyncClient, one pool of max_connections=clients", load_httpx),
+    "wrk": ("wrk 4.1 (C), one thread and connection per client", load_wrk),
 }
 
 
@@ -854,9 +943,16 @@ def bench_http(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         for _, _, st in res.samples:
             statuses[st] = statuses.get(st, 0) + 1
         size, accepted = int(checkpoint.split("\n")[1]), statuses.get(200, 0)
+        relation = "==" if size == accepted else "!="
+        if name == "wrk":
+            # wrk is stopped mid-request: each connection's last post may have been sequenced
+            # with its answer unread.
+            within = accepted <= size <= accepted + args.clients
+            relation = f"{'within' if within else 'NOT within'} {args.clients:,} in flight of"
+        errors = f"; wrk socket errors {res.errors}" if res.errors else ""
         report.checks.append(
-            f"http ({name}): statuses {dict(sorted(statuses.items()))}; final checkpoint size "
-            f"{size:,} {'==' if size == accepted else '!='} {accepted:,} accepted posts; "
+            f"http ({name}): statuses {dict(sorted(statuses.items()))}{errors}; final checkpoint "
+            f"size {size:,} {relation} {accepted:,} accepted posts; "
             f"{batches:,} batches, {size / max(1, batches):.1f} entries per batch on average"
         )
         if res.exhausted:
@@ -998,28 +1094,42 @@ def load_batches(
     warmup: float,
     duration: float,
     server_pid: int,
+    client: str = "threads",
 ) -> tuple[LoadResult, int]:
-    """`clients` threads posting `batch` envelopes per request; samples count entries."""
+    """`clients` connections of load generator `client` posting `batch` envelopes per
+    request; samples count requests."""
     groups = [
         b'{"envelopes": [' + b", ".join(bodies[i : i + batch]) + b"]}"
         for i in range(0, len(bodies) - batch + 1, batch)
     ]
-    res = load_threads(base, path, groups, clients, warmup, duration, server_pid)
+    generate = LOAD_GENERATORS[client][1]
+    res = generate(base, path, groups, clients, warmup, duration, server_pid)
     return res, batch
 
 
+def batch_clients(clients: Sequence[str]) -> list[str]:
+    """The load generators of `--client` that the batch section runs: threads and wrk (httpx
+    posts single envelopes only); threads if neither is named."""
+    return [c for c in clients if c != "httpx"] or ["threads"]
+
+
 def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
-    """Section 2b: the batch route, per admission-worker setting, entries/s and latency."""
+    """Section 2b: the batch route, per admission-worker setting (and load generator: threads
+    and wrk of --client), entries/s and latency."""
     key = generate_private_key()
     count = int(args.http_rate_cap * 4 * (args.warmup + args.http_seconds))
     bodies = signed_bodies(count, "bench-client", key)
-    for aw in args.admission_workers:
-        d = Path(tempfile.mkdtemp(prefix=f"batch-aw{aw}-", dir=tmp))
+    runs = [(name, aw) for aw in args.admission_workers for name in batch_clients(args.client)]
+    for name, aw in runs:
+        # The threads rows keep the names and configs they had before wrk was added.
+        tag, via = ("", "") if name == "threads" else (f"{name}-", f"; load: {name}")
+        what = f"{name}, " if tag else ""
+        d = Path(tempfile.mkdtemp(prefix=f"batch-{tag}aw{aw}-", dir=tmp))
         pub = write_key_pair(d / "bench-client", key)
         extra = ("--admission-workers", str(aw))
         with (
             ledger_server(d, pub, 1, extra) as (base, proc),
-            server_profile(args, report, proc.pid, f"batch, admission workers={aw}"),
+            server_profile(args, report, proc.pid, f"batch, {what}admission workers={aw}"),
         ):
             res, per = load_batches(
                 base,
@@ -1030,6 +1140,7 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
                 args.warmup,
                 args.http_seconds,
                 proc.pid,
+                name,
             )
         w0, w1 = res.window
         ok = [x for x in res.samples if w0 <= x[1] <= w1 and x[2] == 200]
@@ -1037,6 +1148,7 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         rate = len(ok) * per / (w1 - w0)
         cfg = (
             f"{args.batch_clients} clients x {per} envelopes per request; admission workers={aw}"
+            f"{via}"
         )
         report.add(
             Row(
@@ -1049,7 +1161,7 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
                 ">= 1.0x bare",
                 None,
                 f"n={len(ok) * per:,}",
-                key=f"batch/aw{aw}/rate",
+                key=f"batch/{tag}aw{aw}/rate",
                 peer="bare/ed25519",
             )
         )
@@ -1065,11 +1177,21 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         ):
             report.add(Row("batch", "sqlite", cfg, metric, v, "cores", spread=f"of {cpus}"))
         n = len(ok) * per
-        report.add(cpu_per_entry_row("batch", "sqlite", cfg, res.server_cpu, n, f"batch/aw{aw}"))
+        report.add(
+            cpu_per_entry_row("batch", "sqlite", cfg, res.server_cpu, n, f"batch/{tag}aw{aw}")
+        )
         report.add(serving_cpu_row("batch", "sqlite", cfg, res, n))
+        if tag:
+            statuses: dict[int, int] = {}
+            for _, _, st in res.samples:
+                statuses[st] = statuses.get(st, 0) + 1
+            errors = f"; wrk socket errors {res.errors}" if res.errors else ""
+            report.checks.append(
+                f"batch ({what}aw={aw}): request statuses {dict(sorted(statuses.items()))}{errors}"
+            )
         if res.exhausted:
-            report.notes.append(f"batch (aw={aw}): envelopes ran out; raise --http-rate-cap")
-        log_progress(f"batch (admission workers {aw}): {rate:,.0f} entries/s")
+            report.notes.append(f"batch ({what}aw={aw}): envelopes ran out; raise --http-rate-cap")
+        log_progress(f"batch ({what}admission workers {aw}): {rate:,.0f} entries/s")
 
 
 def bench_tiles(args: argparse.Namespace, report: Report, tmp: Path) -> None:
@@ -1660,7 +1782,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--client",
         default="threads,httpx",
-        help="load generators to run, of: threads, httpx (both)",
+        help="load generators to run, of: threads, httpx, wrk (threads,httpx). wrk (Debian "
+        "package wrk) posts the same bodies from C through bench/wrk_post.lua, taking far "
+        "less of the shared cores; batch runs the threads and wrk of this list",
     )
     p.add_argument(
         "--http-rate-cap",
@@ -1718,6 +1842,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.admission_workers = [int(x) for x in str(args.admission_workers).split(",") if x]
     if set(args.client) - set(LOAD_GENERATORS):
         p.error(f"unknown load generators; pick from {', '.join(LOAD_GENERATORS)}")
+    if "wrk" in args.client and {"http", "batch"} & set(args.only) and not shutil.which("wrk"):
+        p.error(WRK_MISSING)
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections {sorted(unknown)}; pick from {', '.join(SECTIONS)}")
