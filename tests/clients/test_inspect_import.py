@@ -26,7 +26,7 @@ from attest.statement import parse_statement
 from clients.cli import main as cli
 from clients.inspect_import import InspectLogError, read_inspect_log
 from clients.probe.worker import read_entry
-from tests.clients.probe.test_worker import Ledger, start_ledger
+from tests.clients.probe.support import Ledger, start_ledger
 from tests.support import log_identity
 
 TASK = """

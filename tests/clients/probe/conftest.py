@@ -1,9 +1,12 @@
-"""Shared fixtures: a tiny random Llama (no download, no wheel), a copy of it on disk, and the
-bundled SmolLM2 where `bledger model fetch` installed it."""
+"""Shared fixtures: a tiny random Llama (no download, no wheel), a copy of it on disk, the
+bundled SmolLM2 where `bledger model fetch` installed it, and per module a real ledger server
+and the mini suite (`support.py`)."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from clients.probe.model import (
     smollm2_gguf_path,
     tiny_model,
 )
+from tests.clients.probe.support import MINI_SUITE, Ledger, start_ledger
+from tests.support import log_identity
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +47,24 @@ def smollm2() -> LoadedModel:
             pytest.fail("CI must install the bundled model (bledger model fetch)")
         pytest.skip("the bundled SmolLM2 is not installed (bledger model fetch)")
     return load_model(DEFAULT_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`support.MINI_SUITE` written as a suite file, once per module."""
+    path = tmp_path_factory.mktemp("suite") / "mini-1.json"
+    path.write_text(json.dumps(MINI_SUITE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    """A real ledger server that admits the worker (`support.start_ledger`), one per module:
+    a module's tests may read each other's entries, but never another module's."""
+    base = tmp_path_factory.mktemp("ledger")
+    srv, target = start_ledger(base)
+    try:
+        vkey, origin = log_identity(srv.base_url)
+        yield Ledger(srv, base, target, vkey, origin)
+    finally:
+        srv.stop()

@@ -56,12 +56,10 @@ from tests.clients.probe.test_worker import (  # the worker's fixtures and helpe
     Ledger,
     calibrated,  # noqa: F401
     data,  # noqa: F401
-    ledger,  # noqa: F401
     lm,  # noqa: F401
     options,
     records,
     run,
-    suite_file,  # noqa: F401
 )
 
 HARMFUL = Item(
@@ -489,8 +487,8 @@ def test_search_on_the_tiny_model_is_deterministic(tmp_path: Path) -> None:
 
 def test_a_probe_run_with_attack_logs_optimised_transfer_with_its_budget(
     lm: LoadedModel,  # noqa: F811
-    suite_file: Path,  # noqa: F811
-    ledger: Ledger,  # noqa: F811
+    suite_file: Path,
+    ledger: Ledger,
     data: Path,  # noqa: F811
 ) -> None:
     from clients.probe.suites import load_suite

@@ -29,26 +29,7 @@ from clients.probe.backends import EndpointUnavailableError, OpenAIBackend
 from clients.probe.model import smollm2_gguf_path
 from clients.probe.worker import ProbeOptions, read_entry, replay, run_probe
 from tests.clients.probe.fault_server import fault_server
-from tests.clients.probe.test_worker import MINI_SUITE, Ledger, start_ledger
-from tests.support import log_identity
-
-
-@pytest.fixture(scope="module")
-def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("suite") / "mini-1.json"
-    path.write_text(json.dumps(MINI_SUITE))
-    return path
-
-
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    base = tmp_path_factory.mktemp("ledger")
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        yield Ledger(srv, base, target, vkey, origin)
-    finally:
-        srv.stop()
+from tests.clients.probe.support import Ledger
 
 
 def records(ledger: Ledger, indices: tuple[int, ...]) -> list[ProbeRecord]:

@@ -36,7 +36,7 @@ from clients.probe.worker import (
     replay,
     run_probe,
 )
-from tests.clients.probe.test_worker import MINI_SUITE, Ledger, start_ledger
+from tests.clients.probe.support import MINI_SUITE, Ledger, start_ledger
 from tests.support import log_identity
 
 CORE = load_suite("core")

@@ -160,7 +160,7 @@ def test_three_workers_one_killed_every_job_done_once(
 
     Where inside the job the kill lands is left to timing; each crash point of a job is killed
     deterministically in test_worker.py::test_resume_after_a_crash."""
-    from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, start_ledger
+    from tests.clients.probe.support import MINI_SUITE, STIMULI, start_ledger
 
     suite = tmp_path / "mini-1.json"
     suite.write_text(json.dumps(MINI_SUITE))

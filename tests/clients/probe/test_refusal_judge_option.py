@@ -9,7 +9,6 @@ probe only one small group.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +37,10 @@ from clients.probe.worker import (
 from clients.probe_cmd import REFUSAL_JUDGE_CHOICES
 from clients.probe_cmd import probe as probe_cmd
 from clients.sdk import LedgerClient, verifier_from_vkey
-from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, Ledger, start_ledger
-from tests.support import log_identity
+from tests.clients.probe.support import MINI_SUITE, STIMULI, Ledger
 
 BATCH = 2
 TOKENS = 8
-
-
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    base = tmp_path_factory.mktemp("ledger")
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        yield Ledger(srv, base, target, vkey, origin)
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("suite") / "mini-1.json"
-    path.write_text(json.dumps(MINI_SUITE))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ what it changes (the first attempt, or the corpus template the best attack names
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,30 +27,11 @@ from clients.probe.judges.position import PositionJudge
 from clients.probe.model import LoadedModel
 from clients.probe.worker import ProbeOptions, RunResult, read_entry, replay, run_probe
 from clients.probe_cmd import probe as probe_cmd
-from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, Ledger, start_ledger
-from tests.support import log_identity
+from tests.clients.probe.support import STIMULI, Ledger
 
 TOKENS = 8
 BATCH = 2
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    base = tmp_path_factory.mktemp("ledger")
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        yield Ledger(srv, base, target, vkey, origin)
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("suite") / "mini-1.json"
-    path.write_text(json.dumps(MINI_SUITE))
-    return path
 
 
 @pytest.fixture(scope="module")

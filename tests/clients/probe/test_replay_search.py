@@ -27,12 +27,10 @@ from tests.clients.probe.test_worker import (  # the worker's fixtures and helpe
     MAX_NEW_TOKENS,
     Ledger,
     calibrated,  # noqa: F401
-    ledger,  # noqa: F401
     lm,  # noqa: F401
     options,
     records,
     run,
-    suite_file,  # noqa: F401
 )
 
 BUDGET = "queries=2,tokens=64,seconds=600"
@@ -43,8 +41,8 @@ corpus attacks of at most 1,500 characters, one attacker round, the first harmfu
 @pytest.fixture(scope="module")
 def attacked(
     lm: LoadedModel,  # noqa: F811
-    suite_file: Path,  # noqa: F811
-    ledger: Ledger,  # noqa: F811
+    suite_file: Path,
+    ledger: Ledger,
     calibrated: tuple[Path, object],  # noqa: F811
 ) -> tuple[RunResult, Path, ProbeRecord]:
     """One harm/anonymous group probed with the declared search, logged."""
@@ -58,7 +56,7 @@ def attacked(
 
 
 def _replay(
-    ledger: Ledger,  # noqa: F811
+    ledger: Ledger,
     lm: LoadedModel,  # noqa: F811
     suite: Path,
     data: Path,
@@ -91,9 +89,9 @@ def test_the_recorded_search_is_found_from_what_the_record_signs(
 
 def test_replay_of_an_attacked_record_reproduces_every_attempt(
     attacked: tuple[RunResult, Path, ProbeRecord],
-    ledger: Ledger,  # noqa: F811
+    ledger: Ledger,
     lm: LoadedModel,  # noqa: F811
-    suite_file: Path,  # noqa: F811
+    suite_file: Path,
 ) -> None:
     res, root, _ = attacked
     report = _replay(ledger, lm, suite_file, root, res.indices[0])
@@ -107,9 +105,9 @@ def test_replay_of_an_attacked_record_reproduces_every_attempt(
 
 def test_a_different_seed_is_named_and_the_first_differing_attempt_found(
     attacked: tuple[RunResult, Path, ProbeRecord],
-    ledger: Ledger,  # noqa: F811
+    ledger: Ledger,
     lm: LoadedModel,  # noqa: F811
-    suite_file: Path,  # noqa: F811
+    suite_file: Path,
 ) -> None:
     res, root, rec = attacked
     result = _result(rec)
@@ -129,9 +127,9 @@ def test_a_different_seed_is_named_and_the_first_differing_attempt_found(
 
 def test_a_smaller_budget_is_named_and_the_missing_attempt_found(
     attacked: tuple[RunResult, Path, ProbeRecord],
-    ledger: Ledger,  # noqa: F811
+    ledger: Ledger,
     lm: LoadedModel,  # noqa: F811
-    suite_file: Path,  # noqa: F811
+    suite_file: Path,
 ) -> None:
     res, root, rec = attacked
     result = _result(rec)
@@ -149,9 +147,9 @@ def test_a_smaller_budget_is_named_and_the_missing_attempt_found(
 
 def test_another_corpus_is_named_and_its_prompts_differ(
     attacked: tuple[RunResult, Path, ProbeRecord],
-    ledger: Ledger,  # noqa: F811
+    ledger: Ledger,
     lm: LoadedModel,  # noqa: F811
-    suite_file: Path,  # noqa: F811
+    suite_file: Path,
 ) -> None:
     res, root, rec = attacked
     result = _result(rec)
@@ -181,8 +179,8 @@ def test_another_corpus_is_named_and_its_prompts_differ(
 
 def test_cli_replay_reports_the_search(
     attacked: tuple[RunResult, Path, ProbeRecord],
-    ledger: Ledger,  # noqa: F811
-    suite_file: Path,  # noqa: F811
+    ledger: Ledger,
+    suite_file: Path,
 ) -> None:
     res, root, _ = attacked
     common = ["--ledger", ledger.srv.base_url, "--vkey", ledger.vkey, "--model", "tiny"]

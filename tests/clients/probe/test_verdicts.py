@@ -61,7 +61,7 @@ from clients.probe.worker import (
     replay,
     run_probe,
 )
-from tests.clients.probe.test_worker import MINI_SUITE, STIMULI, Ledger, start_ledger
+from tests.clients.probe.support import MINI_SUITE, STIMULI, Ledger, start_ledger
 from tests.support import log_identity
 
 SUITE = load_suite("core")
