@@ -243,31 +243,58 @@ def check_seen(
     """
     p = stmt.predicate
     seen = p.seen_checkpoint
-    if seen.origin != origin:  # (1)
+    seen_checkpoint(
+        seen.origin,
+        seen.size,
+        seen.root,
+        p.issued_at,
+        origin,
+        root_at,
+        index=index,
+        now=now,
+        skew=skew,
+    )
+
+
+def seen_checkpoint(
+    seen_origin: str,
+    seen_size: int,
+    seen_root: str,
+    issued_at: int,
+    origin: str,
+    root_at: RootAt | None,
+    *,
+    index: int | None = None,
+    now: int | None = None,
+    skew: int = DEFAULT_SKEW,
+) -> None:
+    """`check_seen` of a statement whose seen checkpoint is (`seen_origin`, `seen_size`,
+    `seen_root`) and whose issuedAt is `issued_at`: all of the statement it reads, for a caller
+    that holds these without the statement (`attest.statement.read_field_report`)."""
+    if seen_origin != origin:  # (1)
         raise AdmissionRefused(
             "backdating",
-            f"statement saw a checkpoint of {seen.origin!r}, not of this log ({origin!r})",
+            f"statement saw a checkpoint of {seen_origin!r}, not of this log ({origin!r})",
             reason="unknown-checkpoint",
         )
-    if index is not None and seen.size > index:  # (2)
+    if index is not None and seen_size > index:  # (2)
         raise AdmissionRefused(
             "backdating",
-            f"saw size {seen.size}, beyond its own index {index}",
+            f"saw size {seen_size}, beyond its own index {index}",
             reason="unknown-checkpoint",
         )
     if root_at is not None:  # (3)
-        root = root_at(seen.size)
-        if root is None or root.hex() != seen.root:
+        root = root_at(seen_size)
+        if root is None or root.hex() != seen_root:
             raise AdmissionRefused(
                 "backdating",
-                f"this log never published a checkpoint of size {seen.size} with root {seen.root}",
+                f"this log never published a checkpoint of size {seen_size} with root {seen_root}",
                 reason="unknown-checkpoint",
             )
-    if now is not None and p.issued_at > now + skew:  # (4)
+    if now is not None and issued_at > now + skew:  # (4)
         raise AdmissionRefused(
             "backdating",
-            f"issuedAt {p.issued_at} lies {p.issued_at - now} s in the future "
-            f"(allowed skew {skew} s)",
+            f"issuedAt {issued_at} lies {issued_at - now} s in the future (allowed skew {skew} s)",
             reason="future",
         )
 
@@ -360,7 +387,7 @@ def ed25519_verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
 
 def verify_signers(
     env: Envelope,
-    stmt: Statement,
+    stmt: Statement | None,
     chain: KeyChain,
     fixed: Sequence[TrustedKey] = (),
     *,
@@ -369,7 +396,8 @@ def verify_signers(
     """The keys that signed `env` (every signature verifying, `verify_every_signature`) among
     the keys the chain knows by keyid, a key event's own keys (proof of possession), and
     `fixed` keys (operator roots, keys the log admits directly, under any name their keyid
-    binds to them). Stage "signature"; `verifies` as `verify_every_signature` takes it."""
+    binds to them). Stage "signature"; `verifies` as `verify_every_signature` takes it.
+    `stmt` None: a statement that is not a key event (the same keys)."""
     trusted = chain.candidates((s.keyid for s in env.signatures), stmt)
     return verify_every_signature(env, trusted, fixed, verifies=verifies)
 

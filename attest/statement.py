@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Final, Literal, cast
+from typing import Annotated, Any, Final, Literal, NamedTuple, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -341,6 +341,35 @@ def _count(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_SAFE_INTEGER
 
 
+class FieldReportSeen(NamedTuple):
+    """What admission reads of a field report's statement it does not keep (`read_field_report`):
+    its seen checkpoint (origin, size, root) and issuedAt, as the parsed statement holds them."""
+
+    origin: str
+    size: int
+    root: str
+    issued_at: int
+
+
+def read_field_report(payload: bytes) -> FieldReportSeen | None:
+    """`parse_statement(payload)`'s seen checkpoint and issuedAt, when that statement is a field
+    report that `parse_statement` would build by its field-report shortcut (the same checks,
+    `_checked_field_report`), without building it; None otherwise (the caller parses).
+
+    A log keeps nothing else of a field report once admitted: its phase 2 reads only its type
+    (`ledger.admission.type_only`), so an admission worker need not build the models."""
+    checked = _checked_field_report(payload)
+    if checked is None:
+        return None
+    pred, _, seen, _ = checked
+    return FieldReportSeen(seen["origin"], seen["size"], seen["root"], pred["issuedAt"])
+
+
+_Checked = tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[Any]]
+"""A field report's statement as `_DECODER` read it, checked: predicate, model, seenCheckpoint,
+subject."""
+
+
 def _parse_field_report(payload: bytes) -> Statement | None:
     """The statement `_parse_planned(payload)` returns for a field report, when this proves
     that the plan accepts `payload`; None otherwise (the caller goes on as if this did not
@@ -357,6 +386,57 @@ def _parse_field_report(payload: bytes) -> Statement | None:
     hold what validation would put in them: the same values, defaults for absent optional
     fields, and the fields set of the keys present.
     """
+    checked = _checked_field_report(payload)
+    if checked is None:
+        return None
+    pred, model, seen, subject = checked
+    credential_tier = pred.get("credentialTier")
+    category, tier, text = pred["category"], pred["tier"], pred["text"]
+    report = _built(
+        FieldReport,
+        {
+            "seen_checkpoint": _built(
+                CheckpointRef,
+                {"origin": seen["origin"], "size": seen["size"], "root": seen["root"]},
+                set(("origin", "size", "root")),
+            ),
+            "issued_at": pred["issuedAt"],
+            "model": _built(
+                ModelId,
+                {"name": model["name"], "version": model["version"]},
+                set(("name", "version")),
+            ),
+            "category": category,
+            "tier": tier,
+            "text": text,
+            "credential_tier": credential_tier,
+        },
+        set(_REPORT_FIELDS_SET[credential_tier is not None]),
+    )
+    # The subject's own values (equal to the derived ones), as validation keeps them.
+    descriptor = _built(
+        ResourceDescriptor,
+        {"name": subject[0]["name"], "digest": dict(subject[0]["digest"])},
+        set(("name", "digest")),
+    )
+    return cast(
+        Statement,
+        _built(
+            Statement,
+            {
+                "type_": STATEMENT_TYPE,
+                "subject": (descriptor,),
+                "predicate_type": FIELD_REPORT,
+                "predicate": report,
+            },
+            set(("type_", "subject", "predicate_type", "predicate")),
+        ),
+    )
+
+
+def _checked_field_report(payload: bytes) -> _Checked | None:
+    """`_parse_field_report`'s checks of `payload` (see there): the values it builds the
+    statement from when every check passes, None otherwise."""
     if not payload.isascii() and _ASTRAL.search(payload):
         return None
     try:
@@ -412,46 +492,7 @@ def _parse_field_report(payload: bytes) -> Statement | None:
             return None
     except (ValueError, TypeError, RecursionError):  # a lone surrogate
         return None
-    report = _built(
-        FieldReport,
-        {
-            "seen_checkpoint": _built(
-                CheckpointRef,
-                {"origin": seen["origin"], "size": seen["size"], "root": seen["root"]},
-                set(("origin", "size", "root")),
-            ),
-            "issued_at": pred["issuedAt"],
-            "model": _built(
-                ModelId,
-                {"name": model["name"], "version": model["version"]},
-                set(("name", "version")),
-            ),
-            "category": category,
-            "tier": tier,
-            "text": text,
-            "credential_tier": credential_tier,
-        },
-        set(_REPORT_FIELDS_SET[credential_tier is not None]),
-    )
-    # The subject's own values (equal to the derived ones), as validation keeps them.
-    descriptor = _built(
-        ResourceDescriptor,
-        {"name": subject[0]["name"], "digest": dict(subject[0]["digest"])},
-        set(("name", "digest")),
-    )
-    return cast(
-        Statement,
-        _built(
-            Statement,
-            {
-                "type_": STATEMENT_TYPE,
-                "subject": (descriptor,),
-                "predicate_type": FIELD_REPORT,
-                "predicate": report,
-            },
-            set(("type_", "subject", "predicate_type", "predicate")),
-        ),
-    )
+    return pred, model, seen, subject
 
 
 # A field report's fields set, without and with credentialTier, in field order (the order

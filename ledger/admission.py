@@ -26,18 +26,25 @@ from typing import Final, Protocol
 from attest import admission as rules
 from attest.admission import DEFAULT_SKEW as DEFAULT_SKEW
 from attest.admission import AdmissionRefused, statement_digest
-from attest.dsse import MAX_ENVELOPE_JSON_BYTES, Envelope, TrustedKey, read_json_leaf
+from attest.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    MAX_ENVELOPE_JSON_BYTES,
+    Envelope,
+    TrustedKey,
+    read_json_leaf,
+)
 from attest.errors import AttestError
 from attest.keychain import STATEFUL, KeyChain, KeyChainError
-from attest.predicates import ContinuityStatement
-from attest.statement import Statement, parse_statement
+from attest.predicates import FIELD_REPORT, ContinuityStatement
+from attest.statement import FieldReportSeen, Statement, parse_statement, read_field_report
 from attest.tiles import TILE_WIDTH, TileError, decode_bundle
 from ledger.errors import LedgerError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
 
 try:  # libsodium's Ed25519 verification, a fast path only (`sodium_first_verifies`)
-    from nacl.bindings import crypto_sign_open
-    from nacl.exceptions import BadSignatureError
+    # PyNaCl's compiled libsodium bindings (what `nacl.bindings` calls), untyped.
+    from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
+    from nacl._sodium import lib as _lib
 
     _SODIUM = True
 except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography alone still works
@@ -110,7 +117,10 @@ class Admitted:
         if stmt is not None and type_only(stmt):
             fields = (self.leaf, None, b"", self.signers, self.digest)
             return (Admitted, (*fields, stmt.predicate_type))
-        return (Admitted, (self.leaf, stmt, self.payload, self.signers, self.digest))
+        kept = (self.leaf, stmt, self.payload, self.signers, self.digest)
+        if self.predicate_type is not None:  # admitted without its statement already
+            return (Admitted, (*kept, self.predicate_type))
+        return (Admitted, kept)
 
 
 def type_only(stmt: Statement) -> bool:
@@ -202,17 +212,24 @@ def sodium_first_verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
     small-order and non-canonical points. So its acceptance is taken as is and its refusal is
     asked again of `ed25519_verifies`, whose verdict stands: the answer is always the rules',
     at libsodium's speed (about half of OpenSSL's CPU per signature) for honest signatures.
+
+    libsodium's `crypto_sign_open` is called as PyNaCl's `nacl.bindings.crypto_sign_open`
+    calls it, but with no message buffer and no length out (NULL: libsodium then verifies
+    only, copying nothing): the same verification, without allocating and copying the message
+    back out, a few microseconds of an entry's admission.
     """
     if _SODIUM and len(sig) == 64:
-        try:
-            crypto_sign_open(sig + message, key.raw())
-            return True
-        except (BadSignatureError, ValueError, TypeError):
-            pass
+        raw = key.raw()
+        if len(raw) == 32:
+            signed = sig + message
+            if _lib.crypto_sign_open(_ffi.NULL, _ffi.NULL, signed, len(signed), raw) == 0:
+                return True
     return rules.ed25519_verifies(key, sig, message)
 
 
-def admit_batch_entry(rule: AdmissionRule, entry: bytes) -> Admitted | LedgerError | None:
+def admit_batch_entry(
+    rule: AdmissionRule, entry: bytes, *, keep_statement: bool = True
+) -> Admitted | LedgerError | None:
     """Phase 1 for one envelope of a batch request, given as its text in the request (`entry`,
     the UTF-8 bytes of one element of the request's array); None when `entry` is not JSON,
     and then neither is the request, which is refused whole.
@@ -228,12 +245,15 @@ def admit_batch_entry(rule: AdmissionRule, entry: bytes) -> Admitted | LedgerErr
     is at most 12 bytes for 4), within `read_json`'s limit, so `parse_envelope` would indeed
     take that path. Everything else (another spelling, a duplicate key, another rule) is
     re-encoded and admitted exactly as before.
+
+    `keep_statement` False: an answer that is pickled (an admission worker's), which may then
+    come without the statement it would drop anyway (`EvidenceRule.admit_envelope`).
     """
     evidence = rule if isinstance(rule, EvidenceRule) else None  # others re-encode every entry
     read = read_json_leaf(entry) if evidence is not None and len(entry) <= _READ_AS_IS else None
     try:
         if evidence is not None and read is not None:
-            return evidence.admit_envelope(*read)
+            return evidence.admit_envelope(*read, keep_statement=keep_statement)
         try:
             value = json.loads(entry.decode("utf-8", "surrogatepass"))
         except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError: ValueError
@@ -301,10 +321,22 @@ class EvidenceRule:
             return self.admit_envelope(*read)
         return self.admit_envelope(parse_envelope(body))
 
-    def admit_envelope(self, env: Envelope, canonical: bytes | None = None) -> Admitted:
+    def admit_envelope(
+        self, env: Envelope, canonical: bytes | None = None, *, keep_statement: bool = True
+    ) -> Admitted:
         """`admit` of a body that `parse_envelope` reads as `env` (`canonical`: its
-        `canonical_bytes()`, when the caller has them)."""
+        `canonical_bytes()`, when the caller has them).
+
+        Without `keep_statement` (an admission worker, whose answer is pickled), a field report
+        that `attest.statement.read_field_report` reads is admitted without building its
+        statement, as the `Admitted` that the kept one pickles to (`Admitted.__reduce__`, a
+        field report being `type_only`): the same checks in the same order, on the same values,
+        the same refusals."""
         leaf = leaf_data(env, canonical)
+        if not keep_statement and env.payload_type == IN_TOTO_PAYLOAD_TYPE:
+            seen = read_field_report(env.payload)
+            if seen is not None:
+                return self._admit_field_report(env, leaf, seen)
         stmt = parse_payload(env)
         check_seen(self.store, self.log_id, self.origin, stmt, int(self.clock()), self.skew)
         try:
@@ -318,7 +350,33 @@ class EvidenceRule:
         signers = frozenset(k.raw() for k in keys)
         return Admitted(leaf, stmt, env.payload, signers, statement_digest(env))
 
-    def _verify(self, env: Envelope, stmt: Statement) -> list[TrustedKey]:
+    def _admit_field_report(self, env: Envelope, leaf: bytes, seen: FieldReportSeen) -> Admitted:
+        """The rest of `admit_envelope` for a field report it read as `seen` (no statement
+        kept): what `parse_payload` would return is a field report, which is no key event
+        (`_verify` finds its keys without it)."""
+        try:
+            rules.seen_checkpoint(
+                *seen,
+                self.origin,
+                lambda size: self.store.published_root(self.log_id, size),
+                now=int(self.clock()),
+                skew=self.skew,
+            )
+        except AdmissionRefused as e:
+            raise refused(e) from e
+        try:
+            keys = self._verify(env, None)
+        except AdmissionRefused:
+            self.refresh()
+            try:
+                keys = self._verify(env, None)
+            except AdmissionRefused as e:
+                raise refused(e) from e
+        signers = frozenset(k.raw() for k in keys)
+        digest = statement_digest(env)
+        return Admitted(leaf, None, b"", signers, digest, FIELD_REPORT)
+
+    def _verify(self, env: Envelope, stmt: Statement | None) -> list[TrustedKey]:
         return rules.verify_signers(
             env, stmt, self.chain, self.fixed, verifies=sodium_first_verifies
         )

@@ -87,7 +87,8 @@ def _admit(log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
 def _admit_entries(log: str, entries: Sequence[bytes]) -> list[Admitted | LedgerError | None]:
     assert _RULES is not None, "worker not initialised"
     rule = _RULES.rule_of(log)
-    return [admit_batch_entry(rule, entry) for entry in entries]
+    # Pickled back to the serving process: an entry may come without the statement it drops.
+    return [admit_batch_entry(rule, entry, keep_statement=False) for entry in entries]
 
 
 class AdmissionPool:
