@@ -1,10 +1,13 @@
 """CPU per entry of phase 1 of the evidence log's batch route, against bare Ed25519 verification.
 
-What one admission worker does for each envelope of ``POST /logs/evidence/entries/batch``
-(`ledger.admission.admit_batch_entry` with the evidence rule), timed on the bodies the batch
-benchmark posts (`bench/ledger_bench.py`: 1 KiB field reports, one signature by a key the log
-allows directly, each envelope spelled as `json.dumps` writes it), next to what verifying that
-one signature costs alone (`cryptography`, and libsodium where PyNaCl is installed).
+What one admission worker does for each envelope of ``POST /logs/evidence/entries/batch``,
+timed on the bodies the batch benchmark posts (`bench/ledger_bench.py`: 1 KiB field reports,
+one signature by a key the log allows directly, each envelope spelled as `json.dumps` writes
+it), next to what verifying that one signature costs alone (`cryptography`, and libsodium where
+PyNaCl is installed). Two admissions: ``admit``, `ledger.admission.admit_batch_entry` with the
+evidence rule as the serving process calls it (no workers); ``worker``, the worker's own task
+(`ledger.admitters._admit_entries`, 128 entries a task) and the pickling of its answer, which
+the pool sends back.
 
 Each source tree (``--tree``, default this one; give two to compare, e.g. a `git worktree` of an
 earlier commit) runs in its own process; the parent alternates rounds between them so that every
@@ -27,9 +30,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from types import SimpleNamespace
 
 ENTRY_SIZE = 1024
+TASK = 128  # entries per worker task (a 256-entry batch request over 2 workers)
 HERE = Path(__file__).resolve().parent.parent
 
 
@@ -44,6 +50,7 @@ def worker(count: int) -> None:  # pragma: no cover - runs in a child process
     from attest.note import Ed25519NoteSigner
     from attest.predicates import CheckpointRef, FieldReport, ModelId
     from attest.statement import Statement, sign_statement, statement_bytes
+    from ledger import admitters
     from ledger.admission import Admitted, EvidenceRule, admit_batch_entry
     from ledger.sequencer import signed_head
     from ledger.storage import Store
@@ -93,6 +100,9 @@ def worker(count: int) -> None:  # pragma: no cover - runs in a child process
     except ImportError:
         sodium_open = None
 
+    admitters._RULES = SimpleNamespace(rule_of=lambda log: rule)  # what `_init` builds
+    tasks = [bodies[i : i + TASK] for i in range(0, count, TASK)]
+
     def run(what: str, n: int) -> float:
         i = 0
         t0 = time.process_time()
@@ -100,6 +110,14 @@ def worker(count: int) -> None:  # pragma: no cover - runs in a child process
             for _ in range(n):
                 admit_batch_entry(rule, bodies[i])
                 i = (i + 1) % count
+        elif what == "worker":
+            done = 0
+            while done < n:
+                task = tasks[i]
+                ForkingPickler.dumps(admitters._admit_entries("evidence", task))
+                done += len(task)
+                i = (i + 1) % len(tasks)
+            n = done
         elif what == "verify":
             for _ in range(n):
                 sig, msg = signed[i]
@@ -165,7 +183,7 @@ def main() -> None:
         return
     roots = [r.resolve() for r in (args.tree or [HERE])]
     trees = [Tree(r, args.count) for r in roots]
-    what = ("admit", "verify", "sodium")
+    what = ("admit", "worker", "verify", "sodium")
     times: dict[tuple[int, str], list[float]] = {}
     try:
         for t in trees:  # warm-up round, not counted
@@ -197,10 +215,10 @@ def main() -> None:
             )
     print()
     for i, root in enumerate(roots):
-        adm = times[(i, "admit")]
         ver = times[(i, "verify")]
-        per = statistics.median(a / v for a, v in zip(adm, ver, strict=True))
-        print(f"{str(root)[-28:]:<28} admission / bare cryptography verify (paired): {per:.2f}x")
+        for w in ("admit", "worker"):
+            per = statistics.median(a / v for a, v in zip(times[(i, w)], ver, strict=True))
+            print(f"{str(root)[-28:]:<28} {w} / bare cryptography verify (paired): {per:.2f}x")
 
 
 if __name__ == "__main__":
