@@ -360,9 +360,18 @@ def _named_by(keyid: str, keys: Sequence[TrustedKey]) -> list[TrustedKey]:
     """The keys of `keys` that `keyid` names under the name it carries."""
     name = keyid.rpartition("+")[0]
     try:
-        return [TrustedKey(keyid, k.public_key) for k in keys if _keyid(name, k.raw()) == keyid]
+        return [_named_key(keyid, k.raw()) for k in keys if _keyid(name, k.raw()) == keyid]
     except KeyNameError:
         return []
+
+
+@lru_cache(maxsize=1024)
+def _named_key(keyid: str, raw: bytes) -> TrustedKey:
+    """The key whose raw bytes are `raw`, known by `keyid` (`_named_by`), kept for the next
+    signature under that keyid: building a `TrustedKey` was a few percent of an entry's
+    admission. Equal to `TrustedKey(keyid, k.public_key)` for any key `k` with these bytes
+    (it is immutable, and a key is its raw bytes)."""
+    return TrustedKey(keyid, public_key_from_bytes(raw))
 
 
 @lru_cache(maxsize=1024)
