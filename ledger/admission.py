@@ -314,12 +314,15 @@ class EvidenceRule:
 
     # (phase 1) ----------------------------------------------------------------------------
 
-    def admit(self, body: bytes, authorization: str | None = None) -> Admitted:
-        """Parse, check anti-backdating and verify every signature against the known keys."""
+    def admit(
+        self, body: bytes, authorization: str | None = None, *, keep_statement: bool = True
+    ) -> Admitted:
+        """Parse, check anti-backdating and verify every signature against the known keys
+        (`keep_statement` as `admit_envelope` takes it)."""
         read = read_json_leaf(body)  # what `parse_envelope` reads first, with its leaf data
         if read is not None:
-            return self.admit_envelope(*read)
-        return self.admit_envelope(parse_envelope(body))
+            return self.admit_envelope(*read, keep_statement=keep_statement)
+        return self.admit_envelope(parse_envelope(body), keep_statement=keep_statement)
 
     def admit_envelope(
         self, env: Envelope, canonical: bytes | None = None, *, keep_statement: bool = True

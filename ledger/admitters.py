@@ -25,9 +25,10 @@ import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
-from ledger.admission import AdmissionRule, Admitted, admit_batch_entry
+from ledger.admission import AdmissionRule, Admitted, EvidenceRule, admit_batch_entry
 from ledger.errors import LedgerError
 from ledger.serving import die_with_parent
 
@@ -75,10 +76,14 @@ def _ready(_: int) -> bool:
 def _admit(log: str, bodies: Sequence[bytes]) -> list[Admitted | LedgerError]:
     assert _RULES is not None, "worker not initialised"
     rule = _RULES.rule_of(log)
+    # Pickled back to the serving process: an entry may come without the statement it drops.
+    admit = (
+        partial(rule.admit, keep_statement=False) if isinstance(rule, EvidenceRule) else rule.admit
+    )
     out: list[Admitted | LedgerError] = []
     for body in bodies:
         try:
-            out.append(rule.admit(body, None))
+            out.append(admit(body, None))
         except LedgerError as e:
             out.append(e)
     return out

@@ -160,6 +160,27 @@ def test_answers_without_the_statement_are_the_pickled_answers_with_it(
     event(f"{kind} {got[3] if kind == 'refused' else 'type-only' if report else ''}")
 
 
+def _admitted(rule: EvidenceRule, body: bytes, **kw: bool) -> Admitted | LedgerError:
+    try:
+        return rule.admit(body, None, **kw)
+    except LedgerError as e:
+        return e
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_single_posts_without_the_statement_are_the_pickled_answers_with_it(
+    rule: EvidenceRule, data: st.DataObject
+) -> None:
+    """The same for `EvidenceRule.admit` (a worker's answers to single posts), on bodies in any
+    spelling (`Envelope.from_json` reads those `read_json_leaf` does not)."""
+    body = data.draw(entries(rule.origin))
+    if data.draw(st.booleans()):
+        body = json.dumps(json.loads(body), indent=1).encode()
+    full = _admitted(rule, body)
+    assert answer(_admitted(rule, body, keep_statement=False)) == answer(full)
+
+
 def test_honest_field_reports_are_admitted_without_their_statement(rule: EvidenceRule) -> None:
     """The common case takes the path (the property test would pass without it)."""
     for tier, credential in (("anonymous", None), ("attested", "gold")):
