@@ -42,9 +42,8 @@ from ledger.errors import LedgerError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
 
 try:  # libsodium's Ed25519 verification, a fast path only (`sodium_first_verifies`)
-    # PyNaCl's compiled libsodium bindings (what `nacl.bindings` calls), untyped.
-    from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
-    from nacl._sodium import lib as _lib
+    from nacl.bindings import crypto_sign_open
+    from nacl.exceptions import BadSignatureError
 
     _SODIUM = True
 except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography alone still works
@@ -212,18 +211,13 @@ def sodium_first_verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
     small-order and non-canonical points. So its acceptance is taken as is and its refusal is
     asked again of `ed25519_verifies`, whose verdict stands: the answer is always the rules',
     at libsodium's speed (about half of OpenSSL's CPU per signature) for honest signatures.
-
-    libsodium's `crypto_sign_open` is called as PyNaCl's `nacl.bindings.crypto_sign_open`
-    calls it, but with no message buffer and no length out (NULL: libsodium then verifies
-    only, copying nothing): the same verification, without allocating and copying the message
-    back out, a few microseconds of an entry's admission.
     """
     if _SODIUM and len(sig) == 64:
-        raw = key.raw()
-        if len(raw) == 32:
-            signed = sig + message
-            if _lib.crypto_sign_open(_ffi.NULL, _ffi.NULL, signed, len(signed), raw) == 0:
-                return True
+        try:
+            crypto_sign_open(sig + message, key.raw())
+            return True
+        except (BadSignatureError, ValueError, TypeError):
+            pass
     return rules.ed25519_verifies(key, sig, message)
 
 
