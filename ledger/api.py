@@ -604,10 +604,7 @@ async def _sequence_batch(
     """Admit and sequence the envelopes of one batch request: the admission results, the
     sequencing results of the admitted ones (in order), and their proofs by index and size."""
     admitted = await _admit_batch(server, h, raw)
-    added = await asyncio.gather(
-        *h.sequencer.submit([a for a in admitted if not isinstance(a, LedgerError)]),
-        return_exceptions=True,
-    )
+    added = await h.sequencer.submit([a for a in admitted if not isinstance(a, LedgerError)])
     # The entries of one request mostly land in one or two sequencer batches: prove those
     # together, one proof set per checkpoint.
     by_size: dict[int, list[int]] = {}

@@ -117,7 +117,7 @@ class Sequencer:
         # ones (a receipt must come true); the other logs keep one entry per statement.
         self.one_entry_per_statement = one_entry_per_statement
         self.batch_size, self.batch_delay = batch_size, batch_delay
-        self._pending: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]] = []
+        self._pending: list[tuple[bytes | Admitted, _Group, int]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # The right edge of the tree this sequencer last committed; see `_Edge`.
@@ -288,21 +288,30 @@ class Sequencer:
 
         Raises AdmissionError when the log's rule refuses it at its index.
         """
-        return await self.submit([entry])[0]
+        (res,) = await self.submit([entry])
+        if isinstance(res, BaseException):
+            raise res
+        return res
 
-    def submit(self, entries: Sequence[bytes | Admitted]) -> list[asyncio.Future[Sequenced]]:
-        """Queue `entries`, in order and together, as `add` queues one: a future per entry,
-        done once a signed checkpoint includes it (or with its AdmissionError). A batch request
-        awaits its futures, rather than a task per entry that awaits each."""
+    def submit(
+        self, entries: Sequence[bytes | Admitted]
+    ) -> asyncio.Future[list[Sequenced | BaseException]]:
+        """Queue `entries`, in order and together, as `add` queues one. One future for them
+        all, done once every entry is settled, with each entry's result in order: its
+        `Sequenced`, or the exception `add` would raise for it (its AdmissionError, or the
+        failure of the sequencer batch it was in), as `asyncio.gather(...,
+        return_exceptions=True)` over a future per entry would give. One future, not one per
+        entry: a batch request's entries then cost no future, callback and loop turn each."""
+        loop = asyncio.get_running_loop()
+        group = _Group(loop.create_future(), len(entries))
         if not entries:
-            return []
+            group.fut.set_result([])
+            return group.fut
         if self._task is None:
             raise RuntimeError("sequencer not started")
-        loop = asyncio.get_running_loop()
-        futs: list[asyncio.Future[Sequenced]] = [loop.create_future() for _ in entries]
-        self._pending.extend(zip(entries, futs, strict=True))
+        self._pending.extend(zip(entries, repeat(group), range(len(entries))))
         self._wake.set()
-        return futs
+        return group.fut
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -316,9 +325,9 @@ class Sequencer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for _, fut in self._pending:
-            if not fut.done():
-                fut.set_exception(RuntimeError("sequencer stopped"))
+        stopped = RuntimeError("sequencer stopped")
+        for _, group, pos in self._pending:
+            group.settle(pos, stopped)
         self._pending.clear()
 
     async def _run(self) -> None:
@@ -333,23 +342,38 @@ class Sequencer:
             if batch:
                 await self._integrate_batch(batch)
 
-    async def _integrate_batch(
-        self, batch: list[tuple[bytes | Admitted, asyncio.Future[Sequenced]]]
-    ) -> None:
+    async def _integrate_batch(self, batch: list[tuple[bytes | Admitted, _Group, int]]) -> None:
         try:
-            results = await asyncio.to_thread(self.integrate, [e for e, _ in batch])
+            results: Sequence[Sequenced | BaseException] = await asyncio.to_thread(
+                self.integrate, [e for e, _, _ in batch]
+            )
         except Exception as exc:  # the whole batch failed: nobody was acknowledged
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, fut), res in zip(batch, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(res, AdmissionError):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
+            results = [exc] * len(batch)
+        for (_, group, pos), res in zip(batch, results, strict=True):
+            group.settle(pos, res)
+
+
+class _Group:
+    """The entries of one `Sequencer.submit` call: each one's result as it is settled, and
+    the future done with them all once the last one is."""
+
+    __slots__ = ("fut", "left", "results")
+
+    def __init__(self, fut: asyncio.Future[list[Sequenced | BaseException]], size: int) -> None:
+        self.fut = fut
+        self.results: list[Sequenced | BaseException] = [_UNSETTLED] * size
+        self.left = size
+
+    def settle(self, pos: int, res: Sequenced | BaseException) -> None:
+        """Entry `pos` is settled with `res`; the group's future is done after its last one
+        (unless its waiter was cancelled)."""
+        self.results[pos] = res
+        self.left -= 1
+        if not self.left and not self.fut.done():
+            self.fut.set_result(self.results)
+
+
+_UNSETTLED = RuntimeError("not settled")  # a placeholder no finished group holds
 
 
 class _Known:

@@ -20,9 +20,10 @@ from attest.checkpoint import open_checkpoint
 from attest.keys import generate_private_key
 from attest.note import Ed25519NoteSigner
 from attest.tiles import TILE_WIDTH, encode_bundle, integrate
-from ledger.admission import Admitted
+from ledger.admission import AdmissionError, Admitted
 from ledger.log import Log, LogRangeError
 from ledger.sequencer import (
+    PublishError,
     Sequenced,
     Sequencer,
     _all_new,
@@ -221,14 +222,15 @@ def test_submitted_entries_are_queued_together_in_order(store: Store) -> None:
         try:
             before = asyncio.ensure_future(t.seq.add(first[0]))
             await asyncio.sleep(0)  # the single add has queued its entry
-            futs = t.seq.submit([*batch, batch[0]])
+            together = t.seq.submit([*batch, batch[0]])
             after = asyncio.ensure_future(t.seq.add(last[0]))
-            return await asyncio.gather(before, *futs, after, return_exceptions=True)
+            assert await t.seq.submit([]) == []
+            got = await asyncio.gather(before, together, after, return_exceptions=True)
+            return [got[0], *got[1], got[2]]
         finally:
             await t.seq.stop()
 
     results = asyncio.run(run())
-    assert t.seq.submit([]) == []
     ok = [r for r in results if isinstance(r, Sequenced)]
     assert len(ok) == len(results) == 303
     assert [r.index for r in ok] == [0, *range(1, 301), 1, 301]
@@ -237,6 +239,62 @@ def test_submitted_entries_are_queued_together_in_order(store: Store) -> None:
         t.acked[e] = r
         t.heads.append(r.head)
     t.check()
+
+
+def test_a_submitted_group_settles_each_entry_as_its_own_add_would(store: Store) -> None:
+    """One future per `submit` call: its list holds, per entry and in order, what `add` of
+    that entry gives or raises (the oracle: what `integrate` returned or raised for the
+    sequencer batch the entry was in): an entry refused at its index gets its AdmissionError,
+    the entries of a batch that failed as a whole get that failure, the others their
+    `Sequenced`. A single `add` queued among them raises its own refusal."""
+    t = TestLog(store)
+    t.seq.batch_size = 100
+    real = t.seq.integrate
+    seen: list[tuple[list[bytes], list[Sequenced | AdmissionError] | Exception]] = []
+
+    def integrate(batch: Sequence[bytes]) -> list[Sequenced | AdmissionError]:
+        if len(seen) == 1:  # the second sequencer batch fails as a whole
+            exc = PublishError(7, "the tile store did not answer")
+            seen.append((list(batch), exc))
+            raise exc
+        got: list[Sequenced | AdmissionError] = [
+            AdmissionError(403, "refused", f"no {e!r}") if e.endswith(b"!") else r
+            for e, r in zip(batch, real(batch), strict=True)
+        ]
+        seen.append((list(batch), got))
+        return got
+
+    t.seq.integrate = integrate  # type: ignore[method-assign]
+    group = [e + b"!" if i in (3, 250) else e for i, e in enumerate(entries(260, "g"))]
+    lone = b"lone!"
+
+    async def run() -> tuple[list[Sequenced | BaseException], BaseException | Sequenced]:
+        t.seq.start()
+        try:
+            together = t.seq.submit(group)
+            one = asyncio.ensure_future(t.seq.add(lone))
+            got = await together
+            alone: BaseException | Sequenced
+            try:
+                alone = await one
+            except AdmissionError as e:
+                alone = e
+            return got, alone
+        finally:
+            await t.seq.stop()
+
+    got, alone = asyncio.run(run())
+    expected: dict[bytes, Sequenced | BaseException] = {}
+    for batch, out in seen:
+        for i, e in enumerate(batch):
+            expected[e] = out if isinstance(out, Exception) else out[i]
+    assert [len(b) for b, _ in seen] == [100, 100, 61]
+    assert len(got) == len(group)
+    for e, r in zip(group, got, strict=True):
+        assert r is expected[e]
+    assert isinstance(got[3], AdmissionError) and isinstance(got[150], PublishError)
+    assert isinstance(got[0], Sequenced) and isinstance(got[250], AdmissionError)
+    assert isinstance(alone, AdmissionError) and alone is expected[lone]
 
 
 def test_the_kept_edge_gives_the_bytes_a_one_shot_integration_gives(
