@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from attest import merkle
+from attest.checkpoint import MAX_TREE_SIZE
 from attest.tiles import (
     ENTRIES_LEVEL,
     TILE_WIDTH,
@@ -34,7 +35,7 @@ from attest.tiles import (
     parse_index,
     parse_level,
 )
-from attest.tlog_proof import HEADER, TlogProof, format_tlog_proof
+from attest.tlog_proof import HEADER, MAX_PROOF_HASHES, TlogProof, format_tlog_proof
 from ledger import index
 from ledger.admission import AdmissionError, Admitted
 from ledger.errors import LedgerError
@@ -792,15 +793,6 @@ def _proof_json(
 _HEADER_JSON = _json_str(HEADER)[1:-1]
 
 
-def _escaped(note: str, cache: dict[str, tuple[bytes, str]]) -> tuple[bytes, str]:
-    """The checkpoint `note` in UTF-8 and JSON-escaped (without quotes), made once per note:
-    the same bytes object each time also keeps its hash for the TlogProof's note check."""
-    got = cache.get(note)
-    if got is None:
-        got = cache[note] = (note.encode(), _json_str(note)[1:-1])
-    return got
-
-
 def _answer_json(seq: Sequenced, proof: InclusionProof) -> bytes:
     """`_answer(seq, proof)` as the bytes `_send_json` would encode it."""
     note = seq.head.checkpoint
@@ -825,13 +817,34 @@ def _entry_result_json(
     """`_json_text(_entry_result(h, seq, proofs))` for a sequenced entry whose proof is
     `proof`. Across the entries of a batch, `escaped` remembers each checkpoint's escape and
     `line_of` each proof hash's line in a tlog-proof (its base64 and the escaped newline; the
-    proofs of one batch share most of their nodes)."""
-    note = seq.head.checkpoint
-    lines = "".join([line_of.get(x) or line_of.setdefault(x, b64(x) + "\\n") for x in proof.hashes])
-    tlog = _proof_json(seq.index, proof.hashes, lines, *_escaped(note, escaped))
+    proofs of one batch share most of their nodes).
+
+    The TlogProof's checks run without building one per entry: a note enters `escaped` only
+    once a whole TlogProof with it was built, and a hash enters `line_of` only when it is a
+    hash's size; what is left per entry (the index's range, the number of hashes, the size
+    of each hash not seen before) is checked here, and any entry failing it builds the
+    TlogProof, which raises as it would have."""
+    index, hashes, note = seq.index, proof.hashes, seq.head.checkpoint
+    got = escaped.get(note)
+    if got is None:
+        raw = note.encode()
+        TlogProof(index, hashes, raw)
+        got = escaped[note] = (raw, _json_str(note)[1:-1])
+    elif not 0 <= index < MAX_TREE_SIZE or len(hashes) > MAX_PROOF_HASHES:
+        TlogProof(index, hashes, got[0])
+    try:
+        lines = "".join([line_of[x] for x in hashes])
+    except KeyError:
+        for x in hashes:
+            if x not in line_of:
+                if len(x) != merkle.HASH_SIZE:
+                    TlogProof(index, hashes, got[0])
+                line_of[x] = b64(x) + "\\n"
+        lines = "".join([line_of[x] for x in hashes])
     return (
-        f'{{"index":{seq.index:d},"leaf_hash":"{b64(seq.leaf_hash)}",'
-        f'"duplicate":{"true" if seq.duplicate else "false"},"tlog_proof":{tlog}}}'
+        f'{{"index":{index:d},"leaf_hash":"{b64(seq.leaf_hash)}",'
+        f'"duplicate":{"true" if seq.duplicate else "false"},'
+        f'"tlog_proof":"{_HEADER_JSON}\\nindex {index}\\n{lines}\\n{got[1]}"}}'
     )
 
 

@@ -83,3 +83,25 @@ def test_batch_result_text_is_the_encoders(
     if again:  # the checkpoint's encodings and the hashes' lines remembered from an earlier entry
         outcome(_entry_result_json, seq, proof, escaped, line_of)
     assert outcome(_entry_result_json, seq, proof, escaped, line_of) == want
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=entries(), rest=st.lists(entries(), max_size=6), data=st.data())
+def test_batch_results_sharing_caches_are_the_encoders(
+    first: tuple[Sequenced, InclusionProof],
+    rest: list[tuple[Sequenced, InclusionProof]],
+    data: st.DataObject,
+) -> None:
+    """Entries of one batch answer share the caches: a checkpoint and hashes seen (or
+    refused) for an earlier entry must not change a later entry's text or failure."""
+    escaped: dict[str, tuple[bytes, str]] = {}
+    line_of: dict[bytes, str] = {}
+    seq0, proof0 = first
+    for seq, proof in [first, *rest]:
+        if data.draw(st.booleans()):  # the first entry's checkpoint, and some of its hashes
+            seq = Sequenced(seq.index, seq.leaf_hash, seq0.head, seq.duplicate)
+            picked = data.draw(st.lists(st.sampled_from(proof0.hashes))) if proof0.hashes else []
+            proof = InclusionProof(proof.index, proof.size, (*picked, *proof.hashes))
+        proofs = {(seq.index, seq.head.size): proof}
+        want = outcome(lambda: _json_text(_entry_result(None, seq, proofs)))  # type: ignore[arg-type]  # noqa: B023
+        assert outcome(_entry_result_json, seq, proof, escaped, line_of) == want
