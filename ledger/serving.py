@@ -38,6 +38,7 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,9 @@ def bind(host: str, port: int) -> socket.socket:
 # -- the protocol: header timeout and per-client cap --------------------------------------------
 
 _open_per_peer: Counter[str] = Counter()  # one uvicorn server per process
+# The event loop runs a timer this close to its time (asyncio's own clock resolution): a
+# clock whose timer fires that early has expired, as a timer set for its deadline would have.
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -149,6 +153,14 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(config, *args, **kwargs)
         self._limits = getattr(config, "limits", Limits())
         self._peer: str | None = None
+        # Each clock is a deadline (None: not running) and at most one loop timer that
+        # fires no later than it. A request moves the deadlines (an attribute each) rather
+        # than scheduling and cancelling a timer per clock per request; a timer that fires
+        # before its clock's deadline sets itself again for that deadline. A clock's
+        # successive deadlines only move later (now plus a fixed timeout), so a pending
+        # timer never fires after one.
+        self._header_deadline: float | None = None
+        self._body_deadline: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
@@ -167,8 +179,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clocks and uncount the connection."""
-        self._disarm()
-        self._stop_body_clock()
+        self._header_deadline = self._body_deadline = None
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
         if self._peer is not None:
             _open_per_peer[self._peer] -= 1
             if _open_per_peer[self._peer] <= 0:
@@ -178,27 +193,24 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """A kept-alive connection's next request starts its own header clock."""
-        if self._awaiting_headers and self._header_timer is None:
+        if self._awaiting_headers and self._header_deadline is None:
             self._arm()
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
         """The headers arrived in time: the request is handed to the app."""
         self._awaiting_headers = False
-        self._disarm()
+        self._header_deadline = None
         super().on_headers_complete()
         # httptools calls on_message_complete at once for a request without a body.
-        self._body_timer = self.loop.call_later(self._limits.body_timeout, self._expire)
+        self._body_deadline = when = self.loop.time() + self._limits.body_timeout
+        if self._body_timer is None:
+            self._body_timer = self.loop.call_at(when, self._body_clock)
 
     def on_message_complete(self) -> None:
         """The whole body arrived in time."""
-        self._stop_body_clock()
+        self._body_deadline = None
         super().on_message_complete()
-
-    def _stop_body_clock(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
 
     def on_response_complete(self) -> None:
         """Between requests the keep-alive timeout applies; a pipelined request already has
@@ -207,16 +219,32 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def _arm(self) -> None:
-        self._header_timer = self.loop.call_later(self._limits.header_timeout, self._expire)
+        self._header_deadline = when = self.loop.time() + self._limits.header_timeout
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(when, self._header_clock)
 
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+    def _header_clock(self) -> None:
+        self._header_timer = None
+        when = self._header_deadline
+        if when is None:
+            return
+        if self.loop.time() + _CLOCK_RESOLUTION < when:
+            self._header_timer = self.loop.call_at(when, self._header_clock)
+            return
+        self._expire()
+
+    def _body_clock(self) -> None:
+        self._body_timer = None
+        when = self._body_deadline
+        if when is None:
+            return
+        if self.loop.time() + _CLOCK_RESOLUTION < when:
+            self._body_timer = self.loop.call_at(when, self._body_clock)
+            return
+        self._expire()
 
     def _expire(self) -> None:
-        self._header_timer = None
-        self._body_timer = None
+        self._header_deadline = self._body_deadline = None
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:

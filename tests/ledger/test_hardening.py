@@ -255,6 +255,59 @@ def test_a_request_body_that_trickles_is_cut_off(tmp_path: Path) -> None:
         srv.stop()
 
 
+def _one_answer(sock: socket.socket) -> bytes:
+    """One whole HTTP answer with a Content-Length from `sock` (b"" if it was closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_kept_alive_connection_gets_fresh_clocks_for_each_request(tmp_path: Path) -> None:
+    # Requests on one connection for longer than both timeouts, each trickling its headers
+    # and then its body over most of the time it takes, so that when an earlier request's
+    # clock would have run out a later request's same clock is running: each request's clocks
+    # start afresh, so none is cut off. Then a request on the same connection that never
+    # completes its headers still gets 408.
+    limits = ("--header-timeout", "1", "--body-timeout", "1")
+    srv = LedgerProcess(tmp_path / "data", extra_args=limits)
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=DEADLINE) as conn:
+            body = b'{"envelopes": 1}'
+            rest = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            until = time.monotonic() + 3.5
+            served = 0
+            while time.monotonic() < until:
+                conn.sendall(f"POST /logs/{LOG}/entries/batch HTTP/1.1\r\nHost: x\r\n".encode())
+                time.sleep(0.35)
+                conn.sendall(rest.encode())
+                time.sleep(0.35)
+                conn.sendall(body)
+                assert _one_answer(conn).startswith(b"HTTP/1.1 400"), served
+                served += 1
+                time.sleep(0.1)
+            conn.sendall(b"GET /logs HTTP/1.1\r\nHost: x\r\n")
+            answer = _one_answer(conn)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+    finally:
+        srv.stop()
+
+
 def test_the_file_limit_is_raised_to_its_hard_value() -> None:
     code = "from ledger.serving import raise_file_limit; print(raise_file_limit())"
     res = subprocess.run(
