@@ -7,7 +7,11 @@ process at a time sequences a log however many frontends share the database.
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from operator import itemgetter
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -35,7 +40,18 @@ _IN_CHUNK = 500
 _SETUP_LOCK = 0x626C6564
 _ROOT_CACHE = 65536
 _HASH_SIZE = 32
+# SQLite's WAL is checkpointed by a thread of the store's own (`_WalCheckpointer`) once it
+# holds this many pages (~40 MiB at 4 KiB pages) rather than every ~4 MiB: each batch rewrites
+# the same hot pages (the leaf-hash index's), and a rarer checkpoint copies each of them back
+# once rather than once every few batches (bytes written per 1 KiB entry at 100k entries,
+# batch 256: 8.0 KB -> 6.3 KB), with fewer fsyncs.
 _WAL_CHECKPOINT_PAGES = 10_000
+# The writers' own automatic checkpoint, at a WAL this many pages long: the backstop that
+# keeps the WAL bounded should the thread fall behind (or not run), off the common path.
+_WAL_BACKSTOP_PAGES = 4 * _WAL_CHECKPOINT_PAGES
+_WAL_HEADER, _WAL_FRAME_HEADER = 32, 24
+
+_log = logging.getLogger(__name__)
 
 
 class StorageError(LedgerError):
@@ -109,6 +125,11 @@ class IndexRow:
     predecessor_version: str | None = None
 
 
+def _wal_limit(page_size: int) -> int:
+    """The WAL's length in bytes at `_WAL_CHECKPOINT_PAGES` frames."""
+    return _WAL_HEADER + _WAL_CHECKPOINT_PAGES * (page_size + _WAL_FRAME_HEADER)
+
+
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's begin hooks, not the driver, decide when transactions start.
@@ -116,12 +137,15 @@ def _sqlite_pragmas(synchronous: str) -> Any:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        # Checkpoint the WAL every ~40 MiB instead of every ~4 MiB: each batch rewrites the
-        # same hot pages (the leaf-hash index's), and a rarer checkpoint copies each of them
-        # back once rather than once every few batches (bytes written per 1 KiB entry at 100k
-        # entries, batch 256: 8.0 KB -> 6.3 KB), with fewer fsyncs. Durability is the same:
-        # every commit still syncs the WAL.
-        cur.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
+        # The WAL is checkpointed off the writer's path (`_WalCheckpointer`); the writer's own
+        # automatic checkpoint is only the backstop. Durability is the same: every commit
+        # still syncs the WAL.
+        cur.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
+        # Once a checkpoint has emptied the WAL, the next commit starts it over from the top
+        # and cuts the file back to this length: the file's length is then how far the WAL
+        # has grown since, which is what tells the checkpointer (a stat, no lock) it is due.
+        page_size = cur.execute("PRAGMA page_size").fetchone()[0]
+        cur.execute(f"PRAGMA journal_size_limit={_wal_limit(int(page_size))}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -168,11 +192,20 @@ class Store:
         self._cache_size = tile_cache
         self._cache_lock = threading.Lock()
         self._roots: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._wal: _WalCheckpointer | None = None
+        path = make_url(url).database
+        if self.dialect == "sqlite" and path and path != ":memory:":
+            self._wal = _WalCheckpointer(path, synchronous.upper())
+            # A store dropped without close() still stops its thread.
+            weakref.finalize(self, self._wal.stop)
 
     def close(self) -> None:
-        """Release every pooled connection."""
+        """Release every pooled connection; on SQLite, stop the WAL checkpointer once it has
+        checkpointed what the WAL holds."""
         self._read.dispose()
         self._write.dispose()
+        if self._wal is not None:
+            self._wal.stop()
 
     def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (idempotent)."""
@@ -494,6 +527,23 @@ class Store:
         """A write transaction holding the log's sequencer lock; commits on clean exit."""
         with self._write.begin() as conn:
             yield WriteTxn(self, conn, log_id, self._lock_head(conn, log_id))
+        if self._wal is not None and self._wal.committed():
+            self._wal_catch_up()
+
+    def _wal_catch_up(self) -> None:
+        """Checkpoint the frames committed while the checkpointer's last checkpoint ran (one
+        batch or a few), so that the WAL is all in the database file when the next writer
+        begins, and that writer starts it over (`_WalCheckpointer`)."""
+        raw = self._write.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cur.fetchall()
+            cur.close()
+        except sqlite3.Error as e:  # the next round (or the backstop) checkpoints them
+            _log.warning("WAL checkpoint of %s failed: %s", self.url, e)
+        finally:
+            raw.close()
 
     def _lock_head(self, conn: Connection, log_id: int) -> Head:
         """The log's head, locked for this transaction (driver-level: once per batch)."""
@@ -784,6 +834,112 @@ class WriteTxn:
             + ", ".join(f'"{c}" = excluded."{c}"' for c in cols)
         )
         self._write_rows(sql, rows)
+
+
+class _WalCheckpointer:
+    """Checkpoints a SQLite database's WAL on a thread with a connection of its own, so that
+    the sequencer's commits do not wait for it (sqlite3 releases the GIL while a statement
+    runs: the copy runs on another core).
+
+    Woken after each commit of `Store.writer`, it runs a PASSIVE checkpoint (it waits for no
+    reader or writer: the writer goes on appending to the WAL meanwhile) when the WAL file is
+    longer than `_WAL_CHECKPOINT_PAGES` frames. The file's length says so because the writers
+    cut it back to that length (`journal_size_limit`) whenever they start the WAL over.
+
+    A writer starts the WAL over only if it was all in the database file when the writer's
+    transaction began, and the writer commits again before a checkpoint of any size is done:
+    so once the thread has checkpointed what it saw, the next commit checkpoints the few
+    frames committed meanwhile itself (`committed` says so; `Store._wal_catch_up`), once per
+    `_WAL_CHECKPOINT_PAGES`. Should the thread fall behind, the writers' own automatic
+    checkpoint (`_WAL_BACKSTOP_PAGES`) keeps the WAL bounded.
+
+    Not part of durability: with WAL, a commit is durable once its frames are synced to the
+    WAL (synchronous=FULL syncs at every commit), and the database file is only ever updated
+    from frames already there. A checkpoint cut short by a crash (kill -9 included) is
+    redone from the WAL by whoever opens the database next. The thread's connection syncs as
+    the store's do, so the WAL is never started over before the database file holding its
+    pages is synced.
+    """
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self.path, self.synchronous = path, synchronous
+        self.checkpoints = 0  # PASSIVE checkpoints run so far (tests, benchmarks)
+        # Set when a checkpoint of the thread's brought the database file up to the WAL it
+        # saw: the next commit then checkpoints what was committed meanwhile.
+        self._caught_up = False
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def committed(self) -> bool:
+        """A writer committed: check the WAL's length (the thread starts with the first).
+        True when the writer is to checkpoint the frames committed during the thread's last
+        checkpoint (`Store._wal_catch_up`)."""
+        if self._thread is None:
+            self._start()
+        if not self._wake.is_set():
+            self._wake.set()
+        if self._caught_up:
+            self._caught_up = False
+            return True
+        return False
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(
+                    target=self._run, name="sqlite-wal-checkpoint", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after a last checkpoint (idempotent)."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is not None:
+            self._wake.set()
+            if thread is not threading.current_thread():  # a finalizer may run on it
+                thread.join()
+
+    def _run(self) -> None:
+        try:
+            # mode=rw: the database exists (a writer committed); never create an empty one.
+            conn = sqlite3.connect(
+                f"file:{quote(self.path)}?mode=rw", uri=True, isolation_level=None
+            )
+        except sqlite3.Error as e:
+            _log.warning("WAL checkpointer of %s did not start: %s", self.path, e)
+            return
+        try:
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            limit = _wal_limit(int(conn.execute("PRAGMA page_size").fetchone()[0]))
+            wal = self.path + "-wal"
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopped:
+                    break
+                try:
+                    due = os.stat(wal).st_size > limit
+                except OSError:
+                    continue
+                if due and self._checkpoint(conn):
+                    self._caught_up = True
+            self._checkpoint(conn)
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        """Run a PASSIVE checkpoint; whether it checkpointed every frame it saw."""
+        self.checkpoints += 1
+        try:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as e:  # the backstop still bounds the WAL; try again next time
+            _log.warning("WAL checkpoint of %s failed: %s", self.path, e)
+            return False
+        return bool(busy == 0 and frames == done)
 
 
 def _find_hash(tile: bytes, leaf_hash: bytes) -> int | None:
