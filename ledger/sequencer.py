@@ -19,6 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
+import numpy as np
+import numpy.typing as npt
+
 from attest import merkle
 from attest.admission import entry_statement_digest
 from attest.checkpoint import Checkpoint, sign_checkpoint
@@ -53,6 +56,16 @@ _BOM_UTF32_BE = b"\x00\x00\xfe\xff"
 # flushes carries the whole tail, so its latency grows by the flush (tens of milliseconds on
 # SQLite at this bound): the price of the other batches writing no index rows at all.
 LEAF_INDEX_LAG = 16_384
+
+# The leaf filter (`_LeafFilter`): bit positions per leaf hash, bits per entry a part holds
+# when full (about 0.24% false positives there, fewer before), the first part's size (2 MiB,
+# 1M entries), and how much larger each next part is.
+_FILTER_HASHES = 4
+_FILTER_BITS_PER_ENTRY = 16
+_FILTER_FIRST_BITS = 1 << 24
+_FILTER_GROWTH = 4
+# A part's bit positions are 32-bit words of the hash: no part has more bits than they reach.
+_FILTER_MAX_BITS = 1 << 32
 
 
 class PublishError(LedgerError):
@@ -124,6 +137,8 @@ class Sequencer:
         self._edge: _Edge | None = None
         # The leaf hashes above the leaf-hash index's watermark; see `_LeafTail`.
         self._tail: _LeafTail | None = None
+        # Every leaf hash of the log, as a Bloom filter; see `_LeafFilter`.
+        self._filter: _LeafFilter | None = None
 
     # -- the synchronous writer path ---------------------------------------------------------
 
@@ -180,6 +195,21 @@ class Sequencer:
             return kept
         return kept.extended(txn.read_leaf_hashes(kept.size, size).items(), size).pruned(mark)
 
+    def _sync_filter(self, txn: WriteTxn) -> _LeafFilter:
+        """The leaf filter, holding every entry of the tree as of `txn`.
+
+        Topped up from the level-0 tiles with the entries it lacks, by tree size, when another
+        process sequenced since (what it holds stays true: the log is append-only); built from
+        the tiles when there is none (a fresh sequencer: one read of every level-0 tile, some
+        32 MiB at 1M entries) or it does not fit the stored tree.
+        """
+        size, kept = txn.head.size, self._filter
+        if kept is None or kept.size > size:
+            kept = self._filter = _LeafFilter.for_size(size)
+        if kept.size < size:
+            kept.add(txn.leaf_hash_bytes(kept.size, size), size)
+        return kept
+
     def _publish(self, size: int) -> None:
         if self.publish is None:
             return
@@ -223,8 +253,11 @@ class Sequencer:
             mark = txn.leaf_index_size()
             tail = self._sync_tail(txn, mark)
             self._tail = None  # kept again below once this transaction's outcome is known
+            # Only the hashes the filter cannot rule out are looked up: most new entries are
+            # not in the log, and each lookup is a search of a random-keyed B-tree.
+            leaf_filter = self._sync_filter(txn)
             known = _Known(
-                txn.lookup_leaves(set(hashes), tail.hashes),
+                txn.lookup_leaves(leaf_filter.maybe_held(hashes), tail.hashes),
                 txn.lookup_statements({d for d in digests if d is not None}),
                 reader.read,
             )
@@ -276,6 +309,8 @@ class Sequencer:
         self._tail = (
             _LeafTail(new_size, new_size, {}) if flush else tail.extended(fresh_leaves, new_size)
         )
+        if leaf_filter.size == head.size:
+            leaf_filter.add(b"".join(plan.fresh_hashes), new_size)
         self.log.remember_edge(tiles)
         if check is not None:
             check.commit(new_size)
@@ -596,6 +631,77 @@ class _LeafTail:
             self.hashes = dict(self._pairs)
             self.start = mark
         return self
+
+
+class _LeafFilter:
+    """A Bloom filter of the leaf hashes of the entries [0, size) of a log: a hash it rules
+    out is not in the log (no false negatives); one it does not may be, and is looked up.
+
+    A leaf hash is a SHA-256 digest, so its bits are as good as any hash function's: a hash's
+    bit positions in a part of 2**b bits are its first `_FILTER_HASHES` 32-bit words, each
+    cut to b bits. It grows by parts, each `_FILTER_GROWTH` times larger than the one before,
+    so it never reads back the hashes it holds; a hash may be in the log if every bit of it
+    is set in some part. Memory: 2 bytes an entry at most, plus the room of the newest part.
+    """
+
+    def __init__(self, first_bits: int) -> None:
+        self.size = 0  # the entries [0, size) are in
+        # (bits, mask of a bit position), newest last
+        self._parts: list[tuple[npt.NDArray[np.uint8], np.uint32]] = []
+        self._room = 0  # entries the newest part takes before the next one is started
+        self._next_bits = first_bits
+
+    @staticmethod
+    def for_size(size: int) -> _LeafFilter:
+        """An empty filter whose first part holds twice `size` entries (a log at start)."""
+        bits = _FILTER_FIRST_BITS
+        while bits < 2 * size * _FILTER_BITS_PER_ENTRY and bits < _FILTER_MAX_BITS:
+            bits *= 2
+        return _LeafFilter(bits)
+
+    def add(self, hashes: bytes, size: int) -> None:
+        """Add the leaf hashes (end to end) of the entries [self.size, size)."""
+        words = _filter_words(hashes)
+        at = 0
+        while at < len(words):
+            if self._room <= 0:
+                self._grow()
+            take = min(self._room, len(words) - at)
+            bits, mask = self._parts[-1]
+            pos = words[at : at + take] & mask
+            np.bitwise_or.at(bits, pos >> 3, _BIT[pos & 7])
+            self._room -= take
+            at += take
+        self.size = size
+
+    def maybe_held(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """Those of `hashes` that may be in the log: all that are, and a few that are not."""
+        if not hashes or not self._parts:  # no parts: the log is empty
+            return []
+        words = _filter_words(b"".join(hashes))
+        held: npt.NDArray[np.bool_] | None = None
+        for bits, mask in self._parts:
+            pos = words & mask
+            in_part = (bits[pos >> 3] & _BIT[pos & 7]).all(axis=1)
+            held = in_part if held is None else held | in_part
+        return [hashes[i] for i in np.flatnonzero(held)]
+
+    def _grow(self) -> None:
+        bits = self._next_bits
+        self._parts.append((np.zeros(bits // 8, dtype=np.uint8), np.uint32(bits - 1)))
+        self._room = bits // _FILTER_BITS_PER_ENTRY
+        self._next_bits = min(bits * _FILTER_GROWTH, _FILTER_MAX_BITS)
+
+
+# Bit `i` of a byte, for i in 0..7.
+_BIT = np.array([1 << i for i in range(8)], dtype=np.uint8)
+
+
+def _filter_words(hashes: bytes) -> npt.NDArray[np.uint32]:
+    """The 32-bit words of each 32-byte hash that give its bit positions, one row a hash (in
+    the machine's byte order: the filter never leaves the process)."""
+    words = np.frombuffer(hashes, dtype=np.uint32).reshape(-1, merkle.HASH_SIZE // 4)
+    return words[:, :_FILTER_HASHES]
 
 
 class _Edge:

@@ -35,6 +35,8 @@ from ledger.errors import LedgerError
 
 # SQLite limits bound parameters per statement; stay well below the smallest default.
 _IN_CHUNK = 500
+# Level-0 tiles read per statement when reading many (8 MiB of leaf hashes).
+_TILE_CHUNK = 1024
 # PostgreSQL advisory lock key ("bled") held while migrating and creating logs: frontends that
 # start together on one database take turns instead of racing on CREATE TABLE / INSERT.
 _SETUP_LOCK = 0x626C6564
@@ -620,23 +622,41 @@ class WriteTxn:
     def read_leaf_hashes(self, start: int, end: int) -> dict[bytes, int]:
         """Leaf hash -> index of the entries in [start, end), from their level-0 tiles (one
         range query): the tail the leaf-hash index does not hold yet."""
-        out: dict[bytes, int] = {}
-        if start >= end:
-            return out
-        m = self._mark
-        sql = (
-            f"SELECT idx, data FROM tiles WHERE log_id = {m} AND level = 0"
-            f" AND idx >= {m} AND idx <= {m}"
-        )
-        params = (self.log_id, start // TILE_WIDTH, (end - 1) // TILE_WIDTH)
-        for n, data in self.conn.exec_driver_sql(sql, params):
-            base, data = int(n) * TILE_WIDTH, bytes(data)
-            lo, hi = max(start - base, 0), min(end - base, len(data) // _HASH_SIZE)
-            for k in range(lo, hi):
-                out[data[k * _HASH_SIZE : (k + 1) * _HASH_SIZE]] = base + k
+        data = self.leaf_hash_bytes(start, end)
+        size = _HASH_SIZE
+        out = {data[k : k + size]: i for i, k in enumerate(range(0, len(data), size), start)}
         if len(out) != end - start:
             raise StorageError(f"level-0 tiles hold {len(out)} of entries [{start}, {end})")
         return out
+
+    def leaf_hash_bytes(self, start: int, end: int) -> bytes:
+        """The leaf hashes of the entries in [start, end), end to end, from their level-0
+        tiles (one range query per `_TILE_CHUNK` tiles). Raises StorageError when a tile in
+        the range is missing or short."""
+        if start >= end:
+            return b""
+        m = self._mark
+        sql = (
+            f"SELECT idx, data FROM tiles WHERE log_id = {m} AND level = 0"
+            f" AND idx >= {m} AND idx <= {m} ORDER BY idx"
+        )
+        first, last = start // TILE_WIDTH, (end - 1) // TILE_WIDTH
+        parts: list[bytes] = []
+        for lo in range(first, last + 1, _TILE_CHUNK):
+            hi = min(lo + _TILE_CHUNK - 1, last)
+            rows = self._fetch(sql, (self.log_id, lo, hi))
+            if [int(n) for n, _ in rows] != list(range(lo, hi + 1)):
+                raise StorageError(f"level-0 tiles {lo}..{hi} are not all stored")
+            parts += (bytes(d) for _, d in rows)
+        if any(len(d) != TILE_WIDTH * _HASH_SIZE for d in parts[:-1]):
+            raise StorageError(f"a level-0 tile below entry {end} is not full")
+        data = b"".join(parts)
+        base = first * TILE_WIDTH
+        lo_at, hi_at = (start - base) * _HASH_SIZE, (end - base) * _HASH_SIZE
+        if len(data) < hi_at:
+            held = base + len(data) // _HASH_SIZE
+            raise StorageError(f"level-0 tiles hold entries up to {held}, not {end}")
+        return data[lo_at:hi_at]
 
     def lookup_leaves(
         self, hashes: Iterable[bytes], tail: Mapping[bytes, int] | None = None
