@@ -679,12 +679,11 @@ class _LeafFilter:
         if not hashes or not self._parts:  # no parts: the log is empty
             return []
         words = _filter_words(b"".join(hashes))
-        held: npt.NDArray[np.bool_] | None = None
+        held = np.zeros(len(hashes), dtype=np.bool_)
         for bits, mask in self._parts:
             pos = words & mask
-            in_part = (bits[pos >> 3] & _BIT[pos & 7]).all(axis=1)
-            held = in_part if held is None else held | in_part
-        return [hashes[i] for i in np.flatnonzero(held)]
+            held |= (bits[pos >> 3] & _BIT[pos & 7]).all(axis=1)
+        return [hashes[i] for i in np.flatnonzero(held).tolist()]
 
     def _grow(self) -> None:
         bits = self._next_bits
