@@ -700,7 +700,8 @@ def _filter_words(hashes: bytes) -> npt.NDArray[np.uint32]:
     """The 32-bit words of each 32-byte hash that give its bit positions, one row a hash (in
     the machine's byte order: the filter never leaves the process)."""
     words = np.frombuffer(hashes, dtype=np.uint32).reshape(-1, merkle.HASH_SIZE // 4)
-    return words[:, :_FILTER_HASHES]
+    # A contiguous copy: the operations that follow run several times faster on one.
+    return np.ascontiguousarray(words[:, :_FILTER_HASHES])
 
 
 class _Edge:
