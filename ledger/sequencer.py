@@ -66,6 +66,8 @@ _FILTER_FIRST_BITS = 1 << 24
 _FILTER_GROWTH = 4
 # A part's bit positions are 32-bit words of the hash: no part has more bits than they reach.
 _FILTER_MAX_BITS = 1 << 32
+# Entries whose leaf hashes a filter being built reads at a time (32 MiB of hashes).
+_FILTER_READ = 1 << 20
 
 
 class PublishError(LedgerError):
@@ -206,8 +208,10 @@ class Sequencer:
         size, kept = txn.head.size, self._filter
         if kept is None or kept.size > size:
             kept = self._filter = _LeafFilter.for_size(size)
-        if kept.size < size:
-            kept.add(txn.leaf_hash_bytes(kept.size, size), size)
+        # In chunks: a large log's hashes are never all in memory at once (32 bytes an entry).
+        for lo in range(kept.size, size, _FILTER_READ):
+            hi = min(lo + _FILTER_READ, size)
+            kept.add(txn.leaf_hash_bytes(lo, hi), hi)
         return kept
 
     def _publish(self, size: int) -> None:

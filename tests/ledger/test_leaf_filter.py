@@ -90,14 +90,17 @@ def test_the_filter_grows_by_parts() -> None:
 # -- the sequencer with it -------------------------------------------------------------------
 
 
-FILTERS = ["shipped", "tiny", "none"]
+FILTERS = ["shipped", "tiny", "chunked", "none"]
 
 
 @pytest.fixture(params=FILTERS)
 def leaf_filter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The filter the sequencers of a test use: as shipped; tiny (8 bits for its first part,
-    one bit an entry: most absent hashes are looked up); or none (every hash looked up)."""
-    if request.param == "tiny":
+    one bit an entry: most absent hashes are looked up); chunked (built and topped up from
+    the tiles 7 entries at a time, across tile edges); or none (every hash looked up)."""
+    if request.param == "chunked":
+        monkeypatch.setattr(seqmod, "_FILTER_READ", 7)
+    elif request.param == "tiny":
         monkeypatch.setattr(seqmod, "_FILTER_FIRST_BITS", 8)
         monkeypatch.setattr(seqmod, "_FILTER_BITS_PER_ENTRY", 1)
     elif request.param == "none":
