@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from ledger.storage import Store
+
 # Tests never assert on wall-clock time: Hypothesis's per-example deadline is one such assertion,
 # and flaky on a loaded two-core machine.
 settings.register_profile("bledger", deadline=None)
@@ -83,6 +85,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated `Store` on each backend of `db_url`, closed after the test."""
+    s = Store(db_url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 # -- no process of ours outlives the run ------------------------------------------------------

@@ -177,14 +177,6 @@ def matching(rows: Sequence[IndexRow], where: Mapping[str, str]) -> list[IndexRo
 # -- a log on each backend --------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.migrate()
-    yield s
-    s.close()
-
-
 def new_log(store: Store) -> tuple[Log, Sequencer]:
     signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
     empty = signed_head(ORIGIN, 0, merkle.EMPTY_ROOT, signer)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -145,16 +145,6 @@ def run(seq: Sequencer, batch: Sequence[bytes]) -> list[tuple[int, bool]]:
         assert isinstance(r, Sequenced) and r.leaf_hash == merkle.leaf_hash(e)
         out.append((r.index, r.duplicate))
     return out
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def batches(rng: random.Random, count: int, pool: int) -> list[list[bytes]]:

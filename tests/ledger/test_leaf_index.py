@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -74,16 +74,6 @@ def leaf_rows(url: str, log_id: int) -> dict[int, bytes]:
     out = {int(i): bytes(h) for i, h in rows}
     assert len(out) == len(rows), "two rows for one index"
     return out
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_lookups_on_both_sides_of_the_watermark(store: Store) -> None:

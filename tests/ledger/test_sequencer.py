@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -87,14 +87,6 @@ class TestLog:
             if old.size > 0:
                 p = self.log.consistency_proof(old.size, head.size)
                 merkle.verify_consistency(old.size, head.size, p.hashes, old.root, head.root)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def entries(n: int, tag: str = "e") -> list[bytes]:
