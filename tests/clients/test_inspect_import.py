@@ -26,8 +26,7 @@ from attest.statement import parse_statement
 from clients.cli import main as cli
 from clients.inspect_import import InspectLogError, read_inspect_log
 from clients.probe.worker import read_entry
-from tests.clients.probe.support import Ledger, start_ledger
-from tests.support import log_identity
+from tests.clients.probe.support import Ledger, running_ledger
 
 TASK = """
 from inspect_ai import Task, eval as inspect_eval, task
@@ -100,13 +99,8 @@ def eval_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    base = tmp_path_factory.mktemp("ledger")
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        yield Ledger(srv, base, target, vkey, origin)
-    finally:
-        srv.stop()
+    with running_ledger(tmp_path_factory.mktemp("ledger")) as ledger:
+        yield ledger
 
 
 def _import(ledger: Ledger, log: Path, data: Path) -> object:

@@ -18,8 +18,7 @@ from clients.probe.model import (
     smollm2_gguf_path,
     tiny_model,
 )
-from tests.clients.probe.support import MINI_SUITE, Ledger, start_ledger
-from tests.support import log_identity
+from tests.clients.probe.support import MINI_SUITE, Ledger, running_ledger
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +60,5 @@ def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     """A real ledger server that admits the worker (`support.start_ledger`), one per module:
     a module's tests may read each other's entries, but never another module's."""
-    base = tmp_path_factory.mktemp("ledger")
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        yield Ledger(srv, base, target, vkey, origin)
-    finally:
-        srv.stop()
+    with running_ledger(tmp_path_factory.mktemp("ledger")) as ledger:
+        yield ledger

@@ -5,6 +5,8 @@ build on these."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,3 +103,14 @@ def start_ledger(base: Path) -> tuple[LedgerProcess, LedgerTarget]:
         raise AssertionError(res.stderr)
     vkey, _ = log_identity(srv.base_url)
     return srv, LedgerTarget(srv.base_url, vkey=vkey)
+
+
+@contextmanager
+def running_ledger(base: Path) -> Iterator[Ledger]:
+    """`start_ledger` in `base`, as a `Ledger`, stopped on the way out."""
+    srv, target = start_ledger(base)
+    try:
+        vkey, origin = log_identity(srv.base_url)
+        yield Ledger(srv, base, target, vkey, origin)
+    finally:
+        srv.stop()
