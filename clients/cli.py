@@ -68,7 +68,8 @@ def main() -> None:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Server processes sharing the database (they take turns sequencing each log).",
+    help="Frontend processes that accept, admit and answer writes; this process sequences "
+    "what they admit.",
 )
 @click.option(
     "--anonymous-interval-ms",
@@ -158,17 +159,24 @@ def serve(
     if admission_workers:
         raise click.UsageError("--admission-workers needs --workers 1 (each is a process)")
     from ledger.asgi import ENV
+    from ledger.forwarding import SequencerService, private_socket_path
 
-    server.store.close()  # migrated and bootstrapped here; each worker opens its own
+    # The workers are frontends: they admit, and this process sequences (ledger.forwarding).
+    service = SequencerService(server, private_socket_path())
+    service.start()
     os.environ[ENV] = json.dumps(
         {
             "data": str(data),
             "allow_keys": [str(p) for p in allow_keys],
             "anonymous_interval_ms": anonymous_interval_ms,
             "tiles": tiles,
+            "sequencer": service.path,
         }
     )
-    serve_app("clients.web:asgi_app", sock, limits, workers=workers, factory=True)
+    try:
+        serve_app("clients.web:asgi_app", sock, limits, workers=workers, factory=True)
+    finally:
+        service.stop()
 
 
 # -- keys -------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from attest.tlog_proof import HEADER, MAX_PROOF_HASHES, TlogProof, format_tlog_p
 from ledger import index
 from ledger.admission import AdmissionError, Admitted
 from ledger.errors import LedgerError
+from ledger.forwarding import SequencerUnavailable
 from ledger.log import InclusionProof, Log, LogRangeError
 from ledger.sequencer import PublishError, Sequenced
 from ledger.server import HostedLog, LedgerServer
@@ -70,7 +71,8 @@ _WHY = {
     404: "No such log, entry, tile or tree size",
     413: "Request body or entry too large",
     422: "A citation in the statement does not resolve",
-    503: "Committed but not yet published to the tile store; a retry returns the same index",
+    503: "Committed but not yet published to the tile store, or the sequencer did not answer; "
+    "a retry returns the same index",
 }
 
 
@@ -117,6 +119,7 @@ _ERRORS: dict[type[Exception], tuple[int, str]] = {
     StorageError: (500, "storage_inconsistent"),
     merkle.ProofError: (400, "bad_proof_request"),
     PublishError: (503, "not_published"),
+    SequencerUnavailable: (503, "sequencer_unavailable"),
 }
 
 

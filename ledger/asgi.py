@@ -1,10 +1,12 @@
 """ASGI factory for serving one data directory from several processes (`bledger serve --workers`).
 
-Each worker process opens the same database and runs its own sequencers; the head-row lock makes
-them take turns, so one batch at a time is integrated per log whichever process received it.
-The parent process has already migrated the database and registered bootstrap keys, and
-holds the listening socket (`ledger.serving.bind`); each worker asks Linux to stop it when the
-parent dies (`ledger.serving.die_with_parent`), so a killed supervisor leaves no worker behind.
+Each worker process opens the same database, admits what its connections post, and forwards it
+to the sequencers the parent runs (`ledger.forwarding`), named in the options by the path of
+their socket; without one (or for the anonymous log) it runs its own sequencers, and the
+head-row lock makes the processes take turns. The parent process has already migrated the
+database and registered bootstrap keys, and holds the listening socket (`ledger.serving.bind`);
+each worker asks Linux to stop it when the parent dies (`ledger.serving.die_with_parent`), so a
+killed supervisor leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 
 from ledger.api import create_app
 from ledger.config import load_config
+from ledger.forwarding import SequencerLink, forward
 from ledger.server import LedgerServer
 
 ENV = "BLEDGER_SERVE_OPTIONS"
@@ -26,12 +29,15 @@ def server_from_env() -> LedgerServer:
     """The server of one worker, configured from the JSON in $BLEDGER_SERVE_OPTIONS."""
     opts = json.loads(os.environ[ENV])
     cfg = load_config(Path(opts["data"]))
-    return LedgerServer.from_config(
+    server = LedgerServer.from_config(
         cfg,
         extra_allow_keys=[Path(p) for p in opts.get("allow_keys", [])],
         anonymous_interval_ms=opts.get("anonymous_interval_ms"),
         tiles=opts.get("tiles"),
     )
+    if opts.get("sequencer"):
+        forward(server, SequencerLink(opts["sequencer"]))
+    return server
 
 
 def app() -> FastAPI:

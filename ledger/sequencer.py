@@ -78,7 +78,11 @@ class PublishError(LedgerError):
             f"committed (tree size {size}) but not yet published to the tile store: {problem}; "
             "a retry returns the same index once the store answers"
         )
-        self.size = size
+        self.size, self.problem = size, problem
+
+    def __reduce__(self) -> tuple[type[PublishError], tuple[int, str]]:
+        # Sent from the sequencer to a frontend (`ledger.forwarding`).
+        return (type(self), (self.size, self.problem))
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class Sequenced:
     leaf_hash: bytes
     head: Head
     duplicate: bool
+
+
+# `Sequencer.submit`'s signature: what a forwarding sequencer hands its entries to.
+Forward = Callable[[Sequence[bytes | Admitted]], asyncio.Future[list[Sequenced | BaseException]]]
 
 
 def signed_head(origin: str, size: int, root: bytes, signer: NoteSigner) -> Head:
@@ -141,6 +149,8 @@ class Sequencer:
         self._tail: _LeafTail | None = None
         # Every leaf hash of the log, as a Bloom filter; see `_LeafFilter`.
         self._filter: _LeafFilter | None = None
+        # Where `submit` sends entries when another process sequences this log.
+        self._forward: Forward | None = None
 
     # -- the synchronous writer path ---------------------------------------------------------
 
@@ -346,15 +356,23 @@ class Sequencer:
         if not entries:
             group.fut.set_result([])
             return group.fut
+        if self._forward is not None:
+            return self._forward(entries)
         if self._task is None:
             raise RuntimeError("sequencer not started")
         self._pending.extend(zip(entries, repeat(group), range(len(entries))))
         self._wake.set()
         return group.fut
 
+    def forward_to(self, submit: Forward) -> None:
+        """Have another process sequence this log from now on: `submit` takes what this
+        sequencer's `submit` is given and answers as it would (a frontend's
+        `ledger.forwarding.SequencerLink`); no batching loop runs here."""
+        self._forward = submit
+
     def start(self) -> None:
-        """Start the batching loop on the running event loop."""
-        if self._task is None:
+        """Start the batching loop on the running event loop (not for a forwarding one)."""
+        if self._task is None and self._forward is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:

@@ -1,0 +1,288 @@
+"""Frontends forwarding admitted entries to one sequencer (`ledger.forwarding`,
+`bledger serve --workers N`): in process against a real service on a Unix socket, and as the
+served command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from attest import merkle
+from ledger.admission import Admitted
+from ledger.config import init_data_dir
+from ledger.forwarding import (
+    MAX_FRAME,
+    SequencerLink,
+    SequencerService,
+    SequencerUnavailable,
+    _sendable,
+    forward,
+    private_socket_path,
+)
+from ledger.sequencer import PublishError, Sequenced
+from ledger.server import LedgerServer
+from tests.support import (
+    LOG,
+    ORIGIN_PREFIX,
+    LedgerProcess,
+    Signer,
+    check_log,
+    envelope_body,
+    log_identity,
+)
+
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> Signer:
+    return Signer.create(tmp_path / "keys")
+
+
+def _server(data: Path, signer: Signer) -> LedgerServer:
+    cfg = init_data_dir(data, origin_prefix=ORIGIN_PREFIX)
+    return LedgerServer.from_config(cfg, extra_allow_keys=[signer.pub])
+
+
+@pytest.fixture
+def service(tmp_path: Path, signer: Signer) -> Iterator[SequencerService]:
+    """The supervisor's side: a service sequencing the evidence log of DATA."""
+    svc = SequencerService(_server(tmp_path / "data", signer), private_socket_path())
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _admitted(frontend: LedgerServer, signer: Signer, tags: list[str]) -> list[Admitted]:
+    rule = frontend.logs[LOG].rule
+    return [rule.admit(envelope_body(signer.envelope(t)), None) for t in tags]
+
+
+def test_forwarded_writes_are_sequenced_by_the_service(
+    tmp_path: Path, signer: Signer, service: SequencerService
+) -> None:
+    """Singles and a group from a frontend land once each, in the service's batches; a repeat
+    gets its first index back; the frontend's own sequencer never runs."""
+    frontend = _server(tmp_path / "data", signer)
+    forward(frontend, SequencerLink(service.path))
+    h = frontend.logs[LOG]
+    singles = _admitted(frontend, signer, [f"single-{i}" for i in range(40)])
+    group = _admitted(frontend, signer, [f"group-{i}" for i in range(25)])
+
+    async def run() -> tuple[list[Sequenced], list[Sequenced | BaseException], Sequenced]:
+        frontend.start()
+        try:
+            one = await asyncio.gather(*(h.sequencer.add(a) for a in singles))
+            many = await h.sequencer.submit(group)
+            again = await h.sequencer.add(singles[7])
+            return one, many, again
+        finally:
+            await frontend.stop()
+
+    one, many, again = asyncio.run(run())
+    assert all(isinstance(s, Sequenced) for s in many)
+    done = [*one, *(s for s in many if isinstance(s, Sequenced))]
+    assert sorted(s.index for s in done) == list(range(65))
+    for a, s in zip([*singles, *group], done, strict=True):
+        assert s.leaf_hash == merkle.leaf_hash(a.leaf) and not s.duplicate
+    assert again.duplicate and again.index == one[7].index
+    # Written by the service's process, read here from the shared database.
+    reader = _server(tmp_path / "data", signer)
+    try:
+        assert reader.logs[LOG].log.head().size == 65
+    finally:
+        reader.store.close()
+
+
+def test_a_link_that_cannot_connect_fails_its_writes(tmp_path: Path, signer: Signer) -> None:
+    frontend = _server(tmp_path / "data", signer)
+    try:
+        link = SequencerLink(str(tmp_path / "nobody-listens.sock"))
+        (entry,) = _admitted(frontend, signer, ["lonely"])
+
+        async def run() -> list[Sequenced | BaseException]:
+            return await link.submit(LOG, [entry, entry])
+
+        got = asyncio.run(run())
+        assert len(got) == 2
+        assert all(isinstance(r, SequencerUnavailable) for r in got)
+        assert "cannot connect" in str(got[0]) and "retry" in str(got[0])
+    finally:
+        frontend.store.close()
+
+
+def test_a_broken_link_fails_the_writes_it_carried_and_reconnects(
+    tmp_path: Path, signer: Signer, service: SequencerService
+) -> None:
+    """A peer that reads a request and hangs up: that write fails with 503's error, none is
+    left waiting; the next write connects again and is sequenced."""
+    frontend = _server(tmp_path / "data", signer)
+    try:
+        first, second = _admitted(frontend, signer, ["cut-off", "after"])
+        path = str(tmp_path / "rude.sock")
+
+        async def run() -> tuple[list[Sequenced | BaseException], list[Sequenced | BaseException]]:
+            async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await reader.read(1)
+                writer.close()
+
+            rude_server = await asyncio.start_unix_server(rude, path=path)
+            async with rude_server:
+                link = SequencerLink(path)
+                cut = await asyncio.wait_for(link.submit(LOG, [first]), DEADLINE)
+            link.path = service.path  # the sequencer is back, at its address
+            later = await asyncio.wait_for(link.submit(LOG, [second]), DEADLINE)
+            await link.close()
+            return cut, later
+
+        cut, later = asyncio.run(run())
+        assert isinstance(cut[0], SequencerUnavailable), cut
+        assert isinstance(later[0], Sequenced) and later[0].index == 0, later
+    finally:
+        frontend.store.close()
+
+
+def test_a_bad_frame_closes_that_link_only(
+    tmp_path: Path, signer: Signer, service: SequencerService
+) -> None:
+    """An oversize length and a frame that is not a list of messages: the service drops the
+    connection that sent it and goes on serving the others."""
+    frontend = _server(tmp_path / "data", signer)
+    try:
+        (entry,) = _admitted(frontend, signer, ["still-served"])
+
+        async def bad(payload: bytes) -> bytes:
+            reader, writer = await asyncio.open_unix_connection(service.path)
+            writer.write(payload)
+            got = await asyncio.wait_for(reader.read(), DEADLINE)  # b"" once it is closed
+            writer.close()
+            return got
+
+        async def run() -> list[Sequenced | BaseException]:
+            assert await bad((MAX_FRAME + 1).to_bytes(4, "big")) == b""
+            not_a_list = pickle.dumps({"id": 1})
+            assert await bad(len(not_a_list).to_bytes(4, "big") + not_a_list) == b""
+            link = SequencerLink(service.path)
+            try:
+                return await asyncio.wait_for(link.submit(LOG, [entry]), DEADLINE)
+            finally:
+                await link.close()
+
+        (res,) = asyncio.run(run())
+        assert isinstance(res, Sequenced), res
+    finally:
+        frontend.store.close()
+
+
+class _Stubborn(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def test_results_travel_as_exceptions_the_frontend_can_answer() -> None:
+    """A `PublishError` and `SequencerUnavailable` arrive as themselves (503s); an exception
+    whose pickle cannot rebuild it arrives as a RuntimeError naming it (a 500)."""
+
+    async def settled() -> asyncio.Future[list[Sequenced | BaseException]]:
+        fut: asyncio.Future[list[Sequenced | BaseException]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        fut.set_result(
+            [PublishError(7, "store down"), SequencerUnavailable("gone"), _Stubborn(1, 2)]
+        )
+        return fut
+
+    got = pickle.loads(pickle.dumps(_sendable(asyncio.run(settled()))))
+    assert isinstance(got[0], PublishError) and got[0].size == 7
+    assert got[0].diagnostic == PublishError(7, "store down").diagnostic
+    assert isinstance(got[1], SequencerUnavailable) and "gone" in got[1].diagnostic
+    assert type(got[2]) is RuntimeError and str(got[2]) == "_Stubborn: 1/2"
+
+
+def test_the_socket_is_private(service: SequencerService) -> None:
+    mode = os.stat(os.path.dirname(service.path)).st_mode & 0o777
+    assert mode == 0o700, oct(mode)
+
+
+# -- as served ----------------------------------------------------------------------------------
+
+
+def test_frontends_wait_for_the_supervisors_sequencer(tmp_path: Path, signer: Signer) -> None:
+    """With the supervisor stopped (SIGSTOP) the frontends still read, but a write is not
+    answered until it runs again: the supervisor sequences, not the frontend that took it."""
+    srv = LedgerProcess(tmp_path / "data", allow_keys=(signer.pub,), extra_args=("--workers", "2"))
+    srv.start()
+    assert srv.proc is not None
+    body = envelope_body(signer.envelope("held"))
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=DEADLINE) as http:
+            os.kill(srv.proc.pid, signal.SIGSTOP)
+            try:
+                assert http.get(f"/logs/{LOG}/checkpoint").status_code == 200
+                with pytest.raises(httpx.ReadTimeout):
+                    http.post(f"/logs/{LOG}/entries", content=body, timeout=2.0)
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+            r = http.post(f"/logs/{LOG}/entries", content=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["index"] == 0  # the held write was sequenced once it ran
+    finally:
+        srv.stop()
+
+
+def test_acknowledged_writes_survive_kill_9_of_the_supervisor(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """Writers keep posting through two frontends while the supervisor is killed: every
+    write answered 200 is in the log after a restart, at its index, under a consistent
+    checkpoint; writes in flight fail (503 or a dropped connection), never a wrong answer."""
+    srv = LedgerProcess(tmp_path / "data", allow_keys=(signer.pub,), extra_args=("--workers", "2"))
+    srv.start()
+    bodies = [envelope_body(signer.envelope(f"kill-{i}")) for i in range(600)]
+    acked: dict[int, str] = {}
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=10) as http:
+
+            def post(i: int) -> None:
+                try:
+                    r = http.post(f"/logs/{LOG}/entries", content=bodies[i])
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    acked[i] = f"{r.json()['index']}:{r.json()['leaf_hash']}"
+                else:
+                    assert r.status_code == 503, r.text
+
+            with ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(post, i) for i in range(len(bodies))]
+                deadline = time.monotonic() + DEADLINE
+                while len(acked) < 100:
+                    assert time.monotonic() < deadline, "no writes were acknowledged"
+                    time.sleep(0.01)
+                srv.kill9()
+                for f in futures:
+                    f.result()
+        assert 100 <= len(acked) < len(bodies)
+        srv.start()
+        vkey, origin = log_identity(srv.base_url)
+        cp = check_log(srv.base_url, vkey, origin)
+        with httpx.Client(base_url=srv.base_url, timeout=DEADLINE) as http:
+            for i, where in acked.items():
+                index = int(where.split(":")[0])
+                assert index < cp.size
+                r = http.post(f"/logs/{LOG}/entries", content=bodies[i])
+                assert r.status_code == 200 and r.json()["duplicate"], r.text
+                assert f"{r.json()['index']}:{r.json()['leaf_hash']}" == where
+    finally:
+        srv.stop()
