@@ -1,7 +1,8 @@
 """SQLAlchemy tables of the log. Rows only: no wire models, no signing.
 
 The Merkle tree is stored the way it is served: as C2SP tiles (up to 256 hashes per row) and
-entry bundles (up to 256 entries per row), so a read of `/tile/...` is one primary-key lookup.
+entry bundles (up to 256 entries per row; a bundle not yet full may be split in parts), so a
+read of `/tile/...` is one primary-key lookup.
 Alembic migrations in `ledger/migrations/versions/` create and evolve these tables.
 """
 
@@ -69,6 +70,21 @@ bundles = Table(
     metadata,
     Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
     Column("idx", BigInteger, primary_key=True),
+    Column("count", SmallInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# The entries appended to a bundle that is not full yet, one row per batch that appended them
+# (`base`: how many entries the bundle held before), so that a small batch writes its own
+# entries rather than the whole partial bundle again. A bundle reads as its `bundles` row, if
+# any, followed by its parts from that row's count on (`ledger.storage.assemble_bundle`); once
+# full it is written whole to `bundles` and its parts deleted, in the same transaction.
+bundle_parts = Table(
+    "bundle_parts",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("base", SmallInteger, primary_key=True),
     Column("count", SmallInteger, nullable=False),
     Column("data", LargeBinary, nullable=False),
 )

@@ -289,7 +289,8 @@ class Sequencer:
             new_size = head.size + len(plan.fresh)
             tiles = integrate(head.size, reader.read, plan.fresh_hashes).tiles
             reader.batch = tiles
-            bundles = _append_bundles(txn, edge, head.size, plan.fresh)
+            appended = _append_bundles(txn, edge, head.size, plan.fresh)
+            whole, parts = _bundle_writes(appended)
             nodes = _RootNodes(node_at_from_tiles(reader.read), edge)
             root = merkle.subtree_hash(0, new_size, nodes.node_at)
             new_head = signed_head(self.log.row.origin, new_size, root, self.signer)
@@ -304,7 +305,8 @@ class Sequencer:
                     old_size=head.size,
                     new_head=new_head,
                     tiles=tiles,
-                    bundles=bundles,
+                    bundles=whole,
+                    bundle_parts=parts,
                     leaves=[*tail.rows(mark), *fresh_leaves] if flush else [],
                     leaf_index_size=new_size if flush else None,
                     statements=plan.statements,
@@ -319,7 +321,7 @@ class Sequencer:
             self._edge = None
         # Crash point: committed but not yet acknowledged; a client that retries gets the
         # same index back through deduplication, and a restart rebuilds the key chain.
-        self._edge = _Edge.after(new_head, reader, bundles, nodes.used)
+        self._edge = _Edge.after(new_head, reader, appended, nodes.used)
         self._tail = (
             _LeafTail(new_size, new_size, {}) if flush else tail.extended(fresh_leaves, new_size)
         )
@@ -557,15 +559,38 @@ def _all_new(hashes: Sequence[bytes], digests: Sequence[bytes | None], known: _K
     return len(set(named)) == len(named)
 
 
+@dataclass(frozen=True)
+class _Appended:
+    """An entry bundle a batch appended to: how many entries it held before and after, its
+    bytes after, and the encoding of the entries appended."""
+
+    base: int
+    count: int
+    data: bytes
+    part: bytes
+
+
+def _bundle_writes(
+    appended: dict[int, _Appended],
+) -> tuple[dict[int, tuple[int, bytes]], dict[int, tuple[int, int, bytes]]]:
+    """What a batch writes of the bundles it appended to (`Batch.bundles`, `bundle_parts`):
+    a bundle it filled whole, to one still partial only the entries it appended."""
+    whole = {i: (a.count, a.data) for i, a in appended.items() if a.count == TILE_WIDTH}
+    parts = {
+        i: (a.base, a.count - a.base, a.part) for i, a in appended.items() if a.count < TILE_WIDTH
+    }
+    return whole, parts
+
+
 def _append_bundles(
     txn: WriteTxn, edge: _Edge | None, size: int, entries: list[bytes]
-) -> dict[int, tuple[int, bytes]]:
-    """New contents of every entry bundle touched by appending `entries` at `size`.
+) -> dict[int, _Appended]:
+    """Every entry bundle touched by appending `entries` at `size`, as it is after.
 
     The partial bundle at the right edge comes from `edge` when it holds it (it is the bundle
     this sequencer wrote last), else from the database.
     """
-    out: dict[int, tuple[int, bytes]] = {}
+    out: dict[int, _Appended] = {}
     pos, i = size, 0
     while i < len(entries):
         idx, have = divmod(pos, TILE_WIDTH)
@@ -579,7 +604,8 @@ def _append_bundles(
             if count != have:
                 raise ValueError(f"entry bundle {idx} does not hold {have} entries")
         take = min(TILE_WIDTH - have, len(entries) - i)
-        out[idx] = (have + take, base + encode_bundle(entries[i : i + take]))
+        part = encode_bundle(entries[i : i + take])
+        out[idx] = _Appended(have, have + take, base + part, part)
         pos += take
         i += take
     return out
@@ -755,7 +781,7 @@ class _Edge:
     def after(
         head: Head,
         reader: _EdgeReader,
-        bundles: dict[int, tuple[int, bytes]],
+        bundles: dict[int, _Appended],
         nodes: dict[tuple[int, int], bytes],
     ) -> _Edge | None:
         """The edge of the tree a batch just committed (None if a tile of it went unread)."""
@@ -772,7 +798,8 @@ class _Edge:
                 tiles[tid] = data[: width * merkle.HASH_SIZE]
             level += 1
         idx, width = divmod(head.size, TILE_WIDTH)
-        count, data = bundles.get(idx, (0, b""))
+        got = bundles.get(idx)
+        count, data = (0, b"") if got is None else (got.count, got.data)
         if width and count != width:
             return None
         return _Edge(head.size, head.root, tiles, (idx, width, data), nodes)

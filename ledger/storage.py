@@ -15,7 +15,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from operator import itemgetter
 from typing import Any
@@ -91,7 +91,7 @@ class Batch:
     old_size: int
     new_head: Head
     tiles: Mapping[TileId, bytes]
-    bundles: Mapping[int, tuple[int, bytes]]  # index -> (entry count, bundle bytes)
+    bundles: Mapping[int, tuple[int, bytes]]  # index -> (entry count, bundle bytes): written whole
     # (leaf hash, index) rows added to the leaf-hash index by this batch: the whole unindexed
     # tail up to the new head when the sequencer flushes it, else none (`leaf_index_size`).
     leaves: Sequence[tuple[bytes, int]]
@@ -102,6 +102,9 @@ class Batch:
     # The leaf-hash index's new watermark when `leaves` is a flush of the tail below it; the
     # rows and the watermark commit together, so a flush is all there or not at all.
     leaf_index_size: int | None = None
+    # index -> (entries before, entries appended, their bundle encoding): appended to a
+    # bundle that is still partial after the batch, as a part (`schema.bundle_parts`).
+    bundle_parts: Mapping[int, tuple[int, int, bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -331,11 +334,12 @@ class Store:
                 self._full_tiles.popitem(last=False)
 
     def read_bundle(self, log_id: int, index: int) -> bytes:
-        """The widest stored version of an entry bundle, or b""."""
-        b = schema.bundles.c
-        q = select(b.data).where(b.log_id == log_id, b.idx == index)
+        """The widest stored version of an entry bundle, or b"" (its `bundles` row and parts,
+        read in one statement: a bundle completed meanwhile cannot lose its parts in between)."""
+        sql = bundle_sql("%s" if self.dialect == "postgresql" else "?")
         with self._read.connect() as conn:
-            return conn.execute(q).scalar_one_or_none() or b""
+            rows = conn.exec_driver_sql(sql, (log_id, index, log_id, index)).all()
+        return assemble_bundle(rows)[1]
 
     def leaf_index_size(self, log_id: int) -> int:
         """How many entries of the log the leaf-hash index (`leaves`) holds; the leaf hashes of
@@ -606,10 +610,8 @@ class WriteTxn:
 
     def read_bundle(self, index: int) -> bytes:
         """An entry bundle as of this transaction."""
-        m = self._mark
-        sql = f"SELECT data FROM bundles WHERE log_id = {m} AND idx = {m}"
-        row = self.conn.exec_driver_sql(sql, (self.log_id, index)).first()
-        return b"" if row is None else bytes(row[0])
+        args = (self.log_id, index, self.log_id, index)
+        return assemble_bundle(self.conn.exec_driver_sql(bundle_sql(self._mark), args).all())[1]
 
     def leaf_index_size(self) -> int:
         """The leaf-hash index's watermark as of this transaction (entries below it are in
@@ -793,12 +795,23 @@ class WriteTxn:
             # The primary key (log, digest) is what keeps one entry per statement should two
             # writers ever sequence the same statement: the second batch fails as a whole.
             self._insert_statements(batch.statements)
+        if batch.bundle_parts:
+            self._write_rows(
+                f'INSERT INTO bundle_parts (log_id, idx, base, "count", data)'
+                f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
+                [(log_id, i, b, n, d) for i, (b, n, d) in batch.bundle_parts.items()],
+            )
         if batch.bundles:
             self._upsert(
                 schema.bundles,
                 [(log_id, i, n, d) for i, (n, d) in batch.bundles.items()],
                 ["log_id", "idx"],
                 ["count", "data"],
+            )
+            # The whole bundle replaces its parts (once per bundle, when it fills).
+            self._write_rows(
+                f"DELETE FROM bundle_parts WHERE log_id = {mark} AND idx = {mark}",
+                [(log_id, i) for i in batch.bundles],
             )
         if batch.tiles:
             self._upsert(
@@ -854,6 +867,34 @@ class WriteTxn:
             + ", ".join(f'"{c}" = excluded."{c}"' for c in cols)
         )
         self._write_rows(sql, rows)
+
+
+def bundle_sql(mark: str) -> str:
+    """One statement reading a bundle's `bundles` row (as base -1) and its parts, in order;
+    parameters: log id, index, log id, index."""
+    return (
+        f'SELECT -1, "count", data FROM bundles WHERE log_id = {mark} AND idx = {mark}'
+        f' UNION ALL SELECT base, "count", data FROM bundle_parts'
+        f" WHERE log_id = {mark} AND idx = {mark} ORDER BY 1"
+    )
+
+
+def assemble_bundle(rows: Iterable[Sequence[Any]]) -> tuple[int, bytes]:
+    """A bundle's entry count and bytes from its rows as `bundle_sql` reads them: the whole
+    row (base -1), then each part that continues where the bundle so far ends. Bundle
+    encodings concatenate (each entry carries its own length), so the parts are joined as
+    they are. A part below that end is one the whole row already holds; one beyond it would
+    be a gap, and the bundle ends before it."""
+    count, chunks = 0, []
+    for base, n, data in rows:
+        if base < 0:
+            count, chunks = int(n), [bytes(data)]
+        elif base == count:
+            count += int(n)
+            chunks.append(bytes(data))
+        elif base > count:
+            break
+    return count, b"".join(chunks)
 
 
 class _WalCheckpointer:

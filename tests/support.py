@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -59,13 +60,14 @@ from attest.predicates import (
     SuiteRef,
 )
 from attest.statement import Statement, sign_statement, statement_bytes
+from attest.tiles import decode_bundle
 from attest.vkey import parse_vkey
 from clients.probe.records import RecordHeader, probe_item, sign_records
 from clients.probe.suites import load_suite
 from clients.sdk import ClientError, LedgerClient
 from ledger.log import Log
 from ledger.sequencer import Sequencer, signed_head
-from ledger.storage import Store
+from ledger.storage import Store, assemble_bundle, bundle_sql
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG = "evidence"
@@ -644,3 +646,27 @@ def sqlite_evidence_log(path: Path) -> tuple[Log, Sequencer]:
     empty = signed_head(signer.name, 0, merkle.EMPTY_ROOT, signer)
     log = Log(store, store.create_log("evidence", signer.name, "evidence", signer.vkey, empty))
     return log, Sequencer(log, signer)
+
+
+def stored_bundle(db: sqlite3.Connection, log_id: int, index: int) -> bytes:
+    """Entry bundle `index` of log `log_id` as a SQLite store holds it: its `bundles` row and
+    its parts (`ledger.schema.bundle_parts`), joined as the store reads them."""
+    rows = db.execute(bundle_sql("?"), (log_id, index, log_id, index)).fetchall()
+    return assemble_bundle(rows)[1]
+
+
+def overwrite_bundle(db: sqlite3.Connection, log_id: int, index: int, data: bytes) -> None:
+    """Replace entry bundle `index` of log `log_id` behind the server's back: one whole row,
+    no parts (the caller commits)."""
+    db.execute("DELETE FROM bundle_parts WHERE log_id = ? AND idx = ?", (log_id, index))
+    db.execute(
+        'INSERT INTO bundles (log_id, idx, "count", data) VALUES (?, ?, ?, ?)'
+        ' ON CONFLICT (log_id, idx) DO UPDATE SET "count" = excluded."count", data = excluded.data',
+        (log_id, index, len(decode_bundle(data)), data),
+    )
+
+
+def log_row_id(db: sqlite3.Connection, name: str = LOG) -> int:
+    """The database id of log `name` in a SQLite store."""
+    (log_id,) = db.execute("SELECT id FROM logs WHERE name = ?", (name,)).fetchone()
+    return int(log_id)

@@ -25,8 +25,11 @@ from tests.support import (
     envelope_body,
     free_port,
     log_identity,
+    log_row_id,
+    overwrite_bundle,
     post_entry,
     running_server,
+    stored_bundle,
 )
 
 
@@ -130,10 +133,10 @@ def test_log_verify_catches_a_rewritten_entry(tmp_path: Path) -> None:
 
     # The operator rewrites entry 1 in the database behind the log's back.
     db = sqlite3.connect(data / "ledger.db")
-    (blob,) = db.execute("SELECT data FROM bundles WHERE idx = 0").fetchone()
-    entries = decode_bundle(blob)
+    log_id = log_row_id(db)
+    entries = decode_bundle(stored_bundle(db, log_id, 0))
     entries[1] = entries[1].replace(b'"payload"', b'"payload" ', 1)
-    db.execute("UPDATE bundles SET data = ? WHERE idx = 0", (encode_bundle(entries),))
+    overwrite_bundle(db, log_id, 0, encode_bundle(entries))
     db.commit()
     db.close()
 

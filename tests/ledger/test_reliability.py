@@ -56,7 +56,7 @@ from ledger.config import init_data_dir, load_config
 from ledger.log import Log
 from ledger.sequencer import Sequenced
 from ledger.server import LedgerServer
-from ledger.storage import Head
+from ledger.storage import Head, assemble_bundle
 from tests.ledger.test_issuer import (
     HOUR,
     IssuerProcess,
@@ -452,8 +452,18 @@ CHILD = textwrap.dedent(
             crash()
 
 
+    write_rows = WriteTxn._write_rows
+
+
+    def crashing_write_rows(self, sql, rows):
+        # Parts of partial bundles go through the driver too (`ledger.schema.bundle_parts`).
+        write_rows(self, sql, rows)
+        if point == "after_bundle_parts_insert" and sql.startswith("INSERT INTO bundle_parts"):
+            crash()
+
+
     WriteTxn.commit_batch, WriteTxn._upsert = crashing_commit_batch, crashing_upsert
-    WriteTxn._insert_leaves = crashing_insert_leaves
+    WriteTxn._insert_leaves, WriteTxn._write_rows = crashing_insert_leaves, crashing_write_rows
     engine = hosted.log.store._write
     statements = {
         "after_checkpoints_insert": "INSERT INTO checkpoints",
@@ -495,7 +505,8 @@ class CrashPoint:
 CRASH_POINTS = [
     CrashPoint("before_commit_batch", persisted=False),  # batch signed, nothing written
     CrashPoint("after_leaves_insert", persisted=False),
-    CrashPoint("before_bundles_upsert", persisted=False),
+    CrashPoint("after_bundle_parts_insert", persisted=False),  # bundle 1's first part
+    CrashPoint("before_bundles_upsert", persisted=False),  # bundle 0, filled by batch B
     CrashPoint("after_bundles_upsert", persisted=False),
     CrashPoint("after_tiles_upsert", persisted=False),
     CrashPoint("after_checkpoints_insert", persisted=False),
@@ -587,9 +598,11 @@ def check_store(log: Log, head: Head) -> None:
     """The database holds the tree of `head` and nothing else, and it re-audits to its root.
 
     (1) the checkpoints table ends at the head, with the head's checkpoint; (2) one leaf row
-    per index below the head, with the hash of the entry at that index; (3) one bundle row per
-    bundle of the tree, at its width; (4) one tile row per tile of the tree, at its width;
-    (5) `audit_tree` recomputes the root from those tiles and bundles.
+    per index below the head, with the hash of the entry at that index; (3) each bundle of the
+    tree stored at its width: a full one as one `bundles` row and no parts, the partial one at
+    the right edge as parts (or a row) that add up to its width, nothing beyond; (4) one tile
+    row per tile of the tree, at its width; (5) `audit_tree` recomputes the root from those
+    tiles and bundles.
     """
     size, lid = head.size, log.id
     engine = create_engine(log.store.url)
@@ -610,6 +623,10 @@ def check_store(log: Log, head: Head) -> None:
                     schema.bundles.c.log_id == lid
                 )
             ).all()
+            p = schema.bundle_parts.c
+            parts = conn.execute(
+                select(p.idx, p.base, p.count, p.data).where(p.log_id == lid).order_by(p.base)
+            ).all()
             tiles = conn.execute(
                 select(schema.tiles.c.level, schema.tiles.c.idx, schema.tiles.c.data).where(
                     schema.tiles.c.log_id == lid
@@ -619,9 +636,19 @@ def check_store(log: Log, head: Head) -> None:
         engine.dispose()
     assert max(s for s, _ in cps) == size and dict(cps)[size] == head.checkpoint  # (1)
     entries: dict[int, bytes] = {}
-    assert sorted(i for i, _, _ in bundles) == list(range((size + TILE_WIDTH - 1) // TILE_WIDTH))
-    for i, count, data in bundles:  # (3)
-        assert count == tile_width(ENTRIES_LEVEL, i, size) == len(decode_bundle(data)), i
+    stored: dict[int, list[tuple[int, int, bytes]]] = {}
+    for i, count, data in bundles:
+        stored[i] = [(-1, count, bytes(data))]
+    for i, base, count, data in parts:
+        stored.setdefault(i, []).append((base, count, bytes(data)))
+    assert sorted(stored) == list(range((size + TILE_WIDTH - 1) // TILE_WIDTH))  # (3)
+    for i, rows in stored.items():
+        width = tile_width(ENTRIES_LEVEL, i, size)
+        if width == TILE_WIDTH:
+            assert [b for b, _, _ in rows] == [-1], f"full bundle {i} kept parts"
+        assert sum(n for _, n, _ in rows) == width, f"bundle {i} holds more or less than {width}"
+        count, data = assemble_bundle(rows)
+        assert count == width == len(decode_bundle(data)), i
         entries.update(enumerate(decode_bundle(data), start=i * TILE_WIDTH))
     assert sorted(i for i, _ in leaves) == list(range(size))  # (2)
     for i, h in leaves:

@@ -39,7 +39,10 @@ from tests.support import (
     check_log,
     envelope_body,
     log_identity,
+    log_row_id,
+    overwrite_bundle,
     running_server,
+    stored_bundle,
 )
 from verifier.auditor import (
     AuditNode,
@@ -106,10 +109,10 @@ def split_data_dir(data: Path, twin: Path) -> None:
 def rewrite_entry(db_path: Path, index: int) -> None:
     """Change entry `index` of the first bundle behind the server's back (SQL UPDATE)."""
     db = sqlite3.connect(db_path)
-    (blob,) = db.execute("SELECT data FROM bundles WHERE idx = 0").fetchone()
-    entries = decode_bundle(blob)
+    log_id = log_row_id(db)
+    entries = decode_bundle(stored_bundle(db, log_id, 0))
     entries[index] = entries[index].replace(b'"payload"', b'"payload" ', 1)
-    db.execute("UPDATE bundles SET data = ? WHERE idx = 0", (encode_bundle(entries),))
+    overwrite_bundle(db, log_id, 0, encode_bundle(entries))
     db.commit()
     db.close()
 

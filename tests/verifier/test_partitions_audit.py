@@ -58,7 +58,13 @@ from clients.cli import main as bledger
 from clients.sdk import LedgerClient, LogInfo, verifier_from_vkey
 from ledger.config import init_data_dir
 from ledger.sequencer import signed_head
-from tests.support import ORIGIN_PREFIX, LedgerProcess, envelope_body
+from tests.support import (
+    ORIGIN_PREFIX,
+    LedgerProcess,
+    envelope_body,
+    overwrite_bundle,
+    stored_bundle,
+)
 from verifier.auditor import (
     AuditNode,
     EntryInvalid,
@@ -384,9 +390,7 @@ class Operator:
 
     def rows(self) -> Rows:
         one = self.db.execute
-        (bundle,) = one(
-            "SELECT data FROM bundles WHERE log_id=? AND idx=0", (self.log_id,)
-        ).fetchone()
+        bundle = stored_bundle(self.db, self.log_id, 0)
         (tile,) = one(
             "SELECT data FROM tiles WHERE log_id=? AND level=0 AND idx=0", (self.log_id,)
         ).fetchone()
@@ -396,9 +400,7 @@ class Operator:
         return Rows(bytes(bundle), bytes(tile), bytes(root), str(cp))
 
     def write(self, rows: Rows) -> None:
-        self.db.execute(
-            "UPDATE bundles SET data=? WHERE log_id=? AND idx=0", (rows.bundle, self.log_id)
-        )
+        overwrite_bundle(self.db, self.log_id, 0, rows.bundle)
         self.db.execute(
             "UPDATE tiles SET data=? WHERE log_id=? AND level=0 AND idx=0", (rows.tile, self.log_id)
         )
