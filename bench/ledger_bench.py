@@ -1128,7 +1128,7 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         pub = write_key_pair(d / "bench-client", key)
         extra = ("--admission-workers", str(aw))
         with (
-            ledger_server(d, pub, 1, extra) as (base, proc),
+            ledger_server(d, pub, args.server_workers, extra) as (base, proc),
             server_profile(args, report, proc.pid, f"batch, {what}admission workers={aw}"),
         ):
             res, per = load_batches(
@@ -1146,9 +1146,10 @@ def bench_batch(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         ok = [x for x in res.samples if w0 <= x[1] <= w1 and x[2] == 200]
         lat = sorted((e - b) * 1000 for b, e, st in res.samples if w0 <= b < w1 and st == 200)
         rate = len(ok) * per / (w1 - w0)
+        frontends = f"; server workers={args.server_workers}" if args.server_workers > 1 else ""
         cfg = (
             f"{args.batch_clients} clients x {per} envelopes per request; admission workers={aw}"
-            f"{via}"
+            f"{frontends}{via}"
         )
         report.add(
             Row(
@@ -1777,7 +1778,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="HTTP warm-up before the window (3)")
     p.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients (64)")
     p.add_argument(
-        "--server-workers", type=int, default=1, help="`bledger serve --workers` for HTTP (1)"
+        "--server-workers",
+        type=int,
+        default=1,
+        help="`bledger serve --workers` for the http and batch sections (1)",
     )
     p.add_argument(
         "--client",

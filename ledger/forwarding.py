@@ -33,6 +33,7 @@ import functools
 import itertools
 import os
 import pickle
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -155,7 +156,9 @@ class SequencerService:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as e:
+        except BaseException as e:  # reported to `start`, or said here
+            if self._ready.is_set():  # after start: the frontends' writes now answer 503
+                print(f"sequencer service stopped: {e!r}", file=sys.stderr, flush=True)
             self._failure = e
             self._ready.set()
 

@@ -205,7 +205,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # httptools calls on_message_complete at once for a request without a body.
         self._body_deadline = when = self.loop.time() + self._limits.body_timeout
         if self._body_timer is None:
-            self._body_timer = self.loop.call_at(when, self._body_clock)
+            self._body_timer = self.loop.call_at(when, self._clock, "body")
 
     def on_message_complete(self) -> None:
         """The whole body arrived in time."""
@@ -221,25 +221,17 @@ class GuardedProtocol(HttpToolsProtocol):
     def _arm(self) -> None:
         self._header_deadline = when = self.loop.time() + self._limits.header_timeout
         if self._header_timer is None:
-            self._header_timer = self.loop.call_at(when, self._header_clock)
+            self._header_timer = self.loop.call_at(when, self._clock, "header")
 
-    def _header_clock(self) -> None:
-        self._header_timer = None
-        when = self._header_deadline
+    def _clock(self, name: str) -> None:
+        """The timer of clock `name` ("header" or "body"): the connection expires once that
+        clock's deadline has passed; a timer that fires before it sets itself again for it."""
+        setattr(self, f"_{name}_timer", None)
+        when: float | None = getattr(self, f"_{name}_deadline")
         if when is None:
             return
         if self.loop.time() + _CLOCK_RESOLUTION < when:
-            self._header_timer = self.loop.call_at(when, self._header_clock)
-            return
-        self._expire()
-
-    def _body_clock(self) -> None:
-        self._body_timer = None
-        when = self._body_deadline
-        if when is None:
-            return
-        if self.loop.time() + _CLOCK_RESOLUTION < when:
-            self._body_timer = self.loop.call_at(when, self._body_clock)
+            setattr(self, f"_{name}_timer", self.loop.call_at(when, self._clock, name))
             return
         self._expire()
 
