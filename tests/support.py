@@ -37,10 +37,13 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+from alembic import command
+from alembic.config import Config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest import merkle
@@ -670,3 +673,13 @@ def log_row_id(db: sqlite3.Connection, name: str = LOG) -> int:
     """The database id of log `name` in a SQLite store."""
     (log_id,) = db.execute("SELECT id FROM logs WHERE name = ?", (name,)).fetchone()
     return int(log_id)
+
+
+def move_schema(store: Store, revision: str, *, down: bool = False) -> None:
+    """Upgrade (with `down`, downgrade) the schema of `store` to Alembic `revision`, as
+    `Store.migrate` runs its migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
+    with store._write.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)

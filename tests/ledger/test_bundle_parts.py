@@ -3,10 +3,6 @@ the entries it appends, a full bundle is one row, and every read sees the bundle
 
 from __future__ import annotations
 
-from importlib import resources
-
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, func, select
 
 from attest.tiles import TILE_WIDTH, encode_bundle
@@ -15,6 +11,7 @@ from ledger.log import Log
 from ledger.sequencer import Sequencer
 from ledger.storage import Store, assemble_bundle
 from tests.ledger.test_leaf_index import entries, integrate, open_log, sequencer
+from tests.support import move_schema
 
 
 def stored_rows(url: str, log_id: int) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]]]:
@@ -97,11 +94,7 @@ def test_migration_joins_the_parts_both_ways(db_url: str) -> None:
         want: list[bytes] = []
         for k in range(10):
             want += integrate_batch(seq, entries(10, f"up{k}"))
-        cfg = Config()
-        cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
-        with store._write.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0006")
+        move_schema(store, "0006", down=True)
         engine = create_engine(db_url)
         try:
             with engine.connect() as conn:

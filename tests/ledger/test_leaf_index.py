@@ -17,12 +17,9 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, select
 
@@ -33,6 +30,7 @@ from ledger import schema
 from ledger.log import Log
 from ledger.sequencer import Sequenced, Sequencer, signed_head
 from ledger.storage import Store
+from tests.support import move_schema
 
 ORIGIN = "test.example/leaf-index"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -215,11 +213,7 @@ def test_migration_moves_the_watermark_both_ways(db_url: str) -> None:
         for i in range(3):
             integrate(seq, entries(32, f"tail{i}"))
         assert store.leaf_index_size(log.id) == 10
-        cfg = Config()
-        cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
-        with store._write.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0005")
+        move_schema(store, "0005", down=True)
         want = [*entries(10, "flushed"), *(e for i in range(3) for e in entries(32, f"tail{i}"))]
         assert leaf_rows(db_url, log.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
         store.migrate()

@@ -20,8 +20,6 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +38,7 @@ from tests.attest.test_keychain import NOW, Chain, Signer, key, vkey
 from tests.ledger.test_partitions import Attested, issuers
 from tests.ledger.test_sequencer import TestLog
 from tests.support import Signer as SupportSigner
-from tests.support import envelope_body, running_server, statement_payload
+from tests.support import envelope_body, move_schema, running_server, statement_payload
 
 JSON = dict[str, Any]
 
@@ -237,13 +235,7 @@ def test_migration_indexes_the_statements_already_logged(db_url: str) -> None:
     statement-digest index existed) names the first; a later re-post answers with it."""
     store = Store(db_url)
     try:
-        from importlib import resources
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(resources.files("ledger") / "migrations"))
-        with store._write.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0004")
+        move_schema(store, "0004")
         t = TestLog(store)
         one, two = key("one"), key("two")
         a = sign_statement_bytes(b"s", [one])
