@@ -187,6 +187,8 @@ class SequencerService:
                     self._submit(out, rid, name, entries)
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
             pass  # the frontend went away (or broke the framing): its replies have no reader
+        except (TypeError, ValueError):
+            pass  # a message that is not (id, log, entries): the peer is not a frontend
         finally:
             out.writer = None
             writer.close()
@@ -198,15 +200,15 @@ class SequencerService:
             out.put((rid, [err] * len(entries)))
             return
         fut = h.sequencer.submit(entries)
-        fut.add_done_callback(lambda f: out.put((rid, _sendable(f))))
+        fut.add_done_callback(lambda f: out.put((rid, _sendable(f, len(entries)))))
 
 
-def _sendable(fut: asyncio.Future[Results]) -> Results:
-    """The results of a settled submit, each exception one that survives pickling (an
+def _sendable(fut: asyncio.Future[Results], n: int) -> Results:
+    """The `n` results of a settled submit, each exception one that survives pickling (an
     exception class whose constructor its pickle cannot call becomes a RuntimeError naming
     it, which the frontend answers as a 500, as it would have answered the original)."""
     if fut.cancelled():
-        return [RuntimeError("sequencer stopped")]
+        return [RuntimeError("sequencer stopped")] * n
     results = fut.result()
     for i, r in enumerate(results):
         if isinstance(r, BaseException):
@@ -276,6 +278,8 @@ class SequencerLink:
                     if fut is not None and not fut.done():
                         fut.set_result(results)
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError) as e:
+            problem = f"the link broke: {type(e).__name__}"
+        except (TypeError, ValueError) as e:  # a reply that is not (id, results)
             problem = f"the link broke: {type(e).__name__}"
         finally:
             self._out.writer = None

@@ -5,6 +5,7 @@ served command."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import signal
@@ -154,10 +155,10 @@ def test_a_broken_link_fails_the_writes_it_carried_and_reconnects(
 
 
 def test_a_bad_frame_closes_that_link_only(
-    tmp_path: Path, signer: Signer, service: SequencerService
+    tmp_path: Path, signer: Signer, service: SequencerService, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An oversize length and a frame that is not a list of messages: the service drops the
-    connection that sent it and goes on serving the others."""
+    """An oversize length, a frame that is not a list of messages, and one whose message is not
+    a request: the service drops the connection that sent it and goes on serving the others."""
     frontend = _server(tmp_path / "data", signer)
     try:
         (entry,) = _admitted(frontend, signer, ["still-served"])
@@ -173,6 +174,8 @@ def test_a_bad_frame_closes_that_link_only(
             assert await bad((MAX_FRAME + 1).to_bytes(4, "big")) == b""
             not_a_list = pickle.dumps({"id": 1})
             assert await bad(len(not_a_list).to_bytes(4, "big") + not_a_list) == b""
+            not_a_request = pickle.dumps([(1, "evidence")])
+            assert await bad(len(not_a_request).to_bytes(4, "big") + not_a_request) == b""
             link = SequencerLink(service.path)
             try:
                 return await asyncio.wait_for(link.submit(LOG, [entry]), DEADLINE)
@@ -181,6 +184,8 @@ def test_a_bad_frame_closes_that_link_only(
 
         (res,) = asyncio.run(run())
         assert isinstance(res, Sequenced), res
+        # Each was a refusal the service expected, not a crash of its connection handler.
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     finally:
         frontend.store.close()
 
@@ -203,11 +208,22 @@ def test_results_travel_as_exceptions_the_frontend_can_answer() -> None:
         )
         return fut
 
-    got = pickle.loads(pickle.dumps(_sendable(asyncio.run(settled()))))
+    got = pickle.loads(pickle.dumps(_sendable(asyncio.run(settled()), 3)))
     assert isinstance(got[0], PublishError) and got[0].size == 7
     assert got[0].diagnostic == PublishError(7, "store down").diagnostic
     assert isinstance(got[1], SequencerUnavailable) and "gone" in got[1].diagnostic
     assert type(got[2]) is RuntimeError and str(got[2]) == "_Stubborn: 1/2"
+
+    async def cancelled() -> asyncio.Future[list[Sequenced | BaseException]]:
+        fut: asyncio.Future[list[Sequenced | BaseException]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        fut.cancel()
+        return fut
+
+    # One answer per entry sent, whatever became of the submit.
+    stopped = _sendable(asyncio.run(cancelled()), 4)
+    assert len(stopped) == 4 and all(isinstance(r, RuntimeError) for r in stopped)
 
 
 def test_the_socket_is_private(service: SequencerService) -> None:
