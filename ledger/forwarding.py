@@ -133,6 +133,8 @@ class SequencerService:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def start(self) -> None:
         """Start the thread; returns once the socket is listening (or raises why it is not)."""
@@ -173,12 +175,33 @@ class SequencerService:
             async with listener:
                 await self._stopping.wait()
         finally:
+            self._closing = True
             for name in names:
                 await self.server.logs[name].sequencer.stop()
+            await self._end_handlers()
             self.server.store.close()
+
+    async def _end_handlers(self) -> None:
+        """End every connection handler while this loop still runs. A connection the listener
+        accepted just before it closed gets its handler a few loop passes later (accept, make
+        the transport, `connection_made`), after `asyncio.run` has taken its list of tasks to
+        cancel; left alone, that handler would be collected after the loop closed, and its
+        `writer.close()` would raise there. So: give those passes, then cancel what is left."""
+        for _ in range(4):
+            await asyncio.sleep(0)
+        while self._handlers:
+            pending = list(self._handlers)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One frontend's link: submit each request's entries, reply when they are settled."""
+        task = asyncio.current_task()
+        if self._closing or task is None:
+            writer.close()
+            return
+        self._handlers.add(task)
         out = _Outbox()
         out.writer = writer
         try:
@@ -192,6 +215,7 @@ class SequencerService:
         finally:
             out.writer = None
             writer.close()
+            self._handlers.discard(task)
 
     def _submit(self, out: _Outbox, rid: int, name: str, entries: list[bytes | Admitted]) -> None:
         h = self.server.logs.get(name)

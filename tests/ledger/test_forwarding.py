@@ -5,10 +5,14 @@ served command."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import pickle
 import signal
+import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -229,6 +233,49 @@ def test_results_travel_as_exceptions_the_frontend_can_answer() -> None:
 def test_the_socket_is_private(service: SequencerService) -> None:
     mode = os.stat(os.path.dirname(service.path)).st_mode & 0o777
     assert mode == 0o700, oct(mode)
+
+
+def test_connections_at_shutdown_end_on_the_services_loop(tmp_path: Path, signer: Signer) -> None:
+    """Frontends connecting while the service stops: every connection handler ends before the
+    service's loop closes, none is left for the garbage collector to close on a dead loop."""
+    unraisable: list[str] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: unraisable.append(f"{u.exc_value!r} in {u.object!r}")
+    try:
+        for round_ in range(10):
+            server = _server(tmp_path / f"data-{round_}", signer)
+            svc = SequencerService(server, private_socket_path())
+            svc.start()
+            stop = threading.Event()
+
+            def connect(path: str = svc.path, stop: threading.Event = stop) -> int:
+                held: list[socket.socket] = []
+                made = 0
+                while not stop.is_set():
+                    s = socket.socket(socket.AF_UNIX)
+                    try:
+                        s.connect(path)
+                    except OSError:
+                        s.close()
+                        continue
+                    held.append(s)
+                    made += 1
+                    if len(held) > 50:  # within the process's file limit, both ends in it
+                        held.pop(0).close()
+                for s in held:
+                    s.close()
+                return made
+
+            with ThreadPoolExecutor(4) as pool:
+                made = [pool.submit(connect) for _ in range(4)]
+                time.sleep(0.05)
+                svc.stop()
+                stop.set()
+                assert sum(f.result() for f in made) > 0
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert not unraisable, unraisable
 
 
 # -- as served ----------------------------------------------------------------------------------

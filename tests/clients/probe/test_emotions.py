@@ -725,21 +725,13 @@ def test_smollm2_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(scores) == 2 and all(set(s) == set(EMOTIONS) for s in scores)
 
 
-def _smollm2_cached() -> bool:
-    from clients.probe import DEFAULT_MODEL
-    from clients.probe.model import cache_root
-
-    return (cache_root() / "models" / DEFAULT_MODEL / "source.json").is_file()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _smollm2_cached(), reason="the converted SmolLM2 is not cached")
-def test_smollm2_null_baseline_and_outside() -> None:
+def test_smollm2_null_baseline_and_outside(smollm2: LoadedModel) -> None:
     """On the real model: a calibration with every split, read against its null and baseline,
     and measured on a few outside scenarios it never saw."""
     from clients.probe.emotion_eval import OUTSIDE_EMOTIONS, load_outside, top1_among
 
-    lm = load_model(device="cpu")
+    lm = smollm2
     stim = load_stimuli().subset(4, 2, 12, select=2, null=12)
     cal = calibrate(lm, layers=[15, 19], stimuli=stim)
     assert cal.method == "lda" and cal.selected_on == "select" and cal.null_source == "null"
