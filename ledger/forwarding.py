@@ -274,12 +274,13 @@ class SequencerLink:
         return fut
 
     async def close(self) -> None:
-        """Close the connection; writes still waiting fail."""
-        if self._reading is not None:
-            self._reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reading
+        """Close the connection; writes still waiting fail (503: the frontend is stopping)."""
         self._fail("the frontend is stopping")
+        for task in (self._connecting, self._reading):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _connect(self) -> None:
         try:
@@ -323,6 +324,8 @@ class SequencerLink:
 
 
 def forward(server: LedgerServer, link: SequencerLink) -> None:
-    """Make a frontend's forwarded logs send their entries through `link`."""
+    """Make a frontend's forwarded logs send their entries through `link`, closed when the
+    frontend stops (its writes still waiting then fail with `SequencerUnavailable`, a 503)."""
     for name in forwarded(server):
         server.logs[name].sequencer.forward_to(functools.partial(link.submit, name))
+    server.on_stop.append(link.close)

@@ -78,6 +78,9 @@ class LedgerServer:
         # asks for it; None: in this process.
         self.admission_pool: AdmissionPool | None = None
         self._grouper: AdmissionGroups | None = None
+        # Run first by `stop`: what a frontend's forwarding added (`ledger.forwarding.forward`
+        # closes its link there, so the writes still waiting are answered, not dropped).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     def from_config(
@@ -139,6 +142,8 @@ class LedgerServer:
 
     async def stop(self) -> None:
         """Stop every sequencer and the admission workers, and close the database."""
+        for close in self.on_stop:
+            await close()
         for h in self.logs.values():
             if h.queue is not None:
                 await h.queue.stop()

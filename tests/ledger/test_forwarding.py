@@ -158,6 +158,34 @@ def test_a_broken_link_fails_the_writes_it_carried_and_reconnects(
         frontend.store.close()
 
 
+def test_a_stopping_frontend_answers_the_writes_it_forwarded(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """A frontend stopped while its writes wait on a sequencer that has not answered: each
+    gets a 503's `SequencerUnavailable` saying the frontend stopped, none is left hanging."""
+    frontend = _server(tmp_path / "data", signer)
+    entries = _admitted(frontend, signer, ["waiting-1", "waiting-2"])
+    path = str(tmp_path / "silent.sock")
+
+    async def run() -> list[Sequenced | BaseException]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # takes the request and never answers
+
+        silent_server = await asyncio.start_unix_server(silent, path=path)
+        async with silent_server:
+            forward(frontend, SequencerLink(path))
+            frontend.start()
+            writes = [asyncio.ensure_future(frontend.logs[LOG].sequencer.add(e)) for e in entries]
+            await asyncio.sleep(0.2)
+            assert not any(w.done() for w in writes)
+            await frontend.stop()
+            return await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), DEADLINE)
+
+    got = asyncio.run(run())
+    assert len(got) == 2 and all(isinstance(r, SequencerUnavailable) for r in got), got
+    assert all("the frontend is stopping" in str(r) for r in got), got
+
+
 def test_a_bad_frame_closes_that_link_only(
     tmp_path: Path, signer: Signer, service: SequencerService, caplog: pytest.LogCaptureFixture
 ) -> None:
