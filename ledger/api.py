@@ -430,7 +430,6 @@ def _install_routes(app: FastAPI, server: LedgerServer) -> None:
             "consistency_proof": [b64(x) for x in p.hashes],
         }
 
-
     @app.get("/logs/{name}/index", responses=_errors(400, 404))
     def statement_index(
         name: str,
@@ -537,7 +536,7 @@ def _batch_bodies(raw: bytes) -> list[bytes]:
     envs = doc.get("envelopes") if isinstance(doc, dict) else None
     if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_BATCH:
         raise ApiError(
-            400, "bad_request", f"want {{\"envelopes\": [1 to {MAX_BATCH} DSSE envelopes]}}"
+            400, "bad_request", f'want {{"envelopes": [1 to {MAX_BATCH} DSSE envelopes]}}'
         )
     return [json.dumps(e).encode() for e in envs]
 

@@ -200,9 +200,11 @@ class S3TileStore:
         if gzipped:
             data = gzip.compress(data, mtime=0)
             extra["ContentEncoding"] = "gzip"
-        self._call("put", key, lambda: self._s3.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data, **extra
-        ))
+        self._call(
+            "put",
+            key,
+            lambda: self._s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra),
+        )
 
     def get(self, key: str) -> Stored | None:
         """GET an object (None when missing); gzip content is decompressed."""

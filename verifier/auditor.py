@@ -493,9 +493,7 @@ class AuditNode:
         except httpx.HTTPError as e:
             raise LogUnavailable(f"{f.cfg.origin}: GET {http.base_url}{path}: {e!r}") from e
         if r.status_code != 200:
-            raise LogUnavailable(
-                f"{f.cfg.origin}: GET {http.base_url}{path}: HTTP {r.status_code}"
-            )
+            raise LogUnavailable(f"{f.cfg.origin}: GET {http.base_url}{path}: HTTP {r.status_code}")
         return r
 
     # -- (0): entries verified before ------------------------------------------------------------

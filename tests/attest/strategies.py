@@ -227,6 +227,7 @@ token_keys = builds(
     not_after=unix_seconds,
 )
 
+
 @st.composite
 def eval_samples(draw: st.DrawFn) -> EvalSample:
     """Eval-sample records whose digests match the texts they carry."""

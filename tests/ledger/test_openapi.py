@@ -99,9 +99,7 @@ def test_api_conforms_to_its_openapi_document(api_schema: Any) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(
-            max_examples=MAX_EXAMPLES, suppress_health_check=list(HealthCheck), deadline=None
-        )
+        @settings(max_examples=MAX_EXAMPLES, suppress_health_check=list(HealthCheck), deadline=None)
         def conforms(case: Any) -> None:
             seen.add(case.call_and_validate(checks=CHECKS).status_code // 100)
 

@@ -309,8 +309,7 @@ def test_identical_reports_of_two_people_are_two_entries(chain: Chain, token_key
     first, second = an.report("it refused me"), an.report("it refused me")
     assert first != second, "different one-time keys"
     accepted = [
-        an.queue.accept(an.rule.admit(body, authorization(an.token())))
-        for body in (first, second)
+        an.queue.accept(an.rule.admit(body, authorization(an.token()))) for body in (first, second)
     ]
     assert an.queue.integrate_pending() == 2
     assert [an.log.index_of(a.leaf_hash) for a in accepted] in ([0, 1], [1, 0])
