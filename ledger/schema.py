@@ -111,8 +111,10 @@ leaf_index_heads = Table(
 )
 
 # Statement-digest index: one entry per signed statement, whatever its signatures. The digest
-# is SHA-256 of the DSSE PAE bytes (`attest.admission.statement_digest`); the primary key
-# refuses a second entry of one statement, also when two processes race.
+# is SHA-256 of the DSSE PAE bytes (`attest.admission.statement_digest`). It holds the entries
+# below the leaf-hash index's watermark (`leaf_index_heads`) and is flushed with it; the
+# sequencer finds the statements above it in its tail (`ledger.sequencer._LeafTail`, rebuilt
+# from their bundles). The primary key refuses a second row of one statement.
 statements = Table(
     "statements",
     metadata,

@@ -55,6 +55,10 @@ _BOM_UTF32_BE = b"\x00\x00\xfe\xff"
 # them: 16,384 entries are 64 full tiles, 512 KiB, a few milliseconds at worst. The batch that
 # flushes carries the whole tail, so its latency grows by the flush (tens of milliseconds on
 # SQLite at this bound): the price of the other batches writing no index rows at all.
+# The statement-digest index (`statements`, also keyed at random) lags with it, under the same
+# watermark: its tail is kept in memory beside the leaf hashes, and a fresh sequencer rebuilds
+# it from the tail's entry bundles (parsing each envelope for its digest: some 16 us an entry,
+# a quarter of a second at this bound, once per process start).
 LEAF_INDEX_LAG = 16_384
 
 # The leaf filter (`_LeafFilter`): bit positions per leaf hash, bits per entry a part holds
@@ -181,7 +185,7 @@ class Sequencer:
             self._tail = None
             rows = tail.rows(mark)
             if rows:
-                txn.index_leaves(rows, txn.head.size)
+                txn.index_leaves(rows, txn.head.size, tail.statement_rows(mark))
             # Crash point: rows written, not committed: rolled back with the watermark; the
             # tail is still found through its tiles, and the next flush writes it again.
         self._tail = _LeafTail(txn.head.size, txn.head.size, {}) if rows else tail
@@ -202,10 +206,29 @@ class Sequencer:
         """
         size, kept = txn.head.size, self._tail
         if kept is None or kept.size > size or kept.start > mark:
-            return _LeafTail(mark, size, txn.read_leaf_hashes(mark, size))
+            hashes = txn.read_leaf_hashes(mark, size)
+            return _LeafTail(mark, size, hashes, self._tail_statements(txn, mark, size))
         if kept.size == size and kept.start == mark:
             return kept
-        return kept.extended(txn.read_leaf_hashes(kept.size, size).items(), size).pruned(mark)
+        more = txn.read_leaf_hashes(kept.size, size).items()
+        digests = self._tail_statements(txn, kept.size, size).items()
+        return kept.extended(more, size, digests).pruned(mark)
+
+    def _tail_statements(self, txn: WriteTxn, start: int, end: int) -> dict[bytes, int]:
+        """Statement digest -> index of the entries [start, end), all above the watermark,
+        from their bundles: the first entry of each statement, as `_assign` would have
+        named it, leaving out a statement `statements` already holds (a log written before
+        one entry per statement was the rule may hold several; the first is its entry)."""
+        if not self.one_entry_per_statement or start >= end:
+            return {}
+        found: dict[bytes, int] = {}
+        for i, leaf in enumerate(txn.read_entries(start, end), start):
+            d = _statement_digest(leaf)
+            if d is not None:
+                found.setdefault(d, i)
+        for d in txn.lookup_statements(found):
+            del found[d]
+        return found
 
     def _sync_filter(self, txn: WriteTxn) -> _LeafFilter:
         """The leaf filter, holding every entry of the tree as of `txn`.
@@ -272,7 +295,7 @@ class Sequencer:
             leaf_filter = self._sync_filter(txn)
             known = _Known(
                 txn.lookup_leaves(leaf_filter.maybe_held(hashes), tail.hashes),
-                txn.lookup_statements({d for d in digests if d is not None}),
+                _statements_held({d for d in digests if d is not None}, tail, txn),
                 reader.read,
             )
             plan = _assign(entries, leaves, hashes, digests, known, head.size, check)
@@ -280,7 +303,7 @@ class Sequencer:
             if not plan.fresh:
                 txn.delete_pending(pending_done)
                 if flush:
-                    txn.index_leaves(tail.rows(mark), head.size)
+                    txn.index_leaves(tail.rows(mark), head.size, tail.statement_rows(mark))
                     tail = _LeafTail(head.size, head.size, {})
                 # Kept before the commit: should it fail, the stored watermark is below this
                 # tail's start and `_sync_tail` rebuilds it rather than trust it.
@@ -309,7 +332,7 @@ class Sequencer:
                     bundle_parts=parts,
                     leaves=[*tail.rows(mark), *fresh_leaves] if flush else [],
                     leaf_index_size=new_size if flush else None,
-                    statements=plan.statements,
+                    statements=[*tail.statement_rows(mark), *plan.statements] if flush else [],
                     created_at=int(self.clock()),
                     key_events=() if check is None else check.key_events(),
                     pending_done=pending_done,
@@ -323,7 +346,9 @@ class Sequencer:
         # same index back through deduplication, and a restart rebuilds the key chain.
         self._edge = _Edge.after(new_head, reader, appended, nodes.used)
         self._tail = (
-            _LeafTail(new_size, new_size, {}) if flush else tail.extended(fresh_leaves, new_size)
+            _LeafTail(new_size, new_size, {})
+            if flush
+            else tail.extended(fresh_leaves, new_size, plan.statements)
         )
         if leaf_filter.size == head.size:
             leaf_filter.add(b"".join(plan.fresh_hashes), new_size)
@@ -433,6 +458,17 @@ class _Group:
 
 
 _UNSETTLED = RuntimeError("not settled")  # a placeholder no finished group holds
+
+
+def _statements_held(digests: set[bytes], tail: _LeafTail, txn: WriteTxn) -> dict[bytes, int]:
+    """The indices of the entries holding these statements: from the tail for the entries
+    above the watermark, from `statements` for those below (only what the tail lacks is
+    looked up there)."""
+    found = {d: i for d in digests if (i := tail.statements.get(d)) is not None}
+    rest = [d for d in digests if d not in found]
+    if rest:
+        found.update(txn.lookup_statements(rest))
+    return found
 
 
 class _Known:
@@ -645,14 +681,22 @@ def _cannot_hold_object(leaf: bytes) -> bool:
 
 
 class _LeafTail:
-    """Leaf hash -> index of the entries [start, size) of a stored tree, the ones above the
-    leaf-hash index's watermark: they are not in `leaves` yet, and deduplication must still
-    find them. Every pair is a fact about the log (append-only), so a tail stays true as the
-    log grows; it is complete for a tree of `size` entries whose watermark is `start` or more.
+    """Leaf hash -> index, and statement digest -> index, of the entries [start, size) of a
+    stored tree: the ones above the leaf-hash index's watermark, whose rows are not in
+    `leaves` and `statements` yet, and which deduplication must still find. Every pair is a
+    fact about the log (append-only), so a tail stays true as the log grows; it is complete
+    for a tree of `size` entries whose watermark is `start` or more.
     """
 
-    def __init__(self, start: int, size: int, hashes: dict[bytes, int]) -> None:
+    def __init__(
+        self,
+        start: int,
+        size: int,
+        hashes: dict[bytes, int],
+        statements: dict[bytes, int] | None = None,
+    ) -> None:
         self.start, self.size, self.hashes = start, size, hashes
+        self.statements: dict[bytes, int] = statements or {}
         # The same pairs as a list, for a flush: the sequencer's own batches add their pairs
         # as they are, where taking them back out of the map would build a pair per entry
         # (about half a microsecond an entry on a 16,384-entry flush, in profiles).
@@ -664,11 +708,23 @@ class _LeafTail:
             return list(self._pairs)
         return [(h, i) for h, i in self._pairs if i >= mark]
 
-    def extended(self, leaves: Iterable[tuple[bytes, int]], size: int) -> _LeafTail:
+    def statement_rows(self, mark: int) -> list[tuple[bytes, int]]:
+        """The (statement digest, index) rows from `mark` up: what a flush adds to
+        `statements`."""
+        return [(d, i) for d, i in self.statements.items() if i >= mark]
+
+    def extended(
+        self,
+        leaves: Iterable[tuple[bytes, int]],
+        size: int,
+        statements: Iterable[tuple[bytes, int]] = (),
+    ) -> _LeafTail:
         """This tail with the entries up to `size` added (it is updated in place)."""
         pairs = list(leaves)
         self.hashes.update(pairs)
         self._pairs += pairs
+        for d, i in statements:
+            self.statements.setdefault(d, i)  # the first entry of a statement is its entry
         self.size = size
         return self
 
@@ -677,6 +733,7 @@ class _LeafTail:
         if mark > self.start:
             self._pairs = [(h, i) for h, i in self._pairs if i >= mark]
             self.hashes = dict(self._pairs)
+            self.statements = {d: i for d, i in self.statements.items() if i >= mark}
             self.start = mark
         return self
 

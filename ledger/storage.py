@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from attest.tiles import TILE_WIDTH, TileId
+from attest.tiles import TILE_WIDTH, TileId, decode_bundle
 from ledger import schema
 from ledger.errors import LedgerError
 
@@ -98,7 +98,9 @@ class Batch:
     created_at: int
     key_events: Sequence[KeyEventRow] = ()
     pending_done: Sequence[bytes] = ()  # leaf hashes leaving the anonymous log's queue
-    statements: Sequence[tuple[bytes, int]] = ()  # (statement digest, index) of new entries
+    # (statement digest, index) rows, written when the leaf-hash index is flushed: those of
+    # the entries below `leaf_index_size` not yet in `statements` (`WriteTxn.index_leaves`).
+    statements: Sequence[tuple[bytes, int]] = ()
     # The leaf-hash index's new watermark when `leaves` is a flush of the tail below it; the
     # rows and the watermark commit together, so a flush is all there or not at all.
     leaf_index_size: int | None = None
@@ -613,6 +615,19 @@ class WriteTxn:
         args = (self.log_id, index, self.log_id, index)
         return assemble_bundle(self.conn.exec_driver_sql(bundle_sql(self._mark), args).all())[1]
 
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        """The entries [start, end), from their bundles as of this transaction (one read per
+        bundle). Raises StorageError when a bundle holds fewer than the range needs."""
+        out: list[bytes] = []
+        for n in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1 if end > start else 0):
+            base = n * TILE_WIDTH
+            lo, hi = max(start, base) - base, min(end, base + TILE_WIDTH) - base
+            entries = decode_bundle(self.read_bundle(n))
+            if len(entries) < hi:
+                raise StorageError(f"entry bundle {n} holds {len(entries)} entries, not {hi}")
+            out += entries[lo:hi]
+        return out
+
     def leaf_index_size(self) -> int:
         """The leaf-hash index's watermark as of this transaction (entries below it are in
         `leaves`); 0 when the log has none yet."""
@@ -720,7 +735,10 @@ class WriteTxn:
         return found
 
     def _insert_statements(self, statements: Sequence[tuple[bytes, int]]) -> None:
-        """The statement-digest rows of a batch: COPY on PostgreSQL, executemany on SQLite."""
+        """Statement-digest rows: COPY on PostgreSQL, executemany on SQLite, in digest order
+        (as `index_leaves`: each B-tree page is then written once however many rows land on
+        it)."""
+        statements = sorted(statements, key=itemgetter(0))
         if self.store.dialect == "postgresql":
             raw = self.conn.connection.driver_connection
             copy_sql = "COPY statements (log_id, digest, idx) FROM STDIN"
@@ -733,9 +751,15 @@ class WriteTxn:
             [(self.log_id, d, i) for d, i in statements],
         )
 
-    def index_leaves(self, leaves: Sequence[tuple[bytes, int]], size: int) -> None:
+    def index_leaves(
+        self,
+        leaves: Sequence[tuple[bytes, int]],
+        size: int,
+        statements: Sequence[tuple[bytes, int]] = (),
+    ) -> None:
         """Flush the unindexed tail into the leaf-hash index: `leaves` are the rows of every
-        entry from the watermark up to `size`, which becomes the watermark.
+        entry from the watermark up to `size`, which becomes the watermark, and `statements`
+        the statement-digest rows of those entries (the same watermark covers both).
 
         Sorted by hash, so the B-tree takes them in key order and each of its pages is written
         once per flush, however many of the rows land on it (one row at a time in hash order
@@ -748,6 +772,8 @@ class WriteTxn:
             # By hash alone: the hashes are distinct (the table's key), and comparing the
             # hashes is cheaper than comparing the pairs.
             self._insert_leaves(sorted(leaves, key=itemgetter(0)))
+        if statements:
+            self._insert_statements(statements)
         self._upsert(schema.leaf_index_heads, [(self.log_id, size)], ["log_id"], ["size"])
 
     def _insert_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> None:
