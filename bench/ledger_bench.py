@@ -9,7 +9,10 @@ Sections (pick with ``--only``):
 * ``integrate``: `Sequencer.integrate` called synchronously with batches of 1 KiB entries, on
   SQLite (temp file, ``synchronous`` FULL and NORMAL) and PostgreSQL (a fresh database
   ``bl_bench_<random>`` on the server named by ``--pg``, dropped afterwards). Target 50,000
-  entries/s. ``--profile`` adds a cProfile breakdown of where one run's time goes.
+  entries/s. Then SQLite FULL at batch 256 again on 50,000 signed 1 KiB envelopes (so the
+  statement-digest index does its work), alternating with pymerkle's SqliteTree on the same
+  bytes, with the bytes each writes per entry (``/proc/self/io``). ``--profile`` adds a
+  cProfile breakdown of where one run's time goes.
 * ``http``: the real server (``bledger serve`` in a subprocess, one uvicorn process, default
   config) on loopback, 64 concurrent clients posting distinct pre-signed DSSE envelopes.
   Targets 2,000 entries/s and p99 <= 1 s. Server and load generator share the machine's cores;
@@ -56,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,16 +216,18 @@ def integrate_run(
     budget: float,
     signer: Ed25519NoteSigner,
     prof: cProfile.Profile | None = None,
+    source: Callable[[int, int], list[bytes]] = entries,
 ) -> tuple[int, float]:
-    """Integrate up to `total` entries in batches of `batch`, stopping once `budget` seconds
-    have gone into `integrate`; returns (entries integrated, seconds spent in `integrate`)."""
+    """Integrate up to `total` entries (`source(start, count)`) in batches of `batch`,
+    stopping once `budget` seconds have gone into `integrate`; returns (entries integrated,
+    seconds spent in `integrate`)."""
     store = Store(url, synchronous=sync)
     try:
         store.migrate()
         log, seq = open_log(store, signer, batch)
         elapsed, done = 0.0, 0
         while done < total and elapsed < budget:
-            chunk = entries(done, min(batch, total - done))
+            chunk = source(done, min(batch, total - done))
             t0 = time.perf_counter()
             if prof is not None:
                 prof.enable()
@@ -266,12 +271,92 @@ BATCHES = (256, 4096)
 PEER_SQLITE = "journal=DELETE, synchronous=FULL"  # pymerkle.SqliteTree's defaults
 
 
-def peer_sqlite_append(tmp: Path, batch: int, total: int, budget: float) -> tuple[int, float]:
+def peer_sqlite_append(
+    tmp: Path,
+    batch: int,
+    total: int,
+    budget: float,
+    source: Callable[[int, int], list[bytes]] = entries,
+) -> tuple[int, float]:
     """pymerkle's SqliteTree (its defaults: one transaction per `append_entries` call) fed the
     same entries in the same batches, under the same budget as `integrate_run`."""
     d = Path(tempfile.mkdtemp(prefix="pymerkle-append-", dir=tmp))
     with pymerkle.SqliteTree(str(d / "tree.db")) as tree:
-        return append_timed(tree, batch, budget, total)
+        return append_timed(tree, batch, budget, total, source)
+
+
+def bytes_written() -> int | None:
+    """This process's bytes sent to the block layer so far (`/proc/self/io` write_bytes:
+    what reaches the disk, fsync'd or not), or None where the kernel does not say."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# Signed envelopes for the envelope integration rows: real statement digests, so the
+# statement-digest index (one entry per statement) does its work, which raw entries skip.
+ENVELOPE_ENTRIES = 50_000
+
+
+def envelope_source(count: int) -> Callable[[int, int], list[bytes]]:
+    """`count` signed 1 KiB field-report envelopes (signed now, untimed), served in ranges."""
+    bodies = signed_bodies(count, "bench", generate_private_key())
+    return lambda start, n: bodies[start : start + n]
+
+
+def bench_integrate_envelopes(
+    args: argparse.Namespace, report: Report, tmp: Path, with_peer: bool
+) -> None:
+    """Envelope rows of section 1: SQLite FULL, batch 256 (the server's defaults), ours and
+    pymerkle's SqliteTree alternately on the same signed envelopes, with the bytes each
+    writes per entry."""
+    total = min(args.entries, ENVELOPE_ENTRIES)
+    log_progress(f"integrate: signing {total:,} envelopes")
+    source = envelope_source(total)
+    signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
+    ours: list[tuple[int, float]] = []
+    peer: list[tuple[int, float]] = []
+    written: dict[str, list[float]] = {"ours": [], "peer": []}
+    for _ in range(args.reps):
+        with database("sqlite", args.pg, tmp) as url:
+            w0 = bytes_written()
+            run = integrate_run(url, "FULL", 256, total, args.max_seconds, signer, source=source)
+            w1 = bytes_written()
+        ours.append(run)
+        if w0 is not None and w1 is not None:
+            written["ours"].append((w1 - w0) / run[0] / 1000)
+        if with_peer:
+            w0 = bytes_written()
+            run = peer_sqlite_append(tmp, 256, total, args.max_seconds, source)
+            w1 = bytes_written()
+            peer.append(run)
+            if w0 is not None and w1 is not None:
+                written["peer"].append((w1 - w0) / run[0] / 1000)
+    cfg = "WAL, synchronous=FULL, batch=256, signed envelopes"
+    peer_cfg = f"{PEER_SQLITE}, batch=256, signed envelopes"
+    peer_name = f"pymerkle {pymerkle.__version__} SqliteTree (peer)"
+    key, peer_key = "integrate/sqlite/FULL/256/envelopes", "peer/SqliteTree/append/256/envelopes"
+    integrate_rows(report, args, "sqlite", cfg, 256, ours, key=key, peer=peer_key)
+    if peer:
+        integrate_rows(report, args, peer_name, peer_cfg, 256, peer, key=peer_key, peer="")
+    for who, backend, config in (("ours", "sqlite", cfg), ("peer", peer_name, peer_cfg)):
+        if written[who]:
+            report.add(
+                Row(
+                    "integrate",
+                    backend,
+                    config,
+                    "KB written/entry",
+                    statistics.median(written[who]),
+                    "KB/entry",
+                    spread=spread(written[who], "{:,.2f}"),
+                )
+            )
 
 
 def bench_integrate(
@@ -1392,12 +1477,19 @@ def time_proofs(
     return sorted(out)
 
 
-def append_timed(tree: Any, batch: int, seconds: float, limit: int) -> tuple[int, float]:
-    """Append batches of entries to a pymerkle tree for about `seconds`; (count, seconds)."""
+def append_timed(
+    tree: Any,
+    batch: int,
+    seconds: float,
+    limit: int,
+    source: Callable[[int, int], list[bytes]] = entries,
+) -> tuple[int, float]:
+    """Append batches of entries (`source(start, count)`) to a pymerkle tree for about
+    `seconds`; (count, seconds)."""
     n, elapsed = tree.get_size(), 0.0
     start = n
     while elapsed < seconds and n < limit:
-        chunk = entries(n, min(batch, limit - n))
+        chunk = source(n, min(batch, limit - n))
         t0 = time.perf_counter()
         tree.append_entries(chunk)
         elapsed += time.perf_counter() - t0
@@ -1684,8 +1776,8 @@ def fmt_value(v: float, unit: str) -> str:
         return f"{v:,.1f} µs" if v < 100 else f"{v:,.0f} µs"
     if unit == "ms":
         return f"{v:,.3f} ms" if v < 10 else f"{v:,.1f} ms"
-    if unit == "cores":
-        return f"{v:.2f} cores"
+    if unit in ("cores", "KB/entry"):
+        return f"{v:.2f} {unit}"
     if unit in ("MB/s", "batches/s"):
         return f"{v:,.1f} {unit}"
     return f"{v:,.0f} {unit}"
@@ -1882,6 +1974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(t)
         if "integrate" in args.only:
             bench_integrate(args, report, tmp, pg_ok, with_peer)
+            bench_integrate_envelopes(args, report, tmp, with_peer)
         if {"http", "batch"} & set(args.only):
             bench_bare(args, report)
         if "http" in args.only:
