@@ -224,6 +224,24 @@ def test_migration_moves_the_watermark_both_ways(db_url: str) -> None:
         store.close()
 
 
+def test_migration_down_writes_a_never_flushed_log(db_url: str) -> None:
+    # A log whose index was never flushed has no watermark row (its watermark is 0): down to
+    # 0005, every one of its entries still gets its row.
+    store = Store(db_url)
+    store.migrate()
+    try:
+        log = open_log(store)
+        seq = sequencer(log, batch_size=16, lag=10_000)
+        want = [e for i in range(3) for e in entries(16, f"full{i}")]
+        for i in range(0, 48, 16):
+            integrate(seq, want[i : i + 16])
+        assert store.leaf_index_size(log.id) == 0
+        move_schema(store, "0005", down=True)
+        assert leaf_rows(db_url, log.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
+    finally:
+        store.close()
+
+
 # -- kill -9 around the flush ----------------------------------------------------------------
 
 CHILD = textwrap.dedent(

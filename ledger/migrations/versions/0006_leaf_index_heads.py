@@ -39,8 +39,9 @@ def downgrade() -> None:
     conn = op.get_bind()
     marks = conn.execute(
         sa.text(
-            "SELECT h.log_id, w.size, h.size FROM heads h"
-            " JOIN leaf_index_heads w ON w.log_id = h.log_id"
+            # A log without a row was never flushed: its watermark is 0.
+            "SELECT h.log_id, COALESCE(w.size, 0), h.size FROM heads h"
+            " LEFT JOIN leaf_index_heads w ON w.log_id = h.log_id"
         )
     ).all()
     leaves = sa.table("leaves", sa.column("log_id"), sa.column("leaf_hash"), sa.column("idx"))
