@@ -9,9 +9,10 @@ Sections (pick with ``--only``):
 * ``integrate``: `Sequencer.integrate` called synchronously with batches of 1 KiB entries, on
   SQLite (temp file, ``synchronous`` FULL and NORMAL) and PostgreSQL (a fresh database
   ``bl_bench_<random>`` on the server named by ``--pg``, dropped afterwards). Target 50,000
-  entries/s. Then SQLite FULL at batch 256 again on 50,000 signed 1 KiB envelopes (so the
-  statement-digest index does its work), alternating with pymerkle's SqliteTree on the same
-  bytes, with the bytes each writes per entry (``/proc/self/io``). ``--profile`` adds a
+  entries/s. Then SQLite FULL at batch 256 again on 50,000 signed 1 KiB envelopes as
+  admission hands them over (leaf and statement digest: the statement-digest index does its
+  work), alternating with pymerkle's SqliteTree on the same leaf bytes, with the bytes each
+  writes per entry (``/proc/self/io``). ``--profile`` adds a
   cProfile breakdown of where one run's time goes.
 * ``http``: the real server (``bledger serve`` in a subprocess, one uvicorn process, default
   config) on loopback, 64 concurrent clients posting distinct pre-signed DSSE envelopes.
@@ -71,11 +72,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import make_url
 
 from attest import merkle
+from attest.admission import statement_digest
 from attest.dsse import pae
 from attest.keys import generate_private_key, public_key_bytes, write_key_pair
 from attest.note import Ed25519NoteSigner
 from attest.predicates import CheckpointRef, FieldReport, ModelId
 from attest.statement import Statement, sign_statement, statement_bytes
+from ledger.admission import Admitted
 from ledger.log import Log
 from ledger.sequencer import Sequencer, signed_head
 from ledger.storage import Store
@@ -216,7 +219,7 @@ def integrate_run(
     budget: float,
     signer: Ed25519NoteSigner,
     prof: cProfile.Profile | None = None,
-    source: Callable[[int, int], list[bytes]] = entries,
+    source: Callable[[int, int], Sequence[bytes | Admitted]] = entries,
 ) -> tuple[int, float]:
     """Integrate up to `total` entries (`source(start, count)`) in batches of `batch`,
     stopping once `budget` seconds have gone into `integrate`; returns (entries integrated,
@@ -303,10 +306,17 @@ def bytes_written() -> int | None:
 ENVELOPE_ENTRIES = 50_000
 
 
-def envelope_source(count: int) -> Callable[[int, int], list[bytes]]:
-    """`count` signed 1 KiB field-report envelopes (signed now, untimed), served in ranges."""
-    bodies = signed_bodies(count, "bench", generate_private_key())
-    return lambda start, n: bodies[start : start + n]
+def admitted_envelopes(count: int) -> list[Admitted]:
+    """`count` signed 1 KiB field-report envelopes as admission hands them to the sequencer
+    (canonical leaf bytes and statement digest, computed here, untimed: in the server they are
+    admission's work, done before the batch and in other processes with `--admission-workers`)."""
+    now, key = int(time.time()), generate_private_key()
+    pad = ENTRY_SIZE - len(statement_bytes(Statement.of(field_report(0, "x", now)))) + 1
+    out = []
+    for i in range(count):
+        env = sign_statement(field_report(i, "x" * max(1, pad), now), [("bench", key)])
+        out.append(Admitted(env.canonical_bytes(), digest=statement_digest(env)))
+    return out
 
 
 def bench_integrate_envelopes(
@@ -317,7 +327,15 @@ def bench_integrate_envelopes(
     writes per entry."""
     total = min(args.entries, ENVELOPE_ENTRIES)
     log_progress(f"integrate: signing {total:,} envelopes")
-    source = envelope_source(total)
+    admitted = admitted_envelopes(total)
+    leaves = [a.leaf for a in admitted]
+
+    def source(start: int, n: int) -> list[bytes | Admitted]:
+        return list(admitted[start : start + n])
+
+    def peer_source(start: int, n: int) -> list[bytes]:
+        return leaves[start : start + n]
+
     signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
     ours: list[tuple[int, float]] = []
     peer: list[tuple[int, float]] = []
@@ -332,7 +350,7 @@ def bench_integrate_envelopes(
             written["ours"].append((w1 - w0) / run[0] / 1000)
         if with_peer:
             w0 = bytes_written()
-            run = peer_sqlite_append(tmp, 256, total, args.max_seconds, source)
+            run = peer_sqlite_append(tmp, 256, total, args.max_seconds, peer_source)
             w1 = bytes_written()
             peer.append(run)
             if w0 is not None and w1 is not None:

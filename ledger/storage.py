@@ -746,9 +746,10 @@ class WriteTxn:
                 for d, i in statements:
                     copy.write_row((self.log_id, d, i))
             return
-        self.conn.exec_driver_sql(
-            "INSERT INTO statements (log_id, digest, idx) VALUES (?, ?, ?)",
-            [(self.log_id, d, i) for d, i in statements],
+        # As `_insert_leaves`: the log id inline, the (digest, index) pairs as given.
+        self._write_rows(
+            f"INSERT INTO statements (log_id, digest, idx) VALUES ({int(self.log_id)}, ?, ?)",
+            statements,
         )
 
     def index_leaves(
