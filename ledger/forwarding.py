@@ -186,7 +186,9 @@ class SequencerService:
         accepted just before it closed gets its handler a few loop passes later (accept, make
         the transport, `connection_made`), after `asyncio.run` has taken its list of tasks to
         cancel; left alone, that handler would be collected after the loop closed, and its
-        `writer.close()` would raise there. So: give those passes, then cancel what is left."""
+        `writer.close()` would raise there. So: give those passes (the accept's task, the
+        transport's `connection_made`, the handler's first step: three, and one to spare), then
+        cancel what is left. The listener is closed by now: no connection is accepted after."""
         for _ in range(4):
             await asyncio.sleep(0)
         while self._handlers:

@@ -619,7 +619,9 @@ class WriteTxn:
         """The entries [start, end), from their bundles as of this transaction (one read per
         bundle). Raises StorageError when a bundle holds fewer than the range needs."""
         out: list[bytes] = []
-        for n in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1 if end > start else 0):
+        if start >= end:
+            return out
+        for n in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
             base = n * TILE_WIDTH
             lo, hi = max(start, base) - base, min(end, base + TILE_WIDTH) - base
             entries = decode_bundle(self.read_bundle(n))
