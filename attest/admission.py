@@ -56,14 +56,6 @@ from attest.predicates import ContinuityStatement, FieldReport, ProbeRecord
 from attest.statement import Statement, parse_statement
 from attest.tiles import MAX_ENTRY_SIZE
 
-try:  # libsodium's Ed25519 verification, a fast path only (`sodium_accepts`)
-    from nacl.bindings import crypto_sign_open
-    from nacl.exceptions import BadSignatureError
-
-    _SODIUM = True
-except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography alone still works
-    _SODIUM = False
-
 DEFAULT_SKEW: Final = 300
 """Seconds a statement's issuedAt may lie ahead of the log's clock."""
 
@@ -398,26 +390,6 @@ def ed25519_verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
     try:
         key.public_key.verify(sig, message)
     except InvalidSignature:
-        return False
-    return True
-
-
-def sodium_accepts(raw: bytes, sig: bytes, message: bytes) -> bool:
-    """Whether libsodium accepts `sig` over `message` under the raw 32-byte key `raw`: a
-    fast path to `ed25519_verifies`, never a verdict of its own when it refuses.
-
-    libsodium's strict verification accepts a subset of what `cryptography`'s (OpenSSL's RFC
-    8032) accepts: both are cofactorless and require S < L, and libsodium also refuses
-    small-order and non-canonical points. So its acceptance can be taken as is, and its
-    refusal must be asked again of `cryptography`, whose verdict stands. For honest
-    signatures that is the rules' answer at libsodium's speed (about half of OpenSSL's CPU
-    per signature).
-    """
-    if not _SODIUM or len(sig) != 64 or len(raw) != 32:
-        return False
-    try:
-        crypto_sign_open(sig + message, raw)
-    except (BadSignatureError, ValueError, TypeError):
         return False
     return True
 
