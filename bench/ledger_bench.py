@@ -359,9 +359,12 @@ def bench_integrate_envelopes(
     peer_cfg = f"{PEER_SQLITE}, batch=256, signed envelopes"
     peer_name = f"pymerkle {pymerkle.__version__} SqliteTree (peer)"
     key, peer_key = "integrate/sqlite/FULL/256/envelopes", "peer/SqliteTree/append/256/envelopes"
-    integrate_rows(report, args, "sqlite", cfg, 256, ours, key=key, peer=peer_key)
+    size = sum(map(len, leaves)) / len(leaves)  # the envelopes' leaves: about 1.5 KiB
+    integrate_rows(report, args, "sqlite", cfg, 256, ours, key=key, peer=peer_key, entry_bytes=size)
     if peer:
-        integrate_rows(report, args, peer_name, peer_cfg, 256, peer, key=peer_key, peer="")
+        integrate_rows(
+            report, args, peer_name, peer_cfg, 256, peer, key=peer_key, peer="", entry_bytes=size
+        )
     for who, backend, config in (("ours", "sqlite", cfg), ("peer", peer_name, peer_cfg)):
         if written[who]:
             report.add(
@@ -443,8 +446,10 @@ def integrate_rows(
     *,
     key: str,
     peer: str,
+    entry_bytes: float = ENTRY_SIZE,
 ) -> None:
-    """entries/s (median of the runs), MB/s and batches/s rows of one configuration."""
+    """entries/s (median of the runs), MB/s (at `entry_bytes` an entry) and batches/s rows of
+    one configuration."""
     rates = [done / secs for done, secs in runs]
     rate = statistics.median(rates)
     is_ours = bool(peer)  # our rows name a peer row; peer rows do not
@@ -464,7 +469,7 @@ def integrate_rows(
             peer=peer,
         )
     )
-    mbs = [r * ENTRY_SIZE / 1e6 for r in rates]
+    mbs = [r * entry_bytes / 1e6 for r in rates]
     report.add(
         Row(
             "integrate",
