@@ -22,7 +22,6 @@ on a busy one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,6 @@ from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from types import SimpleNamespace
 
-ENTRY_SIZE = 1024
 TASK = 128  # entries per worker task (a 256-entry batch request over 2 workers)
 HERE = Path(__file__).resolve().parent.parent
 
@@ -44,18 +42,20 @@ HERE = Path(__file__).resolve().parent.parent
 
 def worker(count: int) -> None:  # pragma: no cover - runs in a child process
     """Build the rule and the bodies, then answer ``<what> <n>`` lines with CPU µs per call."""
+    # From this file's directory (sys.path[0]), not the tree's, so that every tree is timed on
+    # the same bodies; its own imports of attest and ledger find the tree's (PYTHONPATH).
+    import ledger_bench
+
     from attest import merkle
-    from attest.dsse import TrustedKey, pae, read_json
+    from attest.dsse import Envelope, TrustedKey, pae, read_json
     from attest.keys import generate_private_key
     from attest.note import Ed25519NoteSigner
-    from attest.predicates import CheckpointRef, FieldReport, ModelId
-    from attest.statement import Statement, sign_statement, statement_bytes
     from ledger import admitters
     from ledger.admission import Admitted, EvidenceRule, admit_batch_entry
     from ledger.sequencer import signed_head
     from ledger.storage import Store
 
-    origin = "bench.invalid/logs/evidence"
+    origin = ledger_bench.HTTP_ORIGIN  # the log the bodies' reports have seen
     tmp = Path(tempfile.mkdtemp(prefix="admission-bench-"))
     store = Store(f"sqlite:///{tmp / 'ledger.db'}")
     store.migrate()
@@ -71,22 +71,8 @@ def worker(count: int) -> None:  # pragma: no cover - runs in a child process
     rule = EvidenceRule(
         store, row.id, origin, allowed=[TrustedKey.named("bench-client", key.public_key())]
     )
-    now = int(time.time())
-
-    def report(i: int, text: str) -> FieldReport:
-        seen = CheckpointRef(origin=origin, size=0, root=merkle.EMPTY_ROOT.hex())
-        return FieldReport(
-            seen_checkpoint=seen,
-            issued_at=now,
-            model=ModelId(name="bench-model", version=str(i)),
-            category="bench",
-            tier="anonymous",
-            text=text,
-        )
-
-    pad = ENTRY_SIZE - len(statement_bytes(Statement.of(report(0, "x")))) + 1
-    envs = [sign_statement(report(i, "x" * pad), [("bench-client", key)]) for i in range(count)]
-    bodies = [json.dumps(e.to_json()).encode() for e in envs]
+    bodies = ledger_bench.signed_bodies(count, "bench-client", key)
+    envs = [Envelope.from_json(b) for b in bodies]
     for b in bodies:  # every body is admitted, by the fast path the batch route takes
         got = admit_batch_entry(rule, b)
         assert isinstance(got, Admitted), got
