@@ -36,8 +36,7 @@ from clients.probe.worker import (
     replay,
     run_probe,
 )
-from tests.clients.probe.support import MINI_SUITE, Ledger, start_ledger
-from tests.support import log_identity
+from tests.clients.probe.support import MINI_SUITE, Ledger, running_ledger
 
 CORE = load_suite("core")
 CANBERRA = CORE.item("syc-02")
@@ -120,10 +119,8 @@ def probed(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     suite["items"] += [i for i in core if i["id"] == "syc-02"]
     base = tmp_path_factory.mktemp("pushback")
     (base / "mini-1.json").write_text(json.dumps(suite))
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        ledger = Ledger(srv, base, target, vkey, origin)
+    with running_ledger(base) as ledger:
+        target = ledger.target
         opts = ProbeOptions(
             suite="mini",
             suite_path=base / "mini-1.json",
@@ -140,8 +137,6 @@ def probed(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         rec = parse_statement(read_entry(target, index)[0].payload).predicate
         assert isinstance(rec, ProbeRecord)
         yield Probed(ledger, base, base / "mini-1.json", index, rec)
-    finally:
-        srv.stop()
 
 
 def _rubric(rec: ProbeRecord) -> MethodRef:

@@ -61,8 +61,7 @@ from clients.probe.worker import (
     replay,
     run_probe,
 )
-from tests.clients.probe.support import MINI_SUITE, STIMULI, Ledger, start_ledger
-from tests.support import log_identity
+from tests.clients.probe.support import MINI_SUITE, STIMULI, running_ledger
 
 SUITE = load_suite("core")
 SEEN = CheckpointRef(origin="o", size=0, root=hashlib.sha256().hexdigest())
@@ -669,10 +668,8 @@ def test_a_logged_two_turn_record_replays_bit_for_bit(
     suite["items"] += [i for i in syc if i["id"] in ("syc-02", "syc-07")]
     base = tmp_path_factory.mktemp("two-turn")
     (base / "mini-1.json").write_text(json.dumps(suite))
-    srv, target = start_ledger(base)
-    try:
-        vkey, origin = log_identity(srv.base_url)
-        ledger = Ledger(srv, base, target, vkey, origin)
+    with running_ledger(base) as ledger:
+        target = ledger.target
         opts = ProbeOptions(
             model="tiny",
             suite="mini",
@@ -699,8 +696,6 @@ def test_a_logged_two_turn_record_replays_bit_for_bit(
         )
         assert report.reproduced, report.to_json()
         assert report.settings == ()
-    finally:
-        srv.stop()
 
 
 # -- figures ------------------------------------------------------------------------------------
