@@ -175,15 +175,27 @@ def node_at_from_tiles(read: TileReader) -> Callable[[int, int], bytes]:
 ExpandedTile = list[bytes]
 
 
-def expand_tile(data: bytes) -> ExpandedTile:
-    """Every complete subtree hash within a tile (at most 255 hashes), computed once."""
+def expand_tile(data: bytes, prior: ExpandedTile | None = None) -> ExpandedTile:
+    """Every complete subtree hash within a tile (at most 255 hashes), computed once.
+
+    `prior`, the expansion of a narrower version of the same tile, spares hashing again the
+    subtrees it holds: a tile only grows, so a subtree complete in a prefix of its hashes is the
+    same subtree in the whole (a partial right-edge tile widens by a few hashes a batch, and
+    each new width is expanded for the proofs against it). It is used only when its level-0
+    hashes are a prefix of `data`; any other `prior` is ignored, and the answer is the same."""
+    if prior is None or not data.startswith(prior[0]):
+        prior = [b""]
     levels = [data]
     while len(levels[-1]) >= 2 * HASH_SIZE:
         prev = levels[-1]
+        # The first len(kept) // HASH_SIZE nodes of this level hash the first twice as many
+        # below, all within the prefix `prior` expanded.
+        kept = prior[len(levels)] if len(levels) < len(prior) else b""
         levels.append(
-            b"".join(
+            kept
+            + b"".join(
                 node_hash(prev[i : i + HASH_SIZE], prev[i + HASH_SIZE : i + 2 * HASH_SIZE])
-                for i in range(0, len(prev) - HASH_SIZE, 2 * HASH_SIZE)
+                for i in range(2 * len(kept), len(prev) - HASH_SIZE, 2 * HASH_SIZE)
             )
         )
     return levels

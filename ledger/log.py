@@ -62,6 +62,9 @@ class Log:
         # Tiles with their interior nodes, so a proof is slices rather than hashing (about
         # 16 KiB per full tile; the bound keeps a million-entry log's level-0 tiles in memory).
         self._expanded_cache: OrderedDict[tuple[TileId, int], ExpandedTile] = OrderedDict()
+        # Per level, the right-edge tile last expanded below full width, and that width: the
+        # next, wider version of it is expanded from that one (`expand_tile`'s prior).
+        self._partial: dict[int, tuple[TileId, int]] = {}
 
     @property
     def id(self) -> int:
@@ -72,8 +75,15 @@ class Log:
         """The latest signed checkpoint."""
         return self.store.head(self.id)
 
+    def edge(self) -> dict[TileId, bytes]:
+        """The right-edge tiles as this process last wrote or was given them (a copy): what a
+        frontend's `remember_edge` takes from the process that sequences its writes."""
+        with self._edge_lock:
+            return dict(self._edge)
+
     def remember_edge(self, tiles: dict[TileId, bytes]) -> None:
-        """Called by the sequencer after a commit with every tile it wrote."""
+        """Called by the sequencer after a commit with every tile it wrote (and by a frontend
+        with the sequencing process's `edge()`, which holds its entries' tree)."""
         with self._edge_lock:
             for t, d in tiles.items():
                 if len(d) > len(self._edge.get(t, b"")):
@@ -126,15 +136,22 @@ class Log:
 
     def _expanded(self, tile: TileId, size: int) -> ExpandedTile:
         """`tile` as of `size`, with its interior nodes; cached, since (tile, width) is final."""
-        key = (tile, tile_width(tile.level, tile.index, size))
+        width = tile_width(tile.level, tile.index, size)
+        key = (tile, width)
         with self._edge_lock:
             hit = self._expanded_cache.get(key)
             if hit is not None:
                 self._expanded_cache.move_to_end(key)
                 return hit
-        levels = expand_tile(self.tile(tile, size))
+            last = self._partial.get(tile.level)
+            prior = self._expanded_cache.get(last) if last is not None and last[0] == tile else None
+        levels = expand_tile(self.tile(tile, size), prior)
         with self._edge_lock:
             self._expanded_cache[key] = levels
+            if width < TILE_WIDTH:
+                last = self._partial.get(tile.level)
+                if last is None or (last[0].index, last[1]) <= (tile.index, width):
+                    self._partial[tile.level] = key
             while len(self._expanded_cache) > EXPANDED_CACHE:
                 self._expanded_cache.popitem(last=False)
         return levels

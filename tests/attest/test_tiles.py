@@ -179,6 +179,23 @@ def test_expanded_tiles_give_the_same_nodes(size: int) -> None:
     assert merkle.subtree_hash(0, size, fast) == merkle.root_hash(leaves(size))
 
 
+@settings(max_examples=60)
+@given(st.data())
+def test_a_tile_expanded_from_a_narrower_one_is_expanded_whole(data: st.DataObject) -> None:
+    """Widening an expansion (what a server does as its right-edge tile grows) gives what
+    expanding the wider tile from nothing gives, at every width pair; a `prior` that is not
+    the expansion of a prefix of the tile is ignored."""
+    from attest.tiles import expand_tile
+
+    width = data.draw(st.integers(min_value=1, max_value=TILE_WIDTH))
+    narrower = data.draw(st.integers(min_value=0, max_value=width))
+    tile = b"".join(leaves(width))
+    whole = expand_tile(tile)
+    assert expand_tile(tile, expand_tile(tile[: 32 * narrower])) == whole
+    other = b"".join(leaves(width + 1))[32:]  # the same width, other hashes
+    assert expand_tile(tile, expand_tile(other[: 32 * max(narrower, 1)])) == whole
+
+
 @settings(max_examples=30)
 @given(st.binary(min_size=TILE_WIDTH * 32, max_size=TILE_WIDTH * 32))
 def test_the_full_tile_root_is_the_root_of_its_hashes(data: bytes) -> None:
