@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from attest import merkle
+from attest.tiles import TileId
 from ledger.admission import Admitted
 from ledger.config import init_data_dir
 from ledger.forwarding import (
@@ -108,6 +109,48 @@ def test_forwarded_writes_are_sequenced_by_the_service(
         assert reader.logs[LOG].log.head().size == 65
     finally:
         reader.store.close()
+
+
+def test_a_reply_brings_the_tree_the_frontend_proves_from(
+    tmp_path: Path, signer: Signer, service: SequencerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reply carries the log's right-edge tiles: the frontend makes its writes' proofs
+    from them, and reads a tile from the database only once it is full (the edge holds the
+    newest tile of each level, and a batch that completes one moves on past it; a full tile
+    is then kept), and the proofs verify against the checkpoints the service signed."""
+    frontend = _server(tmp_path / "data", signer)
+    forward(frontend, SequencerLink(service.path))
+    h = frontend.logs[LOG]
+    # Batches of 40: the level-0 tile 0 grows, fills in the seventh, and tile 1 starts.
+    batches = [_admitted(frontend, signer, [f"edge-{b}-{i}" for i in range(40)]) for b in range(7)]
+
+    reads: list[TileId] = []
+    read_tile = frontend.store.read_tile
+
+    def counted(log_id: int, tile: TileId) -> bytes:
+        reads.append(tile)
+        return read_tile(log_id, tile)
+
+    monkeypatch.setattr(frontend.store, "read_tile", counted)
+
+    async def run() -> list[tuple[Sequenced, list[bytes]]]:
+        frontend.start()
+        try:
+            out = []
+            for batch in batches:
+                for s in await h.sequencer.submit(batch):
+                    assert isinstance(s, Sequenced), s
+                    out.append((s, list(h.log.inclusion_proofs([s.index], s.head.size)[0].hashes)))
+            return out
+        finally:
+            await frontend.stop()
+
+    proved = asyncio.run(run())
+    assert len(proved) == 280
+    for (s, hashes), a in zip(proved, [a for b in batches for a in b], strict=True):
+        assert s.leaf_hash == merkle.leaf_hash(a.leaf)
+        merkle.verify_inclusion(s.leaf_hash, s.index, s.head.size, hashes, s.head.root)
+    assert reads == [TileId(0, 0)], reads  # full once the seventh batch passed it
 
 
 def test_a_link_that_cannot_connect_fails_its_writes(tmp_path: Path, signer: Signer) -> None:
