@@ -11,11 +11,14 @@ migration that introduces the watermark.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -199,6 +202,79 @@ def test_a_short_batch_flushes(store: Store) -> None:
     integrate(seq, entries(5, "short"))
     assert store.leaf_index_size(log.id) == 69
     assert len(leaf_rows(store.url, log.id)) == 69
+
+
+DEADLINE = 60.0
+IDLE = 1.0  # seconds: far above a pass of the event loop between one write and the next
+
+
+def test_the_batching_loop_flushes_when_idle_not_per_short_batch(store: Store) -> None:
+    """Writes that keep coming in short batches leave the index lagging (under single writes
+    every batch is short, and a flush in each one doubled what it wrote); once the queue has
+    stayed dry for `idle_flush`, the loop brings the index up to the tree."""
+    log = open_log(store)
+    signer = Ed25519NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(SEED))
+    seq = Sequencer(log, signer, batch_size=64, leaf_index_lag=10_000, idle_flush=IDLE)
+
+    async def run() -> tuple[int, float]:
+        seq.start()
+        try:
+            for k in range(6):
+                got = await seq.submit(entries(5, f"w{k}"))
+                assert all(isinstance(r, Sequenced) for r in got), got
+            during, quiet = store.leaf_index_size(log.id), time.monotonic()
+            while store.leaf_index_size(log.id) < 30:
+                assert time.monotonic() - quiet < IDLE + DEADLINE, "never flushed when idle"
+                await asyncio.sleep(0.05)
+            return during, time.monotonic() - quiet
+        finally:
+            await seq.stop()
+
+    during, waited = asyncio.run(run())
+    assert during == 0
+    assert waited >= IDLE * 0.9  # not before the queue had been dry that long
+    want = [e for k in range(6) for e in entries(5, f"w{k}")]
+    assert leaf_rows(store.url, log.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
+
+
+def test_a_failed_idle_flush_stops_nothing(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle flush fails (the database refuses): it is logged, writes go on being
+    sequenced, and the next idle spell flushes the whole tail."""
+    log = open_log(store)
+    signer = Ed25519NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(SEED))
+    seq = Sequencer(log, signer, batch_size=64, leaf_index_lag=10_000, idle_flush=0.05)
+    flush, calls = seq.flush_leaf_index, []
+
+    def failing_once() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return flush()
+
+    monkeypatch.setattr(seq, "flush_leaf_index", failing_once)
+
+    async def run() -> None:
+        seq.start()
+        try:
+            await seq.submit(entries(5, "before"))
+            deadline = time.monotonic() + DEADLINE
+            while not calls:
+                assert time.monotonic() < deadline, "no idle flush was tried"
+                await asyncio.sleep(0.01)
+            got = await asyncio.wait_for(seq.submit(entries(5, "after")), DEADLINE)
+            assert all(isinstance(r, Sequenced) for r in got), got
+            while store.leaf_index_size(log.id) < 10:
+                assert time.monotonic() < deadline, "the tail was never flushed"
+                await asyncio.sleep(0.01)
+        finally:
+            await seq.stop()
+
+    with caplog.at_level(logging.WARNING, logger="ledger.sequencer"):
+        asyncio.run(run())
+    assert "idle flush of the leaf-hash index failed" in caplog.text
+    assert len(leaf_rows(store.url, log.id)) == 10
 
 
 def test_migration_moves_the_watermark_both_ways(db_url: str) -> None:

@@ -244,14 +244,16 @@ def test_a_submitted_group_settles_each_entry_as_its_own_add_would(store: Store)
     real = t.seq.integrate
     seen: list[tuple[list[bytes], list[Sequenced | AdmissionError] | Exception]] = []
 
-    def integrate(batch: Sequence[bytes]) -> list[Sequenced | AdmissionError]:
+    def integrate(
+        batch: Sequence[bytes], *, flush_short: bool = True
+    ) -> list[Sequenced | AdmissionError]:
         if len(seen) == 1:  # the second sequencer batch fails as a whole
             exc = PublishError(7, "the tile store did not answer")
             seen.append((list(batch), exc))
             raise exc
         got: list[Sequenced | AdmissionError] = [
             AdmissionError(403, "refused", f"no {e!r}") if e.endswith(b"!") else r
-            for e, r in zip(batch, real(batch), strict=True)
+            for e, r in zip(batch, real(batch, flush_short=flush_short), strict=True)
         ]
         seen.append((list(batch), got))
         return got
