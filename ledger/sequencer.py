@@ -171,6 +171,8 @@ class Sequencer:
         self._filter: _LeafFilter | None = None
         # Where `submit` sends entries when another process sequences this log.
         self._forward: Forward | None = None
+        # The last idle flush failed: the loop tries again only after its next batch.
+        self._idle_flush_failed = False
 
     # -- the synchronous writer path ---------------------------------------------------------
 
@@ -443,7 +445,7 @@ class Sequencer:
 
     async def _run(self) -> None:
         while True:
-            if not self._wake.is_set() and self._index_lags():
+            if not self._wake.is_set() and self._index_lags() and not self._idle_flush_failed:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.idle_flush)
                 except TimeoutError:  # the queue stayed dry: the time to catch the index up
@@ -468,8 +470,10 @@ class Sequencer:
     async def _flush_idle(self) -> None:
         try:
             await asyncio.to_thread(self.flush_leaf_index)
-        except Exception:  # nothing is lost: the tail stays found through its tiles, and the
-            # next flush (this one's retry when idle again, or the lag bound's) writes it
+        except Exception:  # nothing is lost: the tail stays found through its tiles, and a
+            # later flush writes it (the lag bound's, or the next idle one after a batch: not
+            # every 0.1 s of a database that is down)
+            self._idle_flush_failed = True
             _log.warning("idle flush of the leaf-hash index failed", exc_info=True)
 
     async def _integrate_batch(self, batch: list[tuple[bytes | Admitted, _Group, int]]) -> None:
@@ -479,6 +483,7 @@ class Sequencer:
             )
         except Exception as exc:  # the whole batch failed: nobody was acknowledged
             results = [exc] * len(batch)
+        self._idle_flush_failed = False
         for (_, group, pos), res in zip(batch, results, strict=True):
             group.settle(pos, res)
 
