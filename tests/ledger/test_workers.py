@@ -83,9 +83,18 @@ def test_workers_exit_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         while not all(_gone(w) for w in workers):
             assert time.monotonic() < deadline, "workers kept running without their supervisor"
             time.sleep(0.1)
-        with socket.socket() as s:  # nobody holds the port any more
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", srv.port))
+        # Nobody holds the port any more. Another process's outgoing connection may hold it
+        # for a moment as its ephemeral source port (the port came from that range), so the
+        # check waits for that; a process of the dead server would hold it until the deadline.
+        while True:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", srv.port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the dead server's port stays taken"
+            time.sleep(0.1)
         srv.start()
         assert httpx.get(f"{srv.base_url}/logs", timeout=DEADLINE).status_code == 200
     finally:
