@@ -201,8 +201,9 @@ class Sequencer:
     def flush_leaf_index(self) -> int:
         """Flush the whole unindexed tail into the leaf-hash index now, in its own
         transaction; returns how many rows it added. (Batches flush it on their own once it
-        lags `leaf_index_lag` entries, or when the queue runs dry; this is for a clean stop,
-        a benchmark that counts all the index work, or an operator.)"""
+        lags `leaf_index_lag` entries, and a short batch given straight to `integrate` does;
+        the batching loop calls this once its queue has stayed dry for `idle_flush` seconds.
+        Also for a clean stop, a benchmark that counts all the index work, or an operator.)"""
         with self.log.store.writer(self.log.id) as txn:
             mark = txn.leaf_index_size()
             tail = self._sync_tail(txn, mark)
