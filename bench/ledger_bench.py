@@ -1168,7 +1168,7 @@ def bench_bare(args: argparse.Namespace, report: Report) -> None:
         )
     )
     log_progress(f"bare: {rate:,.0f} Ed25519 verifications/s on one core")
-    # The evidence log verifies with libsodium first (`ledger.admission.sodium_first_verifies`):
+    # The evidence log verifies with libsodium first (`attest.admission.sodium_first_verifies`):
     # its bare cost is shown beside OpenSSL's, so ratios can be read against either floor.
     from nacl.bindings import crypto_sign_open
 

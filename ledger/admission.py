@@ -41,14 +41,6 @@ from attest.tiles import TILE_WIDTH, TileError, decode_bundle
 from ledger.errors import LedgerError
 from ledger.storage import KeyEventRow, StorageError, Store, WriteTxn
 
-try:  # libsodium's Ed25519 verification, a fast path only (`sodium_first_verifies`)
-    from nacl.bindings import crypto_sign_open
-    from nacl.exceptions import BadSignatureError
-
-    _SODIUM = True
-except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography alone still works
-    _SODIUM = False
-
 STATUS: Final[dict[str, tuple[int, str]]] = {
     # reason (attest.admission.AdmissionRefused.reason) -> (HTTP status, error code)
     "malformed": (400, "malformed_envelope"),
@@ -201,24 +193,6 @@ def check_seen(
         )
     except AdmissionRefused as e:
         raise refused(e) from e
-
-
-def sodium_first_verifies(key: TrustedKey, sig: bytes, message: bytes) -> bool:
-    """`attest.admission.ed25519_verifies`, answered by libsodium when it accepts.
-
-    libsodium's strict verification accepts a subset of what `cryptography`'s (OpenSSL's RFC
-    8032) accepts: both are cofactorless and require S < L, and libsodium also refuses
-    small-order and non-canonical points. So its acceptance is taken as is and its refusal is
-    asked again of `ed25519_verifies`, whose verdict stands: the answer is always the rules',
-    at libsodium's speed (about half of OpenSSL's CPU per signature) for honest signatures.
-    """
-    if _SODIUM and len(sig) == 64:
-        try:
-            crypto_sign_open(sig + message, key.raw())
-            return True
-        except (BadSignatureError, ValueError, TypeError):
-            pass
-    return rules.ed25519_verifies(key, sig, message)
 
 
 def admit_batch_entry(
@@ -375,7 +349,7 @@ class EvidenceRule:
 
     def _verify(self, env: Envelope, stmt: Statement | None) -> list[TrustedKey]:
         return rules.verify_signers(
-            env, stmt, self.chain, self.fixed, verifies=sodium_first_verifies
+            env, stmt, self.chain, self.fixed, verifies=rules.sodium_first_verifies
         )
 
     # (phase 2) ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The three floors (docs: README "Layout", ../shared/design.md), read off the import graph.
 
-1. `attest` is pure: it imports the standard library, `cryptography`, `pydantic`, `rfc8785` and
-   itself, nothing else (no I/O libraries, no other package of ours).
+1. `attest` is pure: it imports the standard library, `cryptography`, PyNaCl (`nacl`, libsodium's
+   Ed25519 as a fast path), `pydantic`, `rfc8785` and itself, nothing else (no I/O libraries, no
+   other package of ours).
 2. `ledger` and `verifier` are services: they import no `clients` and no torch / transformers.
 3. `clients` are applications; only `clients.probe` imports torch or transformers.
 
@@ -21,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("attest", "ledger", "verifier", "clients")
-ATTEST_ALLOWED = {"cryptography", "pydantic", "rfc8785", "attest"}
+ATTEST_ALLOWED = {"cryptography", "nacl", "pydantic", "rfc8785", "attest"}
 HEAVY = {"torch", "transformers"}
 
 

@@ -57,7 +57,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import create_model
 
-from attest.admission import EntryAt
+from attest.admission import EntryAt, libsodium_accepts
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, TrustedKey, pae
 from attest.errors import AttestError
 from attest.keychain import STATEFUL, KeyChain, vkey_raw
@@ -72,14 +72,6 @@ from attest.predicates import (
 from attest.statement import Statement, parse_statement
 from attest.tiles import MAX_ENTRY_SIZE
 from verifier.revalidate import RootAt, validate_entry
-
-try:  # libsodium's verifier, a fast path only (see the module docstring)
-    from nacl.bindings import crypto_sign_open
-    from nacl.exceptions import BadSignatureError
-
-    _SODIUM = True
-except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography alone still works
-    _SODIUM = False
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -136,17 +128,14 @@ def verify_ed25519(raw: bytes, sig: bytes, message: bytes) -> bool:
     """Whether `sig` is `cryptography`'s valid Ed25519 signature of `message` under raw public
     key `raw` (what `attest.admission` checks: 64 bytes, RFC 8032 verification).
 
-    libsodium answers first and only its acceptance is taken; a refusal is re-checked with
-    `cryptography`, so the verdict is always `cryptography`'s.
+    libsodium answers first (`attest.admission.libsodium_accepts`) and only its acceptance is
+    taken; a refusal is re-checked with `cryptography`, so the verdict is always
+    `cryptography`'s.
     """
     if len(sig) != 64:
         return False
-    if _SODIUM and len(raw) == 32:
-        try:
-            crypto_sign_open(sig + message, raw)
-            return True
-        except BadSignatureError:
-            pass
+    if libsodium_accepts(raw, sig, message):
+        return True
     try:
         _public_key(raw).verify(sig, message)
     except (InvalidSignature, ValueError):
