@@ -89,13 +89,20 @@ bundle_parts = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
-# Leaf-hash index: deduplication and inclusion proofs by hash (up to `leaf_index_heads`).
+# Leaf-hash index: deduplication and inclusion proofs by hash (up to `leaf_index_heads`). Keyed
+# by the hash's first 8 bytes (`ledger.storage.leaf_prefix`), not the whole hash: a row is a
+# quarter of the size, so a flush rewrites a quarter of the pages (the index is a B-tree on
+# random keys, and a flush touches nearly every page of it). A prefix names candidates only:
+# each is confirmed against the leaf hash its level-0 tile holds at `idx`, so two hashes
+# sharing a prefix (by chance, or ground for 2^32 work) cost a tile read, never a wrong answer.
+# One B-tree (no rowid): the key is the row.
 leaves = Table(
     "leaves",
     metadata,
     Column("log_id", Integer, ForeignKey("logs.id"), primary_key=True),
-    Column("leaf_hash", LargeBinary(32), primary_key=True),
-    Column("idx", BigInteger, nullable=False),
+    Column("prefix", BigInteger, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 # How far each log's leaf-hash index reaches: entries below `size` have their row in `leaves`.

@@ -21,6 +21,7 @@ from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, update
@@ -54,6 +55,12 @@ _WAL_BACKSTOP_PAGES = 4 * _WAL_CHECKPOINT_PAGES
 _WAL_HEADER, _WAL_FRAME_HEADER = 32, 24
 
 _log = logging.getLogger(__name__)
+
+
+def leaf_prefix(leaf_hash: bytes) -> int:
+    """The leaf-hash index's key for a leaf hash: its first 8 bytes, a big-endian signed
+    64-bit integer (what PostgreSQL's bigint and SQLite's INTEGER hold; see `schema.leaves`)."""
+    return int.from_bytes(leaf_hash[:8], "big", signed=True)
 
 
 class StorageError(LedgerError):
@@ -355,7 +362,9 @@ class Store:
         """The index of the entry with this leaf hash, if the log has it.
 
         Exact although the leaf-hash index lags the tree: one statement reads the watermark,
-        the tree size and the `leaves` row together (one snapshot); on a miss, the entries in
+        the tree size and the `leaves` rows under the hash's prefix together (one snapshot);
+        each row is a candidate, confirmed against the leaf hash its level-0 tile holds (a
+        prefix is 8 of the hash's 32 bytes, `schema.leaves`); on a miss, the entries in
         [watermark, size) are searched in their level-0 tiles. Entries below the watermark
         were indexed in the same transaction that moved it, and tiles only grow, so reading
         the tiles after that statement cannot lose an entry the statement did not see.
@@ -366,19 +375,29 @@ class Store:
         cached (always the partial right-edge tile), and a byte search of up to ~0.5 MiB:
         about 80 us more than a hit for a tail of 32 tiles on SQLite (a hit itself ~220 us).
         """
-        w, h, lv = schema.leaf_index_heads.c, schema.heads.c, schema.leaves.c
-        q = select(
-            select(w.size).where(w.log_id == log_id).scalar_subquery(),
-            select(h.size).where(h.log_id == log_id).scalar_subquery(),
-            select(lv.idx).where(lv.log_id == log_id, lv.leaf_hash == leaf_hash).scalar_subquery(),
+        # One statement, one snapshot: the watermark, the tree size and the index's candidates
+        # (rows sharing the hash's prefix; nearly always none or the one).
+        m = "%s" if self.dialect == "postgresql" else "?"
+        sql = (
+            "SELECT w.size, h.size, l.idx FROM heads h"
+            " LEFT JOIN leaf_index_heads w ON w.log_id = h.log_id"
+            f" LEFT JOIN leaves l ON l.log_id = h.log_id AND l.prefix = {m}"
+            f" WHERE h.log_id = {m}"
         )
         with self._read.connect() as conn:
-            mark, size, found = conn.execute(q).one()
-            if found is not None:
-                return int(found)
-            if size is None:
+            rows = conn.exec_driver_sql(sql, (leaf_prefix(leaf_hash), log_id)).all()
+            if not rows:
                 return None
+            for _, _, index in rows:
+                if index is not None and self._leaf_hash_at(log_id, int(index)) == leaf_hash:
+                    return int(index)
+            mark, size = rows[0][0], rows[0][1]
             return self._tail_index(conn, log_id, int(mark or 0), int(size), leaf_hash)
+
+    def _leaf_hash_at(self, log_id: int, index: int) -> bytes:
+        """The leaf hash of entry `index` (below the tree size), from its level-0 tile."""
+        at = (index % TILE_WIDTH) * _HASH_SIZE
+        return self.read_tile(log_id, TileId(0, index // TILE_WIDTH))[at : at + _HASH_SIZE]
 
     def _tail_index(
         self, conn: Connection, log_id: int, mark: int, size: int, leaf_hash: bytes
@@ -702,19 +721,37 @@ class WriteTxn:
                 found[h] = ix
         if not wanted:
             return found
+        by_prefix: dict[int, list[bytes]] = {}
+        for h in wanted:
+            by_prefix.setdefault(leaf_prefix(h), []).append(h)
+        prefixes = list(by_prefix)
         if self.store.dialect == "postgresql":
-            sql = "SELECT leaf_hash, idx FROM leaves WHERE log_id = %s AND leaf_hash = ANY(%s)"
-            rows = self._fetch(sql, (self.log_id, wanted))
-            found.update({bytes(h): int(ix) for h, ix in rows})
-            return found
-        for i in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[i : i + _IN_CHUNK]
-            sql = (
-                "SELECT leaf_hash, idx FROM leaves WHERE log_id = ? AND leaf_hash IN "
-                f"({', '.join('?' * len(chunk))})"
-            )
-            rows = self._fetch(sql, (self.log_id, *chunk))
-            found.update({bytes(h): int(ix) for h, ix in rows})
+            sql = "SELECT prefix, idx FROM leaves WHERE log_id = %s AND prefix = ANY(%s)"
+            rows = self._fetch(sql, (self.log_id, prefixes))
+        else:
+            rows = []
+            for i in range(0, len(prefixes), _IN_CHUNK):
+                chunk = prefixes[i : i + _IN_CHUNK]
+                sql = (
+                    "SELECT prefix, idx FROM leaves WHERE log_id = ? AND prefix IN "
+                    f"({', '.join('?' * len(chunk))})"
+                )
+                rows += self._fetch(sql, (self.log_id, *chunk))
+        # A prefix only names candidates: each is confirmed against its level-0 tile, read
+        # once per tile however many candidates it holds.
+        tiles: dict[int, bytes] = {}
+        for prefix, ix in rows:
+            index = int(ix)
+            n, at = divmod(index, TILE_WIDTH)
+            data = tiles.get(n)
+            if data is None:
+                data = tiles[n] = self.leaf_hash_bytes(
+                    n * TILE_WIDTH, min((n + 1) * TILE_WIDTH, self.head.size)
+                )
+            held = data[at * _HASH_SIZE : (at + 1) * _HASH_SIZE]
+            for h in by_prefix[int(prefix)]:
+                if h == held:
+                    found[h] = index
         return found
 
     def lookup_statements(self, digests: Iterable[bytes]) -> dict[bytes, int]:
@@ -764,34 +801,41 @@ class WriteTxn:
         entry from the watermark up to `size`, which becomes the watermark, and `statements`
         the statement-digest rows of those entries (the same watermark covers both).
 
-        Sorted by hash, so the B-tree takes them in key order and each of its pages is written
-        once per flush, however many of the rows land on it (one row at a time in hash order
-        is one page per row: the cost this lag exists to avoid). Idempotent by construction:
+        Written in key order (`_insert_leaves`), so the B-tree takes them in order and each of
+        its pages is written once per flush, however many of the rows land on it (one row at a
+        time in hash order is one page per row: the cost this lag exists to avoid). Idempotent
+        by construction:
         the rows and the watermark commit together, so after a crash mid-flush neither is
         there and the next flush writes exactly these rows again; the caller holds the
         writer lock, so no other flush runs from the same watermark.
         """
         if leaves:
-            # By hash alone: the hashes are distinct (the table's key), and comparing the
-            # hashes is cheaper than comparing the pairs.
-            self._insert_leaves(sorted(leaves, key=itemgetter(0)))
+            self._insert_leaves(leaves)
         if statements:
             self._insert_statements(statements)
         self._upsert(schema.leaf_index_heads, [(self.log_id, size)], ["log_id"], ["size"])
 
     def _insert_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> None:
-        """Leaf-hash index rows: COPY on PostgreSQL, executemany on SQLite."""
+        """Leaf-hash index rows for (leaf hash, index) pairs, in key order (`schema.leaves`):
+        COPY on PostgreSQL, executemany on SQLite."""
+        # The keys of all rows at once (`leaf_prefix` of each hash: its first 8 of 32 bytes,
+        # big-endian, signed), sorted by (prefix, index): 12 ms for a flush of 16,384 rows on
+        # a slow 2-core machine, against 18 ms row by row in Python.
+        count = len(leaves)
+        prefixes = np.frombuffer(b"".join(h for h, _ in leaves), dtype=">i8")[::4]
+        indices = np.fromiter((i for _, i in leaves), dtype=np.int64, count=count)
+        order = np.lexsort((indices, prefixes))
+        rows = list(zip(prefixes[order].tolist(), indices[order].tolist(), strict=True))
         if self.store.dialect == "postgresql":
             raw = self.conn.connection.driver_connection
-            copy_sql = "COPY leaves (log_id, leaf_hash, idx) FROM STDIN"
+            copy_sql = "COPY leaves (log_id, prefix, idx) FROM STDIN"
             with raw.cursor() as cur, cur.copy(copy_sql) as copy:  # type: ignore[union-attr]
-                for h, i in leaves:
-                    copy.write_row((self.log_id, h, i))
+                for p, i in rows:
+                    copy.write_row((self.log_id, p, i))
             return
-        # The log id inline (an int), so the (hash, index) pairs are the parameters as given.
+        # The log id inline (an int), so the (prefix, index) pairs are the parameters as given.
         self._write_rows(
-            f"INSERT INTO leaves (log_id, leaf_hash, idx) VALUES ({int(self.log_id)}, ?, ?)",
-            leaves,
+            f"INSERT INTO leaves (log_id, prefix, idx) VALUES ({int(self.log_id)}, ?, ?)", rows
         )
 
     def key_events(self, since: int) -> list[KeyEventRow]:

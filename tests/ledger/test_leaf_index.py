@@ -24,15 +24,14 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, inspect, text
 
 from attest import merkle
 from attest.note import Ed25519NoteSigner
-from attest.tiles import TileId
-from ledger import schema
+from attest.tiles import TILE_WIDTH, TileId
 from ledger.log import Log
 from ledger.sequencer import Sequenced, Sequencer, signed_head
-from ledger.storage import Store
+from ledger.storage import Store, leaf_prefix
 from tests.support import move_schema
 
 ORIGIN = "test.example/leaf-index"
@@ -64,17 +63,65 @@ def integrate(seq: Sequencer, xs: Sequence[bytes]) -> list[Sequenced]:
 
 
 def leaf_rows(url: str, log_id: int) -> dict[int, bytes]:
-    """The `leaves` rows of a log, index -> leaf hash (asserting one row per index)."""
+    """The `leaves` rows of a log, index -> leaf hash (asserting one row per index). From
+    revision 0009 a row holds the hash's prefix only: the hash is then its level-0 tile's at
+    that index, and the row's prefix must be that hash's."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            lv = schema.leaves.c
-            rows = conn.execute(select(lv.idx, lv.leaf_hash).where(lv.log_id == log_id)).all()
+            if "leaf_hash" in {c["name"] for c in inspect(conn).get_columns("leaves")}:
+                q = text("SELECT idx, leaf_hash FROM leaves WHERE log_id = :l")
+                rows = [(int(i), bytes(h)) for i, h in conn.execute(q, {"l": log_id})]
+            else:
+                q = text("SELECT idx, prefix FROM leaves WHERE log_id = :l")
+                tq = text("SELECT idx, data FROM tiles WHERE log_id = :l AND level = 0")
+                tiles = {int(n): bytes(d) for n, d in conn.execute(tq, {"l": log_id})}
+                rows = []
+                for i, prefix in conn.execute(q, {"l": log_id}):
+                    n, at = divmod(int(i), TILE_WIDTH)
+                    h = tiles[n][at * 32 : (at + 1) * 32]
+                    assert leaf_prefix(h) == prefix, f"row {i} holds another hash's prefix"
+                    rows.append((int(i), h))
     finally:
         engine.dispose()
-    out = {int(i): bytes(h) for i, h in rows}
+    out = dict(rows)
     assert len(out) == len(rows), "two rows for one index"
     return out
+
+
+def add_row(url: str, log_id: int, prefix: int, index: int) -> None:
+    """A `leaves` row written behind the store's back."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO leaves (log_id, prefix, idx) VALUES (:l, :p, :i)"),
+                {"l": log_id, "p": prefix, "i": index},
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_prefix_names_candidates_that_the_tiles_confirm(store: Store) -> None:
+    # Two hashes that share their first 8 bytes cannot be made on purpose here (2^32 work), so
+    # the index is given rows such a pair would leave: a row under the prefix of a hash the
+    # log does not hold, and a second row under the prefix of one it does, both pointing at
+    # entries with other hashes. Lookups must check each candidate against its tile.
+    log = open_log(store)
+    seq = sequencer(log, batch_size=32, lag=10_000)
+    logged = entries(20, "logged")
+    integrate(seq, logged)  # short: flushes all 20
+    assert store.leaf_index_size(log.id) == 20
+    hashes = [merkle.leaf_hash(e) for e in logged]
+    newcomer = b"never logged, yet its prefix is"
+    add_row(store.url, log.id, leaf_prefix(merkle.leaf_hash(newcomer)), 3)
+    add_row(store.url, log.id, leaf_prefix(hashes[7]), 11)
+    assert store.leaf_index(log.id, merkle.leaf_hash(newcomer)) is None
+    assert store.leaf_index(log.id, hashes[7]) == 7
+    assert store.leaf_index(log.id, hashes[11]) == 11
+    # Deduplication (the writer's lookup): the newcomer is new, the logged entries are not.
+    got = integrate(seq, [newcomer, logged[7], logged[11], logged[3]])
+    assert [(r.index, r.duplicate) for r in got] == [(20, False), (7, True), (11, True), (3, True)]
 
 
 def test_lookups_on_both_sides_of_the_watermark(store: Store) -> None:
@@ -297,6 +344,10 @@ def test_migration_moves_the_watermark_both_ways(db_url: str) -> None:
         assert leaf_rows(db_url, log.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
         store.migrate()
         assert store.leaf_index_size(log.id) == 106
+        # Back at the head, every row's prefix is the one `leaf_prefix` computes (PostgreSQL's
+        # migration computes it in SQL; about half the hashes start with a set bit).
+        assert leaf_rows(db_url, log.id) == {i: merkle.leaf_hash(e) for i, e in enumerate(want)}
+        assert any(leaf_prefix(merkle.leaf_hash(e)) < 0 for e in want)
         fresh = sequencer(Log(store, log.row), batch_size=32, lag=10_000)
         assert [r.index for r in integrate(fresh, want[100:])] == list(range(100, 106))
     finally:

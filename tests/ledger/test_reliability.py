@@ -56,7 +56,7 @@ from ledger.config import init_data_dir, load_config
 from ledger.log import Log
 from ledger.sequencer import Sequenced
 from ledger.server import LedgerServer
-from ledger.storage import Head, assemble_bundle
+from ledger.storage import Head, assemble_bundle, leaf_prefix
 from tests.ledger.test_issuer import (
     HOUR,
     IssuerProcess,
@@ -598,11 +598,11 @@ def check_store(log: Log, head: Head) -> None:
     """The database holds the tree of `head` and nothing else, and it re-audits to its root.
 
     (1) the checkpoints table ends at the head, with the head's checkpoint; (2) one leaf row
-    per index below the head, with the hash of the entry at that index; (3) each bundle of the
-    tree stored at its width: a full one as one `bundles` row and no parts, the partial one at
-    the right edge as parts (or a row) that add up to its width, nothing beyond; (4) one tile
-    row per tile of the tree, at its width; (5) `audit_tree` recomputes the root from those
-    tiles and bundles.
+    per index below the head, with the prefix of the hash of the entry at that index; (3) each
+    bundle of the tree stored at its width: a full one as one `bundles` row and no parts, the
+    partial one at the right edge as parts (or a row) that add up to its width, nothing beyond;
+    (4) one tile row per tile of the tree, at its width; (5) `audit_tree` recomputes the root
+    from those tiles and bundles.
     """
     size, lid = head.size, log.id
     engine = create_engine(log.store.url)
@@ -614,7 +614,7 @@ def check_store(log: Log, head: Head) -> None:
                 )
             ).all()
             leaves = conn.execute(
-                select(schema.leaves.c.idx, schema.leaves.c.leaf_hash).where(
+                select(schema.leaves.c.idx, schema.leaves.c.prefix).where(
                     schema.leaves.c.log_id == lid
                 )
             ).all()
@@ -651,8 +651,8 @@ def check_store(log: Log, head: Head) -> None:
         assert count == width == len(decode_bundle(data)), i
         entries.update(enumerate(decode_bundle(data), start=i * TILE_WIDTH))
     assert sorted(i for i, _ in leaves) == list(range(size))  # (2)
-    for i, h in leaves:
-        assert bytes(h) == merkle.leaf_hash(entries[i]), f"leaf row {i} is not entry {i}"
+    for i, prefix in leaves:
+        assert prefix == leaf_prefix(merkle.leaf_hash(entries[i])), f"leaf row {i} is not entry {i}"
     want = {(t.level, t.index): w for t, w in tiles_for_size(size)}  # (4)
     assert {(lv, i): len(d) // 32 for lv, i, d in tiles} == want
     audit_tree(  # (5)
