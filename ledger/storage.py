@@ -373,7 +373,9 @@ class Store:
         the sequencer's `leaf_index_lag` plus a batch, 64 full tiles by default, taken from the
         store's tile cache (full tiles never change), plus one range query for the tiles not
         cached (always the partial right-edge tile), and a byte search of up to ~0.5 MiB:
-        about 80 us more than a hit for a tail of 32 tiles on SQLite (a hit itself ~220 us).
+        about 80 us more than a hit for a tail of 32 tiles on SQLite. A hit costs the statement
+        and its tile (cached once full): 106-145 us at the median on SQLite, 200,000 entries all
+        indexed, 2,000 random ones, a slow 2-core machine (`docs/benchmarks.md`).
         """
         # One statement, one snapshot: the watermark, the tree size and the index's candidates
         # (rows sharing the hash's prefix; nearly always none or the one).
