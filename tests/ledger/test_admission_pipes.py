@@ -11,23 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger.admission import AdmissionRule
 from ledger.admitters import PIPE_BYTES, AdmissionPool, PoolOptions
+from tests.ledger.no_rules import build_no_rules
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="only Linux resizes pipes"
 )
 
 ANSWER = 600 * 1024  # an answer for 128 envelopes is about 200 KiB; a default pipe holds 64
-
-
-class _NoRules:
-    def rule_of(self, log: str) -> AdmissionRule:
-        raise KeyError(log)
-
-
-def _build(opts: PoolOptions) -> _NoRules:
-    return _NoRules()
 
 
 def _big_answer(marker: str) -> bytes:
@@ -41,7 +32,7 @@ def _started() -> float:
 
 
 def test_the_pipes_are_widened(tmp_path: Path) -> None:
-    pool = AdmissionPool(_build, PoolOptions(str(tmp_path)), 1)
+    pool = AdmissionPool(build_no_rules, PoolOptions(str(tmp_path)), 1)
     try:
         pool.warm()
         for name in ("_call_queue", "_result_queue"):
@@ -52,7 +43,7 @@ def test_the_pipes_are_widened(tmp_path: Path) -> None:
 
 
 def test_a_worker_takes_its_next_task_while_its_answer_is_unread(tmp_path: Path) -> None:
-    pool = AdmissionPool(_build, PoolOptions(str(tmp_path)), 1)
+    pool = AdmissionPool(build_no_rules, PoolOptions(str(tmp_path)), 1)
     marker = tmp_path / "started"
     try:
         pool.warm()

@@ -5,17 +5,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from ledger.admission import AdmissionRule
 from ledger.admitters import AdmissionPool, PoolOptions
-
-
-class _NoRules:
-    def rule_of(self, log: str) -> AdmissionRule:
-        raise KeyError(log)
-
-
-def _build(opts: PoolOptions) -> _NoRules:
-    return _NoRules()
+from tests.ledger.no_rules import build_no_rules
 
 
 def _collector() -> tuple[int, bool, int]:
@@ -32,7 +23,7 @@ def _collector() -> tuple[int, bool, int]:
 
 
 def test_a_worker_freezes_its_startup_heap_and_still_collects(tmp_path: Path) -> None:
-    pool = AdmissionPool(_build, PoolOptions(str(tmp_path)), 1)
+    pool = AdmissionPool(build_no_rules, PoolOptions(str(tmp_path)), 1)
     try:
         pool.warm()
         frozen, enabled, found = pool._pool.submit(_collector).result(timeout=60)
