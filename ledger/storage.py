@@ -318,8 +318,9 @@ class Store:
         with self._read.connect() as conn:
             return _key_events(conn, log_id, since)
 
-    def read_tile(self, log_id: int, tile: TileId) -> bytes:
-        """The widest stored version of a hash tile, or b"" when it does not exist."""
+    def read_tile(self, log_id: int, tile: TileId, conn: Connection | None = None) -> bytes:
+        """The widest stored version of a hash tile, or b"" when it does not exist (read on
+        `conn` when given: a caller that holds a read connection takes no second one)."""
         key = (log_id, tile)
         with self._cache_lock:
             data = self._full_tiles.get(key)
@@ -328,8 +329,11 @@ class Store:
                 return data
         t = schema.tiles.c
         q = select(t.data).where(t.log_id == log_id, t.level == tile.level, t.idx == tile.index)
-        with self._read.connect() as conn:
+        if conn is not None:
             data = conn.execute(q).scalar_one_or_none() or b""
+        else:
+            with self._read.connect() as own:
+                data = own.execute(q).scalar_one_or_none() or b""
         self.remember_tiles(log_id, {tile: data})
         return data
 
@@ -391,15 +395,18 @@ class Store:
             if not rows:
                 return None
             for _, _, index in rows:
-                if index is not None and self._leaf_hash_at(log_id, int(index)) == leaf_hash:
+                if index is not None and self._leaf_hash_at(conn, log_id, int(index)) == leaf_hash:
                     return int(index)
             mark, size = rows[0][0], rows[0][1]
             return self._tail_index(conn, log_id, int(mark or 0), int(size), leaf_hash)
 
-    def _leaf_hash_at(self, log_id: int, index: int) -> bytes:
-        """The leaf hash of entry `index` (below the tree size), from its level-0 tile."""
+    def _leaf_hash_at(self, conn: Connection, log_id: int, index: int) -> bytes:
+        """The leaf hash of entry `index` (below the tree size), from its level-0 tile, read on
+        `conn` (the lookup's own: holding one pooled connection while waiting for a second
+        could starve the pool under many concurrent lookups)."""
         at = (index % TILE_WIDTH) * _HASH_SIZE
-        return self.read_tile(log_id, TileId(0, index // TILE_WIDTH))[at : at + _HASH_SIZE]
+        tile = self.read_tile(log_id, TileId(0, index // TILE_WIDTH), conn)
+        return tile[at : at + _HASH_SIZE]
 
     def _tail_index(
         self, conn: Connection, log_id: int, mark: int, size: int, leaf_hash: bytes
@@ -806,10 +813,9 @@ class WriteTxn:
         Written in key order (`_insert_leaves`), so the B-tree takes them in order and each of
         its pages is written once per flush, however many of the rows land on it (one row at a
         time in hash order is one page per row: the cost this lag exists to avoid). Idempotent
-        by construction:
-        the rows and the watermark commit together, so after a crash mid-flush neither is
-        there and the next flush writes exactly these rows again; the caller holds the
-        writer lock, so no other flush runs from the same watermark.
+        by construction: the rows and the watermark commit together, so after a crash
+        mid-flush neither is there and the next flush writes exactly these rows again; the
+        caller holds the writer lock, so no other flush runs from the same watermark.
         """
         if leaves:
             self._insert_leaves(leaves)

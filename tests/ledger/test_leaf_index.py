@@ -124,6 +124,29 @@ def test_a_prefix_names_candidates_that_the_tiles_confirm(store: Store) -> None:
     assert [(r.index, r.duplicate) for r in got] == [(20, False), (7, True), (11, True), (3, True)]
 
 
+def test_a_lookup_by_hash_holds_one_connection(db_url: str) -> None:
+    # The tile that confirms a candidate is read on the lookup's own connection: with one
+    # pooled read connection and no overflow, a lookup that asked the pool for a second would
+    # wait for itself until the pool's timeout.
+    store = Store(db_url)
+    store.migrate()
+    try:
+        log = open_log(store)
+        logged = entries(300, "one-connection")
+        integrate(sequencer(log, batch_size=512, lag=10_000), logged)  # short: flushes
+        assert store.leaf_index_size(log.id) == 300
+    finally:
+        store.close()
+    fresh = Store(db_url)  # an empty tile cache: every confirmation reads its tile
+    fresh._read.dispose()
+    fresh._read = create_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=3)
+    try:
+        for i in (0, 255, 256, 299):
+            assert fresh.leaf_index(log.id, merkle.leaf_hash(logged[i])) == i
+    finally:
+        fresh.close()
+
+
 def test_lookups_on_both_sides_of_the_watermark(store: Store) -> None:
     # Full batches of 48 under a lag bound of 300: the seventh batch (336 entries) flushes,
     # four more leave a tail [336, 528) that starts inside tile 1 and ends in a partial tile 2.
