@@ -35,7 +35,7 @@ import ledger_bench as lb  # bench/ is on sys.path when this file runs as a scri
 from attest.keys import generate_private_key
 from attest.note import Ed25519NoteSigner
 from ledger import storage
-from ledger.storage import Store
+from ledger.sequencer import Sequencer
 
 BATCH = 256
 
@@ -77,35 +77,38 @@ def _checkpoint_spans() -> tuple[list[tuple[float, float]], Callable[[], None]]:
 
 
 def ours(tmp: Path, total: int) -> Split:
-    """Integrate `total` entries, timing each batch and grouping it."""
+    """Integrate `total` entries (`ledger_bench.integrate_run`), timing each batch and
+    grouping it."""
     spans, undo = _checkpoint_spans()
     d = Path(tempfile.mkdtemp(prefix="shares-", dir=tmp))
-    store = Store(f"sqlite:///{d / 'ledger.db'}", synchronous="FULL")
+    batches: list[tuple[float, float, bool]] = []
+    indexed = 0
+
+    def on_batch(seq: Sequencer, t0: float, t1: float) -> None:
+        # A batch flushed the leaf-hash index when the index grew (checked outside the span).
+        nonlocal indexed
+        size = seq.log.store.leaf_index_size(seq.log.id)
+        batches.append((t0, t1, size != indexed))
+        indexed = size
+
+    signer = Ed25519NoteSigner(lb.ORIGIN, generate_private_key())
     try:
-        store.migrate()
-        signer = Ed25519NoteSigner(lb.ORIGIN, generate_private_key())
-        log, seq = lb.open_log(store, signer, BATCH)
-        batches: list[tuple[float, float, bool]] = []
-        for start in range(0, total, BATCH):
-            chunk = lb.entries(start, min(BATCH, total - start))
-            mark = store.leaf_index_size(log.id)
-            t0 = time.perf_counter()
-            seq.integrate(chunk)
-            t1 = time.perf_counter()
-            batches.append((t0, t1, store.leaf_index_size(log.id) != mark))
-        t0 = time.perf_counter()
-        seq.flush_leaf_index()
-        batches.append((t0, time.perf_counter(), True))
-        if store.leaf_index_size(log.id) != total or log.head().size != total:
-            raise RuntimeError("the log or its leaf-hash index is short")
+        done, _ = lb.integrate_run(
+            f"sqlite:///{d / 'ledger.db'}",
+            "FULL",
+            BATCH,
+            total,
+            float("inf"),
+            signer,
+            on_batch=on_batch,
+        )
     finally:
-        store.close()
         undo()
 
     def overlaps(a: float, b: float) -> bool:
         return any(s < b and e > a for s, e in spans)
 
-    split = Split(total, [], [], [], len(spans))
+    split = Split(done, [], [], [], len(spans))
     for a, b, flushed in batches:
         group = split.flush if flushed else split.checkpoint if overlaps(a, b) else split.rest
         group.append(b - a)

@@ -42,6 +42,7 @@ import asyncio
 import base64
 import contextlib
 import cProfile
+import functools
 import http.client
 import json
 import math
@@ -220,34 +221,38 @@ def integrate_run(
     signer: Ed25519NoteSigner,
     prof: cProfile.Profile | None = None,
     source: Callable[[int, int], Sequence[bytes | Admitted]] = entries,
+    on_batch: Callable[[Sequencer, float, float], None] | None = None,
 ) -> tuple[int, float]:
     """Integrate up to `total` entries (`source(start, count)`) in batches of `batch`,
     stopping once `budget` seconds have gone into `integrate`; returns (entries integrated,
-    seconds spent in `integrate`)."""
+    seconds spent in `integrate`). `on_batch(sequencer, start, end)` is called, untimed,
+    after each batch and after the closing flush, with its `perf_counter` span."""
     store = Store(url, synchronous=sync)
     try:
         store.migrate()
         log, seq = open_log(store, signer, batch)
         elapsed, done = 0.0, 0
-        while done < total and elapsed < budget:
-            chunk = source(done, min(batch, total - done))
+
+        def timed(work: Callable[[], object]) -> None:
+            nonlocal elapsed
             t0 = time.perf_counter()
             if prof is not None:
                 prof.enable()
-            seq.integrate(chunk)
+            work()
             if prof is not None:
                 prof.disable()
-            elapsed += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            elapsed += t1 - t0
+            if on_batch is not None:
+                on_batch(seq, t0, t1)
+
+        while done < total and elapsed < budget:
+            chunk = source(done, min(batch, total - done))
+            timed(functools.partial(seq.integrate, chunk))
             done += len(chunk)
         # The leaf-hash index lags the tree (`Sequencer.leaf_index_lag`): flushing what is
         # left of it is index work these entries owe, so it is timed with them.
-        t0 = time.perf_counter()
-        if prof is not None:
-            prof.enable()
-        seq.flush_leaf_index()
-        if prof is not None:
-            prof.disable()
-        elapsed += time.perf_counter() - t0
+        timed(seq.flush_leaf_index)
         if store.leaf_index_size(log.id) != done:
             raise RuntimeError(f"leaf-hash index holds {store.leaf_index_size(log.id)} entries")
         if log.head().size != done:
