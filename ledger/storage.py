@@ -63,6 +63,11 @@ def leaf_prefix(leaf_hash: bytes) -> int:
     return int.from_bytes(leaf_hash[:8], "big", signed=True)
 
 
+def leaf_epochs(size: int) -> range:
+    """The epochs of `leaves` that entries below `size` can be in (`schema.LEAF_EPOCH_BITS`)."""
+    return range(((size - 1) >> schema.LEAF_EPOCH_BITS) + 1 if size > 0 else 0)
+
+
 class StorageError(LedgerError):
     """The database is missing something the log's invariants say must be there."""
 
@@ -382,16 +387,34 @@ class Store:
         indexed, 2,000 random ones, a slow 2-core machine (`docs/benchmarks.md`).
         """
         # One statement, one snapshot: the watermark, the tree size and the index's candidates
-        # (rows sharing the hash's prefix; nearly always none or the one).
-        m = "%s" if self.dialect == "postgresql" else "?"
-        sql = (
-            "SELECT w.size, h.size, l.idx FROM heads h"
-            " LEFT JOIN leaf_index_heads w ON w.log_id = h.log_id"
-            f" LEFT JOIN leaves l ON l.log_id = h.log_id AND l.prefix = {m}"
-            f" WHERE h.log_id = {m}"
-        )
+        # (rows sharing the hash's prefix; nearly always none or the one), sought in every
+        # epoch below the tree size (`schema.leaves`), which the same statement reads.
+        bits = int(schema.LEAF_EPOCH_BITS)
+        if self.dialect == "postgresql":
+            # An uncorrelated ARRAY(...) is computed once; `epoch = ANY(it)` is then an index
+            # condition (an IN subquery in an outer join's ON clause would not be).
+            sql = (
+                "SELECT w.size, h.size, l.idx FROM heads h"
+                " LEFT JOIN leaf_index_heads w ON w.log_id = h.log_id"
+                " LEFT JOIN leaves l ON l.log_id = h.log_id AND l.epoch = ANY(ARRAY("
+                f"SELECT generate_series(0, (SELECT (size - 1) >> {bits} FROM heads"
+                " WHERE log_id = %s))))"
+                " AND l.prefix = %s"
+                " WHERE h.log_id = %s"
+            )
+        else:
+            sql = (
+                "WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e"
+                f" WHERE n < (SELECT (size - 1) >> {bits} FROM heads WHERE log_id = ?))"
+                " SELECT w.size, h.size, l.idx FROM heads h"
+                " LEFT JOIN leaf_index_heads w ON w.log_id = h.log_id"
+                " LEFT JOIN leaves l ON l.log_id = h.log_id AND l.epoch IN (SELECT n FROM e)"
+                " AND l.prefix = ?"
+                " WHERE h.log_id = ?"
+            )
+        args = (log_id, leaf_prefix(leaf_hash), log_id)
         with self._read.connect() as conn:
-            rows = conn.exec_driver_sql(sql, (leaf_prefix(leaf_hash), log_id)).all()
+            rows = conn.exec_driver_sql(sql, args).all()
             if not rows:
                 return None
             for _, _, index in rows:
@@ -728,22 +751,29 @@ class WriteTxn:
                 wanted.append(h)
             else:
                 found[h] = ix
-        if not wanted:
+        epochs = leaf_epochs(self.head.size)
+        if not wanted or not epochs:
             return found
         by_prefix: dict[int, list[bytes]] = {}
         for h in wanted:
             by_prefix.setdefault(leaf_prefix(h), []).append(h)
         prefixes = list(by_prefix)
+        # Every epoch the indexed entries can be in (those below the watermark, itself at most
+        # the tree size): one seek per epoch and prefix.
         if self.store.dialect == "postgresql":
-            sql = "SELECT prefix, idx FROM leaves WHERE log_id = %s AND prefix = ANY(%s)"
-            rows = self._fetch(sql, (self.log_id, prefixes))
+            sql = (
+                "SELECT prefix, idx FROM leaves"
+                " WHERE log_id = %s AND epoch = ANY(%s) AND prefix = ANY(%s)"
+            )
+            rows = self._fetch(sql, (self.log_id, list(epochs), prefixes))
         else:
             rows = []
+            in_epochs = ", ".join(map(str, epochs))  # integers of ours, inline
             for i in range(0, len(prefixes), _IN_CHUNK):
                 chunk = prefixes[i : i + _IN_CHUNK]
                 sql = (
-                    "SELECT prefix, idx FROM leaves WHERE log_id = ? AND prefix IN "
-                    f"({', '.join('?' * len(chunk))})"
+                    f"SELECT prefix, idx FROM leaves WHERE log_id = ? AND epoch IN ({in_epochs})"
+                    f" AND prefix IN ({', '.join('?' * len(chunk))})"
                 )
                 rows += self._fetch(sql, (self.log_id, *chunk))
         # A prefix only names candidates: each is confirmed against its level-0 tile, read
@@ -832,18 +862,27 @@ class WriteTxn:
         count = len(leaves)
         prefixes = np.frombuffer(b"".join(h for h, _ in leaves), dtype=">i8")[::4]
         indices = np.fromiter((i for _, i in leaves), dtype=np.int64, count=count)
-        order = np.lexsort((indices, prefixes))
-        rows = list(zip(prefixes[order].tolist(), indices[order].tolist(), strict=True))
+        epochs = indices >> schema.LEAF_EPOCH_BITS
+        order = np.lexsort((indices, prefixes, epochs))
+        rows = list(
+            zip(
+                epochs[order].tolist(),
+                prefixes[order].tolist(),
+                indices[order].tolist(),
+                strict=True,
+            )
+        )
         if self.store.dialect == "postgresql":
             raw = self.conn.connection.driver_connection
-            copy_sql = "COPY leaves (log_id, prefix, idx) FROM STDIN"
+            copy_sql = "COPY leaves (log_id, epoch, prefix, idx) FROM STDIN"
             with raw.cursor() as cur, cur.copy(copy_sql) as copy:  # type: ignore[union-attr]
-                for p, i in rows:
-                    copy.write_row((self.log_id, p, i))
+                for e, p, i in rows:
+                    copy.write_row((self.log_id, e, p, i))
             return
-        # The log id inline (an int), so the (prefix, index) pairs are the parameters as given.
+        # The log id inline (an int), so the (epoch, prefix, index) rows are the parameters.
         self._write_rows(
-            f"INSERT INTO leaves (log_id, prefix, idx) VALUES ({int(self.log_id)}, ?, ?)", rows
+            f"INSERT INTO leaves (log_id, epoch, prefix, idx) VALUES ({int(self.log_id)}, ?, ?, ?)",
+            rows,
         )
 
     def key_events(self, since: int) -> list[KeyEventRow]:

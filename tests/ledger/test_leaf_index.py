@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, inspect, text
 from attest import merkle
 from attest.note import Ed25519NoteSigner
 from attest.tiles import TILE_WIDTH, TileId
+from ledger import schema
 from ledger.log import Log
 from ledger.sequencer import Sequenced, Sequencer, signed_head
 from ledger.storage import Store, leaf_prefix
@@ -65,22 +66,27 @@ def integrate(seq: Sequencer, xs: Sequence[bytes]) -> list[Sequenced]:
 def leaf_rows(url: str, log_id: int) -> dict[int, bytes]:
     """The `leaves` rows of a log, index -> leaf hash (asserting one row per index). From
     revision 0009 a row holds the hash's prefix only: the hash is then its level-0 tile's at
-    that index, and the row's prefix must be that hash's."""
+    that index, and the row's prefix must be that hash's; from 0010 its epoch must be its
+    index's (`schema.LEAF_EPOCH_BITS`)."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            if "leaf_hash" in {c["name"] for c in inspect(conn).get_columns("leaves")}:
+            columns = {c["name"] for c in inspect(conn).get_columns("leaves")}
+            if "leaf_hash" in columns:
                 q = text("SELECT idx, leaf_hash FROM leaves WHERE log_id = :l")
                 rows = [(int(i), bytes(h)) for i, h in conn.execute(q, {"l": log_id})]
             else:
-                q = text("SELECT idx, prefix FROM leaves WHERE log_id = :l")
+                epoch = "epoch" if "epoch" in columns else "NULL"
+                q = text(f"SELECT idx, prefix, {epoch} FROM leaves WHERE log_id = :l")
                 tq = text("SELECT idx, data FROM tiles WHERE log_id = :l AND level = 0")
                 tiles = {int(n): bytes(d) for n, d in conn.execute(tq, {"l": log_id})}
                 rows = []
-                for i, prefix in conn.execute(q, {"l": log_id}):
+                for i, prefix, e in conn.execute(q, {"l": log_id}):
                     n, at = divmod(int(i), TILE_WIDTH)
                     h = tiles[n][at * 32 : (at + 1) * 32]
                     assert leaf_prefix(h) == prefix, f"row {i} holds another hash's prefix"
+                    if "epoch" in columns:
+                        assert e == int(i) >> schema.LEAF_EPOCH_BITS, f"row {i}: epoch {e}"
                     rows.append((int(i), h))
     finally:
         engine.dispose()
@@ -95,8 +101,8 @@ def add_row(url: str, log_id: int, prefix: int, index: int) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO leaves (log_id, prefix, idx) VALUES (:l, :p, :i)"),
-                {"l": log_id, "p": prefix, "i": index},
+                text("INSERT INTO leaves (log_id, epoch, prefix, idx) VALUES (:l, :e, :p, :i)"),
+                {"l": log_id, "e": index >> schema.LEAF_EPOCH_BITS, "p": prefix, "i": index},
             )
     finally:
         engine.dispose()
@@ -179,6 +185,37 @@ def test_lookups_on_both_sides_of_the_watermark(store: Store) -> None:
     for absent in (merkle.leaf_hash(b"never logged"), straddling, level1):
         assert store.leaf_index(log.id, absent) is None
         assert not store.holds_leaf(log.id, absent)
+
+
+def test_lookups_and_dedupe_across_epochs(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `leaves` is keyed by epoch first (2^20 entries each); 64 here, so that batches of 40
+    # under a lag bound of 100 flush rows across epochs: [0, 120) into epochs 0-1, [120, 240)
+    # into 1-3, [240, 360) into 3-5, and [360, 440) stays the tail.
+    monkeypatch.setattr(schema, "LEAF_EPOCH_BITS", 6)
+    log = open_log(store)
+    seq = sequencer(log, batch_size=40, lag=100)
+    added: list[bytes] = []
+    for i in range(11):
+        batch = entries(40, f"e{i}")
+        integrate(seq, batch)
+        added += batch
+    assert store.leaf_index_size(log.id) == 360 and log.head().size == 440
+    hashes = [merkle.leaf_hash(e) for e in added]
+    assert leaf_rows(store.url, log.id) == dict(enumerate(hashes[:360]))  # epochs checked
+    for i, h in enumerate(hashes):
+        assert store.leaf_index(log.id, h) == i, i
+    assert store.leaf_index(log.id, merkle.leaf_hash(b"never logged")) is None
+    # Candidates in another epoch than the entry's: a prefix of a logged hash (entry 7, epoch
+    # 0) planted at entry 300 (epoch 4), and a newcomer's prefix at entry 200 (epoch 3).
+    newcomer = b"never logged either"
+    add_row(store.url, log.id, leaf_prefix(hashes[7]), 300)
+    add_row(store.url, log.id, leaf_prefix(merkle.leaf_hash(newcomer)), 200)
+    assert store.leaf_index(log.id, hashes[7]) == 7
+    assert store.leaf_index(log.id, merkle.leaf_hash(newcomer)) is None
+    # Deduplication finds entries of every epoch and of the tail; the newcomer is new.
+    picks = [7, 70, 130, 250, 359, 360, 439]
+    got = integrate(seq, [newcomer, *(added[i] for i in picks)])
+    assert [(r.index, r.duplicate) for r in got] == [(440, False)] + [(i, True) for i in picks]
 
 
 def test_dedupe_across_a_flush(store: Store) -> None:
