@@ -193,6 +193,7 @@ def test_lookups_and_dedupe_across_epochs(store: Store, monkeypatch: pytest.Monk
     # into 1-3, [240, 360) into 3-5, and [360, 440) stays the tail.
     monkeypatch.setattr(schema, "LEAF_EPOCH_BITS", 6)
     log = open_log(store)
+    assert store.leaf_index(log.id, merkle.leaf_hash(b"an empty log")) is None  # no epoch
     seq = sequencer(log, batch_size=40, lag=100)
     added: list[bytes] = []
     for i in range(11):
