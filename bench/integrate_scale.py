@@ -27,40 +27,16 @@ from pathlib import Path
 import ledger_bench as lb  # bench/ is on sys.path when this file runs as a script
 import pymerkle  # type: ignore[import-untyped]
 
-from attest.keys import generate_private_key
-from attest.note import Ed25519NoteSigner
-from ledger.sequencer import Sequencer
-
 BATCH = 256
 
 
-def ours(tmp: Path, total: int) -> list[tuple[int, float, bool]]:
-    """Integrate `total` entries; (log size after, seconds, flushed the index) per batch."""
-    batches: list[tuple[int, float, bool]] = []
-    indexed = 0
-
-    def on_batch(seq: Sequencer, t0: float, t1: float) -> None:
-        # A batch flushed the leaf-hash index when the index grew (checked outside the span).
-        nonlocal indexed
-        size = seq.log.store.leaf_index_size(seq.log.id)
-        batches.append((seq.log.head().size, t1 - t0, size != indexed))
-        indexed = size
-
+def ours(tmp: Path, total: int) -> list[lb.BatchSpan]:
+    """Integrate `total` entries, every batch timed."""
     d = Path(tempfile.mkdtemp(prefix="scale-ours-", dir=tmp))
-    signer = Ed25519NoteSigner(lb.ORIGIN, generate_private_key())
     try:
-        lb.integrate_run(
-            f"sqlite:///{d / 'ledger.db'}",
-            "FULL",
-            BATCH,
-            total,
-            float("inf"),
-            signer,
-            on_batch=on_batch,
-        )
+        return lb.integrate_batches(d / "ledger.db", total, BATCH)
     finally:
         shutil.rmtree(d)
-    return batches
 
 
 def peer(tmp: Path, ends: Sequence[int]) -> list[float]:
@@ -105,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = 0
     for k, end in enumerate(ends):
         # The closing flush leaves the size where the last batch left it: it joins the last.
-        part = [b for b in batches if start < b[0] <= end]
-        seconds = sum(s for _, s, _ in part)
-        flushes = [s * 1e3 for _, s, f in part if f]
+        part = [b for b in batches if start < b.size <= end]
+        seconds = sum(b.end - b.start for b in part)
+        flushes = [(b.end - b.start) * 1e3 for b in part if b.flushed]
         ms = f"{statistics.median(flushes):.0f}" if flushes else "-"
         theirs = f"{(end - start) / peer_seconds[k]:,.0f}" if peer_seconds else "-"
         print(
@@ -115,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {theirs} |"
         )
         start = end
-    total = sum(s for _, s, _ in batches)
+    total = sum(b.end - b.start for b in batches)
     theirs = f"{args.entries / sum(peer_seconds):,.0f}" if peer_seconds else "-"
     print(f"| all | {args.entries / total:,.0f} | | | {theirs} |")
     return 0

@@ -32,10 +32,7 @@ from pathlib import Path
 
 import ledger_bench as lb  # bench/ is on sys.path when this file runs as a script
 
-from attest.keys import generate_private_key
-from attest.note import Ed25519NoteSigner
 from ledger import storage
-from ledger.sequencer import Sequencer
 
 BATCH = 256
 
@@ -81,37 +78,24 @@ def ours(tmp: Path, total: int) -> Split:
     grouping it."""
     spans, undo = _checkpoint_spans()
     d = Path(tempfile.mkdtemp(prefix="shares-", dir=tmp))
-    batches: list[tuple[float, float, bool]] = []
-    indexed = 0
-
-    def on_batch(seq: Sequencer, t0: float, t1: float) -> None:
-        # A batch flushed the leaf-hash index when the index grew (checked outside the span).
-        nonlocal indexed
-        size = seq.log.store.leaf_index_size(seq.log.id)
-        batches.append((t0, t1, size != indexed))
-        indexed = size
-
-    signer = Ed25519NoteSigner(lb.ORIGIN, generate_private_key())
     try:
-        done, _ = lb.integrate_run(
-            f"sqlite:///{d / 'ledger.db'}",
-            "FULL",
-            BATCH,
-            total,
-            float("inf"),
-            signer,
-            on_batch=on_batch,
-        )
+        batches = lb.integrate_batches(d / "ledger.db", total, BATCH)
     finally:
         undo()
 
     def overlaps(a: float, b: float) -> bool:
         return any(s < b and e > a for s, e in spans)
 
-    split = Split(done, [], [], [], len(spans))
-    for a, b, flushed in batches:
-        group = split.flush if flushed else split.checkpoint if overlaps(a, b) else split.rest
-        group.append(b - a)
+    split = Split(batches[-1].size, [], [], [], len(spans))
+    for b in batches:
+        group = (
+            split.flush
+            if b.flushed
+            else split.checkpoint
+            if overlaps(b.start, b.end)
+            else split.rest
+        )
+        group.append(b.end - b.start)
     return split
 
 

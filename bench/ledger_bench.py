@@ -262,6 +262,37 @@ def integrate_run(
         store.close()
 
 
+@dataclass(frozen=True)
+class BatchSpan:
+    """One timed call of `integrate_run`: the log's size after it, its `perf_counter` span,
+    and whether it flushed the leaf-hash index."""
+
+    size: int
+    start: float
+    end: float
+    flushed: bool
+
+
+def integrate_batches(path: Path, total: int, batch: int = 256) -> list[BatchSpan]:
+    """`integrate_run` at the server's defaults (SQLite WAL, synchronous FULL) of `total`
+    entries into a new database at `path`, every batch and the closing flush timed apart."""
+    spans: list[BatchSpan] = []
+    indexed = 0
+
+    def on_batch(seq: Sequencer, t0: float, t1: float) -> None:
+        # A batch flushed the leaf-hash index when the index grew (checked outside the span).
+        nonlocal indexed
+        size = seq.log.store.leaf_index_size(seq.log.id)
+        spans.append(BatchSpan(seq.log.head().size, t0, t1, size != indexed))
+        indexed = size
+
+    signer = Ed25519NoteSigner(ORIGIN, generate_private_key())
+    integrate_run(
+        f"sqlite:///{path}", "FULL", batch, total, float("inf"), signer, on_batch=on_batch
+    )
+    return spans
+
+
 def integrate_configs(pg_ok: bool) -> list[tuple[str, str]]:
     """(backend, synchronous) pairs to measure."""
     configs = [("sqlite", "FULL"), ("sqlite", "NORMAL")]
