@@ -7,9 +7,10 @@ given public key (the Ed25519 verification). What cannot is everything that depe
 before the entry: the root the statement saw (step 3) and which key a keyid names at that index,
 and whether that key may make the statement (steps 4-5, the key chain). So:
 
-* **Workers** (processes, `ParallelChecker`) take chunks of entries and, for each, run a fast
-  *accepting* parse (`fast_envelope`, `fast_statement`: each either proves that the reference
-  parse accepts the entry and returns what it returns, or says "don't know") and verify each
+* **Workers** (processes, `ParallelChecker`) take chunks of entries and, for each, parse it
+  with the reference's own calls (`check_entry`: the envelope and statement shortcuts of
+  `attest`, each proven to accept only what the full parse accepts; anything they or the parse
+  refuse goes to the parent's serial path, which words the refusal) and verify each
   signature under every candidate key its keyid could name anywhere in the batch: the keys the
   chain knows when the batch starts, the keys that key events in the batch register or rotate to
   (`key_event_keys`, read without authorising anything), and the fixed keys (operator roots,
@@ -42,10 +43,8 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
 import multiprocessing
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -55,21 +54,14 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import create_model
 
 from attest.admission import EntryAt, libsodium_accepts
-from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, TrustedKey, pae
+from attest.dsse import IN_TOTO_PAYLOAD_TYPE, TrustedKey, pae, read_canonical
 from attest.errors import AttestError
 from attest.keychain import STATEFUL, KeyChain, vkey_raw
 from attest.keys import dsse_keyid, public_key_bytes, public_key_from_bytes
-from attest.predicates import (
-    KEY_EVENT,
-    PREDICATE_TYPES,
-    ContinuityStatement,
-    KeyEvent,
-    Predicate,
-)
-from attest.statement import Statement, parse_statement
+from attest.predicates import FIELD_REPORT, KEY_EVENT, ContinuityStatement, KeyEvent
+from attest.statement import Statement, parse_statement, read_field_report
 from attest.tiles import MAX_ENTRY_SIZE
 from verifier.revalidate import RootAt, validate_entry
 
@@ -80,8 +72,6 @@ __all__ = [
     "Prechecked",
     "ReplayMemo",
     "default_workers",
-    "fast_envelope",
-    "fast_statement",
     "key_event_keys",
     "validate_prechecked",
     "verify_ed25519",
@@ -141,198 +131,6 @@ def verify_ed25519(raw: bytes, sig: bytes, message: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-# -- fast, accepting parse ------------------------------------------------------------------------
-
-# A 4-byte UTF-8 sequence: a character beyond the BMP, where RFC 8785's key order (UTF-16 code
-# units) can differ from Python's (code points); such entries take the reference parse.
-_ASTRAL = re.compile(rb"[\xf0-\xf7]")
-_MAX_SAFE = 2**53 - 1
-
-
-class _Defer(Exception):
-    """The fast parse cannot prove the reference's answer."""
-
-
-def _int(token: str) -> int:
-    number = int(token)
-    if abs(number) > _MAX_SAFE:
-        raise _Defer
-    return number
-
-
-def _no_float(token: str) -> float:
-    raise _Defer
-
-
-_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_string = json.encoder.encode_basestring
-
-
-_DECODER: Final = json.JSONDecoder(parse_float=_no_float, parse_int=_int, parse_constant=_no_float)
-
-
-def _loads(data: bytes) -> object:
-    """JSON from strict UTF-8 `data`, refusing floats, NaN and infinities, and integers beyond
-    2**53 - 1 (_Defer)."""
-    return _DECODER.decode(data.decode())
-
-
-def _dumps(value: object) -> bytes:
-    """JSON with sorted keys, no whitespace, UTF-8 strings: the RFC 8785 bytes of `value` when
-    `value` holds no float and no character beyond the BMP (RFC 8785 escapes strings exactly as
-    `json` does with `ensure_ascii=False`: the two-character escapes and `\\u00xx` for the other
-    control characters, nothing else). A lone surrogate raises UnicodeEncodeError."""
-    return _ENCODER.encode(value).encode()
-
-
-def _dump_string(text: str) -> bytes:
-    """`_dumps` of one string."""
-    return str(_string(text)).encode()
-
-
-def _b64(text: object) -> bytes:
-    """Decode standard base64 (whether it is the canonical spelling, the comparison of the whole
-    entry with its canonical bytes decides)."""
-    if not isinstance(text, str):
-        raise _Defer
-    return binascii.a2b_base64(text, strict_mode=True)
-
-
-def _envelope_bytes(env: Envelope) -> bytes:
-    """`env.canonical_bytes()` written out: the keys in RFC 8785 order, standard base64."""
-    sigs = b",".join(
-        (b'{"keyid":' + _dump_string(s.keyid) + b',"sig":"' if s.keyid else b'{"sig":"')
-        + binascii.b2a_base64(s.sig, newline=False)
-        + b'"}'
-        for s in env.signatures
-    )
-    return (
-        b'{"payload":"'
-        + binascii.b2a_base64(env.payload, newline=False)
-        + b'","payloadType":'
-        + _dump_string(env.payload_type)
-        + b',"signatures":['
-        + sigs
-        + b"]}"
-    )
-
-
-def fast_envelope(entry: bytes) -> Envelope | None:
-    """The envelope `attest.admission.parse_entry(entry)` returns, when this can prove the entry
-    is exactly its envelope's canonical bytes, within the entry size limit; None otherwise (the
-    reference decides)."""
-    if len(entry) > MAX_ENTRY_SIZE:
-        return None
-    try:
-        obj = _loads(entry)
-        if not isinstance(obj, dict) or obj.keys() != {"payload", "payloadType", "signatures"}:
-            return None
-        raw_sigs = obj["signatures"]
-        if not isinstance(raw_sigs, list):
-            return None
-        sigs = []
-        for s in raw_sigs:
-            if not isinstance(s, dict) or "sig" not in s or not s.keys() <= {"keyid", "sig"}:
-                return None
-            keyid = s.get("keyid", "")
-            if not isinstance(keyid, str):
-                return None
-            sigs.append(Signature(keyid=keyid, sig=_b64(s["sig"])))
-        pt = obj["payloadType"]
-        if not isinstance(pt, str):
-            return None
-        env = Envelope(payload_type=pt, payload=_b64(obj["payload"]), signatures=tuple(sigs))
-        # Equal bytes: the entry is canonical JSON (no duplicate key, no whitespace, no escape
-        # but the canonical ones, canonical base64) of exactly this envelope. (Its keys are
-        # fixed ASCII names: characters beyond the BMP cannot change their order.)
-        return env if _envelope_bytes(env) == entry else None
-    except Exception:  # anything unexpected: the reference parse decides
-        return None
-
-
-def _single(model: type[Predicate]) -> type[Statement]:
-    """`Statement` whose predicate is `model` alone (the same fields and validators)."""
-    return create_model(f"Statement{model.__name__}", __base__=Statement, predicate=(model, ...))
-
-
-_SINGLE: Final = {pt: _single(model) for pt, model in PREDICATE_TYPES.items()}
-
-
-def _shape(model: type[Predicate]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]] | None:
-    """The keys `model` accepts (field names and aliases) and its required fields (name,
-    alias); None when that is not all it takes (unknown keys allowed, alias choices or paths)."""
-    if model.model_config.get("extra") != "forbid":
-        return None
-    fields = model.model_fields
-    aliases: dict[str, str] = {}
-    for name, f in fields.items():
-        alias = f.validation_alias or f.alias or name
-        if not isinstance(alias, str):
-            return None
-        aliases[name] = alias
-    required = tuple((n, aliases[n]) for n, f in fields.items() if f.is_required())
-    return frozenset(fields) | frozenset(aliases.values()), required
-
-
-_SHAPES: Final = {model: _shape(model) for model in PREDICATE_TYPES.values()}
-
-
-def _only(model: type[Predicate], keys: set[str]) -> bool:
-    """Whether no predicate model but `model` can validate an object with these keys: each
-    other one refuses a key it does not know (`extra="forbid"`) or misses a required field
-    (validators only run after, and can only refuse)."""
-    for other, shape in _SHAPES.items():
-        if other is model:
-            continue
-        if shape is None:
-            return False
-        accepted, required = shape
-        if keys <= accepted and all(n in keys or a in keys for n, a in required):
-            return False
-    return True
-
-
-def fast_statement(payload: bytes) -> Statement | None:
-    """A statement equal to what `attest.statement.parse_statement(payload)` returns, when this
-    can prove that it accepts `payload`; None otherwise (the reference decides).
-
-    The same checks on the same inputs, the RFC 8785 serialisations by `json` (equal bytes
-    there, given no float and no character beyond the BMP): its predicate validates alone as its
-    type, the statement validates, and re-serialises to the payload (so the payload is its own
-    canonical JSON, hence strict I-JSON as `canonical_loads` reads it). When no other predicate
-    model could validate the predicate's keys (`_only`), `Statement`'s union of predicate
-    models has one member that can succeed, so the statement is validated with its predicate as
-    that one model, which is also the predicate's validation alone; otherwise both steps run as
-    the reference runs them.
-    """
-    if not payload.isascii() and _ASTRAL.search(payload):
-        return None
-    try:
-        obj = _loads(payload)
-        if not isinstance(obj, dict):
-            return None
-        predicate_type, predicate = obj.get("predicateType"), obj.get("predicate")
-        if not isinstance(predicate_type, str) or not isinstance(predicate, dict):
-            return None
-        model = PREDICATE_TYPES.get(predicate_type)
-        if model is None:
-            return None
-        if _only(model, set(predicate)):
-            # Validating the statement validates its predicate as `model`, on the same JSON
-            # value the reference validates it alone on (the payload's, once it is canonical).
-            stmt = _SINGLE[predicate_type].model_validate_json(payload)
-        else:
-            model.model_validate_json(_dumps(predicate))
-            stmt = Statement.model_validate_json(payload)
-        # Equal bytes: the payload is the canonical JSON of the statement (`statement_bytes`),
-        # so also of `obj`, strict I-JSON (`json` was told to refuse floats and big integers;
-        # a duplicate key or a non-canonical escape would not survive the round trip).
-        dumped = stmt.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return stmt if _dumps(dumped) == payload else None
-    except Exception:  # anything unexpected: the reference parse decides
-        return None
 
 
 # -- candidate keys -------------------------------------------------------------------------------
@@ -401,22 +199,37 @@ def check_entry(
     entry: bytes, candidates: dict[str, tuple[bytes, ...]], fixed: tuple[bytes, ...]
 ) -> Facts | None:
     """The facts of one entry (see `Facts`); None when the parent must validate it serially: it
-    may not parse, or it is a statement the chain or citations must see whole."""
-    env = fast_envelope(entry)
-    if env is None or env.payload_type != IN_TOTO_PAYLOAD_TYPE:
+    may not parse, or it is a statement the chain or citations must see whole.
+
+    Steps 1-2 are the reference's own calls (`attest.admission.admit_statement` with `stored`):
+    the entry read by `read_canonical` within the entry size limit, the payload type, then the
+    statement. A field report is read without building it (`read_field_report`: None unless
+    `parse_statement` would build exactly that report); any other statement is parsed by
+    `parse_statement` itself. Whatever these do not accept goes to the serial path, which words
+    the refusal.
+    """
+    env = read_canonical(entry)
+    if env is None or len(entry) > MAX_ENTRY_SIZE or env.payload_type != IN_TOTO_PAYLOAD_TYPE:
         return None
-    stmt = fast_statement(env.payload)
-    if stmt is None or isinstance(stmt.predicate, (*STATEFUL, ContinuityStatement)):
-        return None
+    report = read_field_report(env.payload)
+    if report is not None:
+        predicate_type, origin, size, root = FIELD_REPORT, report.origin, report.size, report.root
+    else:
+        try:
+            stmt = parse_statement(env.payload)
+        except Exception:  # refused, or anything unexpected: the serial path decides
+            return None
+        if isinstance(stmt.predicate, (*STATEFUL, ContinuityStatement)):
+            return None
+        seen = stmt.predicate.seen_checkpoint
+        predicate_type, origin, size, root = stmt.predicate_type, seen.origin, seen.size, seen.root
     message = pae(env.payload_type, env.payload)
     sigs: list[SigFacts] = []
     for s in env.signatures:
         named = _named_by(s.keyid, fixed)
         keys = {*candidates.get(s.keyid, ()), *named}
         sigs.append((s.keyid, {k: verify_ed25519(k, s.sig, message) for k in keys}, named))
-    seen = stmt.predicate.seen_checkpoint
-    digest = hashlib.sha256(message).digest()
-    return (stmt.predicate_type, seen.origin, seen.size, seen.root, tuple(sigs), digest)
+    return (predicate_type, origin, size, root, tuple(sigs), hashlib.sha256(message).digest())
 
 
 def check_chunk(

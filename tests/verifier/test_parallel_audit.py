@@ -19,13 +19,13 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from attest.admission import parse_entry
+from attest.admission import parse_entry, parse_payload, statement_digest
 from attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, TrustedKey, pae, sign_envelope
 from attest.errors import AttestError
 from attest.keychain import KeyChain
 from attest.keys import dsse_keyid, generate_private_key, public_key_bytes, verifier_key
 from attest.predicates import AnyPredicate, CheckpointRef, FieldReport, KeyEvent, ModelId
-from attest.statement import Statement, parse_statement, sign_statement
+from attest.statement import parse_statement, sign_statement
 from ledger.sequencer import Sequencer
 from tests.support import Signer, running_server
 from tests.verifier.test_auditor import follow
@@ -35,8 +35,6 @@ from verifier.auditor import AuditNode, LogMisbehaved
 from verifier.parallel import (
     ParallelChecker,
     ReplayMemo,
-    fast_envelope,
-    fast_statement,
     validate_entries,
     validate_prechecked,
     verify_ed25519,
@@ -417,39 +415,63 @@ def test_the_fast_path_takes_the_chains_key_not_the_workers() -> None:
     assert refused.value.stage == "signature" and memo.serial == 1
 
 
-# -- the fast parse accepts only what the reference accepts ---------------------------------------
+# -- the worker reads what the reference reads, and defers on anything else ----------------------
 
 
-def test_fast_parse_agrees_with_the_reference() -> None:
+def reference_facts(entry: bytes) -> tuple[str, str, int, str, bytes]:
+    """What steps 1-2 of `validate_entry` read of an entry that a worker must agree with."""
+    env = parse_entry(entry)
+    stmt = parse_statement(env.payload)
+    seen = stmt.predicate.seen_checkpoint
+    digest = statement_digest(env)
+    return stmt.predicate_type, seen.origin, seen.size, seen.root, digest
+
+
+def test_worker_reads_what_the_reference_reads() -> None:
     log = Log()
     log.reports(3)
-    for entry in log.entries:
-        env = fast_envelope(entry)
-        assert env == Envelope.from_json(entry)
-        stmt = fast_statement(env.payload)
-        assert stmt is not None and stmt.model_dump() == parse_statement(env.payload).model_dump()
+    worker_raw = public_key_bytes(log.worker[1].public_key())
+    kid = Envelope.from_json(log.entries[2]).signatures[0].keyid
+    for entry in log.entries[2:]:
+        facts = parallel.check_entry(entry, {kid: (worker_raw,)}, ())
+        assert facts is not None
+        assert (*facts[:4], facts[5]) == reference_facts(entry)
+        assert facts[4] == ((kid, {worker_raw: True}, ()),)
+    # Beyond the BMP the field-report reader defers; the statement parse itself answers.
+    emoji = signed(report(0).model_copy(update={"text": "\U0001f600"}), [log.worker])
+    facts = parallel.check_entry(emoji, {kid: (worker_raw,)}, ())
+    assert facts is not None and (*facts[:4], facts[5]) == reference_facts(emoji)
+    # A key event changes the chain: the parent replays it whole.
+    assert parallel.check_entry(log.entries[0], {}, ()) is None
+
+
+def test_worker_defers_on_what_the_reference_refuses() -> None:
+    log = Log()
+    log.reports(1)
     entry = log.entries[2]
-    assert fast_envelope(b" " + entry) is None
-    assert fast_envelope(entry.replace(b'"payload"', b'"payload" ', 1)) is None
-    variants = _base64_variants(json.loads(entry)["payload"])
-    assert variants
-    for text in variants:
+    refused = [b" " + entry, entry.replace(b'"payload"', b'"payload" ', 1)]
+    for text in _base64_variants(json.loads(entry)["payload"]):
         variant = json.dumps({**json.loads(entry), "payload": text}, separators=(",", ":"))
-        assert fast_envelope(variant.encode()) is None
-        with pytest.raises(AttestError):  # the reference refuses each too
-            parse_entry(variant.encode())
+        refused.append(variant.encode())
     payload = Envelope.from_json(entry).payload
-    assert fast_statement(payload.replace(b'"category"', b'"category" ', 1)) is None
-    assert fast_statement(payload.replace(b'"grief"', b'"\\u0067rief"', 1)) is None
     obj = json.loads(payload)
     obj["predicate"]["extra"] = 1
-    assert fast_statement(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()) is None
-    assert fast_statement(payload.replace(b"1800000000", b"NaN", 1)) is None
-    # Beyond the BMP, RFC 8785's key order may differ from Python's: the reference decides.
-    emoji = signed(report(0).model_copy(update={"text": "\U0001f600"}), [log.worker])
-    assert fast_envelope(emoji) is not None
-    assert fast_statement(Envelope.from_json(emoji).payload) is None
-    assert parallel.check_entry(emoji, {}, ()) is None
+    for bad in (
+        payload.replace(b'"category"', b'"category" ', 1),
+        payload.replace(b'"grief"', b'"\\u0067rief"', 1),
+        json.dumps(obj, separators=(",", ":"), sort_keys=True).encode(),
+        payload.replace(b"1800000000", b"NaN", 1),
+    ):
+        refused.append(sign_envelope(IN_TOTO_PAYLOAD_TYPE, bad, [log.worker]).canonical_bytes())
+    assert len(refused) >= 8
+    for data in refused:
+        assert parallel.check_entry(data, {}, ()) is None
+        with pytest.raises(AttestError):  # and the reference refuses each
+            reference_facts(data)
+    other_type = sign_envelope("application/json", payload, [log.worker]).canonical_bytes()
+    assert parallel.check_entry(other_type, {}, ()) is None
+    with pytest.raises(AttestError):
+        parse_payload(parse_entry(other_type))
 
 
 def _base64_variants(text: str) -> list[str]:
@@ -461,18 +483,6 @@ def _base64_variants(text: str) -> list[str]:
     if text.endswith("="):  # the last character carries 2 or 4 bits that encode nothing
         out += [body[:-1] + alphabet[alphabet.index(body[-1]) ^ 1] + text[len(body) :]]
     return [v for v in out if v != text]
-
-
-def test_fast_parse_without_the_one_model_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
-    """When another predicate model might take the predicate's keys, the statement is
-    validated by `Statement` itself, with the predicate's own validation first."""
-    log = Log()
-    log.reports(1)
-    payload = Envelope.from_json(log.entries[2]).payload
-    monkeypatch.setattr(parallel, "_SHAPES", dict.fromkeys(parallel._SHAPES))
-    stmt = fast_statement(payload)
-    assert stmt is not None and type(stmt) is Statement
-    assert stmt == parse_statement(payload)
 
 
 # -- Ed25519: libsodium accepts, cryptography decides -------------------------------------------
