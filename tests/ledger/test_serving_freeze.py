@@ -19,7 +19,7 @@ from tests.support import PROJECT_ROOT
 DEADLINE = 60.0
 
 SERVED = """
-import contextlib, gc, json, sys
+import contextlib, gc
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
