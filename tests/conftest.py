@@ -11,6 +11,10 @@ import pytest
 from hypothesis import settings
 
 from ledger.storage import Store
+from tests.support import handle_sigint
+
+# Ctrl-C must reach the processes the tests start, however the run itself was started.
+handle_sigint()
 
 # Tests never assert on wall-clock time: Hypothesis's per-example deadline is one such assertion,
 # and flaky on a loaded two-core machine.

@@ -84,6 +84,23 @@ STARTED_GROUPS: set[int] = set()
 """Process groups of every process started through `spawn` (checked at the end of the run)."""
 
 
+def handle_sigint() -> bool:
+    """Give SIGINT Python's own handler in this process if it arrived ignored; says whether it
+    had to.
+
+    A process started with SIGINT ignored (a background job of a non-interactive shell, and
+    whatever that job starts) passes it on ignored to every child, and a Python child then
+    installs no KeyboardInterrupt handler: Ctrl-C does nothing to it. The tests that stop
+    `bledger demo` with Ctrl-C saw it run on (once its calibration ended it exited 1, not 130;
+    the README demo did not exit at all). An ignored signal stays ignored across `exec`, a
+    handled one is reset to the default there, so after this every child starts as it would
+    from a terminal."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return True
+
+
 def spawn(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen(args, **kwargs)` in a new session, so the process and everything it
     starts (uvicorn's `--workers` children) form one process group that `stop_group` and
