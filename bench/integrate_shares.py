@@ -22,7 +22,6 @@ Then pymerkle 7.0.0's `SqliteTree` (its defaults) appends the same entries in th
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -106,32 +105,6 @@ def peer(tmp: Path, total: int) -> float:
     return n / seconds
 
 
-# Student's t, two-sided 95 %: the 0.975 quantile for 1..30 degrees of freedom (the standard
-# table); more rounds than that use the last value, an interval a little wider than exact.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def paired_ratio(ours: Sequence[float], peer: Sequence[float]) -> str:
-    """The geometric mean of the rounds' ratios ours / peer, with a 95 % t-interval on their
-    logarithms. Each round runs both on the same entries minutes apart, so the pairs share
-    the machine's state of the moment, and the ratio's spread is narrower than either rate's;
-    a rate on a shared machine drifts by more than the gap measured, which min..max of the
-    unpaired rates cannot resolve."""
-    logs = [math.log(a / b) for a, b in zip(ours, peer, strict=True)]
-    n, mean = len(logs), statistics.fmean(logs)
-    if n < 2:
-        return f"{math.exp(mean):.2f}x (n=1, no interval)"
-    half = _T975[min(n - 1, len(_T975)) - 1] * statistics.stdev(logs) / math.sqrt(n)
-    return (
-        f"{math.exp(mean):.3f}x (95 % CI {math.exp(mean - half):.3f}..{math.exp(mean + half):.3f},"
-        f" n={n} pairs)"
-    )
-
-
 def _median(values: Sequence[float], fmt: str) -> str:
     """`median (min..max, n=N)`."""
     lo, mid, hi = (fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
@@ -192,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, values, fmt in rows:
         print(f"| {name} | {_median(values, fmt)} |")
     ours_rates = [s.entries / s.total for s in splits]
-    print(f"| ours / pymerkle, paired: geometric mean | {paired_ratio(ours_rates, rates)} |")
+    print(f"| ours / pymerkle, paired: geometric mean | {lb.paired_ratio(ours_rates, rates)} |")
     return 0
 
 

@@ -145,6 +145,32 @@ def entries(start: int, count: int) -> list[bytes]:
     return [i.to_bytes(8, "big") + tail for i in range(start, start + count)]
 
 
+# Student's t, two-sided 95 %: the 0.975 quantile for 1..30 degrees of freedom (the standard
+# table); more rounds than that use the last value, an interval a little wider than exact.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def paired_ratio(ours: Sequence[float], peer: Sequence[float]) -> str:
+    """The geometric mean of the rounds' ratios ours / peer, with a 95 % t-interval on their
+    logarithms. Each round runs both on the same entries minutes apart, so the pairs share
+    the machine's state of the moment, and the ratio's spread is narrower than either rate's;
+    a rate on a shared machine can drift by more than the gap measured, which min..max of
+    the unpaired rates then cannot resolve."""
+    logs = [math.log(a / b) for a, b in zip(ours, peer, strict=True)]
+    n, mean = len(logs), statistics.fmean(logs)
+    if n < 2:
+        return f"{math.exp(mean):.2f}x (n=1, no interval)"
+    half = _T975[min(n - 1, len(_T975)) - 1] * statistics.stdev(logs) / math.sqrt(n)
+    return (
+        f"{math.exp(mean):.3f}x (95 % CI {math.exp(mean - half):.3f}..{math.exp(mean + half):.3f},"
+        f" n={n} pairs)"
+    )
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The nearest-rank `q`-th percentile (0 < q <= 100) of already sorted values."""
     rank = max(1, -(-len(sorted_values) * q // 100))
@@ -449,6 +475,11 @@ def bench_integrate(
             peer=f"peer/SqliteTree/append/{batch}",
         )
     for batch, runs in peer.items():
+        ours_rates = [done / secs for done, secs in ours[("sqlite", "FULL", batch)]]
+        report.notes.append(
+            f"integrate/sqlite/FULL/{batch} / pymerkle, paired by repetition: "
+            + paired_ratio(ours_rates, [done / secs for done, secs in runs])
+        )
         integrate_rows(
             report,
             args,
