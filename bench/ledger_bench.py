@@ -248,11 +248,14 @@ def integrate_run(
     prof: cProfile.Profile | None = None,
     source: Callable[[int, int], Sequence[bytes | Admitted]] = entries,
     on_batch: Callable[[Sequencer, float, float], None] | None = None,
+    indexed: bool = True,
 ) -> tuple[int, float]:
     """Integrate up to `total` entries (`source(start, count)`) in batches of `batch`,
     stopping once `budget` seconds have gone into `integrate`; returns (entries integrated,
     seconds spent in `integrate`). `on_batch(sequencer, start, end)` is called, untimed,
-    after each batch and after the closing flush, with its `perf_counter` span."""
+    after each batch and after the closing flush, with its `perf_counter` span. `indexed`
+    False: the leaf-hash index is not checked to hold every entry at the end (only
+    `integrate_ceilings.py`, which leaves the index out on purpose, passes it)."""
     store = Store(url, synchronous=sync)
     try:
         store.migrate()
@@ -279,7 +282,7 @@ def integrate_run(
         # The leaf-hash index lags the tree (`Sequencer.leaf_index_lag`): flushing what is
         # left of it is index work these entries owe, so it is timed with them.
         timed(seq.flush_leaf_index)
-        if store.leaf_index_size(log.id) != done:
+        if indexed and store.leaf_index_size(log.id) != done:
             raise RuntimeError(f"leaf-hash index holds {store.leaf_index_size(log.id)} entries")
         if log.head().size != done:
             raise RuntimeError(f"log holds {log.head().size} entries, want {done}")
